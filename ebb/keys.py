@@ -1,0 +1,57 @@
+"""The names Ebb writes into Kubernetes: API group, labels, annotations, taints.
+
+Kept in one place because they are a public contract with users' manifests.
+"""
+
+from typing import Final
+
+GROUP: Final = "ebb.dev"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+
+# Job (and pod template) labels.
+QUEUE_LABEL: Final = "ebb.dev/queue"
+SHARE_LABEL: Final = "ebb.dev/share"
+JOB_ID_LABEL: Final = "ebb.dev/job-id"  # the Job's UID, stamped on its pods
+
+# Job annotations set by users.
+DEPENDS_ON: Final = "ebb.dev/depends-on"
+SCHEDULING_PRIORITY: Final = "ebb.dev/scheduling-priority"
+RETRY_STRATEGY: Final = "ebb.dev/retry-strategy"
+TIMEOUT_SECONDS: Final = "ebb.dev/timeout-seconds"
+CANCEL: Final = "ebb.dev/cancel"
+TERMINATE: Final = "ebb.dev/terminate"
+CAPACITY_TYPE_PREFERENCE: Final = "ebb.dev/capacity-type"
+ARRAY_DEPENDENCY: Final = "ebb.dev/array-dependency"
+
+# Job annotations published by Ebb.
+STATE: Final = "ebb.dev/state"
+REASON: Final = "ebb.dev/reason"
+ATTEMPTS: Final = "ebb.dev/attempts"
+ARRAY_STATUS: Final = "ebb.dev/array-status"
+SUBMITTED_AT: Final = "ebb.dev/submitted-at"
+
+# Nodes.
+COMPUTE_ENVIRONMENT_LABEL: Final = "ebb.dev/compute-environment"
+CAPACITY_TYPE_LABEL: Final = "ebb.dev/capacity-type"
+INSTANCE_TYPE_LABEL: Final = "node.kubernetes.io/instance-type"
+ZONE_LABEL: Final = "topology.kubernetes.io/zone"
+BATCH_NODE_TAINT: Final = "ebb.dev/batch-node"
+DRAINING_TAINT: Final = "ebb.dev/draining"
+
+CAPACITY_SPOT: Final = "spot"
+CAPACITY_ON_DEMAND: Final = "on-demand"
+
+# Extended resource name for NVIDIA GPUs.
+GPU_RESOURCE: Final = "nvidia.com/gpu"
+
+# EC2 tags the autoscaler writes on every instance it launches.
+TAG_CLUSTER: Final = "ebb.dev/cluster"
+TAG_COMPUTE_ENVIRONMENT: Final = "ebb.dev/compute-environment"
+TAG_NODE_NAME: Final = "ebb.dev/node-name"
+
+BATCH_TOLERATION: Final = {
+    "key": BATCH_NODE_TAINT,
+    "operator": "Exists",
+    "effect": "NoSchedule",
+}

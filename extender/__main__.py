@@ -1,0 +1,40 @@
+"""Entry point: `ebb-scheduler` / `python -m extender`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from ebb import logs, settings, tls
+from ebb.server import serve
+from extender.app import create_app, serving_tls
+from extender.settings import SchedulerSettings
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        config = settings.load(SchedulerSettings, argv, os.environ, prog="ebb-scheduler")
+    except settings.SettingsError as exc:
+        print(f"ebb-scheduler: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(config.log_level, config.log_json)
+    serving_tls(config)
+    tls_dir = Path(config.tls_dir)
+    ssl_context = tls.server_context(tls_dir / "tls.crt", tls_dir / "tls.key")
+    extra = [(config.listen_host, config.ops_port, None)] if config.ops_port else []
+    asyncio.run(
+        serve(
+            create_app(config),
+            config.listen_host,
+            config.port,
+            ssl_context=ssl_context,
+            extra_sites=extra,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""The scheduler daemon's aiohttp application: an app factory whose cleanup contexts
+own the API client, the reflectors and the control loops."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+
+from ebb import kube, tls
+from ebb.model import NodeInfo, PodInfo, node_from_raw, pod_from_raw
+from ebb.server import MAX_BODY_BYTES, add_ops_routes
+from extender.placement.routes import add_routes as add_placement_routes
+from extender.settings import SchedulerSettings
+
+log = structlog.get_logger("ebb.scheduler")
+
+CLIENT = web.AppKey("client", kube.KubeClient)
+NODES = web.AppKey("nodes", kube.Reflector[NodeInfo])
+PODS = web.AppKey("pods", kube.Reflector[PodInfo])
+
+
+def create_app(settings: SchedulerSettings) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app.cleanup_ctx.append(_kubernetes(settings))
+    add_ops_routes(app, ready=lambda: _synced(app))
+    add_placement_routes(app)
+    return app
+
+
+def _synced(app: web.Application) -> bool:
+    return all(app[key].synced.is_set() for key in (NODES, PODS) if key in app)
+
+
+def _kubernetes(
+    settings: SchedulerSettings,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        access = kube.load_access(settings.kubeconfig or None, settings.context or None, os.environ)
+        client = kube.KubeClient(access, user_agent="ebb-scheduler")
+        nodes = kube.Reflector(
+            client,
+            kube.NODES,
+            node_from_raw,
+            name="nodes",
+            silence_timeout=settings.watch_silence_timeout,
+        )
+        pods = kube.Reflector(
+            client,
+            kube.PODS,
+            pod_from_raw,
+            name="pods",
+            field_selector="status.phase!=Succeeded,status.phase!=Failed",
+            indexers={"node": lambda p: (p.node_name,) if p.node_name else ()},
+            silence_timeout=settings.watch_silence_timeout,
+        )
+        app[CLIENT], app[NODES], app[PODS] = client, nodes, pods
+        tasks = [asyncio.create_task(r.run(), name=f"reflector-{r.name}") for r in (nodes, pods)]
+        yield
+        for r in (nodes, pods):
+            r.stop()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await client.close()
+
+    return ctx
+
+
+def serving_tls(settings: SchedulerSettings) -> tls.KeyPair:
+    return tls.load_or_create_serving(
+        Path(settings.tls_dir), "ebb-scheduler", settings.tls_names, ("127.0.0.1",)
+    )

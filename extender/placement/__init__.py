@@ -1,0 +1,1 @@
+"""Placement: the kube-scheduler extender verbs (filter, prioritize, bind)."""

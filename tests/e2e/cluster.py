@@ -1,0 +1,149 @@
+"""Helpers for end-to-end tests on the real local control plane (hack/cluster.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ebb import kube
+
+ROOT = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class LocalCluster:
+    state_dir: Path
+    port_base: int
+    kubeconfig: Path
+    bin_path: str
+
+    @property
+    def extender_port(self) -> int:
+        return self.port_base + 900
+
+    @property
+    def etcd_url(self) -> str:
+        return f"http://127.0.0.1:{self.port_base + 379}"
+
+    def compact_etcd(self) -> int:
+        """Compact etcd's history up to now (what kube-apiserver does every 5 minutes), so
+        watches from older resourceVersions get 410 Gone. Returns the revision."""
+        key = base64.b64encode(b"/").decode()
+        header = _post_json(f"{self.etcd_url}/v3/kv/range", {"key": key, "limit": 1})["header"]
+        revision = int(header["revision"])
+        _post_json(f"{self.etcd_url}/v3/kv/compaction", {"revision": revision, "physical": True})
+        return revision
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "PATH": self.bin_path + os.pathsep + os.environ.get("PATH", ""),
+        }
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
+        proc = subprocess.run(
+            ["kubectl", *args],
+            env=self.env(),
+            input=input,
+            text=True,
+            capture_output=True,
+            check=False,
+            timeout=120,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr}")
+        return proc.stdout + (proc.stderr if not check else "")
+
+
+def _post_json(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        result: dict[str, Any] = json.loads(resp.read())
+        return result
+
+
+def cluster_command(command: str, state_dir: Path, port_base: int, *extra: str) -> str:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "hack" / "cluster.py"),
+            command,
+            f"--state-dir={state_dir}",
+            f"--port-base={port_base}",
+            *extra,
+        ],
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=1800,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"hack/cluster.py {command} failed:\n{proc.stderr}\n{proc.stdout}")
+    return proc.stdout + proc.stderr
+
+
+def bin_path() -> str:
+    out = subprocess.run(
+        [str(ROOT / "hack" / "build-binaries.sh"), "--print-path"],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    ).stdout
+    return out.strip().splitlines()[-1]
+
+
+async def wait_for(
+    check: Callable[[], Awaitable[T | None]],
+    timeout: float = 60.0,
+    interval: float = 0.25,
+    message: str = "condition",
+) -> T:
+    """Poll `check` until it returns something truthy; fail with `message` on timeout."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {message} (last: {last!r})")
+
+
+async def create_node(
+    client: kube.KubeClient,
+    name: str,
+    *,
+    cpu: str = "4",
+    memory: str = "16Gi",
+    gpu: int = 0,
+    labels: dict[str, str] | None = None,
+    taints: list[dict[str, str]] | None = None,
+) -> dict[str, Any]:
+    """A KWOK-managed node (kwok marks it Ready and runs its pods)."""
+    capacity = {"cpu": cpu, "memory": memory, "pods": "110"}
+    if gpu:
+        capacity["nvidia.com/gpu"] = str(gpu)
+    body = {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {"kwok.x-k8s.io/node": "fake"},
+            "labels": {"kubernetes.io/hostname": name, **(labels or {})},
+        },
+        "spec": {"taints": taints or []},
+        "status": {"capacity": capacity, "allocatable": capacity},
+    }
+    return await client.create(kube.NODES, body)

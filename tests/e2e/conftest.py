@@ -1,0 +1,101 @@
+"""Fixtures that bring up the real local control plane once per test session.
+
+The cluster is never optional: if it cannot start, every e2e test errors (it is not
+skipped), so CI cannot pass without really running them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from ebb import kube
+from tests.e2e.cluster import ROOT, LocalCluster, bin_path, cluster_command
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[LocalCluster]:
+    state_dir = Path(os.environ.get("EBB_TEST_STATE_DIR", ROOT / ".ebb-test")).resolve()
+    port_base = int(os.environ.get("EBB_TEST_PORT_BASE", "17000"))
+    path = bin_path()
+    if state_dir.exists():
+        cluster_command("down", state_dir, port_base, f"--bin-path={path}")
+        shutil.rmtree(state_dir)
+    # ConfigMaps bypass the watch cache so that tests can make a watch 410 Gone by
+    # compacting etcd (the cache would otherwise replay a fresh cluster's history).
+    cluster_command(
+        "up",
+        state_dir,
+        port_base,
+        f"--bin-path={path}",
+        "--apiserver-extra-args=--watch-cache-sizes=configmaps#0",
+    )
+    try:
+        yield LocalCluster(state_dir, port_base, state_dir / "kubeconfig", path)
+    finally:
+        cluster_command("down", state_dir, port_base, f"--bin-path={path}")
+
+
+@pytest.fixture(scope="session")
+def scheduler_daemon(cluster: LocalCluster) -> Iterator[subprocess.Popen[bytes]]:
+    """Ebb's scheduler daemon, serving the extender kube-scheduler is configured with."""
+    ops_port = cluster.port_base + 901
+    log = (cluster.state_dir / "logs" / "ebb-scheduler.log").open("ab")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "extender",
+            f"--kubeconfig={cluster.kubeconfig}",
+            "--listen-host=127.0.0.1",
+            f"--port={cluster.extender_port}",
+            f"--ops-port={ops_port}",
+            f"--tls-dir={cluster.state_dir / 'ebb-tls'}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{ops_port}/readyz", timeout=1) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(
+                "ebb-scheduler did not become ready; see its log in "
+                f"{cluster.state_dir / 'logs' / 'ebb-scheduler.log'}"
+            )
+        time.sleep(0.2)
+    yield proc
+    proc.terminate()
+    proc.wait(timeout=15)
+
+
+@pytest.fixture(scope="session")
+async def kube_client(cluster: LocalCluster) -> AsyncIterator[kube.KubeClient]:
+    access = kube.load_access(str(cluster.kubeconfig), None, {})
+    client = kube.KubeClient(access, user_agent="ebb-tests")
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def namespace(kube_client: kube.KubeClient) -> AsyncIterator[str]:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    await kube_client.create(kube.NAMESPACES, {"metadata": {"name": name}})
+    yield name
+    await kube_client.delete(kube.NAMESPACES, name)
