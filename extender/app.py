@@ -12,7 +12,18 @@ import structlog
 from aiohttp import web
 
 from ebb import kube, tls
-from ebb.model import NodeInfo, PodInfo, node_from_raw, pod_from_raw
+from ebb.model import (
+    ComputeEnvironment,
+    JobQueue,
+    NodeInfo,
+    PodInfo,
+    SchedulingPolicy,
+    compute_environment_from_raw,
+    job_queue_from_raw,
+    node_from_raw,
+    pod_from_raw,
+    scheduling_policy_from_raw,
+)
 from ebb.server import MAX_BODY_BYTES, add_ops_routes
 from extender.placement.routes import add_routes as add_placement_routes
 from extender.settings import SchedulerSettings
@@ -22,6 +33,10 @@ log = structlog.get_logger("ebb.scheduler")
 CLIENT = web.AppKey("client", kube.KubeClient)
 NODES = web.AppKey("nodes", kube.Reflector[NodeInfo])
 PODS = web.AppKey("pods", kube.Reflector[PodInfo])
+QUEUES = web.AppKey("queues", kube.Reflector[JobQueue])
+COMPUTE_ENVIRONMENTS = web.AppKey("compute_environments", kube.Reflector[ComputeEnvironment])
+POLICIES = web.AppKey("policies", kube.Reflector[SchedulingPolicy])
+_REFLECTORS = (NODES, PODS, QUEUES, COMPUTE_ENVIRONMENTS, POLICIES)
 
 
 def create_app(settings: SchedulerSettings) -> web.Application:
@@ -33,7 +48,7 @@ def create_app(settings: SchedulerSettings) -> web.Application:
 
 
 def _synced(app: web.Application) -> bool:
-    return all(app[key].synced.is_set() for key in (NODES, PODS) if key in app)
+    return all(key in app and app[key].synced.is_set() for key in _REFLECTORS)
 
 
 def _kubernetes(
@@ -42,26 +57,41 @@ def _kubernetes(
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         access = kube.load_access(settings.kubeconfig or None, settings.context or None, os.environ)
         client = kube.KubeClient(access, user_agent="ebb-scheduler")
-        nodes = kube.Reflector(
-            client,
-            kube.NODES,
-            node_from_raw,
-            name="nodes",
-            silence_timeout=settings.watch_silence_timeout,
+        silence = settings.watch_silence_timeout
+        app[CLIENT] = client
+        app[NODES] = kube.Reflector(
+            client, kube.NODES, node_from_raw, name="nodes", silence_timeout=silence
         )
-        pods = kube.Reflector(
+        app[PODS] = kube.Reflector(
             client,
             kube.PODS,
             pod_from_raw,
             name="pods",
             field_selector="status.phase!=Succeeded,status.phase!=Failed",
             indexers={"node": lambda p: (p.node_name,) if p.node_name else ()},
-            silence_timeout=settings.watch_silence_timeout,
+            silence_timeout=silence,
         )
-        app[CLIENT], app[NODES], app[PODS] = client, nodes, pods
-        tasks = [asyncio.create_task(r.run(), name=f"reflector-{r.name}") for r in (nodes, pods)]
+        app[QUEUES] = kube.Reflector(
+            client, kube.JOB_QUEUES, job_queue_from_raw, name="jobqueues", silence_timeout=silence
+        )
+        app[COMPUTE_ENVIRONMENTS] = kube.Reflector(
+            client,
+            kube.COMPUTE_ENVIRONMENTS,
+            compute_environment_from_raw,
+            name="computeenvironments",
+            silence_timeout=silence,
+        )
+        app[POLICIES] = kube.Reflector(
+            client,
+            kube.SCHEDULING_POLICIES,
+            scheduling_policy_from_raw,
+            name="schedulingpolicies",
+            silence_timeout=silence,
+        )
+        reflectors = [app[key] for key in _REFLECTORS]
+        tasks = [asyncio.create_task(r.run(), name=f"reflector-{r.name}") for r in reflectors]
         yield
-        for r in (nodes, pods):
+        for r in reflectors:
             r.stop()
         for task in tasks:
             task.cancel()
