@@ -27,9 +27,14 @@ ARRAY_DEPENDENCY: Final = "ebb.dev/array-dependency"
 # Job annotations published by Ebb.
 STATE: Final = "ebb.dev/state"
 REASON: Final = "ebb.dev/reason"
+REASON_CODE: Final = "ebb.dev/reason-code"
+STATE_SINCE: Final = "ebb.dev/since"
+ADMITTED_AT: Final = "ebb.dev/admitted-at"
+# An array job's own parallelism, kept while Ebb raises spec.parallelism as it admits.
+REQUESTED_PARALLELISM: Final = "ebb.dev/requested-parallelism"
+N_TO_N_GATE: Final = "ebb.dev/n-to-n"
 ATTEMPTS: Final = "ebb.dev/attempts"
 ARRAY_STATUS: Final = "ebb.dev/array-status"
-SUBMITTED_AT: Final = "ebb.dev/submitted-at"
 
 # Nodes.
 COMPUTE_ENVIRONMENT_LABEL: Final = "ebb.dev/compute-environment"

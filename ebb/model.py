@@ -66,6 +66,8 @@ class ComputeEnvironment:
     scale_down_delay_seconds: int = 60
     generation: int = 0
     uid: str = ""
+    status: str = ""  # VALID / INVALID once the autoscaler has validated it
+    status_reason: str = ""
 
     @property
     def enabled(self) -> bool:
@@ -78,6 +80,7 @@ class ComputeEnvironment:
 
 def compute_environment_from_raw(raw: Raw) -> ComputeEnvironment:
     meta, spec = _meta(raw), raw.get("spec") or {}
+    status = raw.get("status") or {}
     lt = spec.get("launchTemplate")
     return ComputeEnvironment(
         name=str(meta.get("name", "")),
@@ -103,6 +106,8 @@ def compute_environment_from_raw(raw: Raw) -> ComputeEnvironment:
         scale_down_delay_seconds=int(spec.get("scaleDownDelaySeconds", 60)),
         generation=int(meta.get("generation", 0)),
         uid=str(meta.get("uid", "")),
+        status=str(status.get("status", "")),
+        status_reason=str(status.get("statusReason", "")),
     )
 
 
@@ -123,6 +128,9 @@ class JobQueue:
     scheduling_policy: str | None = None
     state_time_limit_actions: tuple[StateTimeLimitAction, ...] = ()
     generation: int = 0
+    # Fair share history (decayed vCPU-seconds per share) as last persisted in status.
+    share_usage: tuple[tuple[str, float], ...] = ()
+    share_usage_time: str = ""
 
     @property
     def enabled(self) -> bool:
@@ -131,6 +139,7 @@ class JobQueue:
 
 def job_queue_from_raw(raw: Raw) -> JobQueue:
     meta, spec = _meta(raw), raw.get("spec") or {}
+    usage = (raw.get("status") or {}).get("shareUsage") or {}
     order = sorted(
         spec.get("computeEnvironmentOrder") or (),
         key=lambda e: (int(e.get("order", 0)), str(e.get("computeEnvironment", ""))),
@@ -151,6 +160,10 @@ def job_queue_from_raw(raw: Raw) -> JobQueue:
             for a in spec.get("jobStateTimeLimitActions") or ()
         ),
         generation=int(meta.get("generation", 0)),
+        share_usage=tuple(
+            sorted((str(k), float(v)) for k, v in (usage.get("vcpuSeconds") or {}).items())
+        ),
+        share_usage_time=str(usage.get("time", "")),
     )
 
 
@@ -278,6 +291,7 @@ class PodInfo:
     job_uid: str | None
     completion_index: int | None
     unschedulable: bool  # PodScheduled=False, reason Unschedulable
+    scheduling_message: str  # kube-scheduler's word on why it is not placed
     scheduling_gated: bool
     terminating: bool
     disrupted: bool  # DisruptionTarget=True (node lost, preempted, evicted)
@@ -348,6 +362,9 @@ def pod_from_raw(raw: Raw) -> PodInfo:
         completion_index=int(index) if index and index.isdigit() else None,
         unschedulable=scheduled.get("status") == "False"
         and scheduled.get("reason") == "Unschedulable",
+        scheduling_message=str(scheduled.get("message", ""))
+        if scheduled.get("status") == "False"
+        else "",
         scheduling_gated=bool(spec.get("schedulingGates")),
         terminating=meta.get("deletionTimestamp") is not None,
         disrupted=disruption.get("status") == "True",

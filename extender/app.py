@@ -25,6 +25,8 @@ from ebb.model import (
     scheduling_policy_from_raw,
 )
 from ebb.server import MAX_BODY_BYTES, add_ops_routes
+from extender import webhook
+from extender.jobs.controller import ControllerSettings, JobController, capacity_limits
 from extender.placement.routes import add_routes as add_placement_routes
 from extender.settings import SchedulerSettings
 
@@ -36,19 +38,81 @@ PODS = web.AppKey("pods", kube.Reflector[PodInfo])
 QUEUES = web.AppKey("queues", kube.Reflector[JobQueue])
 COMPUTE_ENVIRONMENTS = web.AppKey("compute_environments", kube.Reflector[ComputeEnvironment])
 POLICIES = web.AppKey("policies", kube.Reflector[SchedulingPolicy])
+JOB_CONTROLLER = web.AppKey("job_controller", JobController)
+ADMITTER = web.AppKey("admitter", str)
 _REFLECTORS = (NODES, PODS, QUEUES, COMPUTE_ENVIRONMENTS, POLICIES)
 
 
 def create_app(settings: SchedulerSettings) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app.cleanup_ctx.append(_kubernetes(settings))
+    app.cleanup_ctx.append(_job_controller(settings))
     add_ops_routes(app, ready=lambda: _synced(app))
     add_placement_routes(app)
+    webhook.add_routes(app, lambda: _webhook_context(app))
     return app
 
 
 def _synced(app: web.Application) -> bool:
-    return all(key in app and app[key].synced.is_set() for key in _REFLECTORS)
+    return all(key in app and app[key].synced.is_set() for key in _REFLECTORS) and (
+        JOB_CONTROLLER in app and app[JOB_CONTROLLER].synced()
+    )
+
+
+def _webhook_context(app: web.Application) -> webhook.WebhookContext:
+    queues = app[QUEUES].store
+    jobs = app[JOB_CONTROLLER].jobs.store
+    return webhook.WebhookContext(
+        queue=queues.get,
+        queue_names=lambda: list(queues),
+        job=lambda namespace, name: jobs.get(f"{namespace}/{name}"),
+        capacity=lambda: capacity_limits(app[COMPUTE_ENVIRONMENTS].store.values()),
+        admitter=lambda: app[ADMITTER],
+    )
+
+
+def _job_controller(
+    settings: SchedulerSettings,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        controller = JobController(
+            app[CLIENT],
+            queues=app[QUEUES],
+            compute_environments=app[COMPUTE_ENVIRONMENTS],
+            policies=app[POLICIES],
+            nodes=app[NODES],
+            settings=ControllerSettings(
+                resync_seconds=settings.resync_seconds,
+                starvation_seconds=settings.starvation_seconds,
+                write_concurrency=settings.write_concurrency,
+                reason_refresh_seconds=settings.reason_refresh_seconds,
+                silence_timeout=settings.watch_silence_timeout,
+            ),
+        )
+        app[JOB_CONTROLLER] = controller
+        app[ADMITTER] = await webhook.whoami(app[CLIENT])
+        if settings.webhook_url or settings.webhook_service:
+            ca = (Path(settings.tls_dir) / "ca.crt").read_bytes()
+            await webhook.register(
+                app[CLIENT],
+                url=settings.webhook_url or None,
+                service=settings.webhook_service or None,
+                port=settings.port,
+                ca_bundle=ca,
+                admitter=app[ADMITTER],
+            )
+        tasks = [
+            asyncio.create_task(r.run(), name=f"reflector-{r.name}") for r in controller.reflectors
+        ]
+        tasks.append(asyncio.create_task(controller.run(), name="job-controller"))
+        yield
+        for r in controller.reflectors:
+            r.stop()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    return ctx
 
 
 def _kubernetes(

@@ -13,9 +13,7 @@ class SchedulerSettings:
 
     kubeconfig: str = setting("", "Kubeconfig to use; empty: in-cluster service account.")
     context: str = setting("", "Kubeconfig context (default: current).")
-    listen_host: str = setting(
-        "0.0.0.0", "Address to serve the extender, webhook and ops routes on."
-    )
+    listen_host: str = setting("0.0.0.0", "Address to serve on.")
     port: int = setting(8443, "HTTPS port of the extender and webhook.")
     ops_port: int = setting(
         8080, "Plain-HTTP port of /healthz, /readyz and /metrics (0: serve them on --port)."
@@ -26,6 +24,21 @@ class SchedulerSettings:
     tls_names: tuple[str, ...] = setting(
         ("localhost", "ebb-scheduler.ebb-system.svc"),
         "DNS names for a self-made serving certificate.",
+    )
+    webhook_url: str = setting(
+        "",
+        "Register the Job webhooks at this base URL (out-of-cluster runs).",
+    )
+    webhook_service: str = setting(
+        "", "Register the Job webhooks at this Service, namespace/name (in-cluster runs)."
+    )
+    starvation_seconds: float = setting(
+        600.0, "After this long at the head of its queue, a job that does not fit stops backfill."
+    )
+    resync_seconds: float = setting(5.0, "Run a scheduling pass at least this often.")
+    write_concurrency: int = setting(32, "Concurrent writes to the API server.")
+    reason_refresh_seconds: float = setting(
+        30.0, "Rewrite a waiting job's reason (queue position, usage) at most this often."
     )
     log_level: str = setting("info", "Log level.", choices=("debug", "info", "warning", "error"))
     log_json: bool = setting(True, "Log one JSON object per line (false: human-readable).")

@@ -181,8 +181,16 @@ class Cluster:
             ip_addresses=("127.0.0.1",),
         )
 
-    def write_kubeconfig(self, path: Path, user: str) -> None:
+    def write_kubeconfig(self, path: Path, user: str, token: str | None = None) -> None:
         ca = base64.b64encode((self.pki / "ca.crt").read_bytes()).decode()
+        credentials = (
+            {"token": token}
+            if token
+            else {
+                "client-certificate": str(self.pki / f"{user}.crt"),
+                "client-key": str(self.pki / f"{user}.key"),
+            }
+        )
         doc = {
             "apiVersion": "v1",
             "kind": "Config",
@@ -195,10 +203,7 @@ class Cluster:
             "users": [
                 {
                     "name": user,
-                    "user": {
-                        "client-certificate": str(self.pki / f"{user}.crt"),
-                        "client-key": str(self.pki / f"{user}.key"),
-                    },
+                    "user": credentials,
                 }
             ],
             "contexts": [{"name": "ebb-local", "context": {"cluster": "ebb-local", "user": user}}],
@@ -293,7 +298,7 @@ class Cluster:
 
         self._start_etcd()
         self._start_apiserver()
-        self._install_crds()
+        self._install_ebb_resources()
         self._start_controller_manager()
         self._start_scheduler()
         self._start_kwok()
@@ -451,22 +456,26 @@ class Cluster:
         self._start(
             "ebb-scheduler",
             [
-                f"--kubeconfig={self.kubeconfig}",
+                f"--kubeconfig={self.state / 'ebb-scheduler.kubeconfig'}",
                 "--listen-host=127.0.0.1",
                 f"--port={self.extender_port}",
                 f"--ops-port={ops}",
                 f"--tls-dir={self.state / 'ebb-tls'}",
+                f"--webhook-url=https://127.0.0.1:{self.extender_port}",
             ],
         )
         self._wait("ebb-scheduler", lambda: _http_ok(f"http://127.0.0.1:{ops}/readyz"))
 
-    def _install_crds(self) -> None:
+    def _install_ebb_resources(self) -> None:
+        """Ebb's CRDs, namespace and RBAC; a kubeconfig per daemon service account."""
         kubectl = [self.binary("kubectl"), f"--kubeconfig={self.kubeconfig}"]
-        subprocess.run(
-            [*kubectl, "apply", "--server-side", "-f", str(ROOT / "manifests" / "crds")],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
+        manifests = ROOT / "manifests"
+        for path in (manifests / "crds", manifests / "namespace.yaml", manifests / "rbac"):
+            subprocess.run(
+                [*kubectl, "apply", "--server-side", "-f", str(path)],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
         subprocess.run(
             [
                 *kubectl,
@@ -479,6 +488,14 @@ class Cluster:
             check=True,
             stdout=subprocess.DEVNULL,
         )
+        for account in EBB_COMPONENTS:
+            token = subprocess.run(
+                [*kubectl, "create", "token", account, "-n", "ebb-system", "--duration=8760h"],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+            self.write_kubeconfig(self.state / f"{account}.kubeconfig", account, token=token)
 
     def _default_service_account_exists(self) -> bool:
         return self._https_ok(f"{self.server}/api/v1/namespaces/default/serviceaccounts/default")

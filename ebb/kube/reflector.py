@@ -311,7 +311,21 @@ class Reflector(Generic[T]):
         self.resource_version = version or self.resource_version
         _OBJECTS.labels(self.name).set(len(self.store))
 
+    def apply_write(self, raw: dict[str, Any]) -> None:
+        """Store what the API server returned for our own write, before its watch event
+        arrives, so decisions made meanwhile see it (and a slower, older watch event
+        cannot undo it)."""
+        self._apply(EventType.MODIFIED, object_key(raw), raw)
+
+    def _is_stale(self, key: str, raw: dict[str, Any]) -> bool:
+        held = self._versions.get(key)
+        version = str((raw.get("metadata") or {}).get("resourceVersion", ""))
+        # Resource versions are etcd revisions: comparable integers on one API server.
+        return bool(held and version.isdigit() and held.isdigit() and int(version) < int(held))
+
     def _apply(self, kind: EventType, key: str, raw: dict[str, Any] | None) -> None:
+        if raw is not None and self._is_stale(key, raw):
+            return
         new = self._transform(raw) if raw is not None else None
         if new is None:
             # Deleted, or no longer of interest to this reflector.

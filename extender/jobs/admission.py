@@ -1,0 +1,361 @@
+"""Admission: which runnable jobs may start now, and why the others wait.
+
+One pass takes plain values — queues, the capacity of each compute environment, and
+the demands of jobs (runnable ones, and admitted ones still holding capacity) — and
+returns grants (pods per job) and a reason for every job left waiting. No I/O.
+
+The rules, in order:
+
+1. Capacity. Each compute environment (CE) holds at most its limit (maxvCpus, and
+   GPU/memory limits) of admitted pods' requests. Pods already bound to a node count
+   against that node's CE; admitted pods not yet bound are counted against the first
+   CE in their queue's order with room (as the extender will place them). DISABLED,
+   INVALID or missing CEs hold nothing.
+2. Queue priority. Queues are served highest `priority` first; queues of equal
+   priority take turns, one job each.
+3. Order within a queue. FIFO by creation time, unless the queue has a scheduling
+   policy: then the share with the least weighted usage goes next (see `fairshare`),
+   and within a share, higher `ebb.dev/scheduling-priority` first, then FIFO.
+4. Backfill, with a bound. A job that does not fit now does not stop smaller jobs
+   behind it: they are admitted around it. But once the first such job of a queue
+   has waited `starvation_seconds`, the CEs of its queue stop admitting anything
+   ranked after it until it fits — so a large job waits at most until enough running
+   work finishes, and small jobs are never blocked by a job that can never fit (that
+   one is not waiting for capacity, it is misconfigured, and says so).
+5. Array jobs (Indexed, completions > 1) are elastic: they get as many pods as fit
+   (raising `parallelism`), up to what they ask for, and keep the pods they have.
+   Other jobs get all their pods at once or wait.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from ebb.model import SchedulingPolicy
+from ebb.resources import Resources, fmt_cpu
+from extender.jobs import fairshare
+from extender.jobs.lifecycle import Code
+
+UNLIMITED = 2**62
+
+
+@dataclass(frozen=True, slots=True)
+class CapacityLimit:
+    """What a CE may hold; `unavailable` says why it holds nothing (disabled, ...)."""
+
+    limit: Resources
+    unavailable: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueView:
+    name: str
+    priority: int
+    compute_environments: tuple[str, ...]
+    policy: SchedulingPolicy | None = None
+    decayed_usage: Mapping[str, float] = field(default_factory=dict)  # share → vCPU-seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Demand:
+    """A job as admission sees it."""
+
+    key: str
+    queue: str
+    request: Resources  # per pod
+    want: int  # pods it would run now if it could
+    granted: int = 0  # pods admitted so far (0: not admitted)
+    share: str = ""
+    priority: int = 0  # ebb.dev/scheduling-priority
+    submitted: float = 0.0
+    runnable_since: float = 0.0
+    elastic: bool = False  # array job: may be granted part of `want`
+    bound: Mapping[str, int] = field(default_factory=dict)  # CE → pods bound there
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    code: Code
+    reason: str
+    position: int  # 1-based place among the queue's waiting jobs
+
+
+@dataclass
+class AdmissionResult:
+    grants: dict[str, int] = field(default_factory=dict)  # job → new total pods granted
+    waiting: dict[str, Waiting] = field(default_factory=dict)
+    used: dict[str, Resources] = field(default_factory=dict)  # CE → admitted requests
+    running_vcpus: dict[str, dict[str, float]] = field(default_factory=dict)  # queue → share →
+
+
+def admit(
+    queues: Mapping[str, QueueView],
+    capacity: Mapping[str, CapacityLimit],
+    demands: Sequence[Demand],
+    now: float,
+    starvation_seconds: float = 600.0,
+) -> AdmissionResult:
+    return _Pass(queues, capacity, now, starvation_seconds).run(demands)
+
+
+class _Pass:
+    def __init__(
+        self,
+        queues: Mapping[str, QueueView],
+        capacity: Mapping[str, CapacityLimit],
+        now: float,
+        starvation_seconds: float,
+    ) -> None:
+        self.queues = queues
+        self.capacity = capacity
+        self.now = now
+        self.starvation = starvation_seconds
+        # Room left per CE, as mutable [cpu, memory, gpu].
+        self.room: dict[str, list[int]] = {
+            name: [0, 0, 0] if c.unavailable else [c.limit.cpu_milli, c.limit.memory, c.limit.gpu]
+            for name, c in capacity.items()
+        }
+        self.result = AdmissionResult()
+        self.held_for: dict[str, str] = {}  # CE → job whose starvation reserves it
+        self.queue_vcpus: dict[str, float] = {}  # queue → admitted vCPUs (for reservation)
+        self.share_vcpus: dict[str, dict[str, float]] = {}
+
+    # --- capacity bookkeeping -----------------------------------------------------------
+
+    def _take(self, ce: str, request: Resources, pods: int) -> None:
+        room = self.room.setdefault(ce, [0, 0, 0])
+        room[0] -= request.cpu_milli * pods
+        room[1] -= request.memory * pods
+        room[2] -= request.gpu * pods
+
+    def _fits(self, ce: str, request: Resources) -> int:
+        """How many pods of `request` fit in CE `ce` now."""
+        room = self.room.get(ce)
+        if room is None or ce in self.held_for:
+            return 0
+        counts = [
+            room[i] // need if need > 0 else UNLIMITED
+            for i, need in enumerate((request.cpu_milli, request.memory, request.gpu))
+        ]
+        return max(min(counts), 0)
+
+    def _account(self, demand: Demand, pods: int) -> None:
+        vcpus = demand.request.cpu_milli * pods / 1000
+        self.queue_vcpus[demand.queue] = self.queue_vcpus.get(demand.queue, 0.0) + vcpus
+        shares = self.share_vcpus.setdefault(demand.queue, {})
+        shares[demand.share] = shares.get(demand.share, 0.0) + vcpus
+
+    # --- the pass -----------------------------------------------------------------------
+
+    def run(self, demands: Sequence[Demand]) -> AdmissionResult:
+        waiting_by_queue: dict[str, list[Demand]] = {}
+        # 1. What admitted jobs already hold: bound pods where they are, the rest first-fit.
+        unbound: list[tuple[Demand, int]] = []
+        for d in demands:
+            if d.granted > 0:
+                bound_total = 0
+                for ce, pods in d.bound.items():
+                    self._take(ce, d.request, pods)
+                    bound_total += pods
+                self._account(d, max(d.granted, bound_total))
+                if d.granted > bound_total:
+                    unbound.append((d, d.granted - bound_total))
+            if d.want > d.granted:
+                waiting_by_queue.setdefault(d.queue, []).append(d)
+        for d, pods in sorted(unbound, key=lambda item: (item[0].submitted, item[0].key)):
+            self._hold_unbound(d, pods)
+        # 2. New grants, queue priority first.
+        levels: dict[int, list[str]] = {}
+        for name in waiting_by_queue:
+            queue = self.queues.get(name)
+            levels.setdefault(queue.priority if queue else -1, []).append(name)
+        for priority in sorted(levels, reverse=True):
+            self._serve_level(sorted(levels[priority]), waiting_by_queue)
+        self.result.used = {
+            ce: Resources(
+                c.limit.cpu_milli - self.room[ce][0],
+                c.limit.memory - self.room[ce][1],
+                c.limit.gpu - self.room[ce][2],
+            )
+            for ce, c in self.capacity.items()
+            if not c.unavailable
+        }
+        self.result.running_vcpus = self.share_vcpus
+        return self.result
+
+    def _hold_unbound(self, d: Demand, pods: int) -> None:
+        queue = self.queues.get(d.queue)
+        ces = queue.compute_environments if queue else ()
+        for ce in ces:
+            n = min(pods, self._fits(ce, d.request))
+            if n:
+                self._take(ce, d.request, n)
+                pods -= n
+            if not pods:
+                return
+        if ces:  # over the limits (e.g. a CE's maxvCpus was lowered): charge the first
+            self._take(ces[0], d.request, pods)
+
+    def _serve_level(self, names: list[str], waiting: Mapping[str, list[Demand]]) -> None:
+        orders = {name: self._order(name, waiting[name]) for name in names}
+        positions = dict.fromkeys(names, 0)
+        active = list(names)
+        while active:
+            still = []
+            for name in active:  # equal-priority queues take turns, one job each
+                try:
+                    d = next(orders[name])
+                except StopIteration:
+                    continue
+                positions[name] += 1
+                self._consider(d, positions[name])
+                still.append(name)
+            active = still
+
+    def _order(self, name: str, demands: list[Demand]) -> Iterator[Demand]:
+        queue = self.queues.get(name)
+        if queue is None or queue.policy is None:
+            yield from sorted(demands, key=lambda d: (d.submitted, d.key))
+            return
+        yield from self._fair_order(queue, queue.policy, demands)
+
+    def _fair_order(
+        self, queue: QueueView, policy: SchedulingPolicy, demands: list[Demand]
+    ) -> Iterator[Demand]:
+        by_share: dict[str, list[Demand]] = {}
+        for d in demands:
+            by_share.setdefault(d.share, []).append(d)
+        for jobs in by_share.values():
+            jobs.sort(key=lambda d: (-d.priority, d.submitted, d.key), reverse=True)
+        shares = self.share_vcpus.setdefault(queue.name, {})
+
+        def key(share: str) -> float:
+            return fairshare.share_key(
+                policy, share, shares.get(share, 0.0), queue.decayed_usage.get(share, 0.0)
+            )
+
+        heap = [(key(s), s) for s in by_share]
+        heapq.heapify(heap)
+        while heap:
+            _, share = heapq.heappop(heap)
+            yield by_share[share].pop()
+            if by_share[share]:
+                heapq.heappush(heap, (key(share), share))
+
+    def _reservation_blocks(self, d: Demand) -> str | None:
+        """Fair share's computeReservation: room held for shares not active yet."""
+        queue = self.queues.get(d.queue)
+        if queue is None or queue.policy is None or queue.policy.compute_reservation <= 0:
+            return None
+        active = len(self.share_vcpus.get(d.queue, {}).keys() | {d.share})
+        fraction = fairshare.reserved_fraction(queue.policy, active)
+        total = sum(
+            self.capacity[ce].limit.cpu_milli / 1000
+            for ce in queue.compute_environments
+            if ce in self.capacity and not self.capacity[ce].unavailable
+        )
+        limit = total * (1 - fraction)
+        if self.queue_vcpus.get(d.queue, 0.0) + d.request.cpu_milli / 1000 > limit + 1e-9:
+            return (
+                f"fair share holds back {fraction:.0%} of queue {d.queue}'s "
+                f"{fmt_cpu(int(total * 1000))} vCPUs for shares not yet active "
+                f"(computeReservation {queue.policy.compute_reservation}, {active} active shares)"
+            )
+        return None
+
+    def _consider(self, d: Demand, position: int) -> None:
+        queue = self.queues.get(d.queue)
+        if queue is None:
+            self._wait(d, Code.NO_QUEUE, f"job queue {d.queue} does not exist", position)
+            return
+        usable = [
+            ce
+            for ce in queue.compute_environments
+            if ce in self.capacity and not self.capacity[ce].unavailable
+        ]
+        if not usable:
+            why = "; ".join(self._why_unavailable(ce) for ce in queue.compute_environments)
+            self._wait(
+                d,
+                Code.NO_COMPUTE_ENVIRONMENT,
+                f"no usable compute environment in queue {d.queue}: {why}",
+                position,
+            )
+            return
+        pods_needed = d.want - d.granted
+        if not any(d.request.fits_in(self.capacity[ce].limit) for ce in usable):
+            biggest = max(usable, key=lambda ce: self.capacity[ce].limit.cpu_milli)
+            limit = self.capacity[biggest].limit
+            self._wait(
+                d,
+                Code.MAX_RESOURCE,
+                f"needs {d.request} per pod but the largest compute environment of queue "
+                f"{d.queue} ({biggest}) allows at most {limit}; it can never run",
+                position,
+            )
+            return
+        blocked = self._reservation_blocks(d)
+        if blocked:
+            self._wait(d, Code.FAIR_SHARE, blocked, position)
+            return
+        placed: list[tuple[str, int]] = []
+        left = pods_needed
+        for ce in usable:
+            n = min(left, self._fits(ce, d.request))
+            if n:
+                placed.append((ce, n))
+                left -= n
+            if not left:
+                break
+        granted_now = pods_needed - left
+        if left and (not d.elastic or granted_now == 0):
+            self._blocked_on_capacity(d, usable, position)
+            return
+        for ce, n in placed:
+            self._take(ce, d.request, n)
+        self._account(d, granted_now)
+        self.result.grants[d.key] = d.granted + granted_now
+        if left:  # an elastic job got part of what it wants
+            self._wait(
+                d,
+                Code.WAITING_FOR_CAPACITY,
+                f"{left} more pods wait for capacity in queue {d.queue}",
+                position,
+            )
+
+    def _blocked_on_capacity(self, d: Demand, usable: list[str], position: int) -> None:
+        held = [self.held_for[ce] for ce in usable if ce in self.held_for]
+        if held:
+            self._wait(
+                d,
+                Code.HEAD_OF_LINE,
+                f"capacity is held for job {held[0]}, which has waited longer than "
+                f"{self.starvation:.0f} s at the head of its queue",
+                position,
+            )
+            return
+        parts = []
+        for ce in usable:
+            c = self.capacity[ce].limit
+            used = c.cpu_milli - self.room[ce][0]
+            parts.append(f"{ce} {fmt_cpu(max(used, 0))}/{fmt_cpu(c.cpu_milli)} vCPUs in use")
+        self._wait(
+            d,
+            Code.WAITING_FOR_CAPACITY,
+            f"waiting for capacity: needs {d.request} per pod; " + ", ".join(parts),
+            position,
+        )
+        if self.now - d.runnable_since >= self.starvation:
+            for ce in usable:
+                self.held_for.setdefault(ce, d.key)
+
+    def _why_unavailable(self, ce: str) -> str:
+        c = self.capacity.get(ce)
+        if c is None:
+            return f"{ce} does not exist"
+        return f"{ce} is {c.unavailable}"
+
+    def _wait(self, d: Demand, code: Code, reason: str, position: int) -> None:
+        self.result.waiting[d.key] = Waiting(code, reason, position)

@@ -1,0 +1,81 @@
+"""Every attempt of a job, as recorded on the Job (annotation `ebb.dev/attempts`):
+pod, node, array index, exit code, reason, AWS-style status reason, start and stop.
+The Job controller's counters (status.succeeded + status.failed) give the total; the
+record keeps the details of the most recent attempts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import orjson
+
+from ebb.model import PodInfo
+from extender.jobs.retry import ATTEMPT_TIMED_OUT, status_reason_for
+
+KEEP = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """Field names are those of the published JSON (camelCase, like AWS Batch's)."""
+
+    pod: str
+    node: str | None
+    index: int | None
+    exitCode: int | None
+    reason: str
+    statusReason: str
+    startedAt: str | None
+    stoppedAt: str | None
+
+
+def from_pod(pod: PodInfo, instance_of: Mapping[str, str]) -> Attempt | None:
+    """The attempt a finished pod was; None while it runs."""
+    if pod.phase not in ("Succeeded", "Failed"):
+        return None
+    instance = instance_of.get(pod.node_name or "") or pod.node_name
+    if pod.reason == "DeadlineExceeded":
+        status_reason = ATTEMPT_TIMED_OUT
+    elif pod.phase == "Succeeded":
+        status_reason = "Essential container in task exited"
+    else:
+        status_reason = status_reason_for(pod.disrupted, instance)
+    exits = [e for e in pod.exits if e.exit_code != 0] or list(pod.exits)
+    reason = pod.reason or (exits[0].reason if exits else "")
+    if pod.disrupted and not reason:
+        reason = "DisruptionTarget"
+    return Attempt(
+        pod=pod.name,
+        node=pod.node_name,
+        index=pod.completion_index,
+        exitCode=None if pod.disrupted and not pod.exits else pod.exit_code,
+        reason=reason,
+        statusReason=status_reason,
+        startedAt=pod.started,
+        stoppedAt=pod.finished,
+    )
+
+
+def parse(text: str) -> list[dict[str, Any]]:
+    if not text:
+        return []
+    try:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return []
+    return [a for a in doc if isinstance(a, dict)] if isinstance(doc, list) else []
+
+
+def merge(recorded: str, pods: Iterable[PodInfo], instance_of: Mapping[str, str]) -> str | None:
+    """The new record if `pods` add or change attempts, else None (nothing to write)."""
+    old = parse(recorded)
+    by_pod = {a.get("pod"): a for a in old}
+    for pod in pods:
+        attempt = from_pod(pod, instance_of)
+        if attempt is not None:
+            by_pod[pod.name] = asdict(attempt)
+    ordered = sorted(by_pod.values(), key=lambda a: (a.get("stoppedAt") or "", a.get("pod") or ""))
+    kept = ordered[-KEEP:]
+    return None if kept == old else orjson.dumps(kept).decode()

@@ -1,0 +1,347 @@
+"""The job controller: the async shell around `reconcile`.
+
+It watches managed Jobs and their pods (through reflectors), runs a pass whenever
+something changed (and every few seconds for time-based rules), and applies the
+decisions. It keeps no state that matters: killed and restarted, it rebuilds
+everything from the API server and decides the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from prometheus_client import Counter, Gauge, Histogram
+
+from ebb import keys
+from ebb.events import EventRecorder
+from ebb.kube import JOB_QUEUES, JOBS, PODS, ApiError, KubeClient, Reflector
+from ebb.kube.reflector import Event
+from ebb.model import (
+    INVALID,
+    ComputeEnvironment,
+    JobQueue,
+    NodeInfo,
+    PodInfo,
+    SchedulingPolicy,
+    pod_from_raw,
+)
+from ebb.resources import Resources
+from extender.jobs import fairshare
+from extender.jobs.admission import UNLIMITED, CapacityLimit
+from extender.jobs.lifecycle import State
+from extender.jobs.reconcile import Decisions, Snapshot, reconcile
+from extender.jobs.snapshot import JobInfo, format_time, job_from_raw, parse_time
+from extender.jobs.writes import Writer
+
+log = structlog.get_logger("ebb.jobs")
+
+PASS_SECONDS = Histogram(
+    "ebb_scheduling_pass_seconds",
+    "Time to decide one scheduling pass (pure code).",
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+JOBS_BY_STATE = Gauge("ebb_jobs", "Managed Jobs by queue and state.", ["queue", "state"])
+ADMISSIONS = Counter("ebb_admissions_total", "Jobs admitted (unsuspended), by queue.", ["queue"])
+ADMISSION_WAIT = Histogram(
+    "ebb_admission_wait_seconds",
+    "Time from creation to admission, by queue.",
+    ["queue"],
+    buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 14400),
+)
+ATTEMPTS = Counter(
+    "ebb_job_attempts_total", "Finished attempts by queue and status reason.", ["queue", "result"]
+)
+
+
+@dataclass(frozen=True)
+class ControllerSettings:
+    resync_seconds: float = 5.0
+    debounce_seconds: float = 0.05
+    starvation_seconds: float = 600.0
+    write_concurrency: int = 32
+    reason_refresh_seconds: float = 30.0
+    share_usage_persist_seconds: float = 30.0
+    silence_timeout: float = 150.0
+
+
+def _job_of_pod(pod: PodInfo) -> tuple[str, ...]:
+    return (f"{pod.namespace}/{pod.job_name}",) if pod.job_name else ()
+
+
+class JobController:
+    def __init__(
+        self,
+        client: KubeClient,
+        *,
+        queues: Reflector[JobQueue],
+        compute_environments: Reflector[ComputeEnvironment],
+        policies: Reflector[SchedulingPolicy],
+        nodes: Reflector[NodeInfo],
+        settings: ControllerSettings,
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self.queues = queues
+        self.compute_environments = compute_environments
+        self.policies = policies
+        self.nodes = nodes
+        self.jobs: Reflector[JobInfo] = Reflector(
+            client,
+            JOBS,
+            job_from_raw,
+            label_selector=keys.QUEUE_LABEL,
+            name="jobs",
+            silence_timeout=settings.silence_timeout,
+        )
+        self.pods: Reflector[PodInfo] = Reflector(
+            client,
+            PODS,
+            pod_from_raw,
+            label_selector=keys.QUEUE_LABEL,
+            name="batch-pods",
+            indexers={"job": _job_of_pod},
+            silence_timeout=settings.silence_timeout,
+        )
+        self.events = EventRecorder(client, "ebb-scheduler")
+        self.writer = Writer(
+            client,
+            self.jobs,
+            self.events,
+            concurrency=settings.write_concurrency,
+            reason_refresh_seconds=settings.reason_refresh_seconds,
+        )
+        self._wake = asyncio.Event()
+        self._usage: dict[str, dict[str, float]] = {}
+        self._usage_time: float | None = None
+        self._last_persist = 0.0
+        self._queue_status: dict[str, Any] = {}
+        self._counted_attempts: set[str] = set()
+        for reflector in (self.jobs, self.pods, queues, compute_environments, policies):
+            reflector.subscribe(self._changed)
+        self.jobs.subscribe(self._job_changed)
+
+    @property
+    def reflectors(self) -> tuple[Reflector[Any], ...]:
+        return (self.jobs, self.pods)
+
+    def _changed(self, _: Event[Any]) -> None:
+        self._wake.set()
+
+    def _job_changed(self, event: Event[JobInfo]) -> None:
+        if event.new is None:
+            self.writer.forget(event.key)
+
+    def synced(self) -> bool:
+        return all(
+            r.synced.is_set()
+            for r in (
+                self.jobs,
+                self.pods,
+                self.queues,
+                self.compute_environments,
+                self.policies,
+                self.nodes,
+            )
+        )
+
+    async def run(self) -> None:
+        tasks = [
+            asyncio.create_task(self.writer.publish_forever(), name="publisher"),
+            asyncio.create_task(self.events.run(), name="events"),
+        ]
+        try:
+            await asyncio.gather(
+                *(
+                    r.synced.wait()
+                    for r in (
+                        self.jobs,
+                        self.pods,
+                        self.queues,
+                        self.compute_environments,
+                        self.policies,
+                        self.nodes,
+                    )
+                )
+            )
+            self._load_usage()
+            log.info("job controller started", jobs=len(self.jobs.store))
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.settings.resync_seconds)
+                self._wake.clear()
+                await asyncio.sleep(self.settings.debounce_seconds)
+                await self.run_pass()
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def run_pass(self) -> Decisions:
+        now = time.time()
+        snap = self.snapshot(now)
+        started = time.perf_counter()
+        # Pure and CPU-bound: off the event loop, so extender requests stay fast.
+        decisions = await asyncio.to_thread(reconcile, snap)
+        PASS_SECONDS.observe(time.perf_counter() - started)
+        await self.writer.apply(snap.jobs, decisions, now)
+        self._observe(snap, decisions, now)
+        await self._persist(decisions, now)
+        return decisions
+
+    def snapshot(self, now: float) -> Snapshot:
+        jobs = dict(self.jobs.store.items())
+        pods_by_job = {
+            key: self.pods.store.by_index("job", key)
+            for key in jobs
+            if self.pods.store.index_keys("job", key)
+        }
+        nodes = list(self.nodes.store.values())
+        return Snapshot(
+            now=now,
+            jobs=jobs,
+            pods_by_job=pods_by_job,
+            queues=dict(self.queues.store.items()),
+            policies=dict(self.policies.store.items()),
+            capacity=capacity_limits(self.compute_environments.store.values()),
+            node_compute_environment={
+                n.name: n.compute_environment for n in nodes if n.compute_environment
+            },
+            node_instance={n.name: n.instance_id for n in nodes if n.instance_id},
+            decayed_usage=self._decayed(now),
+            starvation_seconds=self.settings.starvation_seconds,
+        )
+
+    # --- fair-share history --------------------------------------------------------------
+
+    def _load_usage(self) -> None:
+        times = []
+        for queue in self.queues.store.values():
+            if queue.share_usage:
+                self._usage[queue.name] = dict(queue.share_usage)
+                stamp = parse_time(queue.share_usage_time)
+                if stamp:
+                    times.append(stamp)
+        self._usage_time = min(times) if times else None
+
+    def _decayed(self, now: float) -> dict[str, dict[str, float]]:
+        if self._usage_time is None:
+            return self._usage
+        out = {}
+        for name, usage in self._usage.items():
+            half_life = self._half_life(name)
+            out[name] = fairshare.advance(usage, {}, now - self._usage_time, half_life)
+        return out
+
+    def _half_life(self, queue_name: str) -> float:
+        queue = self.queues.store.get(queue_name)
+        policy = self.policies.store.get(queue.scheduling_policy or "") if queue else None
+        return float(policy.share_decay_seconds) if policy else 0.0
+
+    async def _persist(self, decisions: Decisions, now: float) -> None:
+        elapsed = now - (self._usage_time or now)
+        self._usage = {
+            name: fairshare.advance(
+                self._usage.get(name, {}),
+                decisions.running_vcpus.get(name, {}),
+                elapsed,
+                self._half_life(name),
+            )
+            for name in self.queues.store
+        }
+        self._usage_time = now
+        if now - self._last_persist < self.settings.share_usage_persist_seconds:
+            return
+        self._last_persist = now
+        await asyncio.gather(
+            *(self._write_queue_status(q, now) for q in self.queues.store.values())
+        )
+
+    async def _write_queue_status(self, queue: JobQueue, now: float) -> None:
+        counts = self._queue_status.get(queue.name, {})
+        problem = self._queue_problem(queue)
+        status: dict[str, Any] = {
+            "status": INVALID if problem else "VALID",
+            "statusReason": problem or "",
+            "observedGeneration": queue.generation,
+            "jobs": counts,
+        }
+        usage = self._usage.get(queue.name)
+        if usage:
+            status["shareUsage"] = {
+                "time": format_time(now),
+                "vcpuSeconds": {k: round(v, 3) for k, v in usage.items()},
+            }
+        try:
+            await self.client.patch(
+                JOB_QUEUES, queue.name, {"status": status}, subresource="status"
+            )
+        except ApiError as exc:
+            log.warning("cannot update queue status", queue=queue.name, error=str(exc))
+
+    def _queue_problem(self, queue: JobQueue) -> str | None:
+        missing = [
+            ce for ce in queue.compute_environments if ce not in self.compute_environments.store
+        ]
+        if missing:
+            return f"computeEnvironmentOrder names missing environment(s): {', '.join(missing)}"
+        if queue.scheduling_policy and queue.scheduling_policy not in self.policies.store:
+            return f"schedulingPolicy {queue.scheduling_policy} does not exist"
+        return None
+
+    # --- metrics --------------------------------------------------------------------------
+
+    def _observe(self, snap: Snapshot, decisions: Decisions, now: float) -> None:
+        counts: dict[str, dict[str, int]] = {q: {} for q in snap.queues}
+        for key, job in snap.jobs.items():
+            status = decisions.statuses.get(key)
+            state = status.state if status else job.published_state or State.SUBMITTED
+            per_queue = counts.setdefault(job.queue, {})
+            per_queue[state.value] = per_queue.get(state.value, 0) + 1
+        JOBS_BY_STATE.clear()
+        for queue, states in counts.items():
+            for state_name in State.__members__:
+                JOBS_BY_STATE.labels(queue, state_name).set(states.get(state_name, 0))
+        self._queue_status = counts
+        for key in decisions.admit:
+            job = snap.jobs[key]
+            if job.suspended:
+                ADMISSIONS.labels(job.queue).inc()
+                ADMISSION_WAIT.labels(job.queue).observe(max(now - job.created, 0.0))
+        finished: set[str] = set()
+        for key, pods in snap.pods_by_job.items():
+            queue = snap.jobs[key].queue
+            for pod in pods:
+                if pod.phase not in ("Succeeded", "Failed"):
+                    continue
+                finished.add(pod.uid)
+                if pod.uid not in self._counted_attempts:
+                    ATTEMPTS.labels(queue, _attempt_result(pod)).inc()
+        self._counted_attempts = finished  # only pods still present: bounded memory
+
+
+def _attempt_result(pod: PodInfo) -> str:
+    if pod.phase == "Succeeded":
+        return "succeeded"
+    if pod.disrupted:
+        return "host_terminated"
+    return "timeout" if pod.reason == "DeadlineExceeded" else "exited"
+
+
+def capacity_limits(ces: Iterable[ComputeEnvironment]) -> dict[str, CapacityLimit]:
+    """What each compute environment may hold, for admission."""
+    out: dict[str, CapacityLimit] = {}
+    for ce in ces:
+        gpus = ce.max_gpus if ce.max_gpus is not None else UNLIMITED
+        limit = Resources(ce.max_vcpus * 1000, UNLIMITED, gpus)
+        unavailable = None
+        if not ce.enabled:
+            unavailable = "DISABLED"
+        elif ce.status == INVALID:
+            unavailable = f"INVALID ({ce.status_reason})"
+        out[ce.name] = CapacityLimit(limit, unavailable)
+    return out

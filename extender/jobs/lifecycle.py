@@ -1,0 +1,122 @@
+"""The job state machine: AWS Batch's states, on a Kubernetes Job.
+
+    SUBMITTED ──► PENDING ──► RUNNABLE ──► STARTING ◄──► RUNNING
+        │            │           │    ▲        │            │
+        │            │           │    └────────┤            │
+        ▼            ▼           ▼             ▼            ▼
+      FAILED      FAILED      FAILED    SUCCEEDED | FAILED  SUCCEEDED | FAILED
+
+SUBMITTED   the Job exists; Ebb has not looked at it yet (set by the webhook).
+PENDING     waiting for its dependencies.
+RUNNABLE    dependencies met, suspended, waiting for admission (queue order, quota).
+STARTING    admitted (unsuspended); no pod running yet (being scheduled, capacity
+            being launched, or between retry attempts).
+RUNNING     at least one pod running.
+SUCCEEDED   the Job is Complete.
+FAILED      the Job Failed — attempts exhausted, an EXIT rule, a timeout, a failed
+            dependency, cancelled or terminated.
+
+STARTING/RUNNING → RUNNABLE happens only if someone suspends an admitted Job again.
+Every state comes with a reason: a machine-readable code and a sentence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class State(Enum):
+    SUBMITTED = "SUBMITTED"
+    PENDING = "PENDING"
+    RUNNABLE = "RUNNABLE"
+    STARTING = "STARTING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (State.SUCCEEDED, State.FAILED)
+
+
+_S = State
+TRANSITIONS: dict[State, frozenset[State]] = {
+    _S.SUBMITTED: frozenset(
+        {_S.PENDING, _S.RUNNABLE, _S.STARTING, _S.RUNNING, _S.SUCCEEDED, _S.FAILED}
+    ),
+    _S.PENDING: frozenset({_S.RUNNABLE, _S.FAILED}),
+    _S.RUNNABLE: frozenset({_S.STARTING, _S.RUNNING, _S.SUCCEEDED, _S.FAILED}),
+    _S.STARTING: frozenset({_S.RUNNING, _S.RUNNABLE, _S.SUCCEEDED, _S.FAILED}),
+    _S.RUNNING: frozenset({_S.STARTING, _S.RUNNABLE, _S.SUCCEEDED, _S.FAILED}),
+    _S.SUCCEEDED: frozenset(),
+    _S.FAILED: frozenset(),
+}
+
+
+def allowed(old: State | None, new: State) -> bool:
+    """Is `old → new` a transition of the state machine? (None: first sighting.)"""
+    return old is None or old is new or new in TRANSITIONS[old]
+
+
+class Code(Enum):
+    """Machine-readable reasons; the MISCONFIGURATION/CAPACITY ones are AWS Batch's,
+    usable in a queue's jobStateTimeLimitActions."""
+
+    SUBMITTED = "SUBMITTED"
+    DEPENDENCY_WAIT = "DEPENDENCY:WAITING"
+    DEPENDENCY_FAILED = "DEPENDENCY:FAILED"
+    WAITING_FOR_CAPACITY = "CAPACITY:COMPUTE_ENVIRONMENT_FULL"
+    INSUFFICIENT_CAPACITY = "CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY"
+    FAIR_SHARE = "QUEUE:FAIR_SHARE"
+    HEAD_OF_LINE = "QUEUE:RESERVED_FOR_HEAD_OF_LINE"
+    MAX_RESOURCE = "MISCONFIGURATION:COMPUTE_ENVIRONMENT_MAX_RESOURCE"
+    JOB_RESOURCE_REQUIREMENT = "MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT"
+    NO_COMPUTE_ENVIRONMENT = "MISCONFIGURATION:COMPUTE_ENVIRONMENT_UNAVAILABLE"
+    NO_QUEUE = "MISCONFIGURATION:JOB_QUEUE_NOT_FOUND"
+    ADMITTED = "ADMITTED"
+    PODS_PENDING = "STARTING:PODS_PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    ATTEMPTS_EXHAUSTED = "FAILED:ATTEMPTS_EXHAUSTED"
+    EXIT_RULE = "FAILED:EXIT_RULE"
+    TIMEOUT = "FAILED:TIMEOUT"
+    CANCELLED = "FAILED:CANCELLED"
+    TERMINATED = "FAILED:TERMINATED"
+    STATE_TIME_LIMIT = "FAILED:STATE_TIME_LIMIT"
+    INVALID = "FAILED:INVALID_SPEC"
+    FAILED = "FAILED"
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """A job's published state and why."""
+
+    state: State
+    code: Code
+    reason: str
+
+
+# Job condition reasons Ebb writes when it fails a job itself (Failed/FailureTarget).
+CONDITION_REASONS: dict[Code, str] = {
+    Code.DEPENDENCY_FAILED: "EbbDependencyFailed",
+    Code.CANCELLED: "EbbCancelled",
+    Code.TERMINATED: "EbbTerminated",
+    Code.TIMEOUT: "EbbAttemptTimedOut",
+    Code.STATE_TIME_LIMIT: "EbbStateTimeLimit",
+    Code.INVALID: "EbbInvalidSpec",
+}
+_CODE_BY_CONDITION = {v: k for k, v in CONDITION_REASONS.items()}
+
+
+def failed_code(condition_reason: str) -> Code:
+    """The code for a Job's Failed condition reason (Ebb's own, or the Job controller's)."""
+    if condition_reason in _CODE_BY_CONDITION:
+        return _CODE_BY_CONDITION[condition_reason]
+    if condition_reason in ("BackoffLimitExceeded", "FailedIndexes"):
+        return Code.ATTEMPTS_EXHAUSTED
+    if condition_reason in ("PodFailurePolicy", "MaxFailedIndexesExceeded"):
+        return Code.EXIT_RULE
+    if condition_reason == "DeadlineExceeded":
+        return Code.TIMEOUT
+    return Code.FAILED

@@ -1,0 +1,285 @@
+"""One scheduling pass over a snapshot of every managed Job: pure, no I/O, no clock.
+
+`reconcile(snapshot)` decides, for every job, its state and reason and what to do:
+admit it (and with how many pods), fail it (cancelled, invalid, a failed dependency,
+a state time limit), terminate it (on request, or an attempt that timed out), lift
+n_to_n gates, and update its attempt record. The controller applies the decisions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from ebb.model import JobQueue, PodInfo, SchedulingPolicy
+from extender.jobs import attempts as attempt_records
+from extender.jobs.admission import CapacityLimit, Demand, QueueView, admit
+from extender.jobs.dependencies import resolve
+from extender.jobs.lifecycle import Code, State, Status, failed_code
+from extender.jobs.retry import ATTEMPT_TIMED_OUT
+from extender.jobs.snapshot import JobInfo, parse_index_ranges
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    now: float
+    jobs: Mapping[str, JobInfo]  # "namespace/name" → job
+    pods_by_job: Mapping[str, Sequence[PodInfo]]  # job key → its pods, all phases
+    queues: Mapping[str, JobQueue]
+    policies: Mapping[str, SchedulingPolicy]
+    capacity: Mapping[str, CapacityLimit]  # CE → what it may hold
+    node_compute_environment: Mapping[str, str]  # node → CE (batch nodes)
+    node_instance: Mapping[str, str] = field(default_factory=dict)  # node → EC2 instance id
+    decayed_usage: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    starvation_seconds: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    code: Code
+    message: str
+    started: bool  # the Job ran pods: stop them (FailureTarget), else fail it outright
+
+
+@dataclass
+class Decisions:
+    statuses: dict[str, Status] = field(default_factory=dict)
+    admit: dict[str, int] = field(default_factory=dict)  # job → pods (parallelism) granted
+    fail: dict[str, Failure] = field(default_factory=dict)
+    ungate: list[str] = field(default_factory=list)  # pod keys
+    attempts: dict[str, str] = field(default_factory=dict)  # job → new attempts record
+    array_status: dict[str, dict[str, int]] = field(default_factory=dict)
+    running_vcpus: dict[str, dict[str, float]] = field(default_factory=dict)  # queue → share →
+    used: dict[str, float] = field(default_factory=dict)  # CE → admitted vCPUs
+
+
+def reconcile(snap: Snapshot) -> Decisions:
+    out = Decisions()
+    demands: list[Demand] = []
+    for key, job in snap.jobs.items():
+        pods = snap.pods_by_job.get(key, ())
+        if pods:
+            record = attempt_records.merge(job.attempts_json, pods, snap.node_instance)
+            if record is not None:
+                out.attempts[key] = record
+        status, demand = _job(job, pods, snap, out)
+        if status is not None:
+            out.statuses[key] = status
+        if demand is not None:
+            demands.append(demand)
+        if job.is_array:
+            out.array_status[key] = _array_summary(job, pods, out.statuses.get(key))
+    queue_views = {
+        name: QueueView(
+            name,
+            q.priority,
+            q.compute_environments,
+            snap.policies.get(q.scheduling_policy) if q.scheduling_policy else None,
+            snap.decayed_usage.get(name, {}),
+        )
+        for name, q in snap.queues.items()
+    }
+    result = admit(queue_views, snap.capacity, demands, snap.now, snap.starvation_seconds)
+    out.running_vcpus = result.running_vcpus
+    out.used = {ce: r.cpu_milli / 1000 for ce, r in result.used.items()}
+    for d in demands:
+        job = snap.jobs[d.key]
+        granted = result.grants.get(d.key)
+        if granted is not None and granted > d.granted:
+            out.admit[d.key] = granted
+            if not job.admitted:
+                out.statuses[d.key] = Status(
+                    State.STARTING,
+                    Code.ADMITTED,
+                    f"admitted to queue {d.queue} with {granted} pod(s) of {d.request}",
+                )
+        if job.admitted:
+            continue
+        waiting = result.waiting.get(d.key)
+        if waiting is None:
+            continue
+        out.statuses[d.key] = Status(
+            State.RUNNABLE,
+            waiting.code,
+            f"position {waiting.position} in queue {d.queue}: " + waiting.reason,
+        )
+        limit = _time_limit_exceeded(job, waiting.code, snap)
+        if limit is not None:
+            out.fail[d.key] = Failure(Code.STATE_TIME_LIMIT, limit, started=False)
+    return out
+
+
+def _job(
+    job: JobInfo, pods: Sequence[PodInfo], snap: Snapshot, out: Decisions
+) -> tuple[Status | None, Demand | None]:
+    """The status of one job outside admission, and its demand if it wants pods."""
+    key = job.key
+    if job.terminal == "Complete":
+        return Status(State.SUCCEEDED, Code.SUCCEEDED, _succeeded_reason(job)), None
+    if job.terminal == "Failed":
+        code = failed_code(job.terminal_reason)
+        return Status(State.FAILED, code, _failed_reason(job, code)), None
+    started = job.admitted or job.started is not None
+    if job.failure_target:
+        # Stopping: the Job controller is removing its pods and will mark it Failed.
+        return None, _held(job, pods, snap) if job.admitted else None
+    if job.spec_error is not None:
+        out.fail[key] = Failure(Code.INVALID, f"invalid annotation: {job.spec_error}", started)
+        return None, None
+    if job.terminate is not None:
+        out.fail[key] = Failure(Code.TERMINATED, f"terminated: {job.terminate}", started)
+        return None, None
+    if job.cancel is not None and not started:
+        out.fail[key] = Failure(Code.CANCELLED, f"cancelled: {job.cancel}", False)
+        return None, None
+    verdict = resolve(job, lambda name: snap.jobs.get(f"{job.namespace}/{name}"))
+    if verdict.failed is not None:
+        out.fail[key] = Failure(Code.DEPENDENCY_FAILED, verdict.failed, started)
+        return None, None
+    if job.admitted:
+        timed_out = _timed_out(job, pods)
+        if timed_out is not None:
+            out.fail[key] = Failure(Code.TIMEOUT, timed_out, True)
+            return None, None
+        gated = [p for p in pods if p.scheduling_gated and p.completion_index is not None]
+        out.ungate.extend(p.key for p in gated if p.completion_index in verdict.ungated_indexes)
+        return _admitted_status(job, pods), _held(job, pods, snap)
+    if not verdict.ready:
+        return Status(
+            State.PENDING, Code.DEPENDENCY_WAIT, "waiting for " + ", ".join(verdict.waiting_for)
+        ), None
+    want = min(job.requested_parallelism, job.remaining)
+    if want <= 0:
+        return None, None
+    since = job.since if job.published_state is State.RUNNABLE and job.since else snap.now
+    return None, Demand(
+        key=key,
+        queue=job.queue,
+        request=job.pod_request,
+        want=want,
+        share=job.share,
+        priority=job.spec.scheduling_priority,
+        submitted=job.created,
+        runnable_since=since,
+        elastic=job.is_array,
+    )
+
+
+def _held(job: JobInfo, pods: Sequence[PodInfo], snap: Snapshot) -> Demand:
+    """An admitted job's demand: what it holds, and (arrays) what more it wants."""
+    bound: dict[str, int] = {}
+    active = 0
+    for pod in pods:
+        if pod.phase in ("Succeeded", "Failed") or pod.terminating:
+            continue
+        active += 1
+        ce = snap.node_compute_environment.get(pod.node_name or "")
+        if ce is not None:
+            bound[ce] = bound.get(ce, 0) + 1
+    holding = max(min(job.parallelism, job.remaining), active)
+    want = max(min(job.requested_parallelism, job.remaining), holding) if job.is_array else holding
+    return Demand(
+        key=job.key,
+        queue=job.queue,
+        request=job.pod_request,
+        want=want,
+        granted=holding,
+        share=job.share,
+        priority=job.spec.scheduling_priority,
+        submitted=job.created,
+        runnable_since=snap.now,
+        elastic=job.is_array,
+        bound=bound,
+    )
+
+
+def _admitted_status(job: JobInfo, pods: Sequence[PodInfo]) -> Status:
+    running = [p for p in pods if p.phase == "Running" and not p.terminating]
+    if running:
+        where = ", ".join(sorted({p.node_name or "?" for p in running})[:3])
+        return Status(State.RUNNING, Code.RUNNING, f"{len(running)} pod(s) running on {where}")
+    pending = [p for p in pods if p.phase == "Pending" and not p.terminating]
+    unplaced = [p for p in pending if p.unschedulable]
+    if unplaced:
+        return Status(
+            State.STARTING,
+            Code.PODS_PENDING,
+            f"{len(unplaced)} pod(s) waiting for a node: {unplaced[0].scheduling_message}",
+        )
+    gated = [p for p in pending if p.scheduling_gated]
+    if gated:
+        return Status(
+            State.STARTING,
+            Code.PODS_PENDING,
+            f"{len(gated)} child pod(s) wait for their n_to_n dependency",
+        )
+    if job.failed and not pending:
+        return Status(
+            State.STARTING, Code.PODS_PENDING, f"retrying after {job.failed} failed attempt(s)"
+        )
+    return Status(State.STARTING, Code.ADMITTED, "admitted; pods starting")
+
+
+def _timed_out(job: JobInfo, pods: Sequence[PodInfo]) -> str | None:
+    """AWS Batch does not retry an attempt that ran past its timeout."""
+    if job.spec.timeout_seconds is None:
+        return None
+    for pod in pods:
+        if pod.phase == "Failed" and pod.reason == "DeadlineExceeded":
+            return (
+                f"{ATTEMPT_TIMED_OUT}: pod {pod.name} ran longer than {job.spec.timeout_seconds} s"
+            )
+    return None
+
+
+def _time_limit_exceeded(job: JobInfo, code: Code, snap: Snapshot) -> str | None:
+    queue = snap.queues.get(job.queue)
+    if queue is None:
+        return None
+    since = job.since if job.published_code == code.value and job.since else None
+    if since is None:
+        return None
+    for action in queue.state_time_limit_actions:
+        if action.reason == code.value and snap.now - since >= action.max_time_seconds:
+            return (
+                f"cancelled by queue {queue.name}: RUNNABLE for {code.value} longer than "
+                f"{action.max_time_seconds} s"
+            )
+    return None
+
+
+def _succeeded_reason(job: JobInfo) -> str:
+    if job.is_array:
+        return f"all {job.completions} children succeeded"
+    return f"succeeded after {job.succeeded + job.failed} attempt(s)"
+
+
+def _failed_reason(job: JobInfo, code: Code) -> str:
+    base = job.terminal_message or job.terminal_reason
+    last = attempt_records.parse(job.attempts_json)[-1:] if job.attempts_json else []
+    if code in (Code.ATTEMPTS_EXHAUSTED, Code.EXIT_RULE) and last:
+        a = last[0]
+        return (
+            f"{base}; last attempt: pod {a.get('pod')} exit code {a.get('exitCode')}"
+            f" ({a.get('statusReason')})"
+        )
+    return base
+
+
+def _array_summary(job: JobInfo, pods: Sequence[PodInfo], status: Status | None) -> dict[str, int]:
+    """Children per state, as AWS Batch summarises an array parent."""
+    counts = dict.fromkeys(("PENDING", "RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED", "FAILED"), 0)
+    counts["SUCCEEDED"] = job.succeeded
+    running = sum(1 for p in pods if p.phase == "Running" and not p.terminating)
+    starting = sum(1 for p in pods if p.phase == "Pending" and not p.terminating)
+    counts["RUNNING"], counts["STARTING"] = running, starting
+    total = job.completions or 0
+    failed_children = len(parse_index_ranges(job.failed_indexes))
+    counts["FAILED"] = failed_children
+    left = max(total - job.succeeded - failed_children - running - starting, 0)
+    state = status.state if status else job.published_state
+    counts["PENDING" if state is State.PENDING else "RUNNABLE"] = left
+    if job.terminal == "Failed":
+        counts["FAILED"] += counts["RUNNABLE"] + counts["PENDING"]
+        counts["RUNNABLE"] = counts["PENDING"] = 0
+    return counts

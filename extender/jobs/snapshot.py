@@ -1,0 +1,188 @@
+"""The compact view of a Job that the scheduler keeps for each of (up to 100,000s of)
+managed Jobs, built from the raw object by `job_from_raw` (the reflector transform)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from ebb import keys
+from ebb.resources import ZERO, Resources, pod_requests
+from extender.jobs.lifecycle import State
+from extender.jobs.spec import JobSpec, SpecError, parse_job_spec
+
+
+def parse_time(value: str | None) -> float | None:
+    """RFC 3339 (as the API server writes it) to epoch seconds."""
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def format_time(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True, slots=True)
+class JobInfo:
+    namespace: str
+    name: str
+    uid: str
+    resource_version: str
+    queue: str
+    share: str
+    created: float
+    spec: JobSpec
+    spec_error: str | None  # a malformed annotation: the job fails with this
+    cancel: str | None
+    terminate: str | None
+    suspended: bool
+    parallelism: int
+    requested_parallelism: int
+    completions: int | None
+    indexed: bool
+    per_index_retries: bool
+    pod_request: Resources
+    template_ready: bool  # pod template carries the queue label and batch toleration
+    # status
+    active: int
+    ready: int
+    succeeded: int
+    failed: int
+    terminating: int
+    started: float | None
+    completed_indexes: str
+    failed_indexes: str
+    terminal: str | None  # "Complete" or "Failed"
+    terminal_reason: str
+    terminal_message: str
+    failure_target: bool
+    # what Ebb published last
+    published_state: State | None
+    published_code: str
+    published_reason: str
+    since: float | None
+    admitted_at: float | None
+    attempts_json: str
+    array_status: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def is_array(self) -> bool:
+        return self.indexed and (self.completions or 0) > 1
+
+    @property
+    def remaining(self) -> int:
+        """Pods still to run to completion (an upper bound on pods it can use)."""
+        if self.completions is None:  # done as soon as one pod succeeds
+            return self.parallelism if self.succeeded == 0 else 0
+        return max(self.completions - self.succeeded, 0)
+
+    @property
+    def admitted(self) -> bool:
+        return not self.suspended
+
+
+def _int(value: Any, default: int) -> int:
+    return int(value) if isinstance(value, int) else default
+
+
+def job_from_raw(raw: Mapping[str, Any]) -> JobInfo | None:
+    meta = raw.get("metadata") or {}
+    labels: Mapping[str, str] = meta.get("labels") or {}
+    queue = labels.get(keys.QUEUE_LABEL)
+    if not queue:
+        return None
+    annotations: Mapping[str, str] = meta.get("annotations") or {}
+    spec = raw.get("spec") or {}
+    status = raw.get("status") or {}
+    try:
+        job_spec, spec_error = parse_job_spec(annotations), None
+    except SpecError as exc:
+        job_spec, spec_error = JobSpec(), str(exc)
+    terminal, terminal_reason, terminal_message, failure_target = None, "", "", False
+    for cond in status.get("conditions") or ():
+        if cond.get("status") != "True":
+            continue
+        kind = cond.get("type")
+        if kind in ("Complete", "Failed"):
+            terminal = kind
+            terminal_reason = str(cond.get("reason", ""))
+            terminal_message = str(cond.get("message", ""))
+        elif kind == "FailureTarget":
+            failure_target = True
+    template_spec = ((spec.get("template") or {}).get("spec")) or {}
+    published = annotations.get(keys.STATE)
+    completions = spec.get("completions")
+    return JobInfo(
+        namespace=str(meta.get("namespace", "")),
+        name=str(meta.get("name", "")),
+        uid=str(meta.get("uid", "")),
+        resource_version=str(meta.get("resourceVersion", "")),
+        queue=queue,
+        share=labels.get(keys.SHARE_LABEL, ""),
+        created=parse_time(meta.get("creationTimestamp")) or 0.0,
+        spec=job_spec,
+        spec_error=spec_error,
+        cancel=annotations.get(keys.CANCEL),
+        terminate=annotations.get(keys.TERMINATE),
+        suspended=bool(spec.get("suspend")),
+        parallelism=_int(spec.get("parallelism"), 1),
+        requested_parallelism=_requested_parallelism(annotations, spec),
+        completions=completions if isinstance(completions, int) else None,
+        indexed=spec.get("completionMode") == "Indexed",
+        per_index_retries=spec.get("backoffLimitPerIndex") is not None,
+        pod_request=pod_requests(template_spec) if template_spec else ZERO,
+        template_ready=_template_ready(spec.get("template") or {}),
+        active=_int(status.get("active"), 0),
+        ready=_int(status.get("ready"), 0),
+        succeeded=_int(status.get("succeeded"), 0),
+        failed=_int(status.get("failed"), 0),
+        terminating=_int(status.get("terminating"), 0),
+        started=parse_time(status.get("startTime")),
+        completed_indexes=str(status.get("completedIndexes") or ""),
+        failed_indexes=str(status.get("failedIndexes") or ""),
+        terminal=terminal,
+        terminal_reason=terminal_reason,
+        terminal_message=terminal_message,
+        failure_target=failure_target,
+        published_state=State(published) if published in State.__members__ else None,
+        published_code=annotations.get(keys.REASON_CODE, ""),
+        published_reason=annotations.get(keys.REASON, ""),
+        since=parse_time(annotations.get(keys.STATE_SINCE)),
+        admitted_at=parse_time(annotations.get(keys.ADMITTED_AT)),
+        attempts_json=annotations.get(keys.ATTEMPTS, ""),
+        array_status=annotations.get(keys.ARRAY_STATUS, ""),
+    )
+
+
+def _template_ready(template: Mapping[str, Any]) -> bool:
+    labels = (template.get("metadata") or {}).get("labels") or {}
+    tolerations = (template.get("spec") or {}).get("tolerations") or ()
+    return keys.QUEUE_LABEL in labels and any(
+        t.get("key") == keys.BATCH_NODE_TAINT
+        or (not t.get("key") and t.get("operator") == "Exists")
+        for t in tolerations
+    )
+
+
+def _requested_parallelism(annotations: Mapping[str, str], spec: Mapping[str, Any]) -> int:
+    text = annotations.get(keys.REQUESTED_PARALLELISM, "")
+    return int(text) if text.isdigit() else _int(spec.get("parallelism"), 1)
+
+
+def parse_index_ranges(text: str) -> set[int]:
+    """The Job API's compressed index list ("1,3-5,7") as a set."""
+    out: set[int] = set()
+    for raw_part in text.split(","):
+        part = raw_part.strip()
+        if not part:
+            continue
+        lo, _, hi = part.partition("-")
+        out.update(range(int(lo), int(hi or lo) + 1))
+    return out

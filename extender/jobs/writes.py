@@ -1,0 +1,274 @@
+"""Applying a pass's decisions to the API server.
+
+Admissions and failures are written at once (with the Job's resourceVersion as a
+precondition, so a decision made on a stale view can never admit a job twice) and
+their results are fed straight back into the cache. Published states, reasons and
+attempt records go through a queue that keeps only the latest per job, so a burst
+of status churn never delays an admission.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+import structlog
+from prometheus_client import Counter
+
+from ebb import keys
+from ebb.events import EventRecorder, ObjectRef
+from ebb.kube import JOBS, PODS, ApiError, KubeClient, Reflector
+from extender.jobs.lifecycle import CONDITION_REASONS, State, Status
+from extender.jobs.reconcile import Decisions, Failure
+from extender.jobs.snapshot import JobInfo, format_time
+
+log = structlog.get_logger("ebb.jobs")
+WRITES = Counter(
+    "ebb_job_writes_total", "Writes to Jobs and Pods, by kind and outcome.", ["kind", "outcome"]
+)
+Json = dict[str, Any]
+
+
+def admission_patch(job: JobInfo, pods: int, status: Status | None, now: float) -> Json:
+    annotations: dict[str, str] = {keys.ADMITTED_AT: format_time(now)}
+    spec: Json = {"suspend": False}
+    if job.is_array:
+        spec["parallelism"] = pods
+        if job.suspended:
+            annotations[keys.REQUESTED_PARALLELISM] = str(job.requested_parallelism)
+    if status is not None:
+        annotations.update(status_annotations(job, status, now))
+    if not job.suspended:  # an array growing: only its parallelism changes
+        return {"metadata": {"resourceVersion": job.resource_version}, "spec": spec}
+    return {
+        "metadata": {"resourceVersion": job.resource_version, "annotations": annotations},
+        "spec": spec,
+    }
+
+
+def status_annotations(job: JobInfo, status: Status, now: float) -> dict[str, str]:
+    changed = status.state is not job.published_state or status.code.value != job.published_code
+    since = now if changed or job.since is None else job.since
+    return {
+        keys.STATE: status.state.value,
+        keys.REASON: status.reason[:2000],
+        keys.REASON_CODE: status.code.value,
+        keys.STATE_SINCE: format_time(since),
+    }
+
+
+def failure_status(job: JobInfo, failure: Failure, now: float) -> Json:
+    """The Job status that fails it: the Job controller finishes a started job (stopping
+    its pods); a job that never started is marked Failed outright."""
+    stamp = format_time(now)
+    reason = CONDITION_REASONS[failure.code]
+
+    def condition(kind: str) -> Json:
+        return {
+            "type": kind,
+            "status": "True",
+            "reason": reason,
+            "message": failure.message,
+            "lastProbeTime": stamp,
+            "lastTransitionTime": stamp,
+        }
+
+    if failure.started and job.active + job.terminating > 0:
+        return {"status": {"conditions": [condition("FailureTarget")]}}
+    status: Json = {"conditions": [condition("FailureTarget"), condition("Failed")]}
+    if job.started is None:
+        status["startTime"] = stamp  # the API server requires it of a finished Job
+    return {"status": status}
+
+
+class Writer:
+    def __init__(
+        self,
+        client: KubeClient,
+        jobs: Reflector[JobInfo],
+        events: EventRecorder,
+        *,
+        concurrency: int = 32,
+        reason_refresh_seconds: float = 30.0,
+    ) -> None:
+        self._client = client
+        self._jobs = jobs
+        self._events = events
+        self._limit = asyncio.Semaphore(concurrency)
+        self._concurrency = concurrency
+        self._refresh = reason_refresh_seconds
+        self._pending: dict[str, Json] = {}  # job key → annotations to publish
+        self._ready = asyncio.Event()
+        self._last_reason: dict[str, float] = {}
+        self._announced: dict[str, State] = {}
+
+    # --- decisions that must land before the next pass ---------------------------------
+
+    async def apply(self, jobs: Mapping[str, JobInfo], decisions: Decisions, now: float) -> None:
+        ops = [
+            self._admit(jobs[key], pods, decisions.statuses.get(key), now)
+            for key, pods in decisions.admit.items()
+        ]
+        ops += [self._fail(jobs[key], failure, now) for key, failure in decisions.fail.items()]
+        ops += [self._ungate(pod) for pod in decisions.ungate]
+        await asyncio.gather(*ops)
+        self._queue_publications(jobs, decisions, now)
+
+    async def _write(self, kind: str, call: Callable[[], Any]) -> Json | None:
+        async with self._limit:
+            try:
+                result: Json = await call()
+            except ApiError as exc:
+                outcome = "conflict" if exc.conflict else "not_found" if exc.not_found else "error"
+                WRITES.labels(kind, outcome).inc()
+                if outcome == "error":
+                    log.warning("write failed", kind=kind, error=str(exc))
+                return None
+            except (TimeoutError, OSError) as exc:
+                WRITES.labels(kind, "error").inc()
+                log.warning("write failed", kind=kind, error=str(exc))
+                return None
+        WRITES.labels(kind, "ok").inc()
+        return result
+
+    async def _admit(self, job: JobInfo, pods: int, status: Status | None, now: float) -> None:
+        body = admission_patch(job, pods, status, now)
+        if job.suspended and not job.template_ready:
+            body = await self._with_batch_template(job, body)
+        written = await self._write(
+            "admit", lambda: self._client.patch(JOBS, job.name, body, job.namespace)
+        )
+        if written is not None:
+            self._jobs.apply_write(written)
+            if status is not None:
+                self._announce(job, status)
+
+    async def _with_batch_template(self, job: JobInfo, body: Json) -> Json:
+        """A Job created suspended without the webhook: stamp its pod template with the
+        queue labels and the batch toleration now (allowed while it never ran)."""
+        raw = await self._client.get(JOBS, job.name, job.namespace)
+        template = raw["spec"]["template"]
+        labels = {keys.QUEUE_LABEL: job.queue, keys.JOB_ID_LABEL: job.name}
+        if job.share:
+            labels[keys.SHARE_LABEL] = job.share
+        tolerations = list(template.get("spec", {}).get("tolerations") or [])
+        if keys.BATCH_TOLERATION not in tolerations:
+            tolerations.append(dict(keys.BATCH_TOLERATION))
+        body["spec"]["template"] = {
+            "metadata": {"labels": labels},
+            "spec": {"tolerations": tolerations},
+        }
+        return body
+
+    async def _fail(self, job: JobInfo, failure: Failure, now: float) -> None:
+        body = failure_status(job, failure, now)
+        written = await self._write(
+            "fail",
+            lambda: self._client.patch(
+                JOBS, job.name, body, job.namespace, patch_type="strategic", subresource="status"
+            ),
+        )
+        if written is not None:
+            self._jobs.apply_write(written)
+            log.info(
+                "job failed by ebb", job=job.key, code=failure.code.value, reason=failure.message
+            )
+
+    async def _ungate(self, pod_key: str) -> None:
+        namespace, name = pod_key.split("/", 1)
+
+        async def call() -> Json:
+            raw = await self._client.get(PODS, name, namespace)
+            gates = raw.get("spec", {}).get("schedulingGates") or []
+            kept = [g for g in gates if g.get("name") != keys.N_TO_N_GATE]
+            patch = [
+                {
+                    "op": "test",
+                    "path": "/metadata/resourceVersion",
+                    "value": raw["metadata"]["resourceVersion"],
+                },
+                {"op": "replace", "path": "/spec/schedulingGates", "value": kept},
+            ]
+            return await self._client.patch(PODS, name, patch, namespace, patch_type="json")
+
+        await self._write("ungate", call)
+
+    # --- publications ------------------------------------------------------------------
+
+    def _queue_publications(
+        self, jobs: Mapping[str, JobInfo], decisions: Decisions, now: float
+    ) -> None:
+        for key, status in decisions.statuses.items():
+            if key in decisions.admit:
+                continue  # published with the admission itself
+            job = jobs[key]
+            annotations: dict[str, str] = {}
+            if self._should_publish(job, status, now):
+                annotations.update(status_annotations(job, status, now))
+                self._last_reason[key] = now
+            if annotations:
+                self._enqueue(job, annotations)
+                self._announce(job, status)
+        for key, record in decisions.attempts.items():
+            self._enqueue(jobs[key], {keys.ATTEMPTS: record})
+        for key, counts in decisions.array_status.items():
+            text = orjson.dumps(counts).decode()
+            if text != jobs[key].array_status:
+                self._enqueue(jobs[key], {keys.ARRAY_STATUS: text})
+
+    def _should_publish(self, job: JobInfo, status: Status, now: float) -> bool:
+        if status.state is not job.published_state or status.code.value != job.published_code:
+            return True
+        if status.reason == job.published_reason:
+            return False
+        last = self._last_reason.setdefault(job.key, now)  # after a restart: wait a period
+        return now - last >= self._refresh
+
+    def _announce(self, job: JobInfo, status: Status) -> None:
+        if self._announced.get(job.key) is status.state or status.state is job.published_state:
+            return
+        self._announced[job.key] = status.state
+        ref = ObjectRef("batch/v1", "Job", job.name, job.namespace, job.uid)
+        self._events.record(
+            ref, status.state.value.title(), status.reason, warning=status.state is State.FAILED
+        )
+
+    def _enqueue(self, job: JobInfo, annotations: dict[str, str]) -> None:
+        pending = self._pending.setdefault(job.key, {})
+        pending.update(annotations)
+        self._ready.set()
+
+    def forget(self, key: str) -> None:
+        self._last_reason.pop(key, None)
+        self._announced.pop(key, None)
+        self._pending.pop(key, None)
+
+    async def publish_forever(self) -> None:
+        """Drain the publication queue with bounded concurrency."""
+        workers = [asyncio.create_task(self._publisher()) for _ in range(self._concurrency)]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            for worker in workers:
+                worker.cancel()
+
+    async def _publisher(self) -> None:
+        while True:
+            if not self._pending:
+                self._ready.clear()
+                await self._ready.wait()
+                continue
+            key, annotations = next(iter(self._pending.items()))
+            del self._pending[key]
+            namespace, name = key.split("/", 1)
+            written = await self._write("publish", self._publish_call(namespace, name, annotations))
+            if written is not None:
+                self._jobs.apply_write(written)
+
+    def _publish_call(
+        self, namespace: str, name: str, annotations: dict[str, str]
+    ) -> Callable[[], Any]:
+        body = {"metadata": {"annotations": annotations}}
+        return lambda: self._client.patch(JOBS, name, body, namespace)

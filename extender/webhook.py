@@ -1,0 +1,439 @@
+"""The Job admission webhook (mutating and validating), served by the scheduler daemon.
+
+For a Job labelled `ebb.dev/queue` it rejects what can never work — an unknown or
+DISABLED queue, a malformed Ebb annotation, a dependency cycle, a pod bigger than any
+compute environment of the queue — with a message naming the field and the limit.
+It then makes the Job Ebb's: suspended (so no pod exists before admission), tolerating
+the batch taint, its pod template stamped with the queue, share and job-id labels,
+its timeout and retry strategy translated, array children given
+AWS_BATCH_JOB_ARRAY_INDEX. On updates it keeps Ebb's fields immutable and lets only
+Ebb unsuspend a queued Job. A Job created already suspended works without the webhook.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+from prometheus_client import Counter
+
+from ebb import keys
+from ebb.kube import KubeClient
+from ebb.kube.resources import MUTATING_WEBHOOKS, VALIDATING_WEBHOOKS
+from ebb.model import JobQueue
+from ebb.resources import QuantityError, pod_requests
+from extender.jobs.admission import CapacityLimit
+from extender.jobs.dependencies import find_cycle
+from extender.jobs.lifecycle import State
+from extender.jobs.retry import translate
+from extender.jobs.snapshot import JobInfo
+from extender.jobs.spec import DependencyType, JobSpec, SpecError, parse_job_spec
+
+log = structlog.get_logger("ebb.webhook")
+REVIEWS = Counter(
+    "ebb_webhook_reviews_total", "Admission reviews by kind and verdict.", ["webhook", "verdict"]
+)
+MAX_ARRAY_SIZE = 100_000
+MUTATE_PATH = "/webhook/jobs/mutate"
+VALIDATE_PATH = "/webhook/jobs/validate"
+_IMMUTABLE = (
+    keys.DEPENDS_ON,
+    keys.RETRY_STRATEGY,
+    keys.TIMEOUT_SECONDS,
+    keys.ARRAY_DEPENDENCY,
+    keys.SCHEDULING_PRIORITY,
+)
+Json = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class WebhookContext:
+    """What the webhook consults: live views kept by the daemon's reflectors."""
+
+    queue: Callable[[str], JobQueue | None]
+    queue_names: Callable[[], list[str]]
+    job: Callable[[str, str], JobInfo | None]  # (namespace, name)
+    capacity: Callable[[], Mapping[str, CapacityLimit]]
+    admitter: Callable[[], str]  # the username Ebb writes as
+
+
+class Rejected(Exception):
+    pass
+
+
+# --- validation -----------------------------------------------------------------------
+
+
+def validate_new_job(job: Json, ctx: WebhookContext) -> JobSpec:
+    """All checks for a Job being created; raises Rejected with a clear message."""
+    meta = job.get("metadata") or {}
+    spec = job.get("spec") or {}
+    queue_name = (meta.get("labels") or {}).get(keys.QUEUE_LABEL, "")
+    queue = ctx.queue(queue_name)
+    if queue is None:
+        existing = ", ".join(sorted(ctx.queue_names())) or "none"
+        raise Rejected(
+            f"metadata.labels[{keys.QUEUE_LABEL}]: job queue {queue_name!r} does not "
+            f"exist (existing queues: {existing})"
+        )
+    if not queue.enabled:
+        raise Rejected(
+            f"metadata.labels[{keys.QUEUE_LABEL}]: job queue {queue_name!r} is "
+            "DISABLED and accepts no new jobs"
+        )
+    try:
+        job_spec = parse_job_spec(meta.get("annotations") or {})
+    except SpecError as exc:
+        raise Rejected(_annotation_path(str(exc))) from None
+    indexed = spec.get("completionMode") == "Indexed"
+    completions = spec.get("completions")
+    is_array = indexed and isinstance(completions, int) and completions > 1
+    if indexed and isinstance(completions, int) and completions > MAX_ARRAY_SIZE:
+        raise Rejected(
+            f"spec.completions: {completions} children exceed the array job limit "
+            f"of {MAX_ARRAY_SIZE}"
+        )
+    if job_spec.sequential and not is_array:
+        raise Rejected(
+            f"metadata.annotations[{keys.ARRAY_DEPENDENCY}]: SEQUENTIAL needs an "
+            "array job (completionMode Indexed, completions > 1)"
+        )
+    template_spec = (spec.get("template") or {}).get("spec") or {}
+    if job_spec.retry is not None:
+        if spec.get("podFailurePolicy"):
+            raise Rejected(
+                f"metadata.annotations[{keys.RETRY_STRATEGY}]: set either it or "
+                "spec.podFailurePolicy, not both"
+            )
+        if template_spec.get("restartPolicy", "Never") != "Never":
+            raise Rejected(
+                f"spec.template.spec.restartPolicy: a retry strategy needs Never "
+                f"(got {template_spec.get('restartPolicy')})"
+            )
+    _check_dependencies(meta, job_spec, is_array, completions, ctx)
+    _check_resources(template_spec, queue, ctx.capacity())
+    return job_spec
+
+
+def _annotation_path(message: str) -> str:
+    """ "ebb.dev/retry-strategy.attempts: …" → "metadata.annotations[ebb.dev/retry-strategy]
+    .attempts: …" (the field path kubectl users know)."""
+    match = re.match(r"(ebb\.dev/[a-z-]+)(\S*): (.*)", message, re.DOTALL)
+    if not match:
+        return message
+    return f"metadata.annotations[{match.group(1)}]{match.group(2)}: {match.group(3)}"
+
+
+def _check_dependencies(
+    meta: Json, job_spec: JobSpec, is_array: bool, completions: Any, ctx: WebhookContext
+) -> None:
+    namespace, name = meta.get("namespace", ""), meta.get("name", "")
+    where = f"metadata.annotations[{keys.DEPENDS_ON}]"
+    for dep in job_spec.depends_on:
+        if dep.type is not DependencyType.N_TO_N:
+            continue
+        if not is_array:
+            raise Rejected(f"{where}: {dep.job}:n_to_n needs this Job to be an array job")
+        other = ctx.job(namespace, dep.job)
+        if other is not None and other.completions != completions:
+            raise Rejected(
+                f"{where}: {dep.job}:n_to_n needs arrays of the same size "
+                f"({dep.job} has {other.completions} children, this one {completions})"
+            )
+    if not name:
+        return  # generateName: nothing can depend on a name nobody knew
+
+    def deps_of(job_name: str) -> tuple[Any, ...] | None:
+        if job_name == name:
+            return job_spec.depends_on
+        other = ctx.job(namespace, job_name)
+        return other.spec.depends_on if other is not None else None
+
+    cycle = find_cycle(name, deps_of)
+    if cycle:
+        raise Rejected(f"{where}: dependency cycle {' → '.join(cycle)}")
+
+
+def _check_resources(
+    template_spec: Json, queue: JobQueue, capacity: Mapping[str, CapacityLimit]
+) -> None:
+    try:
+        request = pod_requests(template_spec)
+    except QuantityError as exc:
+        raise Rejected(f"spec.template.spec.containers[].resources: {exc}") from None
+    limits = [(ce, capacity[ce].limit) for ce in queue.compute_environments if ce in capacity]
+    if not limits or any(request.fits_in(limit) for _, limit in limits):
+        return
+    field = "spec.template.spec.containers[].resources.requests"
+    best = max(limits, key=lambda item: item[1].cpu_milli)
+    if request.gpu and all(request.gpu > limit.gpu for _, limit in limits):
+        raise Rejected(
+            f"{field}[{keys.GPU_RESOURCE}]: {request.gpu} GPUs per pod, but no compute "
+            f"environment of queue {queue.name} allows that many"
+        )
+    raise Rejected(
+        f"{field}.cpu: {request.vcpus:g} vCPUs per pod exceeds the largest compute "
+        f"environment of queue {queue.name} ({best[0]}: maxvCpus "
+        f"{best[1].cpu_milli // 1000})"
+    )
+
+
+def validate_update(old: Json, new: Json, username: str, ctx: WebhookContext) -> None:
+    old_meta, new_meta = old.get("metadata") or {}, new.get("metadata") or {}
+    old_queue = (old_meta.get("labels") or {}).get(keys.QUEUE_LABEL)
+    new_queue = (new_meta.get("labels") or {}).get(keys.QUEUE_LABEL)
+    if old_queue != new_queue:
+        raise Rejected(
+            f"metadata.labels[{keys.QUEUE_LABEL}]: is immutable "
+            f"({old_queue!r} → {new_queue!r}); delete and recreate the Job"
+        )
+    old_ann, new_ann = old_meta.get("annotations") or {}, new_meta.get("annotations") or {}
+    for key in _IMMUTABLE:
+        if old_ann.get(key) != new_ann.get(key):
+            raise Rejected(f"metadata.annotations[{key}]: is immutable once the Job exists")
+    was_suspended = bool((old.get("spec") or {}).get("suspend"))
+    now_suspended = bool((new.get("spec") or {}).get("suspend"))
+    if was_suspended and not now_suspended and username != ctx.admitter():
+        raise Rejected(
+            f"spec.suspend: only Ebb admits Jobs of queue {new_queue!r}; it starts "
+            "when its turn comes (cancel it with the ebb.dev/cancel annotation)"
+        )
+
+
+# --- mutation -------------------------------------------------------------------------
+
+
+def mutate(job: Json, job_spec: JobSpec) -> Json:
+    """The Job as Ebb runs it (see the module docstring)."""
+    out = copy.deepcopy(job)
+    meta = out.setdefault("metadata", {})
+    spec = out.setdefault("spec", {})
+    labels = meta.get("labels") or {}
+    annotations = meta.setdefault("annotations", {})
+    annotations[keys.STATE] = State.SUBMITTED.value
+    annotations[keys.REASON] = "submitted; waiting for the scheduler"
+    annotations[keys.REASON_CODE] = "SUBMITTED"
+    spec["suspend"] = True
+    template = spec.setdefault("template", {})
+    template_meta = template.setdefault("metadata", {})
+    template_labels = template_meta.setdefault("labels", {})
+    template_labels[keys.QUEUE_LABEL] = labels[keys.QUEUE_LABEL]
+    if labels.get(keys.SHARE_LABEL):
+        template_labels[keys.SHARE_LABEL] = labels[keys.SHARE_LABEL]
+    if meta.get("name"):
+        template_labels[keys.JOB_ID_LABEL] = meta["name"][:63].rstrip("-.")
+    pod = template.setdefault("spec", {})
+    tolerations = pod.setdefault("tolerations", [])
+    if keys.BATCH_TOLERATION not in tolerations:
+        tolerations.append(dict(keys.BATCH_TOLERATION))
+    indexed = spec.get("completionMode") == "Indexed"
+    is_array = indexed and (spec.get("completions") or 0) > 1
+    if job_spec.timeout_seconds is not None:
+        pod["activeDeadlineSeconds"] = job_spec.timeout_seconds
+    if job_spec.retry is not None:
+        pod["restartPolicy"] = "Never"
+        fields = translate(job_spec.retry, per_index=is_array)
+        spec.update(fields.as_spec_patch())
+    if job_spec.sequential:
+        spec["parallelism"] = 1
+    if any(d.type is DependencyType.N_TO_N for d in job_spec.depends_on):
+        gates = pod.setdefault("schedulingGates", [])
+        if {"name": keys.N_TO_N_GATE} not in gates:
+            gates.append({"name": keys.N_TO_N_GATE})
+    if indexed:
+        _export_array_index(pod)
+    return out
+
+
+def _export_array_index(pod: Json) -> None:
+    env_var = {
+        "name": "AWS_BATCH_JOB_ARRAY_INDEX",
+        "valueFrom": {
+            "fieldRef": {
+                "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+            }
+        },
+    }
+    for container in pod.get("containers") or ():
+        env = container.setdefault("env", [])
+        if not any(e.get("name") == "AWS_BATCH_JOB_ARRAY_INDEX" for e in env):
+            env.append(env_var)
+
+
+def json_patch(before: Json, after: Json) -> list[Json]:
+    """Replace the parts of the Job the mutation may touch."""
+    ops: list[Json] = []
+    for path in ("metadata", "spec"):
+        if before.get(path) != after.get(path):
+            ops.append(
+                {
+                    "op": "add" if path not in before else "replace",
+                    "path": f"/{path}",
+                    "value": after[path],
+                }
+            )
+    return ops
+
+
+# --- AdmissionReview over HTTP --------------------------------------------------------
+
+
+def _response(uid: str, allowed: bool, message: str = "", patch: list[Json] | None = None) -> Json:
+    response: Json = {"uid": uid, "allowed": allowed}
+    if not allowed:
+        response["status"] = {"code": 422, "reason": "Invalid", "message": message}
+    if patch:
+        response["patchType"] = "JSONPatch"
+        response["patch"] = base64.b64encode(orjson.dumps(patch)).decode()
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
+
+
+def review(body: Json, ctx: WebhookContext, *, mutating: bool) -> Json:
+    request = body.get("request")
+    if not isinstance(request, dict) or not request.get("uid"):
+        raise web.HTTPBadRequest(text="request: an AdmissionReview with request.uid is required")
+    uid = str(request["uid"])
+    name = "mutate" if mutating else "validate"
+    job = request.get("object") or {}
+    try:
+        if request.get("operation") == "UPDATE":
+            if not mutating:
+                username = (request.get("userInfo") or {}).get("username", "")
+                validate_update(request.get("oldObject") or {}, job, username, ctx)
+            REVIEWS.labels(name, "allowed").inc()
+            return _response(uid, True)
+        job_spec = validate_new_job(job, ctx)
+    except Rejected as exc:
+        REVIEWS.labels(name, "rejected").inc()
+        log.info(
+            "job rejected",
+            webhook=name,
+            job=(job.get("metadata") or {}).get("name"),
+            reason=str(exc),
+        )
+        return _response(uid, False, f"Ebb: {exc}")
+    REVIEWS.labels(name, "allowed").inc()
+    if not mutating:
+        return _response(uid, True)
+    return _response(uid, True, patch=json_patch(job, mutate(job, job_spec)))
+
+
+def add_routes(app: web.Application, context: Callable[[], WebhookContext]) -> None:
+    async def handle(request: web.Request, mutating: bool) -> web.Response:
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError as exc:
+            raise web.HTTPBadRequest(text=f"body: not valid JSON ({exc})") from None
+        if not isinstance(body, dict):
+            raise web.HTTPBadRequest(text="body: must be an AdmissionReview object")
+        return web.json_response(
+            review(body, context(), mutating=mutating), dumps=lambda o: orjson.dumps(o).decode()
+        )
+
+    async def mutate_handler(request: web.Request) -> web.Response:
+        return await handle(request, True)
+
+    async def validate_handler(request: web.Request) -> web.Response:
+        return await handle(request, False)
+
+    app.router.add_post(MUTATE_PATH, mutate_handler)
+    app.router.add_post(VALIDATE_PATH, validate_handler)
+
+
+# --- registration ---------------------------------------------------------------------
+
+CONFIGURATION_NAME = "ebb-scheduler"
+
+
+def configurations(client_config: Callable[[str], Json], admitter: str) -> tuple[Json, Json]:
+    """The Mutating- and ValidatingWebhookConfiguration for Jobs labelled ebb.dev/queue."""
+    common = {
+        "admissionReviewVersions": ["v1"],
+        "sideEffects": "None",
+        "failurePolicy": "Fail",
+        "timeoutSeconds": 10,
+        "matchPolicy": "Equivalent",
+        "objectSelector": {"matchExpressions": [{"key": keys.QUEUE_LABEL, "operator": "Exists"}]},
+    }
+    rule = {
+        "apiGroups": ["batch"],
+        "apiVersions": ["v1"],
+        "resources": ["jobs"],
+        "scope": "Namespaced",
+    }
+    mutating = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": CONFIGURATION_NAME},
+        "webhooks": [
+            {
+                **common,
+                "name": "jobs.mutate.ebb.dev",
+                "reinvocationPolicy": "Never",
+                "clientConfig": client_config(MUTATE_PATH),
+                "rules": [{**rule, "operations": ["CREATE"]}],
+            }
+        ],
+    }
+    validating = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": CONFIGURATION_NAME},
+        "webhooks": [
+            {
+                **common,
+                "name": "jobs.validate.ebb.dev",
+                "clientConfig": client_config(VALIDATE_PATH),
+                "rules": [{**rule, "operations": ["CREATE", "UPDATE"]}],
+                # Ebb's own writes need no review: spare the API server the call.
+                "matchConditions": [
+                    {"name": "not-ebb", "expression": f"request.userInfo.username != '{admitter}'"}
+                ],
+            }
+        ],
+    }
+    return mutating, validating
+
+
+async def register(
+    client: KubeClient,
+    *,
+    url: str | None,
+    service: str | None,
+    port: int,
+    ca_bundle: bytes,
+    admitter: str,
+) -> None:
+    """Create or update both configurations to point at this daemon."""
+    ca = base64.b64encode(ca_bundle).decode()
+
+    def client_config(path: str) -> Json:
+        if url:
+            return {"url": url.rstrip("/") + path, "caBundle": ca}
+        namespace, _, name = (service or "ebb-system/ebb-scheduler").partition("/")
+        return {
+            "service": {"namespace": namespace, "name": name, "path": path, "port": port},
+            "caBundle": ca,
+        }
+
+    mutating, validating = configurations(client_config, admitter)
+    await client.apply(MUTATING_WEBHOOKS, mutating, field_manager="ebb-scheduler")
+    await client.apply(VALIDATING_WEBHOOKS, validating, field_manager="ebb-scheduler")
+    log.info("webhooks registered", url=url, service=service)
+
+
+async def whoami(client: KubeClient) -> str:
+    """The username this daemon's credentials authenticate as (SelfSubjectReview)."""
+    review_obj = await client.request(
+        "POST",
+        "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        body={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+    )
+    return str(((review_obj.get("status") or {}).get("userInfo") or {}).get("username", ""))
