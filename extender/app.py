@@ -62,9 +62,16 @@ def _synced(app: web.Application) -> bool:
 def _webhook_context(app: web.Application) -> webhook.WebhookContext:
     queues = app[QUEUES].store
     jobs = app[JOB_CONTROLLER].jobs.store
+
+    async def refresh_queue(name: str) -> None:
+        raw = await app[CLIENT].get_or_none(kube.JOB_QUEUES, name)
+        if raw is not None:
+            app[QUEUES].apply_write(raw)
+
     return webhook.WebhookContext(
         queue=queues.get,
         queue_names=lambda: list(queues),
+        refresh_queue=refresh_queue,
         job=lambda namespace, name: jobs.get(f"{namespace}/{name}"),
         capacity=lambda: capacity_limits(app[COMPUTE_ENVIRONMENTS].store.values()),
         admitter=lambda: app[ADMITTER],

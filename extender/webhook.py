@@ -7,7 +7,8 @@ It then makes the Job Ebb's: suspended (so no pod exists before admission), tole
 the batch taint, its pod template stamped with the queue, share and job-id labels,
 its timeout and retry strategy translated, array children given
 AWS_BATCH_JOB_ARRAY_INDEX. On updates it keeps Ebb's fields immutable and lets only
-Ebb unsuspend a queued Job. A Job created already suspended works without the webhook.
+Ebb unsuspend a queued Job. A Job created already suspended works without the webhook,
+and a suspended Job that never ran may be put in a queue by labelling it later.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import base64
 import copy
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +60,8 @@ class WebhookContext:
 
     queue: Callable[[str], JobQueue | None]
     queue_names: Callable[[], list[str]]
+    # A queue created a moment ago may not have reached the cache: ask the API server.
+    refresh_queue: Callable[[str], Awaitable[None]]
     job: Callable[[str, str], JobInfo | None]  # (namespace, name)
     capacity: Callable[[], Mapping[str, CapacityLimit]]
     admitter: Callable[[], str]  # the username Ebb writes as
@@ -107,7 +110,9 @@ def validate_new_job(job: Json, ctx: WebhookContext) -> JobSpec:
         )
     template_spec = (spec.get("template") or {}).get("spec") or {}
     if job_spec.retry is not None:
-        if spec.get("podFailurePolicy"):
+        ours = translate(job_spec.retry, per_index=is_array).pod_failure_policy
+        # (The validating webhook sees the policy the mutating one translated.)
+        if spec.get("podFailurePolicy") and spec.get("podFailurePolicy") != ours:
             raise Rejected(
                 f"metadata.annotations[{keys.RETRY_STRATEGY}]: set either it or "
                 "spec.podFailurePolicy, not both"
@@ -189,7 +194,12 @@ def validate_update(old: Json, new: Json, username: str, ctx: WebhookContext) ->
     old_meta, new_meta = old.get("metadata") or {}, new.get("metadata") or {}
     old_queue = (old_meta.get("labels") or {}).get(keys.QUEUE_LABEL)
     new_queue = (new_meta.get("labels") or {}).get(keys.QUEUE_LABEL)
-    if old_queue != new_queue:
+    adopting = (
+        old_queue is None
+        and bool((old.get("spec") or {}).get("suspend"))
+        and not (old.get("status") or {}).get("startTime")
+    )
+    if old_queue != new_queue and not adopting:
         raise Rejected(
             f"metadata.labels[{keys.QUEUE_LABEL}]: is immutable "
             f"({old_queue!r} → {new_queue!r}); delete and recreate the Job"
@@ -325,6 +335,14 @@ def review(body: Json, ctx: WebhookContext, *, mutating: bool) -> Json:
     return _response(uid, True, patch=json_patch(job, mutate(job, job_spec)))
 
 
+def _queue_label(body: Json) -> str | None:
+    request = body.get("request")
+    job = request.get("object") if isinstance(request, dict) else None
+    labels = ((job or {}).get("metadata") or {}).get("labels") if isinstance(job, dict) else None
+    value = labels.get(keys.QUEUE_LABEL) if isinstance(labels, dict) else None
+    return value if isinstance(value, str) else None
+
+
 def add_routes(app: web.Application, context: Callable[[], WebhookContext]) -> None:
     async def handle(request: web.Request, mutating: bool) -> web.Response:
         try:
@@ -333,8 +351,12 @@ def add_routes(app: web.Application, context: Callable[[], WebhookContext]) -> N
             raise web.HTTPBadRequest(text=f"body: not valid JSON ({exc})") from None
         if not isinstance(body, dict):
             raise web.HTTPBadRequest(text="body: must be an AdmissionReview object")
+        ctx = context()
+        queue = _queue_label(body)
+        if queue and ctx.queue(queue) is None:
+            await ctx.refresh_queue(queue)
         return web.json_response(
-            review(body, context(), mutating=mutating), dumps=lambda o: orjson.dumps(o).decode()
+            review(body, ctx, mutating=mutating), dumps=lambda o: orjson.dumps(o).decode()
         )
 
     async def mutate_handler(request: web.Request) -> web.Response:

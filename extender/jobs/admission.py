@@ -79,7 +79,7 @@ class Demand:
 class Waiting:
     code: Code
     reason: str
-    position: int  # 1-based place among the queue's waiting jobs
+    position: int  # 1-based place among the queue's waiting jobs (0: partly admitted)
 
 
 @dataclass
@@ -121,6 +121,7 @@ class _Pass:
         self.held_for: dict[str, str] = {}  # CE → job whose starvation reserves it
         self.queue_vcpus: dict[str, float] = {}  # queue → admitted vCPUs (for reservation)
         self.share_vcpus: dict[str, dict[str, float]] = {}
+        self.waiting_count: dict[str, int] = {}
 
     # --- capacity bookkeeping -----------------------------------------------------------
 
@@ -200,7 +201,6 @@ class _Pass:
 
     def _serve_level(self, names: list[str], waiting: Mapping[str, list[Demand]]) -> None:
         orders = {name: self._order(name, waiting[name]) for name in names}
-        positions = dict.fromkeys(names, 0)
         active = list(names)
         while active:
             still = []
@@ -209,8 +209,7 @@ class _Pass:
                     d = next(orders[name])
                 except StopIteration:
                     continue
-                positions[name] += 1
-                self._consider(d, positions[name])
+                self._consider(d)
                 still.append(name)
             active = still
 
@@ -265,10 +264,10 @@ class _Pass:
             )
         return None
 
-    def _consider(self, d: Demand, position: int) -> None:
+    def _consider(self, d: Demand) -> None:
         queue = self.queues.get(d.queue)
         if queue is None:
-            self._wait(d, Code.NO_QUEUE, f"job queue {d.queue} does not exist", position)
+            self._wait(d, Code.NO_QUEUE, f"job queue {d.queue} does not exist")
             return
         usable = [
             ce
@@ -281,7 +280,6 @@ class _Pass:
                 d,
                 Code.NO_COMPUTE_ENVIRONMENT,
                 f"no usable compute environment in queue {d.queue}: {why}",
-                position,
             )
             return
         pods_needed = d.want - d.granted
@@ -293,12 +291,11 @@ class _Pass:
                 Code.MAX_RESOURCE,
                 f"needs {d.request} per pod but the largest compute environment of queue "
                 f"{d.queue} ({biggest}) allows at most {limit}; it can never run",
-                position,
             )
             return
         blocked = self._reservation_blocks(d)
         if blocked:
-            self._wait(d, Code.FAIR_SHARE, blocked, position)
+            self._wait(d, Code.FAIR_SHARE, blocked)
             return
         placed: list[tuple[str, int]] = []
         left = pods_needed
@@ -311,7 +308,7 @@ class _Pass:
                 break
         granted_now = pods_needed - left
         if left and (not d.elastic or granted_now == 0):
-            self._blocked_on_capacity(d, usable, position)
+            self._blocked_on_capacity(d, usable)
             return
         for ce, n in placed:
             self._take(ce, d.request, n)
@@ -322,10 +319,9 @@ class _Pass:
                 d,
                 Code.WAITING_FOR_CAPACITY,
                 f"{left} more pods wait for capacity in queue {d.queue}",
-                position,
             )
 
-    def _blocked_on_capacity(self, d: Demand, usable: list[str], position: int) -> None:
+    def _blocked_on_capacity(self, d: Demand, usable: list[str]) -> None:
         held = [self.held_for[ce] for ce in usable if ce in self.held_for]
         if held:
             self._wait(
@@ -333,7 +329,6 @@ class _Pass:
                 Code.HEAD_OF_LINE,
                 f"capacity is held for job {held[0]}, which has waited longer than "
                 f"{self.starvation:.0f} s at the head of its queue",
-                position,
             )
             return
         parts = []
@@ -345,7 +340,6 @@ class _Pass:
             d,
             Code.WAITING_FOR_CAPACITY,
             f"waiting for capacity: needs {d.request} per pod; " + ", ".join(parts),
-            position,
         )
         if self.now - d.runnable_since >= self.starvation:
             for ce in usable:
@@ -357,5 +351,9 @@ class _Pass:
             return f"{ce} does not exist"
         return f"{ce} is {c.unavailable}"
 
-    def _wait(self, d: Demand, code: Code, reason: str, position: int) -> None:
+    def _wait(self, d: Demand, code: Code, reason: str) -> None:
+        position = 0
+        if d.granted == 0:  # place among the queue's jobs that are still waiting
+            position = self.waiting_count.get(d.queue, 0) + 1
+            self.waiting_count[d.queue] = position
         self.result.waiting[d.key] = Waiting(code, reason, position)

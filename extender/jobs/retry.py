@@ -72,6 +72,8 @@ class RetryFields:
             patch["backoffLimitPerIndex"] = self.backoff_limit_per_index
         if self.pod_failure_policy is not None:
             patch["podFailurePolicy"] = self.pod_failure_policy
+            # Required with a podFailurePolicy: replace a pod only once it has failed.
+            patch["podReplacementPolicy"] = "Failed"
         return patch
 
 

@@ -45,12 +45,50 @@ def cluster() -> Iterator[LocalCluster]:
         cluster_command("down", state_dir, port_base, f"--bin-path={path}")
 
 
+class Daemon:
+    """One of Ebb's daemons as a real process, which tests may kill and restart."""
+
+    def __init__(self, name: str, args: list[str], ops_port: int, log: Path) -> None:
+        self.name, self.args, self.ops_port, self.log = name, args, ops_port, log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        self.starts += 1
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                url = f"http://127.0.0.1:{self.ops_port}/readyz"
+                with urllib.request.urlopen(url, timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.proc.kill()
+                raise RuntimeError(f"{self.name} did not become ready; see {self.log}")
+            time.sleep(0.2)
+
+    def kill(self) -> None:
+        """kill -9: no shutdown code runs."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=15)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=15)
+
+
 @pytest.fixture(scope="session")
-def scheduler_daemon(cluster: LocalCluster) -> Iterator[subprocess.Popen[bytes]]:
+def scheduler_daemon(cluster: LocalCluster) -> Iterator[Daemon]:
     """Ebb's scheduler daemon, serving the extender kube-scheduler is configured with."""
     ops_port = cluster.port_base + 901
-    log = (cluster.state_dir / "logs" / "ebb-scheduler.log").open("ab")
-    proc = subprocess.Popen(
+    daemon = Daemon(
+        "ebb-scheduler",
         [
             sys.executable,
             "-m",
@@ -63,28 +101,12 @@ def scheduler_daemon(cluster: LocalCluster) -> Iterator[subprocess.Popen[bytes]]
             f"--webhook-url=https://127.0.0.1:{cluster.extender_port}",
             "--log-level=debug",
         ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
+        ops_port,
+        cluster.state_dir / "logs" / "ebb-scheduler.log",
     )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{ops_port}/readyz", timeout=1) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(
-                "ebb-scheduler did not become ready; see its log in "
-                f"{cluster.state_dir / 'logs' / 'ebb-scheduler.log'}"
-            )
-        time.sleep(0.2)
-    yield proc
-    proc.terminate()
-    proc.wait(timeout=15)
+    daemon.start()
+    yield daemon
+    daemon.stop()
 
 
 @pytest.fixture(scope="session")

@@ -36,7 +36,8 @@ def test_fifo_until_the_compute_environment_is_full() -> None:
     result = admit(queues, {"ce": cap(4)}, demands, now=0)
     assert set(result.grants) == {"j0", "j1", "j2", "j3"}
     assert result.waiting["j4"].code is Code.WAITING_FOR_CAPACITY
-    assert result.waiting["j4"].position == 5
+    assert result.waiting["j4"].position == 1
+    assert result.waiting["j5"].position == 2
     assert "ce 4/4 vCPUs in use" in result.waiting["j4"].reason
     assert result.used["ce"].cpu_milli == 4000
 
