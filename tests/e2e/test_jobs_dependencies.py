@@ -3,6 +3,8 @@ and array dependencies (SEQUENTIAL, N_TO_N)."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from ebb import keys, kube
@@ -121,7 +123,7 @@ async def test_sequential_array_runs_children_in_index_order(
         attempts = orjson.loads(annotation(done, keys.ATTEMPTS))
         ordered = sorted(attempts, key=lambda a: a["startedAt"])
         assert [a["index"] for a in ordered] == [0, 1, 2, 3]
-        assert all(a["stoppedAt"] <= b["startedAt"] for a, b in zip(ordered, ordered[1:]))
+        assert all(a["stoppedAt"] <= b["startedAt"] for a, b in itertools.pairwise(ordered))
 
 
 async def test_n_to_n_child_waits_for_the_same_index(

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from ebb import keys, kube
 from tests.e2e.batch import annotation, batch_env, job_body, unique
 from tests.e2e.cluster import wait_for
