@@ -36,9 +36,14 @@ from dataclasses import dataclass, field
 from ebb.model import SchedulingPolicy
 from ebb.resources import Resources, fmt_cpu
 from extender.jobs import fairshare
-from extender.jobs.lifecycle import Code
+from extender.jobs.lifecycle import Code, State, Status
 
 UNLIMITED = 2**62
+# Enum member lookups are slow on Python 3.11; these run once per waiting job.
+_RUNNABLE = State.RUNNABLE
+_FULL = Code.WAITING_FOR_CAPACITY
+_HEAD = Code.HEAD_OF_LINE
+_NEVER = Code.MAX_RESOURCE
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +63,9 @@ class QueueView:
     decayed_usage: Mapping[str, float] = field(default_factory=dict)  # share → vCPU-seconds
 
 
-@dataclass(frozen=True, slots=True)
+# Demands (and Statuses) are made by the 100,000 per pass: plain slotted classes
+# (a frozen dataclass costs three times as much to build). Treat them as immutable.
+@dataclass(slots=True)
 class Demand:
     """A job as admission sees it."""
 
@@ -72,20 +79,13 @@ class Demand:
     submitted: float = 0.0
     runnable_since: float = 0.0
     elastic: bool = False  # array job: may be granted part of `want`
-    bound: Mapping[str, int] = field(default_factory=dict)  # CE → pods bound there
-
-
-@dataclass(frozen=True, slots=True)
-class Waiting:
-    code: Code
-    reason: str
-    position: int  # 1-based place among the queue's waiting jobs (0: partly admitted)
+    bound: Mapping[str, int] | None = None  # CE → pods bound there
 
 
 @dataclass
 class AdmissionResult:
     grants: dict[str, int] = field(default_factory=dict)  # job → new total pods granted
-    waiting: dict[str, Waiting] = field(default_factory=dict)
+    waiting: dict[str, Status] = field(default_factory=dict)  # RUNNABLE, with why
     used: dict[str, Resources] = field(default_factory=dict)  # CE → admitted requests
     running_vcpus: dict[str, dict[str, float]] = field(default_factory=dict)  # queue → share →
 
@@ -122,6 +122,9 @@ class _Pass:
         self.queue_vcpus: dict[str, float] = {}  # queue → admitted vCPUs (for reservation)
         self.share_vcpus: dict[str, dict[str, float]] = {}
         self.waiting_count: dict[str, int] = {}
+        # Per pass memos: a queue's usable CEs and their limits, waiting texts.
+        self._usable: dict[str, tuple[list[str], list[tuple[int, int, int]]]] = {}
+        self._texts: dict[tuple[object, ...], str] = {}
 
     # --- capacity bookkeeping -----------------------------------------------------------
 
@@ -132,15 +135,18 @@ class _Pass:
         room[2] -= request.gpu * pods
 
     def _fits(self, ce: str, request: Resources) -> int:
-        """How many pods of `request` fit in CE `ce` now."""
+        """How many pods of `request` fit in CE `ce` now. (Hot: plain integer code.)"""
         room = self.room.get(ce)
         if room is None or ce in self.held_for:
             return 0
-        counts = [
-            room[i] // need if need > 0 else UNLIMITED
-            for i, need in enumerate((request.cpu_milli, request.memory, request.gpu))
-        ]
-        return max(min(counts), 0)
+        n = UNLIMITED
+        if request.cpu_milli:
+            n = room[0] // request.cpu_milli
+        if request.memory:
+            n = min(n, room[1] // request.memory)
+        if request.gpu:
+            n = min(n, room[2] // request.gpu)
+        return n if n > 0 else 0
 
     def _account(self, demand: Demand, pods: int) -> None:
         vcpus = demand.request.cpu_milli * pods / 1000
@@ -157,7 +163,7 @@ class _Pass:
         for d in demands:
             if d.granted > 0:
                 bound_total = 0
-                for ce, pods in d.bound.items():
+                for ce, pods in (d.bound or {}).items():
                     self._take(ce, d.request, pods)
                     bound_total += pods
                 self._account(d, max(d.granted, bound_total))
@@ -264,16 +270,42 @@ class _Pass:
             )
         return None
 
+    def _usable_ces(self, queue: QueueView) -> tuple[list[str], list[tuple[int, int, int]]]:
+        """The queue's CEs that may hold anything, and their limits (memoised per pass)."""
+        found = self._usable.get(queue.name)
+        if found is None:
+            usable = [
+                ce
+                for ce in queue.compute_environments
+                if ce in self.capacity and not self.capacity[ce].unavailable
+            ]
+            limits = [
+                (c.cpu_milli, c.memory, c.gpu) for c in (self.capacity[ce].limit for ce in usable)
+            ]
+            found = self._usable[queue.name] = (usable, limits)
+        return found
+
+    def _never_fits(
+        self, d: Demand, usable: list[str], limits: list[tuple[int, int, int]]
+    ) -> str | None:
+        """Why `d` can never run in its queue's CEs, or None if it can."""
+        r = d.request
+        for cpu, memory, gpu in limits:
+            if r.cpu_milli <= cpu and r.memory <= memory and r.gpu <= gpu:
+                return None
+        biggest = max(usable, key=lambda ce: self.capacity[ce].limit.cpu_milli)
+        limit = self.capacity[biggest].limit
+        return (
+            f"needs {d.request} per pod but the largest compute environment of queue "
+            f"{d.queue} ({biggest}) allows at most {limit}; it can never run"
+        )
+
     def _consider(self, d: Demand) -> None:
         queue = self.queues.get(d.queue)
         if queue is None:
             self._wait(d, Code.NO_QUEUE, f"job queue {d.queue} does not exist")
             return
-        usable = [
-            ce
-            for ce in queue.compute_environments
-            if ce in self.capacity and not self.capacity[ce].unavailable
-        ]
+        usable, limits = self._usable_ces(queue)
         if not usable:
             why = "; ".join(self._why_unavailable(ce) for ce in queue.compute_environments)
             self._wait(
@@ -283,15 +315,9 @@ class _Pass:
             )
             return
         pods_needed = d.want - d.granted
-        if not any(d.request.fits_in(self.capacity[ce].limit) for ce in usable):
-            biggest = max(usable, key=lambda ce: self.capacity[ce].limit.cpu_milli)
-            limit = self.capacity[biggest].limit
-            self._wait(
-                d,
-                Code.MAX_RESOURCE,
-                f"needs {d.request} per pod but the largest compute environment of queue "
-                f"{d.queue} ({biggest}) allows at most {limit}; it can never run",
-            )
+        never = self._never_fits(d, usable, limits)
+        if never is not None:
+            self._wait(d, _NEVER, never)
             return
         blocked = self._reservation_blocks(d)
         if blocked:
@@ -322,25 +348,28 @@ class _Pass:
             )
 
     def _blocked_on_capacity(self, d: Demand, usable: list[str]) -> None:
-        held = [self.held_for[ce] for ce in usable if ce in self.held_for]
+        held = [self.held_for[ce] for ce in usable if ce in self.held_for] if self.held_for else ()
         if held:
             self._wait(
                 d,
-                Code.HEAD_OF_LINE,
+                _HEAD,
                 f"capacity is held for job {held[0]}, which has waited longer than "
                 f"{self.starvation:.0f} s at the head of its queue",
             )
             return
-        parts = []
-        for ce in usable:
-            c = self.capacity[ce].limit
-            used = c.cpu_milli - self.room[ce][0]
-            parts.append(f"{ce} {fmt_cpu(max(used, 0))}/{fmt_cpu(c.cpu_milli)} vCPUs in use")
-        self._wait(
-            d,
-            Code.WAITING_FOR_CAPACITY,
-            f"waiting for capacity: needs {d.request} per pod; " + ", ".join(parts),
-        )
+        # Many jobs wait on the same full CEs: build each distinct text once.
+        r = d.request
+        memo_key = (r.cpu_milli, r.memory, r.gpu, *usable, *(self.room[ce][0] for ce in usable))
+        text = self._texts.get(memo_key)
+        if text is None:
+            parts = []
+            for ce in usable:
+                c = self.capacity[ce].limit
+                used = c.cpu_milli - self.room[ce][0]
+                parts.append(f"{ce} {fmt_cpu(max(used, 0))}/{fmt_cpu(c.cpu_milli)} vCPUs in use")
+            text = f"waiting for capacity: needs {d.request} per pod; " + ", ".join(parts)
+            self._texts[memo_key] = text
+        self._wait(d, _FULL, text)
         if self.now - d.runnable_since >= self.starvation:
             for ce in usable:
                 self.held_for.setdefault(ce, d.key)
@@ -356,4 +385,4 @@ class _Pass:
         if d.granted == 0:  # place among the queue's jobs that are still waiting
             position = self.waiting_count.get(d.queue, 0) + 1
             self.waiting_count[d.queue] = position
-        self.result.waiting[d.key] = Waiting(code, reason, position)
+        self.result.waiting[d.key] = Status(_RUNNABLE, code, reason, position, d.queue)

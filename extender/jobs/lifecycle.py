@@ -88,13 +88,22 @@ class Code(Enum):
     FAILED = "FAILED"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # made once per job per pass: not frozen, for speed; do not mutate
 class Status:
-    """A job's published state and why."""
+    """A job's published state and why. A waiting job's reason starts with its place in
+    its queue; the text is only built when it is published (most passes do not)."""
 
     state: State
     code: Code
-    reason: str
+    detail: str
+    position: int = 0
+    queue: str = ""
+
+    @property
+    def reason(self) -> str:
+        if self.position:
+            return f"position {self.position} in queue {self.queue}: {self.detail}"
+        return self.detail
 
 
 # Job condition reasons Ebb writes when it fails a job itself (Failed/FailureTarget).

@@ -14,10 +14,14 @@ from dataclasses import dataclass, field
 from ebb.model import JobQueue, PodInfo, SchedulingPolicy
 from extender.jobs import attempts as attempt_records
 from extender.jobs.admission import CapacityLimit, Demand, QueueView, admit
-from extender.jobs.dependencies import resolve
+from extender.jobs.dependencies import DependencyVerdict, resolve
 from extender.jobs.lifecycle import Code, State, Status, failed_code
 from extender.jobs.retry import ATTEMPT_TIMED_OUT
 from extender.jobs.snapshot import JobInfo, parse_index_ranges
+
+# Enum member lookups are slow on Python 3.11 and these run once per job.
+_RUNNABLE = State.RUNNABLE
+_NO_DEPENDENCIES = DependencyVerdict(ready=True)
 
 
 @dataclass(frozen=True)
@@ -98,14 +102,12 @@ def reconcile(snap: Snapshot) -> Decisions:
         waiting = result.waiting.get(d.key)
         if waiting is None:
             continue
-        out.statuses[d.key] = Status(
-            State.RUNNABLE,
-            waiting.code,
-            f"position {waiting.position} in queue {d.queue}: " + waiting.reason,
-        )
-        limit = _time_limit_exceeded(job, waiting.code, snap)
-        if limit is not None:
-            out.fail[d.key] = Failure(Code.STATE_TIME_LIMIT, limit, started=False)
+        out.statuses[d.key] = waiting
+        queue = snap.queues.get(job.queue)
+        if queue is not None and queue.state_time_limit_actions:
+            limit = _time_limit_exceeded(job, queue, waiting.code, snap.now)
+            if limit is not None:
+                out.fail[d.key] = Failure(Code.STATE_TIME_LIMIT, limit, started=False)
     return out
 
 
@@ -132,7 +134,11 @@ def _job(
     if job.cancel is not None and not started:
         out.fail[key] = Failure(Code.CANCELLED, f"cancelled: {job.cancel}", False)
         return None, None
-    verdict = resolve(job, lambda name: snap.jobs.get(f"{job.namespace}/{name}"))
+    verdict = (
+        resolve(job, lambda name: snap.jobs.get(f"{job.namespace}/{name}"))
+        if job.spec.depends_on
+        else _NO_DEPENDENCIES
+    )
     if verdict.failed is not None:
         out.fail[key] = Failure(Code.DEPENDENCY_FAILED, verdict.failed, started)
         return None, None
@@ -151,7 +157,7 @@ def _job(
     want = min(job.requested_parallelism, job.remaining)
     if want <= 0:
         return None, None
-    since = job.since if job.published_state is State.RUNNABLE and job.since else snap.now
+    since = job.since if job.published_state is _RUNNABLE and job.since else snap.now
     return None, Demand(
         key=key,
         queue=job.queue,
@@ -232,15 +238,12 @@ def _timed_out(job: JobInfo, pods: Sequence[PodInfo]) -> str | None:
     return None
 
 
-def _time_limit_exceeded(job: JobInfo, code: Code, snap: Snapshot) -> str | None:
-    queue = snap.queues.get(job.queue)
-    if queue is None:
-        return None
+def _time_limit_exceeded(job: JobInfo, queue: JobQueue, code: Code, now: float) -> str | None:
     since = job.since if job.published_code == code.value and job.since else None
     if since is None:
         return None
     for action in queue.state_time_limit_actions:
-        if action.reason == code.value and snap.now - since >= action.max_time_seconds:
+        if action.reason == code.value and now - since >= action.max_time_seconds:
             return (
                 f"cancelled by queue {queue.name}: RUNNABLE for {code.value} longer than "
                 f"{action.max_time_seconds} s"

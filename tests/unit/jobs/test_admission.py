@@ -38,7 +38,7 @@ def test_fifo_until_the_compute_environment_is_full() -> None:
     assert result.waiting["j4"].code is Code.WAITING_FOR_CAPACITY
     assert result.waiting["j4"].position == 1
     assert result.waiting["j5"].position == 2
-    assert "ce 4/4 vCPUs in use" in result.waiting["j4"].reason
+    assert "ce 4/4 vCPUs in use" in result.waiting["j4"].detail
     assert result.used["ce"].cpu_milli == 4000
 
 
@@ -78,7 +78,7 @@ def test_small_jobs_backfill_around_a_big_one_until_it_starves() -> None:
     starved = admit(queues, {"ce": cap(4)}, [held, big, small], now=1000 + 600)
     assert "small" not in starved.grants
     assert starved.waiting["small"].code is Code.HEAD_OF_LINE
-    assert "job big" in starved.waiting["small"].reason
+    assert "job big" in starved.waiting["small"].detail
 
 
 def test_a_job_that_can_never_fit_does_not_block_anyone() -> None:
@@ -86,7 +86,7 @@ def test_a_job_that_can_never_fit_does_not_block_anyone() -> None:
     demands = [demand("huge", n=128, t=0, runnable_since=-(10**6)), demand("small", t=1)]
     result = admit(queues, {"ce": cap(64)}, demands, now=0)
     assert result.waiting["huge"].code is Code.MAX_RESOURCE
-    assert "can never run" in result.waiting["huge"].reason
+    assert "can never run" in result.waiting["huge"].detail
     assert "small" in result.grants
 
 
@@ -102,7 +102,7 @@ def test_unavailable_environments() -> None:
     capacity = {"off": CapacityLimit(cpu(64), unavailable="DISABLED")}
     result = admit(queues, capacity, [demand("j")], now=0)
     assert result.waiting["j"].code is Code.NO_COMPUTE_ENVIRONMENT
-    assert result.waiting["j"].reason == (
+    assert result.waiting["j"].detail == (
         "no usable compute environment in queue q: off is DISABLED; gone does not exist"
     )
 
@@ -112,7 +112,7 @@ def test_array_jobs_get_what_fits_and_grow_later() -> None:
     array = demand("arr", want=10, elastic=True)
     first = admit(queues, {"ce": cap(4)}, [array], now=0)
     assert first.grants == {"arr": 4}
-    assert first.waiting["arr"].reason == "6 more pods wait for capacity in queue q"
+    assert first.waiting["arr"].detail == "6 more pods wait for capacity in queue q"
     grown = admit(queues, {"ce": cap(6)}, [demand("arr", want=10, elastic=True, granted=4)], now=1)
     assert grown.grants == {"arr": 6}
 
