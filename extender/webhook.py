@@ -413,7 +413,9 @@ def configurations(client_config: Callable[[str], Json], admitter: str) -> tuple
                 **common,
                 "name": "jobs.validate.ebb.dev",
                 "clientConfig": client_config(VALIDATE_PATH),
-                "rules": [{**rule, "operations": ["CREATE", "UPDATE"]}],
+                # Creation is validated by the mutating webhook, which sees the Job
+                # as its user wrote it; this one guards updates.
+                "rules": [{**rule, "operations": ["UPDATE"]}],
                 # Ebb's own writes need no review: spare the API server the call.
                 "matchConditions": [
                     {"name": "not-ebb", "expression": f"request.userInfo.username != '{admitter}'"}

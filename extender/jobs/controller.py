@@ -123,6 +123,7 @@ class JobController:
         self._last_persist = 0.0
         self._queue_status: dict[str, Any] = {}
         self._counted_attempts: set[str] = set()
+        self._last_pass = 0.0
         for reflector in (self.jobs, self.pods, queues, compute_environments, policies):
             reflector.subscribe(self._changed)
         self.jobs.subscribe(self._job_changed)
@@ -176,8 +177,12 @@ class JobController:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.settings.resync_seconds)
                 self._wake.clear()
-                await asyncio.sleep(self.settings.debounce_seconds)
+                # Let events batch up; under load, leave at least as much time between
+                # passes as the last one took, so passes never take the whole CPU.
+                await asyncio.sleep(max(self.settings.debounce_seconds, 2 * self._last_pass))
+                started = time.perf_counter()
                 await self.run_pass()
+                self._last_pass = time.perf_counter() - started
         finally:
             for task in tasks:
                 task.cancel()

@@ -1,0 +1,218 @@
+"""Admission throughput end to end, against the real local control plane.
+
+    python -m bench.admission_e2e [--jobs 15000] [--queues 30] [--shares 5]
+
+Brings up a private local cluster with the scheduler daemon, creates `--queues` job
+queues (a third of them with a fair-share policy over `--shares` share identifiers)
+over compute environments that are DISABLED, submits `--jobs` Jobs through the
+webhook (all queue, none can start), then ENABLES the environments and measures how
+long until every Job has been admitted (unsuspended by Ebb). KWOK nodes hold the pods
+so that the control plane does the real work that follows admission. Goal: ≥ 250
+admissions/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ebb import keys, kube
+from tests.e2e.batch import job_body
+from tests.e2e.cluster import create_node
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cluster(command: str, state: Path, port_base: int, *extra: str) -> None:
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "hack" / "cluster.py"),
+            command,
+            f"--state-dir={state}",
+            f"--port-base={port_base}",
+            *extra,
+        ],
+        check=True,
+    )
+
+
+async def setup(client: kube.KubeClient, queues: int, shares: int, nodes: int) -> list[str]:
+    ces = [f"bench-ce-{i}" for i in range(5)]
+    for ce in ces:
+        await client.apply(
+            kube.COMPUTE_ENVIRONMENTS,
+            {
+                "apiVersion": "ebb.dev/v1alpha1",
+                "kind": "ComputeEnvironment",
+                "metadata": {"name": ce},
+                "spec": {
+                    "type": "SPOT",
+                    "maxvCpus": 100_000,
+                    "instanceTypes": ["c6i"],
+                    "state": "DISABLED",
+                },
+            },
+            field_manager="bench",
+        )
+    per_ce = nodes // len(ces)
+    for i, ce in enumerate(ces):
+        for n in range(per_ce):
+            await create_node(
+                client,
+                f"bench-node-{i}-{n}",
+                cpu="2000",
+                memory="16Ti",
+                labels={keys.COMPUTE_ENVIRONMENT_LABEL: ce},
+                taints=[{"key": keys.BATCH_NODE_TAINT, "effect": "NoSchedule"}],
+            )
+    await client.apply(
+        kube.SCHEDULING_POLICIES,
+        {
+            "apiVersion": "ebb.dev/v1alpha1",
+            "kind": "SchedulingPolicy",
+            "metadata": {"name": "bench-fair"},
+            "spec": {
+                "fairsharePolicy": {
+                    "shareDistribution": [
+                        {"shareIdentifier": f"share-{s}", "weightFactor": 1 + s}
+                        for s in range(shares)
+                    ]
+                }
+            },
+        },
+        field_manager="bench",
+    )
+    names = []
+    for q in range(queues):
+        spec: dict[str, Any] = {
+            "priority": q % 3,
+            "computeEnvironmentOrder": [
+                {"order": 0, "computeEnvironment": ces[q % 5]},
+                {"order": 1, "computeEnvironment": ces[(q + 1) % 5]},
+            ],
+        }
+        if q % 3 == 0:
+            spec["schedulingPolicy"] = "bench-fair"
+        await client.apply(
+            kube.JOB_QUEUES,
+            {
+                "apiVersion": "ebb.dev/v1alpha1",
+                "kind": "JobQueue",
+                "metadata": {"name": f"bench-q{q}"},
+                "spec": spec,
+            },
+            field_manager="bench",
+        )
+        names.append(f"bench-q{q}")
+    await client.create(kube.NAMESPACES, {"metadata": {"name": "bench"}})
+    return ces
+
+
+async def submit(client: kube.KubeClient, jobs: int, queues: int, shares: int) -> float:
+    semaphore = asyncio.Semaphore(48)
+
+    async def one(i: int) -> None:
+        body = job_body(
+            f"job-{i}",
+            f"bench-q{i % queues}",
+            cpu="1",
+            run_seconds=3600,
+            share=f"share-{i % shares}",
+        )
+        async with semaphore:
+            for attempt in range(5):
+                try:
+                    await client.create(kube.JOBS, body, "bench")
+                    return
+                except kube.ApiError as exc:
+                    if exc.already_exists:
+                        return
+                    if attempt == 4:
+                        raise
+                    await asyncio.sleep(1)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(jobs)))
+    return time.perf_counter() - start
+
+
+def admitted(raw: dict[str, Any]) -> bool:
+    return not (raw.get("spec") or {}).get("suspend")
+
+
+async def run(args: argparse.Namespace, kubeconfig: Path) -> dict[str, float]:
+    access = kube.load_access(str(kubeconfig), None, {})
+    async with kube.KubeClient(access, user_agent="ebb-bench", max_connections=64) as client:
+        ces = await setup(client, args.queues, args.shares, args.nodes)
+        submit_s = await submit(client, args.jobs, args.queues, args.shares)
+        print(
+            f"submitted {args.jobs:,} jobs through the webhook in {submit_s:.1f} s "
+            f"({args.jobs / submit_s:.0f}/s)",
+            flush=True,
+        )
+        jobs = kube.Reflector(client, kube.JOBS, admitted, namespace="bench", name="bench-jobs")
+        watching = asyncio.create_task(jobs.run())
+        await jobs.wait_synced(300)
+        done = sum(jobs.store.values())
+        assert done == 0, f"{done} jobs admitted while every environment was DISABLED"
+        start = time.perf_counter()
+        for ce in ces:
+            await client.patch(kube.COMPUTE_ENVIRONMENTS, ce, {"spec": {"state": "ENABLED"}})
+        marks = []
+        while True:
+            await asyncio.sleep(1.0)
+            done = sum(jobs.store.values())
+            elapsed = time.perf_counter() - start
+            marks.append((elapsed, done))
+            print(f"  {elapsed:6.1f} s: {done:,} admitted", flush=True)
+            if done >= args.jobs or elapsed > args.timeout:
+                break
+        jobs.stop()
+        watching.cancel()
+        total = marks[-1][0]
+        rate = done / total
+        rates = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in itertools.pairwise(marks) if b[1] > a[1]]
+        print(
+            f"all {done:,} admitted in {total:.1f} s: {rate:.0f} admissions/s "
+            f"(median per-second rate {statistics.median(rates) if rates else 0:.0f}/s)"
+        )
+        return {
+            "jobs": float(args.jobs),
+            "admit_seconds": total,
+            "admissions_per_s": rate,
+            "submit_per_s": args.jobs / submit_s,
+        }
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--jobs", type=int, default=15_000)
+    parser.add_argument("--queues", type=int, default=30)
+    parser.add_argument("--shares", type=int, default=5)
+    parser.add_argument("--nodes", type=int, default=50)
+    parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument(
+        "--port-base", type=int, default=int(os.environ.get("EBB_BENCH_PORT_BASE", "30000"))
+    )
+    args = parser.parse_args(argv)
+    state = ROOT / ".ebb-bench"
+    shutil.rmtree(state, ignore_errors=True)
+    cluster("up", state, args.port_base, "--ebb")
+    try:
+        return asyncio.run(run(args, state / "kubeconfig"))
+    finally:
+        cluster("down", state, args.port_base)
+
+
+if __name__ == "__main__":
+    main()

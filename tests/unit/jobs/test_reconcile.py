@@ -1,0 +1,198 @@
+from __future__ import annotations
+
+from ebb.model import JobQueue, StateTimeLimitAction
+from ebb.resources import Resources
+from extender.jobs.admission import CapacityLimit
+from extender.jobs.lifecycle import Code, State
+from extender.jobs.reconcile import Snapshot, reconcile
+from extender.jobs.snapshot import JobInfo
+from tests.unit.jobs.factories import job, pod
+
+NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+
+
+def snapshot(
+    *jobs: JobInfo,
+    pods: dict[str, list] | None = None,
+    vcpus: int = 4,  # type: ignore[type-arg]
+    queue: JobQueue | None = None,
+) -> Snapshot:
+    return Snapshot(
+        now=NOW + 60,
+        jobs={j.key: j for j in jobs},
+        pods_by_job=pods or {},
+        queues={"q": queue or JobQueue("q", 1, ("ce",))},
+        policies={},
+        capacity={"ce": CapacityLimit(Resources(vcpus * 1000, 2**50, 0))},
+        node_compute_environment={"node-1": "ce"},
+        node_instance={"node-1": "i-0abc"},
+    )
+
+
+def test_runnable_jobs_are_admitted_in_order_and_the_rest_wait() -> None:
+    jobs = [job(f"j{i}", cpu="2", created=f"2026-01-01T00:00:0{i}Z") for i in range(3)]
+    out = reconcile(snapshot(*jobs))
+    assert out.admit == {"ns/j0": 1, "ns/j1": 1}
+    assert out.statuses["ns/j0"].state is State.STARTING
+    waiting = out.statuses["ns/j2"]
+    assert waiting.state is State.RUNNABLE
+    assert waiting.reason.startswith("position 1 in queue q: waiting for capacity")
+
+
+def test_running_and_finished_jobs() -> None:
+    running = job("run", suspend=False, status={"active": 1})
+    ok = job(
+        "ok",
+        suspend=False,
+        status={"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]},
+    )
+    bad = job(
+        "bad",
+        suspend=False,
+        status={
+            "failed": 1,
+            "conditions": [
+                {
+                    "type": "Failed",
+                    "status": "True",
+                    "reason": "BackoffLimitExceeded",
+                    "message": "Job has reached the specified backoff limit",
+                }
+            ],
+        },
+    )
+    out = reconcile(snapshot(running, ok, bad, pods={"ns/run": [pod("run", "run-x")]}))
+    assert out.statuses["ns/run"].state is State.RUNNING
+    assert out.statuses["ns/ok"].state is State.SUCCEEDED
+    assert out.statuses["ns/bad"].code is Code.ATTEMPTS_EXHAUSTED
+    assert out.admit == {}
+
+
+def test_attempts_are_recorded_with_aws_status_reasons() -> None:
+    j = job("j", suspend=False, status={"active": 1, "failed": 2})
+    pods = [
+        pod("j", "j-1", phase="Failed", exit_code=1),
+        pod("j", "j-2", phase="Failed", disrupted=True),
+        pod("j", "j-3"),
+    ]
+    out = reconcile(snapshot(j, pods={"ns/j": pods}))
+    import orjson
+
+    record = orjson.loads(out.attempts["ns/j"])
+    assert sorted((a["pod"], a["exitCode"], a["statusReason"]) for a in record) == [
+        ("j-1", 1, "Essential container in task exited"),
+        ("j-2", None, "Host EC2 (instance i-0abc) terminated."),
+    ]
+
+
+def test_dependency_failure_fails_a_never_started_job() -> None:
+    parent = job("p", suspend=False, status={"conditions": [{"type": "Failed", "status": "True"}]})
+    child = job("c", annotations={"ebb.dev/depends-on": "p"})
+    out = reconcile(snapshot(parent, child))
+    failure = out.fail["ns/c"]
+    assert failure.code is Code.DEPENDENCY_FAILED
+    assert not failure.started
+
+
+def test_invalid_annotations_fail_the_job_with_the_reason() -> None:
+    out = reconcile(snapshot(job("x", annotations={"ebb.dev/timeout-seconds": "5"})))
+    assert out.fail["ns/x"].code is Code.INVALID
+    assert "timeout-seconds" in out.fail["ns/x"].message
+
+
+def test_timed_out_attempt_terminates_the_job() -> None:
+    j = job(
+        "t",
+        suspend=False,
+        annotations={"ebb.dev/timeout-seconds": "60"},
+        status={"active": 1, "failed": 1},
+    )
+    out = reconcile(
+        snapshot(
+            j,
+            pods={
+                "ns/t": [pod("t", "t-1", phase="Failed", reason="DeadlineExceeded", exit_code=137)]
+            },
+        )
+    )
+    assert out.fail["ns/t"].code is Code.TIMEOUT
+    assert out.fail["ns/t"].started
+
+
+def test_state_time_limit_cancels_after_max_time() -> None:
+    queue = JobQueue(
+        "q",
+        1,
+        ("ce",),
+        state_time_limit_actions=(
+            StateTimeLimitAction("CAPACITY:COMPUTE_ENVIRONMENT_FULL", "RUNNABLE", 600, "CANCEL"),
+        ),
+    )
+    holder = job("holder", cpu="4", suspend=False, status={"active": 1})
+    stuck = job(
+        "stuck",
+        annotations={
+            "ebb.dev/state": "RUNNABLE",
+            "ebb.dev/reason-code": "CAPACITY:COMPUTE_ENVIRONMENT_FULL",
+            "ebb.dev/since": "2025-12-31T23:40:00Z",
+        },
+    )
+    out = reconcile(
+        snapshot(holder, stuck, pods={"ns/holder": [pod("holder", "h", cpu="4")]}, queue=queue)
+    )
+    assert out.fail["ns/stuck"].code is Code.STATE_TIME_LIMIT
+    fresh = job(
+        "fresh",
+        annotations={
+            "ebb.dev/state": "RUNNABLE",
+            "ebb.dev/reason-code": "CAPACITY:COMPUTE_ENVIRONMENT_FULL",
+            "ebb.dev/since": "2025-12-31T23:59:00Z",
+        },
+    )
+    out = reconcile(
+        snapshot(holder, fresh, pods={"ns/holder": [pod("holder", "h", cpu="4")]}, queue=queue)
+    )
+    assert "ns/fresh" not in out.fail
+
+
+def test_n_to_n_gates_lift_for_completed_indexes() -> None:
+    first = job(
+        "a",
+        indexed=True,
+        completions=3,
+        suspend=False,
+        status={"completedIndexes": "1", "active": 2},
+    )
+    second = job(
+        "b",
+        indexed=True,
+        completions=3,
+        suspend=False,
+        annotations={"ebb.dev/depends-on": "a:n_to_n"},
+        status={"active": 3},
+    )
+    pods = [pod("b", f"b-{i}", phase="Pending", node=None, index=i, gated=True) for i in range(3)]
+    out = reconcile(snapshot(first, second, pods={"ns/b": pods}))
+    assert out.ungate == ["ns/b-1"]
+
+
+def test_array_summary_counts_children() -> None:
+    arr = job(
+        "arr",
+        indexed=True,
+        completions=10,
+        parallelism=10,
+        suspend=False,
+        status={"succeeded": 4, "active": 3},
+    )
+    pods = [pod("arr", f"arr-{i}", index=i) for i in range(2)]
+    pods.append(pod("arr", "arr-9", phase="Pending", node=None, index=9))
+    out = reconcile(snapshot(arr, pods={"ns/arr": pods}))
+    assert out.array_status["ns/arr"] == {
+        "PENDING": 0,
+        "RUNNABLE": 3,
+        "STARTING": 1,
+        "RUNNING": 2,
+        "SUCCEEDED": 4,
+        "FAILED": 0,
+    }
