@@ -26,6 +26,7 @@ from aiohttp import web
 from prometheus_client import Counter
 
 from ebb import keys
+from ebb.jobspec import DependencyType, JobSpec, SpecError, parse_job_spec
 from ebb.kube import KubeClient
 from ebb.kube.resources import MUTATING_WEBHOOKS, VALIDATING_WEBHOOKS
 from ebb.model import JobQueue
@@ -35,7 +36,6 @@ from extender.jobs.dependencies import find_cycle
 from extender.jobs.lifecycle import State
 from extender.jobs.retry import translate
 from extender.jobs.snapshot import JobInfo
-from extender.jobs.spec import DependencyType, JobSpec, SpecError, parse_job_spec
 
 log = structlog.get_logger("ebb.webhook")
 REVIEWS = Counter(

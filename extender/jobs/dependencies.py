@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from ebb.jobspec import Dependency, DependencyType
 from extender.jobs.snapshot import JobInfo, parse_index_ranges
-from extender.jobs.spec import Dependency, DependencyType
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
-from extender.jobs.spec import ExitRule, RetryAction, RetryStrategy
+from ebb.jobspec import ExitRule, RetryAction, RetryStrategy
 
 HOST_TERMINATED = "Host EC2 (instance {instance}) terminated."
 CONTAINER_EXITED = "Essential container in task exited"

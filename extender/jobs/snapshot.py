@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ebb import keys
+from ebb.jobspec import JobSpec, SpecError, parse_job_spec
 from ebb.resources import ZERO, Resources, pod_requests
 from extender.jobs.lifecycle import State
-from extender.jobs.spec import JobSpec, SpecError, parse_job_spec
 
 
 def parse_time(value: str | None) -> float | None:

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
+from ebb.jobspec import parse_depends_on
 from extender.jobs.dependencies import find_cycle, resolve
 from extender.jobs.snapshot import JobInfo
-from extender.jobs.spec import parse_depends_on
 from tests.unit.jobs.factories import job
 
 COMPLETE = {"conditions": [{"type": "Complete", "status": "True"}]}

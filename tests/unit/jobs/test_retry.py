@@ -3,6 +3,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ebb.jobspec import parse_retry_strategy
 from extender.jobs.retry import (
     CONTAINER_EXITED,
     expand_exit_codes,
@@ -10,7 +11,6 @@ from extender.jobs.retry import (
     status_reason_for,
     translate,
 )
-from extender.jobs.spec import parse_retry_strategy
 
 
 def test_exit_code_globs_expand_to_explicit_codes() -> None:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from extender.jobs.spec import (
+from ebb.jobspec import (
     Dependency,
     DependencyType,
     RetryAction,
