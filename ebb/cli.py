@@ -1,0 +1,465 @@
+"""kubectl-ebb: look at Ebb's queues, compute environments and jobs, ask why a job is
+not running, and cancel or terminate jobs.
+
+    kubectl ebb queues | ces | jobs [-q QUEUE] [--state S] [-A]
+    kubectl ebb why JOB | describe JOB
+    kubectl ebb cancel JOB --reason R | terminate JOB --reason R
+
+Tables by default; `-o json|yaml` for machines. Honours --kubeconfig, --context, -n.
+It reads only what Ebb publishes on the objects, so it works from any machine that
+can reach the API server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import yaml
+
+from ebb import keys, kube
+from ebb.jobspec import SpecError, parse_depends_on
+
+Json = dict[str, Any]
+STATES = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED", "FAILED")
+
+
+def _annotations(obj: Json) -> dict[str, str]:
+    return dict((obj.get("metadata") or {}).get("annotations") or {})
+
+
+def _age(stamp: str | None) -> str:
+    if not stamp:
+        return "?"
+    seconds = datetime.now(UTC) - datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    total = int(seconds.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if total >= size:
+            return f"{total // size}{unit}"
+    return f"{total}s"
+
+
+def table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> str:
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+    lines = ["   ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += [
+        "   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells
+    ]
+    return "\n".join(lines)
+
+
+def emit(data: Any, output: str | None, text: str) -> None:
+    if output == "json":
+        print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+    elif output == "yaml":
+        print(yaml.safe_dump(data, sort_keys=False), end="")
+    else:
+        print(text)
+
+
+class Cli:
+    def __init__(self, client: kube.KubeClient, namespace: str, output: str | None) -> None:
+        self.client = client
+        self.namespace = namespace
+        self.output = output
+
+    # --- listings -------------------------------------------------------------------
+
+    async def queues(self) -> None:
+        items = (await self.client.list(kube.JOB_QUEUES)).items
+        rows, data = [], []
+        for q in sorted(items, key=lambda q: -int(q["spec"].get("priority", 0))):
+            spec, status = q["spec"], q.get("status") or {}
+            counts = status.get("jobs") or {}
+            order = sorted(spec.get("computeEnvironmentOrder") or (), key=lambda e: e["order"])
+            ces = ",".join(e["computeEnvironment"] for e in order)
+            rows.append(
+                [
+                    q["metadata"]["name"],
+                    spec.get("state", "ENABLED"),
+                    spec["priority"],
+                    spec.get("schedulingPolicy") or "-",
+                    ces,
+                    *(counts.get(s, 0) for s in STATES),
+                    status.get("status", ""),
+                ]
+            )
+            data.append({"name": q["metadata"]["name"], "spec": spec, "status": status})
+        emit(
+            data,
+            self.output,
+            table(rows, ["NAME", "STATE", "PRIORITY", "POLICY", "ENVS", *STATES, "STATUS"]),
+        )
+
+    async def ces(self) -> None:
+        items = (await self.client.list(kube.COMPUTE_ENVIRONMENTS)).items
+        rows, data = [], []
+        for ce in sorted(items, key=lambda c: c["metadata"]["name"]):
+            spec, status = ce["spec"], ce.get("status") or {}
+            rows.append(
+                [
+                    ce["metadata"]["name"],
+                    spec["type"],
+                    spec.get("state", "ENABLED"),
+                    status.get("status", "-"),
+                    spec.get("minvCpus", 0),
+                    spec["maxvCpus"],
+                    status.get("desiredvCpus", 0),
+                    status.get("currentvCpus", 0),
+                    status.get("nodes", 0),
+                    status.get("pendingPods", 0),
+                    (status.get("statusReason") or "")[:60],
+                ]
+            )
+            data.append({"name": ce["metadata"]["name"], "spec": spec, "status": status})
+        emit(
+            data,
+            self.output,
+            table(
+                rows,
+                [
+                    "NAME",
+                    "TYPE",
+                    "STATE",
+                    "STATUS",
+                    "MIN",
+                    "MAX",
+                    "DESIRED",
+                    "CURRENT",
+                    "NODES",
+                    "PENDING-PODS",
+                    "REASON",
+                ],
+            ),
+        )
+
+    async def jobs(self, queue: str | None, state: str | None, all_namespaces: bool) -> None:
+        selector = f"{keys.QUEUE_LABEL}={queue}" if queue else keys.QUEUE_LABEL
+        namespace = None if all_namespaces else self.namespace
+        items = (await self.client.list(kube.JOBS, namespace, label_selector=selector)).items
+        rows, data = [], []
+        for job in sorted(items, key=lambda j: j["metadata"].get("creationTimestamp", "")):
+            ann, meta = _annotations(job), job["metadata"]
+            if state and ann.get(keys.STATE) != state.upper():
+                continue
+            labels = meta.get("labels") or {}
+            rows.append(
+                [
+                    meta["namespace"],
+                    meta["name"],
+                    labels.get(keys.QUEUE_LABEL, ""),
+                    labels.get(keys.SHARE_LABEL, "-"),
+                    ann.get(keys.STATE, "?"),
+                    _age(meta.get("creationTimestamp")),
+                    ann.get(keys.REASON, "")[:80],
+                ]
+            )
+            data.append(
+                {
+                    "namespace": meta["namespace"],
+                    "name": meta["name"],
+                    "queue": labels.get(keys.QUEUE_LABEL),
+                    "state": ann.get(keys.STATE),
+                    "reason": ann.get(keys.REASON),
+                    "reasonCode": ann.get(keys.REASON_CODE),
+                }
+            )
+        emit(
+            data,
+            self.output,
+            table(rows, ["NAMESPACE", "NAME", "QUEUE", "SHARE", "STATE", "AGE", "REASON"]),
+        )
+
+    # --- one job --------------------------------------------------------------------
+
+    async def _job(self, name: str) -> Json:
+        job = await self.client.get_or_none(kube.JOBS, name, self.namespace)
+        if job is None:
+            raise SystemExit(f"error: job {self.namespace}/{name} not found")
+        if keys.QUEUE_LABEL not in (job["metadata"].get("labels") or {}):
+            raise SystemExit(
+                f"error: job {self.namespace}/{name} is not in an Ebb queue "
+                f"(no {keys.QUEUE_LABEL} label)"
+            )
+        return job
+
+    async def why(self, name: str) -> None:
+        job = await self._job(name)
+        chain = await self.reason_chain(job)
+        emit(
+            {"job": f"{self.namespace}/{name}", "why": chain},
+            self.output,
+            "\n".join(
+                f"{'  ' * depth}{line}" for depth, line in ((c["depth"], c["text"]) for c in chain)
+            ),
+        )
+
+    async def reason_chain(self, job: Json) -> list[Json]:
+        """Why the job is where it is, from its own reason down to what blocks it."""
+        ann = _annotations(job)
+        state = ann.get(keys.STATE, "SUBMITTED")
+        queue_name = job["metadata"]["labels"][keys.QUEUE_LABEL]
+        out = [{"depth": 0, "text": f"{state}: {ann.get(keys.REASON, 'no reason published yet')}"}]
+
+        def add(depth: int, text: str) -> None:
+            out.append({"depth": depth, "text": text})
+
+        if state == "PENDING":
+            await self._dependencies(ann, add)
+        queue = await self.client.get_or_none(kube.JOB_QUEUES, queue_name)
+        if queue is None:
+            add(1, f"queue {queue_name} does not exist")
+            return out
+        if state in ("RUNNABLE", "STARTING", "SUBMITTED"):
+            await self._queue(queue, job, add)
+        if state in ("STARTING", "RUNNING", "FAILED"):
+            await self._pods(job, add)
+        if state == "STARTING":
+            for ce in self._environments(queue):
+                await self._autoscaler(ce, add)
+        return out
+
+    async def _dependencies(self, ann: dict[str, str], add: Any) -> None:
+        try:
+            deps = parse_depends_on(ann.get(keys.DEPENDS_ON))
+        except SpecError as exc:
+            add(1, f"invalid dependency annotation: {exc}")
+            return
+        for dep in deps:
+            other = await self.client.get_or_none(kube.JOBS, dep.job, self.namespace)
+            if other is None:
+                add(1, f"{dep.type.value} {dep.job}: not created yet")
+                continue
+            other_ann = _annotations(other)
+            add(
+                1,
+                f"{dep.type.value} {dep.job}: {other_ann.get(keys.STATE, '?')} — "
+                f"{other_ann.get(keys.REASON, '')}",
+            )
+
+    @staticmethod
+    def _environments(queue: Json) -> list[str]:
+        order = sorted(queue["spec"].get("computeEnvironmentOrder") or (), key=lambda e: e["order"])
+        return [e["computeEnvironment"] for e in order]
+
+    async def _queue(self, queue: Json, job: Json, add: Any) -> None:
+        spec, status = queue["spec"], queue.get("status") or {}
+        add(
+            1,
+            f"queue {queue['metadata']['name']}: priority {spec['priority']}, "
+            f"{spec.get('state', 'ENABLED')}, {status.get('status', 'VALID')} "
+            f"{status.get('statusReason', '')}".rstrip(),
+        )
+        counts = status.get("jobs") or {}
+        if counts:
+            add(2, "jobs: " + ", ".join(f"{s} {counts[s]}" for s in STATES if counts.get(s)))
+        if spec.get("schedulingPolicy"):
+            share = (job["metadata"].get("labels") or {}).get(keys.SHARE_LABEL, "")
+            policy = await self.client.get_or_none(
+                kube.SCHEDULING_POLICIES, spec["schedulingPolicy"]
+            )
+            weight = 1.0
+            for entry in (policy or {}).get("spec", {}).get("fairsharePolicy", {}).get(
+                "shareDistribution"
+            ) or ():
+                if entry["shareIdentifier"] == share:
+                    weight = float(entry.get("weightFactor", 1.0))
+            usage = (status.get("shareUsage") or {}).get("vcpuSeconds") or {}
+            add(
+                2,
+                f"fair share {spec['schedulingPolicy']}: share {share or '(none)'} weight "
+                f"{weight:g}, decayed usage {usage.get(share, 0):.0f} vCPU-s",
+            )
+        for ce in self._environments(queue):
+            raw = await self.client.get_or_none(kube.COMPUTE_ENVIRONMENTS, ce)
+            if raw is None:
+                add(2, f"compute environment {ce}: does not exist")
+                continue
+            ce_spec, ce_status = raw["spec"], raw.get("status") or {}
+            add(
+                2,
+                f"compute environment {ce}: {ce_spec.get('state', 'ENABLED')}, "
+                f"{ce_status.get('status', 'not validated yet')}, maxvCpus "
+                f"{ce_spec['maxvCpus']}, {ce_status.get('currentvCpus', 0)} vCPUs running",
+            )
+
+    async def _pods(self, job: Json, add: Any) -> None:
+        pods = (
+            await self.client.list(
+                kube.PODS,
+                self.namespace,
+                label_selector=f"batch.kubernetes.io/job-name={job['metadata']['name']}",
+            )
+        ).items
+        for pod in pods[-10:]:
+            status = pod.get("status") or {}
+            line = f"pod {pod['metadata']['name']}: {status.get('phase', '?')}"
+            node = (pod.get("spec") or {}).get("nodeName")
+            if node:
+                line += f" on {node}"
+            for cond in status.get("conditions") or ():
+                if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+                    line += f" — not scheduled: {cond.get('message', cond.get('reason', ''))}"
+            if (pod.get("spec") or {}).get("schedulingGates"):
+                line += " — gated until its n_to_n dependency index succeeds"
+            add(1, line)
+
+    async def _autoscaler(self, ce: str, add: Any) -> None:
+        raw = await self.client.get_or_none(kube.COMPUTE_ENVIRONMENTS, ce)
+        if raw is None:
+            return
+        status = raw.get("status") or {}
+        add(
+            1,
+            f"autoscaler, {ce}: desired {status.get('desiredvCpus', 0)} / current "
+            f"{status.get('currentvCpus', 0)} vCPUs, {status.get('nodes', 0)} nodes, "
+            f"{status.get('pendingPods', 0)} pods pending",
+        )
+        if status.get("statusReason"):
+            add(2, status["statusReason"])
+        for offering in status.get("unavailableOfferings") or ():
+            add(2, f"unavailable for now: {offering}")
+        events = (
+            await self.client.list(
+                kube.EVENTS, "default", field_selector=f"involvedObject.name={ce}"
+            )
+        ).items
+        for event in events[-3:]:
+            add(2, f"event {event.get('reason')}: {event.get('message')}")
+
+    async def describe(self, name: str) -> None:
+        job = await self._job(name)
+        ann = _annotations(job)
+        attempts = orjson.loads(ann.get(keys.ATTEMPTS) or "[]")
+        status = job.get("status") or {}
+        header = [
+            f"Job:      {self.namespace}/{name}",
+            f"Queue:    {job['metadata']['labels'][keys.QUEUE_LABEL]}",
+            f"State:    {ann.get(keys.STATE, '?')} ({ann.get(keys.REASON_CODE, '')})",
+            f"Reason:   {ann.get(keys.REASON, '')}",
+            f"Attempts: {int(status.get('succeeded', 0)) + int(status.get('failed', 0))}",
+        ]
+        if ann.get(keys.ARRAY_STATUS):
+            header.append(f"Children: {ann[keys.ARRAY_STATUS]}")
+        rows = [
+            [
+                a.get("pod"),
+                a.get("index", "-") if a.get("index") is not None else "-",
+                a.get("node") or "-",
+                a.get("exitCode") if a.get("exitCode") is not None else "-",
+                a.get("reason") or "-",
+                a.get("statusReason") or "-",
+                a.get("startedAt") or "-",
+                a.get("stoppedAt") or "-",
+            ]
+            for a in attempts
+        ]
+        text = (
+            "\n".join(header)
+            + "\n\n"
+            + table(
+                rows,
+                ["POD", "INDEX", "NODE", "EXIT", "REASON", "STATUS-REASON", "STARTED", "STOPPED"],
+            )
+        )
+        emit(
+            {
+                "job": f"{self.namespace}/{name}",
+                "state": ann.get(keys.STATE),
+                "reason": ann.get(keys.REASON),
+                "attempts": attempts,
+            },
+            self.output,
+            text,
+        )
+
+    async def stop(self, name: str, annotation: str, reason: str, verb: str) -> None:
+        await self._job(name)
+        await self.client.patch(
+            kube.JOBS, name, {"metadata": {"annotations": {annotation: reason}}}, self.namespace
+        )
+        print(f"job {self.namespace}/{name} {verb} requested: {reason}")
+
+
+def _connection_flags(defaults: bool) -> argparse.ArgumentParser:
+    """The flags kubectl users expect, accepted before and after the subcommand."""
+    flags = argparse.ArgumentParser(add_help=False)
+    default = None if defaults else argparse.SUPPRESS
+    flags.add_argument("--kubeconfig", default=default)
+    flags.add_argument("--context", default=default)
+    flags.add_argument("-n", "--namespace", default=default)
+    flags.add_argument("-o", "--output", choices=("json", "yaml"), default=default)
+    return flags
+
+
+def parser() -> argparse.ArgumentParser:
+    common = _connection_flags(defaults=False)
+    top = argparse.ArgumentParser(
+        prog="kubectl ebb",
+        description=__doc__.split("\n\n")[0],
+        parents=[_connection_flags(defaults=True)],
+    )
+    sub = top.add_subparsers(dest="command", required=True)
+    sub.add_parser("queues", parents=[common], help="job queues and their jobs by state")
+    sub.add_parser("ces", parents=[common], help="compute environments and their capacity")
+    jobs = sub.add_parser("jobs", parents=[common], help="jobs managed by Ebb")
+    jobs.add_argument("-q", "--queue")
+    jobs.add_argument("--state", choices=[s.lower() for s in STATES] + list(STATES))
+    jobs.add_argument("-A", "--all-namespaces", action="store_true")
+    for name, text in (("why", "why a job is where it is"), ("describe", "a job's attempts")):
+        cmd = sub.add_parser(name, parents=[common], help=text)
+        cmd.add_argument("job")
+    for name, text in (
+        ("cancel", "cancel a job that has not started"),
+        ("terminate", "stop a job, running or not"),
+    ):
+        cmd = sub.add_parser(name, parents=[common], help=text)
+        cmd.add_argument("job")
+        cmd.add_argument("--reason", required=True)
+    return top
+
+
+async def _run(args: argparse.Namespace) -> None:
+    access = kube.load_access(args.kubeconfig, args.context, os.environ)
+    namespace = args.namespace or access.namespace
+    async with kube.KubeClient(access, user_agent="kubectl-ebb") as client:
+        cli = Cli(client, namespace, args.output)
+        match args.command:
+            case "queues":
+                await cli.queues()
+            case "ces":
+                await cli.ces()
+            case "jobs":
+                await cli.jobs(args.queue, args.state, args.all_namespaces)
+            case "why":
+                await cli.why(args.job)
+            case "describe":
+                await cli.describe(args.job)
+            case "cancel":
+                await cli.stop(args.job, keys.CANCEL, args.reason, "cancel")
+            case "terminate":
+                await cli.stop(args.job, keys.TERMINATE, args.reason, "termination")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        asyncio.run(_run(args))
+    except kube.ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except kube.ApiError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
