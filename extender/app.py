@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import structlog
 from aiohttp import web
 
 from ebb import kube, tls
+from ebb.leader import LeaderElector
 from ebb.model import (
     ComputeEnvironment,
     JobQueue,
@@ -39,6 +41,7 @@ QUEUES = web.AppKey("queues", kube.Reflector[JobQueue])
 COMPUTE_ENVIRONMENTS = web.AppKey("compute_environments", kube.Reflector[ComputeEnvironment])
 POLICIES = web.AppKey("policies", kube.Reflector[SchedulingPolicy])
 JOB_CONTROLLER = web.AppKey("job_controller", JobController)
+LEADER = web.AppKey("leader", LeaderElector)
 ADMITTER = web.AppKey("admitter", str)
 _REFLECTORS = (NODES, PODS, QUEUES, COMPUTE_ENVIRONMENTS, POLICIES)
 
@@ -82,6 +85,15 @@ def _job_controller(
     settings: SchedulerSettings,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
+        leader = None
+        if settings.leader_elect:
+            leader = LeaderElector(
+                app[CLIENT],
+                namespace=settings.leader_election_namespace,
+                name="ebb-scheduler",
+                identity=settings.identity or f"{socket.gethostname()}-{os.getpid()}",
+            )
+            app[LEADER] = leader
         controller = JobController(
             app[CLIENT],
             queues=app[QUEUES],
@@ -95,6 +107,7 @@ def _job_controller(
                 reason_refresh_seconds=settings.reason_refresh_seconds,
                 silence_timeout=settings.watch_silence_timeout,
             ),
+            leading=leader.leading if leader else None,
         )
         app[JOB_CONTROLLER] = controller
         app[ADMITTER] = await webhook.whoami(app[CLIENT])
@@ -112,6 +125,8 @@ def _job_controller(
             asyncio.create_task(r.run(), name=f"reflector-{r.name}") for r in controller.reflectors
         ]
         tasks.append(asyncio.create_task(controller.run(), name="job-controller"))
+        if leader is not None:
+            tasks.append(asyncio.create_task(leader.run(), name="leader-election"))
         yield
         for r in controller.reflectors:
             r.stop()

@@ -40,6 +40,11 @@ class SchedulerSettings:
     reason_refresh_seconds: float = setting(
         30.0, "Rewrite a waiting job's reason (queue position, usage) at most this often."
     )
+    leader_elect: bool = setting(
+        True, "Elect a leader among replicas; only the leader admits and writes job state."
+    )
+    leader_election_namespace: str = setting("ebb-system", "Namespace of the leader Lease.")
+    identity: str = setting("", "This replica's name in the Lease (default: host name and PID).")
     log_level: str = setting("info", "Log level.", choices=("debug", "info", "warning", "error"))
     log_json: bool = setting(True, "Log one JSON object per line (false: human-readable).")
     watch_silence_timeout: float = setting(

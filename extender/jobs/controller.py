@@ -85,6 +85,7 @@ class JobController:
         policies: Reflector[SchedulingPolicy],
         nodes: Reflector[NodeInfo],
         settings: ControllerSettings,
+        leading: asyncio.Event | None = None,
     ) -> None:
         self.client = client
         self.settings = settings
@@ -124,6 +125,8 @@ class JobController:
         self._queue_status: dict[str, Any] = {}
         self._counted_attempts: set[str] = set()
         self._last_pass = 0.0
+        # Set while this replica may write (always, without leader election).
+        self._leading = leading
         for reflector in (self.jobs, self.pods, queues, compute_environments, policies):
             reflector.subscribe(self._changed)
         self.jobs.subscribe(self._job_changed)
@@ -174,6 +177,9 @@ class JobController:
             self._load_usage()
             log.info("job controller started", jobs=len(self.jobs.store))
             while True:
+                if self._leading is not None and not self._leading.is_set():
+                    await self._leading.wait()
+                    self._load_usage()  # take over the fair-share history as persisted
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.settings.resync_seconds)
                 self._wake.clear()
