@@ -71,10 +71,16 @@ def _webhook_context(app: web.Application) -> webhook.WebhookContext:
         if raw is not None:
             app[QUEUES].apply_write(raw)
 
+    async def refresh_job(namespace: str, name: str) -> None:
+        raw = await app[CLIENT].get_or_none(kube.JOBS, name, namespace)
+        if raw is not None:
+            app[JOB_CONTROLLER].jobs.apply_write(raw)
+
     return webhook.WebhookContext(
         queue=queues.get,
         queue_names=lambda: list(queues),
         refresh_queue=refresh_queue,
+        refresh_job=refresh_job,
         job=lambda namespace, name: jobs.get(f"{namespace}/{name}"),
         capacity=lambda: capacity_limits(app[COMPUTE_ENVIRONMENTS].store.values()),
         admitter=lambda: app[ADMITTER],

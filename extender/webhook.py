@@ -60,8 +60,9 @@ class WebhookContext:
 
     queue: Callable[[str], JobQueue | None]
     queue_names: Callable[[], list[str]]
-    # A queue created a moment ago may not have reached the cache: ask the API server.
+    # Objects created a moment ago may not have reached the caches: ask the API server.
     refresh_queue: Callable[[str], Awaitable[None]]
+    refresh_job: Callable[[str, str], Awaitable[None]]  # (namespace, name)
     job: Callable[[str, str], JobInfo | None]  # (namespace, name)
     capacity: Callable[[], Mapping[str, CapacityLimit]]
     admitter: Callable[[], str]  # the username Ebb writes as
@@ -335,12 +336,38 @@ def review(body: Json, ctx: WebhookContext, *, mutating: bool) -> Json:
     return _response(uid, True, patch=json_patch(job, mutate(job, job_spec)))
 
 
-def _queue_label(body: Json) -> str | None:
+_PREFETCH_LIMIT = 500
+
+
+async def prefetch(body: Json, ctx: WebhookContext) -> None:
+    """Fetch what the caches may not hold yet: the Job's queue, and the Jobs its
+    dependency chain names (so a cycle through a Job created a moment ago is seen)."""
     request = body.get("request")
-    job = request.get("object") if isinstance(request, dict) else None
-    labels = ((job or {}).get("metadata") or {}).get("labels") if isinstance(job, dict) else None
-    value = labels.get(keys.QUEUE_LABEL) if isinstance(labels, dict) else None
-    return value if isinstance(value, str) else None
+    if not isinstance(request, dict) or request.get("operation") != "CREATE":
+        return
+    job = request.get("object")
+    meta = job.get("metadata") if isinstance(job, dict) else None
+    if not isinstance(meta, dict):
+        return
+    queue = (meta.get("labels") or {}).get(keys.QUEUE_LABEL)
+    if isinstance(queue, str) and ctx.queue(queue) is None:
+        await ctx.refresh_queue(queue)
+    namespace = str(meta.get("namespace", ""))
+    try:
+        pending = [d.job for d in parse_job_spec(meta.get("annotations") or {}).depends_on]
+    except SpecError:
+        return
+    seen: set[str] = set()
+    while pending and len(seen) < _PREFETCH_LIMIT:
+        name = pending.pop()
+        if name in seen or name == meta.get("name"):
+            continue
+        seen.add(name)
+        if ctx.job(namespace, name) is None:
+            await ctx.refresh_job(namespace, name)
+        found = ctx.job(namespace, name)
+        if found is not None:
+            pending.extend(d.job for d in found.spec.depends_on)
 
 
 def add_routes(app: web.Application, context: Callable[[], WebhookContext]) -> None:
@@ -352,9 +379,7 @@ def add_routes(app: web.Application, context: Callable[[], WebhookContext]) -> N
         if not isinstance(body, dict):
             raise web.HTTPBadRequest(text="body: must be an AdmissionReview object")
         ctx = context()
-        queue = _queue_label(body)
-        if queue and ctx.queue(queue) is None:
-            await ctx.refresh_queue(queue)
+        await prefetch(body, ctx)
         return web.json_response(
             review(body, ctx, mutating=mutating), dumps=lambda o: orjson.dumps(o).decode()
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -108,10 +109,11 @@ def job(name: str, annotations: dict[str, str], backoff_limit: int = 0) -> dict[
 
 
 @pytest.fixture(scope="module")
-async def plain_node(kube_client: kube.KubeClient) -> str:
+async def plain_node(kube_client: kube.KubeClient) -> AsyncIterator[str]:
     name = f"plain-{uuid.uuid4().hex[:6]}"
     await create_node(kube_client, name)
-    return name
+    yield name
+    await kube_client.delete(kube.NODES, name)
 
 
 def _condition(obj: dict[str, Any], kind: str) -> bool:
