@@ -6,6 +6,7 @@ local cluster script (API server, client certificates, service-account keys).
 
 from __future__ import annotations
 
+import base64
 import datetime
 import ipaddress
 import ssl
@@ -17,6 +18,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from ebb.kube.client import ApiError, KubeClient
+from ebb.kube.resources import SECRETS
 
 
 @dataclass(frozen=True)
@@ -175,3 +179,52 @@ def _still_good(cert_path: Path, dns_names: Sequence[str], ips: Sequence[str]) -
     have_dns = set(san.get_values_for_type(x509.DNSName))
     have_ips = {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}
     return set(dns_names) <= have_dns and set(ips) <= have_ips
+
+
+_SECRET_FILES = {"ca.crt": "ca.crt", "tls.crt": "tls.crt", "tls.key": "tls.key", "ca.key": "ca.key"}
+
+
+async def sync_secret(
+    client: KubeClient,
+    *,
+    namespace: str,
+    name: str,
+    directory: Path,
+    common_name: str,
+    dns_names: Sequence[str],
+) -> None:
+    """Share one serving certificate between replicas through a Secret: use the Secret's
+    if it exists, else create it from a new (or this directory's) certificate. A
+    replica that loses the race to create it takes the winner's."""
+
+    def write(data: dict[str, str]) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        for key, file_name in _SECRET_FILES.items():
+            if key in data:
+                path = directory / file_name
+                path.write_bytes(base64.b64decode(data[key]))
+                path.chmod(0o600)
+
+    existing = await client.get_or_none(SECRETS, name, namespace)
+    if existing is not None:
+        write(existing.get("data") or {})
+        return
+    load_or_create_serving(directory, common_name, dns_names, ())
+    data = {
+        key: base64.b64encode((directory / file_name).read_bytes()).decode()
+        for key, file_name in _SECRET_FILES.items()
+    }
+    body = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": data,
+    }
+    try:
+        await client.create(SECRETS, body, namespace)
+    except ApiError as exc:
+        if not exc.already_exists:
+            raise
+        winner = await client.get(SECRETS, name, namespace)
+        write(winner.get("data") or {})

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ebb import logs, settings, tls
 from ebb.server import serve
-from extender.app import create_app, serving_tls
+from extender.app import create_app, prepare_tls
 from extender.settings import SchedulerSettings
 
 
@@ -20,20 +20,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ebb-scheduler: {exc}", file=sys.stderr)
         return 2
     logs.configure(config.log_level, config.log_json)
-    serving_tls(config)
+    asyncio.run(_serve(config))
+    return 0
+
+
+async def _serve(config: SchedulerSettings) -> None:
+    await prepare_tls(config)
     tls_dir = Path(config.tls_dir)
     ssl_context = tls.server_context(tls_dir / "tls.crt", tls_dir / "tls.key")
     extra = [(config.listen_host, config.ops_port, None)] if config.ops_port else []
-    asyncio.run(
-        serve(
-            create_app(config),
-            config.listen_host,
-            config.port,
-            ssl_context=ssl_context,
-            extra_sites=extra,
-        )
+    await serve(
+        create_app(config),
+        config.listen_host,
+        config.port,
+        ssl_context=ssl_context,
+        extra_sites=extra,
     )
-    return 0
 
 
 if __name__ == "__main__":

@@ -193,7 +193,21 @@ def _kubernetes(
     return ctx
 
 
-def serving_tls(settings: SchedulerSettings) -> tls.KeyPair:
-    return tls.load_or_create_serving(
-        Path(settings.tls_dir), "ebb-scheduler", settings.tls_names, ("127.0.0.1",)
-    )
+async def prepare_tls(settings: SchedulerSettings) -> None:
+    """The serving certificate in `tls_dir`: shared through a Secret when replicas run,
+    else made (or reused) locally."""
+    directory = Path(settings.tls_dir)
+    if not settings.tls_secret:
+        tls.load_or_create_serving(directory, "ebb-scheduler", settings.tls_names, ("127.0.0.1",))
+        return
+    namespace, _, name = settings.tls_secret.partition("/")
+    access = kube.load_access(settings.kubeconfig or None, settings.context or None, os.environ)
+    async with kube.KubeClient(access, user_agent="ebb-scheduler") as client:
+        await tls.sync_secret(
+            client,
+            namespace=namespace,
+            name=name,
+            directory=directory,
+            common_name="ebb-scheduler",
+            dns_names=settings.tls_names,
+        )

@@ -21,6 +21,9 @@ class SchedulerSettings:
     tls_dir: str = setting(
         "/var/run/ebb/tls", "Directory holding (or to receive) ca.crt, tls.crt and tls.key."
     )
+    tls_secret: str = setting(
+        "", "namespace/name of a Secret that replicas share the serving certificate through."
+    )
     tls_names: tuple[str, ...] = setting(
         ("localhost", "ebb-scheduler.ebb-system.svc"),
         "DNS names for a self-made serving certificate.",
