@@ -131,14 +131,17 @@ class Catalog:
         types = dict(self._types)
         for spec in specs:
             old = types.get(spec.name)
-            if old is not None and spec.on_demand_price <= 0:
-                spec = replace(
+            keep_prices = old is not None and spec.on_demand_price <= 0
+            types[spec.name] = (
+                replace(
                     spec,
                     on_demand_price=old.on_demand_price,
                     spot_price=old.spot_price,
                     interruption_bucket=old.interruption_bucket,
                 )
-            types[spec.name] = spec
+                if old is not None and keep_prices
+                else spec
+            )
         for name, price in (on_demand_prices or {}).items():
             if name in types and price > 0:
                 types[name] = replace(types[name], on_demand_price=price)
