@@ -40,9 +40,7 @@ def test_user_data_joins_with_labels_taint_and_the_planned_reservations() -> Non
         text = user_data(CLUSTER, image_type, labels, t("c6i.large"), NodeOverhead())
         assert "--node-labels=ebb.dev/capacity-type=spot,ebb.dev/compute-environment=gpu" in text
         assert "--register-with-taints=ebb.dev/batch-node=:NoSchedule" in text
-        assert (
-            "cpu=70m" in text.replace(": ", "=").replace("{", "").replace(",", " ") or "70m" in text
-        )
+        assert "70m" in text and "1465Mi" in text  # kube-reserved: 2 vCPUs, 110 pods
         assert "https://api.example" in text
 
 
