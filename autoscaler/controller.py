@@ -58,6 +58,7 @@ from ebb.resources import Resources, cpu_millis, memory_bytes, sum_resources
 
 log = structlog.get_logger("ebb.autoscaler")
 FIELD_MANAGER = "ebb-autoscaler"
+_LAUNCH_BACKOFF_SECONDS = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,11 +85,14 @@ class _Memory:
     unavailable: dict[Unavailable, float] = field(default_factory=dict)  # -> expiry
     idle_since: dict[str, float] = field(default_factory=dict)
     draining_since: dict[str, float] = field(default_factory=dict)
+    cordoned: dict[str, str] = field(default_factory=dict)  # until the watch shows the taint
     seen_pending: set[str] = field(default_factory=set)
     batch_start: float | None = None
     batch_last: float = 0.0
     accounted_at: float | None = None
     status: dict[str, dict[str, Any]] = field(default_factory=dict)
+    intents: dict[str, list[Mapping[str, Any]]] = field(default_factory=dict)
+    launch_backoff: dict[str, float] = field(default_factory=dict)  # environment -> until
     zone_turn: itertools.count[int] = field(default_factory=itertools.count)
 
 
@@ -313,7 +317,10 @@ class Controller:
     ) -> None:
         by_env: dict[str, list[tuple[Launch, dict[str, Any]]]] = {}
         zones = self.aws.subnet_zones({s for spec in specs.values() for s in spec.subnets})
+        mono = time.monotonic()
         for launch in launches:
+            if self._m.launch_backoff.get(launch.environment, 0.0) > mono:
+                continue  # its last launch failed for a reason retrying will not fix soon
             spec = specs[launch.environment]
             subnets = [s for s in spec.subnets if zones.get(s) in launch.zones]
             subnet = subnets[next(self._m.zone_turn) % len(subnets)]
@@ -331,8 +338,7 @@ class Controller:
     async def _launch_env(
         self, spec: ComputeEnvironment, items: list[tuple[Launch, dict[str, Any]]]
     ) -> None:
-        record = self.environments.store.get(spec.name)
-        before: list[Mapping[str, Any]] = list(record.intents) if record is not None else []
+        before = self._m.intents.get(spec.name, [])
         await self._write_intents(spec.name, before + [intent for _, intent in items])
         results = await asyncio.gather(
             *(self._send(spec, intent, launch.reason) for launch, intent in items)
@@ -351,9 +357,9 @@ class Controller:
             left: list[Mapping[str, Any]] = []
             for intent in record.intents:
                 if intent.get("token") in tokens:
-                    log.info("launch already done before restart", token=intent.get("token"))
+                    log.info("launch already done before restart", launch=intent.get("token"))
                     continue
-                log.info("resending launch interrupted by a restart", token=intent.get("token"))
+                log.info("resending launch interrupted by a restart", launch=intent.get("token"))
                 if not await self._send(record.spec, dict(intent), str(intent.get("reason", ""))):
                     left.append(intent)
             await self._write_intents(record.spec.name, left)
@@ -380,7 +386,7 @@ class Controller:
             count=len(launched),
             instances=[i.instance_id for i in launched],
             reason=reason,
-            token=intent["token"],
+            launch=intent["token"],
         )
         await self._event(
             spec,
@@ -438,11 +444,18 @@ class Controller:
             self.poke()  # plan again at once: the next type or zone
             return True
         metrics.LAUNCH_FAILURES.labels(spec.name, "error").inc()
-        log.error("launch failed", compute_environment=spec.name, error=str(exc))
+        self._m.launch_backoff[spec.name] = time.monotonic() + _LAUNCH_BACKOFF_SECONDS
+        log.error(
+            "launch failed; pausing launches for this environment",
+            compute_environment=spec.name,
+            error=str(exc),
+            seconds=_LAUNCH_BACKOFF_SECONDS,
+        )
         self._spawn_event(spec, "LaunchFailed", str(exc), warning=True)
         return exc.code.startswith("Invalid") or exc.code == "IdempotentParameterMismatch"
 
     async def _write_intents(self, name: str, intents: list[Mapping[str, Any]]) -> None:
+        self._m.intents[name] = intents
         await self.client.patch(
             kube.COMPUTE_ENVIRONMENTS,
             name,
@@ -472,7 +485,7 @@ class Controller:
                 self._m.idle_since.pop(node.name, None)
             else:
                 self._m.idle_since.setdefault(node.name, now)
-            reason = _draining_reason(node)
+            reason = _draining_reason(node) or self._m.cordoned.get(node.name)
             if reason is None:
                 self._m.draining_since.pop(node.name, None)
             else:
@@ -515,33 +528,45 @@ class Controller:
         return any(_draining_reason(n) is not None for n in ours.values())
 
     async def _cordon(self, node: NodeInfo, reason: str, detail: str) -> None:
+        """Mark the node unschedulable with Ebb's draining taint, whose value is the
+        reason (a node already draining gets the new reason)."""
         taint = {"key": keys.DRAINING_TAINT, "value": reason, "effect": "NoSchedule"}
         ops: list[dict[str, Any]] = [{"op": "add", "path": "/spec/unschedulable", "value": True}]
-        if node.taints:
+        index = _draining_index(node)
+        if index is not None:
+            ops += [
+                {"op": "test", "path": f"/spec/taints/{index}/key", "value": keys.DRAINING_TAINT},
+                {"op": "replace", "path": f"/spec/taints/{index}/value", "value": reason},
+            ]
+        elif node.taints:
             ops.append({"op": "add", "path": "/spec/taints/-", "value": taint})
         else:
             ops.append({"op": "add", "path": "/spec/taints", "value": [taint]})
-        try:
-            await self.client.patch(kube.NODES, node.name, ops, patch_type="json")
-        except kube.ApiError as exc:
-            log.warning("cordon failed", node=node.name, error=str(exc))
-            return
-        log.info("cordoned", node=node.name, reason=reason, detail=detail)
+        if await self._patch_node(node, ops):
+            self._m.cordoned[node.name] = reason
+            log.info("cordoned", node=node.name, reason=reason, detail=detail)
 
     async def _uncordon(self, node: NodeInfo, detail: str) -> None:
-        index = next(i for i, t in enumerate(node.taints) if t[0] == keys.DRAINING_TAINT)
-        ops = [
+        index = _draining_index(node)
+        if index is None:
+            return  # the taint is not in the cache yet: next pass
+        ops: list[dict[str, Any]] = [
             {"op": "test", "path": f"/spec/taints/{index}/key", "value": keys.DRAINING_TAINT},
             {"op": "remove", "path": f"/spec/taints/{index}"},
             {"op": "replace", "path": "/spec/unschedulable", "value": False},
         ]
+        if await self._patch_node(node, ops):
+            self._m.draining_since.pop(node.name, None)
+            self._m.cordoned.pop(node.name, None)
+            log.info("uncordoned", node=node.name, detail=detail)
+
+    async def _patch_node(self, node: NodeInfo, ops: list[dict[str, Any]]) -> bool:
         try:
             await self.client.patch(kube.NODES, node.name, ops, patch_type="json")
         except kube.ApiError as exc:
-            log.warning("uncordon failed", node=node.name, error=str(exc))
-            return
-        self._m.draining_since.pop(node.name, None)
-        log.info("uncordoned", node=node.name, detail=detail)
+            log.warning("node update failed; will retry", node=node.name, error=str(exc))
+            return False
+        return True
 
     async def _terminate(
         self, iid: str, node: str | None, env: str, reason: str, detail: str
@@ -627,7 +652,12 @@ class Controller:
             "ec2 notice", kind=notice.kind, instance=notice.instance_id, node=node and node.name
         )
         self._m.listed_at = -1e18
-        if notice.kind == SPOT_INTERRUPTION and node is not None and not node.draining:
+        if (
+            notice.kind == SPOT_INTERRUPTION
+            and node is not None
+            and _draining_reason(node) != DRAIN_SPOT_INTERRUPTION
+            and self._m.cordoned.get(node.name) != DRAIN_SPOT_INTERRUPTION
+        ):
             await self._cordon(node, DRAIN_SPOT_INTERRUPTION, "Spot interruption warning")
             record = self.environments.store.get(node.compute_environment or "")
             if record is not None:
@@ -724,6 +754,10 @@ class Controller:
             await self.client.create(kube.EVENTS, body, "default")
         except (kube.ApiError, OSError) as exc:
             log.debug("event not recorded", reason=reason, error=str(exc))
+
+
+def _draining_index(node: NodeInfo) -> int | None:
+    return next((i for i, t in enumerate(node.taints) if t[0] == keys.DRAINING_TAINT), None)
 
 
 def _draining_reason(node: NodeInfo) -> str | None:

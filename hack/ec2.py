@@ -3,7 +3,8 @@ fault-injection layer in front, seeded with what Ebb needs.
 
     python hack/ec2.py --port 5000 --info-file .ebb/aws.json
 
-Seeding: a VPC with one subnet per zone and a security group, the SSM parameters that
+Seeding: a VPC with one subnet per zone, a security group, an instance profile
+(ebb-node), the SSM parameters that
 name node images (under --image-parameter-prefix, as EKS publishes them under
 /aws/service/eks/optimized-ami), and the SQS queue for EC2 interruption notices. Their
 ids go to --info-file as JSON.
@@ -114,9 +115,9 @@ def seed(endpoint: str, image_parameter_prefix: str) -> dict[str, Any]:
     ec2 = session.client("ec2", endpoint_url=endpoint)
     vpc = ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
     subnets = [
-        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.20.{i}.0/24", AvailabilityZone=zone)[
-            "Subnet"
-        ]["SubnetId"]
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.20.{i}.0/24", AvailabilityZone=zone)["Subnet"][
+            "SubnetId"
+        ]
         for i, zone in enumerate(ZONES)
     ]
     group = ec2.create_security_group(GroupName="ebb-nodes", Description="Ebb nodes", VpcId=vpc)
@@ -138,6 +139,9 @@ def seed(endpoint: str, image_parameter_prefix: str) -> dict[str, Any]:
                 Value=f"ami-{n:017x}",
                 Type="String",
             )
+    profile = session.client("iam", endpoint_url=endpoint).create_instance_profile(
+        InstanceProfileName="ebb-node"
+    )
     queue = session.client("sqs", endpoint_url=endpoint).create_queue(QueueName=QUEUE)
     return {
         "endpoint": endpoint,
@@ -146,6 +150,7 @@ def seed(endpoint: str, image_parameter_prefix: str) -> dict[str, Any]:
         "subnets": subnets,
         "securityGroup": group["GroupId"],
         "queueUrl": queue["QueueUrl"],
+        "instanceRole": profile["InstanceProfile"]["InstanceProfileName"],
         "imageParameterPrefix": image_parameter_prefix,
     }
 

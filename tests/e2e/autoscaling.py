@@ -187,7 +187,7 @@ def compute_environment(name: str, aws: LocalAws, **spec: Any) -> dict[str, Any]
             "instanceTypes": ["c6i", "m6i"],
             "subnets": aws.info["subnets"],
             "securityGroupIds": [aws.info["securityGroup"]],
-            "instanceRole": "ebb-node",
+            "instanceRole": aws.info["instanceRole"],
             "scaleDownDelaySeconds": 3,
             **spec,
         },
@@ -234,6 +234,8 @@ def batch_job(
             "spec": {
                 "restartPolicy": "Never",
                 "tolerations": [keys.BATCH_TOLERATION],
+                # Until the extender filters nodes by queue, keep tests off each other's nodes.
+                "nodeSelector": {keys.COMPUTE_ENVIRONMENT_LABEL: queue.removesuffix("-q")},
                 "containers": [
                     {
                         "name": "main",
