@@ -14,8 +14,12 @@ How a plan is made:
 3. Per environment, pods are bin-packed (CPU, memory, GPU and pod slots) onto new
    instances. Pods are grouped by shape, so the work grows with the number of
    distinct shapes, not of pods. Each step fills one instance of every candidate type
-   from the remaining pods (largest first), ranks the fills by the allocation
-   strategy, and repeats the best fill as often as the remaining pods allow.
+   from the remaining pods, twice (greedily, most valuable pods first; and in the
+   proportions still to be placed, topped up greedily), values a fill at what its pods
+   would cost on their own, ranks fills by the allocation strategy (value per dollar;
+   Spot capacity-optimized: lowest interruption bucket first; price-capacity-optimized:
+   value per dollar discounted by the interruption rate), and repeats the best fill as
+   often as the remaining pods allow.
 4. Whatever vCPUs `minvCpus` still asks for are added with the cheapest type per vCPU.
 
 GPU pods only go to types with NVIDIA GPUs; CPU pods never go to types with GPUs.
@@ -24,7 +28,7 @@ GPU pods only go to types with NVIDIA GPUs; CPU pods never go to types with GPUs
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ebb.catalog import UNKNOWN_BUCKET, InstanceType
@@ -390,21 +394,6 @@ def _rank(o: Offering, value: float, strategy: str) -> tuple[float, ...]:
     return (per_dollar, value)
 
 
-def _unit_prices(offerings: Sequence[Offering]) -> tuple[float, float, float, float]:
-    """The lowest price per unit of each dimension among the offerings."""
-
-    def lowest(amount: list[int]) -> float:
-        prices = [o.price / a for o, a in zip(offerings, amount, strict=True) if a > 0]
-        return min(prices, default=0.0)
-
-    return (
-        lowest([o.usable.cpu_milli for o in offerings]),
-        lowest([o.usable.memory for o in offerings]),
-        lowest([o.usable.gpu for o in offerings]),
-        lowest([o.pod_slots for o in offerings]),
-    )
-
-
 def _pack(
     groups: Sequence[_Group], demand: list[int], offerings: Sequence[Offering], strategy: str
 ) -> list[_Pattern]:
@@ -420,6 +409,9 @@ def _pack(
     return patterns
 
 
+Need = tuple[int, int, int]  # cpu millicores, memory bytes, GPUs: plain ints for speed
+
+
 def _pack_class(
     groups: Sequence[_Group],
     demand_in: list[int],
@@ -428,48 +420,13 @@ def _pack_class(
     strategy: str,
 ) -> list[_Pattern]:
     demand = {i: demand_in[i] for i in members if demand_in[i]}
-    y_cpu, y_mem, y_gpu, y_slot = _unit_prices(pool)
-    value = {}
-    for i in demand:
-        r = groups[i].requests
-        # A pod is worth what its dominant resource costs at the cheapest unit price.
-        value[i] = max(r.cpu_milli * y_cpu, r.memory * y_mem, r.gpu * y_gpu, y_slot)
-    order = sorted(demand, key=lambda i: (value[i], i), reverse=True)
-    needs = {i: groups[i].requests for i in demand}
+    packer = _Packer(groups, demand, pool, strategy)
     patterns: list[_Pattern] = []
     while demand:
-        best: tuple[tuple[float, ...], Offering, dict[int, int]] | None = None
-        for o in pool:
-            cpu, mem, gpu, slots = o.usable.cpu_milli, o.usable.memory, o.usable.gpu, o.pod_slots
-            counts: dict[int, int] = {}
-            packed = 0.0
-            for i in order:
-                left = demand.get(i)
-                if not left or slots <= 0:
-                    continue
-                r = needs[i]
-                k = min(left, slots)
-                if r.cpu_milli:
-                    k = min(k, cpu // r.cpu_milli)
-                if r.memory:
-                    k = min(k, mem // r.memory)
-                if r.gpu:
-                    k = min(k, gpu // r.gpu)
-                if k <= 0:
-                    continue
-                counts[i] = k
-                packed += k * value[i]
-                cpu -= k * r.cpu_milli
-                mem -= k * r.memory
-                gpu -= k * r.gpu
-                slots -= k
-            if counts:
-                rank = _rank(o, packed, strategy)
-                if best is None or rank > best[0]:
-                    best = (rank, o, counts)
+        best = packer.best_fill(demand)
         if best is None:
             break  # nothing left fits any type; the caller filtered such pods out
-        _, offering, counts = best
+        offering, counts = best
         copies = min(demand[i] // n for i, n in counts.items())
         patterns.append(_Pattern(offering, copies, counts))
         for i, n in counts.items():
@@ -477,6 +434,112 @@ def _pack_class(
             if not demand[i]:
                 del demand[i]
     return patterns
+
+
+_SHORTLIST = 48
+
+
+class _Packer:
+    """Finds, for the pods still to place, the best way to fill one instance."""
+
+    def __init__(
+        self,
+        groups: Sequence[_Group],
+        demand: Mapping[int, int],
+        pool: list[Offering],
+        strategy: str,
+    ) -> None:
+        self.strategy = strategy
+        self.needs: dict[int, Need] = {}
+        for i in demand:
+            r = groups[i].requests
+            self.needs[i] = (r.cpu_milli, r.memory, r.gpu)
+        # A pod is worth what it costs on its own: the cheapest price per pod when an
+        # instance holds only pods of its shape. A fill that mixes shapes onto one type
+        # for less (CPU-heavy with memory-heavy pods, say) then ranks above both.
+        cheapest = {i: _standalone(pool, groups[i].requests) for i in demand}
+        self.value = {i: cost for i, (cost, _) in cheapest.items()}
+        self.order = sorted(demand, key=lambda i: (self.value[i], i), reverse=True)
+        self.pool = pool
+        if len(pool) > _SHORTLIST:
+            # Search only the types that fill best for the whole demand, and each
+            # shape's cheapest own type: the best fills change little as pods are placed.
+            ranked = sorted(
+                ((rank, o.name, o) for o, _, rank in self._fills(demand)),
+                reverse=True,
+            )
+            keep = {o.name: o for _, _, o in ranked[:_SHORTLIST]}
+            for _, own in cheapest.values():
+                if own is not None:
+                    keep.setdefault(own.name, own)
+            self.pool = list(keep.values())
+
+    def best_fill(self, demand: Mapping[int, int]) -> tuple[Offering, dict[int, int]] | None:
+        best = max(self._fills(demand), key=lambda f: f[2], default=None)
+        return (best[0], best[1]) if best is not None else None
+
+    def _fills(
+        self, demand: Mapping[int, int]
+    ) -> Iterator[tuple[Offering, dict[int, int], tuple[float, ...]]]:
+        """Per type, a greedy fill (largest pods first) and a proportional one."""
+        total = [sum(self.needs[i][d] * n for i, n in demand.items()) for d in range(3)]
+        pods = sum(demand.values())
+        for o in self.pool:
+            for start in ({}, _proportional(o, demand, total, pods)):
+                counts = self._fill(o, demand, start)
+                if counts:
+                    packed = sum(k * self.value[i] for i, k in counts.items())
+                    yield o, counts, _rank(o, packed, self.strategy)
+
+    def _fill(
+        self, o: Offering, demand: Mapping[int, int], start: dict[int, int]
+    ) -> dict[int, int]:
+        """`start`, topped up greedily with whatever else still fits."""
+        needs = self.needs
+        cpu, mem, gpu, slots = o.usable.cpu_milli, o.usable.memory, o.usable.gpu, o.pod_slots
+        for i, k in start.items():
+            c, m, g = needs[i]
+            cpu, mem, gpu, slots = cpu - k * c, mem - k * m, gpu - k * g, slots - k
+        counts = dict(start)
+        for i in self.order:
+            left = demand.get(i, 0) - counts.get(i, 0)
+            if left <= 0 or slots <= 0:
+                continue
+            c, m, g = needs[i]
+            k = min(left, slots)
+            if c:
+                k = min(k, cpu // c)
+            if m:
+                k = min(k, mem // m)
+            if g:
+                k = min(k, gpu // g)
+            if k <= 0:
+                continue
+            counts[i] = counts.get(i, 0) + k
+            cpu, mem, gpu, slots = cpu - k * c, mem - k * m, gpu - k * g, slots - k
+        return counts
+
+
+def _standalone(pool: Sequence[Offering], need: Resources) -> tuple[float, Offering | None]:
+    """The cheapest price per pod, and its type, when an instance holds only such pods."""
+    best: tuple[float, Offering | None] = (0.0, None)
+    for o in pool:
+        k = _fit_count(o.usable, o.pod_slots, need)
+        if k > 0 and (best[1] is None or o.price / k < best[0]):
+            best = (o.price / k, o)
+    return best
+
+
+def _proportional(
+    o: Offering, demand: Mapping[int, int], total: Sequence[int], pods: int
+) -> dict[int, int]:
+    """Pods in the proportions still to be placed, as many as one instance holds."""
+    u = o.usable
+    scale = min(1.0, o.pod_slots / pods)
+    for have, want in zip((u.cpu_milli, u.memory, u.gpu), total, strict=True):
+        if want:
+            scale = min(scale, have / want)
+    return {i: k for i, n in demand.items() if (k := int(n * scale))}
 
 
 # --- minvCpus ---------------------------------------------------------------------------

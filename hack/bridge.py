@@ -93,6 +93,10 @@ class Bridge:
     async def step(self) -> None:
         instances = await asyncio.to_thread(self._instances)
         now = time.time()
+        known = {raw["InstanceId"] for raw in instances}
+        for iid in [i for i in self.nodes if i not in known]:
+            # EC2 has never heard of it (a restarted moto): the cloud would delete it.
+            await self.client.delete(kube.NODES, self.nodes.pop(iid))
         for raw in instances:
             iid, state = raw["InstanceId"], raw["State"]["Name"]
             if state in GOING:
