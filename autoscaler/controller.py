@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import datetime
 import itertools
+import math
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -192,10 +193,10 @@ class Controller:
                 log.debug("pods waiting", reasons=sorted(set(plan.waiting.values()))[:5])
         else:
             sleep = min(sleep, wait)
-        draining = await self._scale_down(ours, specs, live, now)
+        due = await self._scale_down(ours, specs, live, now)
         await self._collect_garbage(ours, now)
         await self._publish(views, ours, live, pending_by_env)
-        return 1.0 if draining else sleep
+        return max(0.2, min(sleep, due))
 
     # --- EC2 view -------------------------------------------------------------------------
 
@@ -471,7 +472,8 @@ class Controller:
         specs: Mapping[str, ComputeEnvironment],
         live: Mapping[str, Instance],
         now: float,
-    ) -> bool:
+    ) -> float:
+        """Cordon, uncordon and terminate; returns seconds until the next decision is due."""
         states = []
         by_name: dict[str, tuple[str, NodeInfo]] = {}
         for iid, node in ours.items():
@@ -525,7 +527,20 @@ class Controller:
                 await self._terminate(
                     iid, node.name, node.compute_environment or "", action.reason, action.detail
                 )
-        return any(_draining_reason(n) is not None for n in ours.values())
+        # Wake when the next idle node's delay is over, or soon while nodes drain.
+        due = [1.0 for n in states if n.draining is not None]
+        for n in states:
+            if n.draining is None and n.idle_since is not None:
+                spec = specs.get(n.environment)
+                delay = (
+                    spec.scale_down_delay_seconds
+                    if spec is not None
+                    else self.s.orphan_scale_down_delay_seconds
+                )
+                left = n.idle_since + delay - now
+                if left > 0:  # past due and still here: minvCpus keeps it
+                    due.append(left)
+        return min(due, default=math.inf)
 
     async def _cordon(self, node: NodeInfo, reason: str, detail: str) -> None:
         """Mark the node unschedulable with Ebb's draining taint, whose value is the

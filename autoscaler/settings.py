@@ -48,7 +48,7 @@ class AutoscalerSettings:
         900.0, "An instance that has not become a node after this long is terminated."
     )
     drain_grace_seconds: float = setting(
-        10.0, "How long a cordoned idle node stays before it is terminated (a pod may race in)."
+        5.0, "How long a cordoned idle node stays before it is terminated (a pod may race in)."
     )
     node_grace_seconds: float = setting(
         30.0, "How long a node whose instance EC2 reports gone stays before it is deleted."
