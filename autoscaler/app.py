@@ -42,6 +42,10 @@ def aws_from_settings(settings: AutoscalerSettings) -> Aws:
         session.client("ssm", endpoint_url=endpoint, config=config),
         session.client("sqs", endpoint_url=endpoint, config=config),
         settings.cluster_name,
+        # The Price List API answers in us-east-1 for every region.
+        pricing=session.client(
+            "pricing", region_name="us-east-1", endpoint_url=endpoint, config=config
+        ),
     )
 
 
@@ -96,6 +100,8 @@ def _run(settings: AutoscalerSettings) -> Callable[[web.Application], AsyncItera
         tasks.append(asyncio.create_task(controller.run(), name="controller"))
         if settings.interruption_queue_url:
             tasks.append(asyncio.create_task(controller.consume_notices(), name="notices"))
+        if settings.catalog_refresh_seconds > 0:
+            tasks.append(asyncio.create_task(controller.refresh_catalog(), name="catalog"))
         yield
         for r in reflectors:
             r.stop()

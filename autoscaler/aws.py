@@ -8,6 +8,7 @@ cluster's tag is ever terminated. Throttling is retried with backoff and jitter.
 
 from __future__ import annotations
 
+import datetime
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -15,11 +16,13 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import orjson
 import structlog
 from botocore.exceptions import ClientError
 
 from autoscaler import metrics
 from ebb import keys
+from ebb.catalog import ARM64, X86_64, InstanceType
 from ebb.model import LaunchTemplate
 
 if TYPE_CHECKING:
@@ -96,6 +99,7 @@ class Aws:
         sqs: SQSClient,
         cluster: str,
         *,
+        pricing: Any = None,
         max_attempts: int = 6,
         base_delay: float = 0.25,
         sleep: Callable[[float], None] = time.sleep,
@@ -103,6 +107,7 @@ class Aws:
         self._ec2 = ec2
         self._ssm = ssm
         self._sqs = sqs
+        self._pricing = pricing
         self.cluster = cluster
         self._max_attempts = max_attempts
         self._base_delay = base_delay
@@ -234,6 +239,66 @@ class Aws:
             )
         return ours
 
+    # --- catalog refresh ------------------------------------------------------------------
+
+    def instance_type_specs(self) -> list[InstanceType]:
+        """Specs of every type EC2 offers here (prices unknown: zero)."""
+
+        def list_all() -> list[InstanceType]:
+            pages = self._ec2.get_paginator("describe_instance_types").paginate()
+            return [_spec(raw) for page in pages for raw in page.get("InstanceTypes", ())]
+
+        return self._call("DescribeInstanceTypes", list_all)
+
+    def spot_prices(self, instance_types: Sequence[str]) -> dict[str, float]:
+        """The current lowest Spot price of each type across zones (Linux)."""
+
+        def query() -> dict[str, float]:
+            prices: dict[str, float] = {}
+            pages = self._ec2.get_paginator("describe_spot_price_history").paginate(
+                InstanceTypes=list(instance_types),  # type: ignore[arg-type]
+                ProductDescriptions=["Linux/UNIX", "Linux/UNIX (Amazon VPC)"],
+                StartTime=datetime.datetime.now(datetime.UTC),
+            )
+            for page in pages:
+                for entry in page.get("SpotPriceHistory", ()):
+                    name, price = entry.get("InstanceType", ""), float(entry.get("SpotPrice", 0))
+                    if price > 0 and (name not in prices or price < prices[name]):
+                        prices[name] = price
+            return prices
+
+        return self._call("DescribeSpotPriceHistory", query) if instance_types else {}
+
+    def on_demand_prices(self, region: str) -> dict[str, float]:
+        """Linux, shared-tenancy On-Demand prices from the AWS Price List API."""
+        if self._pricing is None:
+            return {}
+        filters = [
+            {"Type": "TERM_MATCH", "Field": field, "Value": value}
+            for field, value in (
+                ("regionCode", region),
+                ("operatingSystem", "Linux"),
+                ("tenancy", "Shared"),
+                ("preInstalledSw", "NA"),
+                ("capacitystatus", "Used"),
+                ("licenseModel", "No License required"),
+            )
+        ]
+
+        def query() -> dict[str, float]:
+            prices: dict[str, float] = {}
+            pages = self._pricing.get_paginator("get_products").paginate(
+                ServiceCode="AmazonEC2", Filters=filters
+            )
+            for page in pages:
+                for item in page.get("PriceList", ()):
+                    name, price = _on_demand_price(item)
+                    if name and price > 0:
+                        prices[name] = price
+            return prices
+
+        return self._call("GetProducts", query)
+
     # --- SSM and SQS ---------------------------------------------------------------------
 
     def image_id(self, parameter: str) -> str:
@@ -258,6 +323,35 @@ class Aws:
             "DeleteMessage",
             lambda: self._sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=receipt),
         )
+
+
+def _spec(raw: Any) -> InstanceType:
+    gpus = (raw.get("GpuInfo") or {}).get("Gpus") or [{}]
+    gpu = gpus[0]
+    arches = raw.get("ProcessorInfo", {}).get("SupportedArchitectures", ["x86_64"])
+    name = str(raw["InstanceType"])
+    return InstanceType(
+        name=name,
+        family=name.split(".", maxsplit=1)[0],
+        vcpus=int(raw["VCpuInfo"]["DefaultVCpus"]),
+        memory_mib=int(raw["MemoryInfo"]["SizeInMiB"]),
+        gpus=int(gpu.get("Count") or gpu.get("LogicalGpuCount") or 0),
+        gpu_model=gpu.get("Name"),
+        gpu_memory_mib=int((gpu.get("MemoryInfo") or {}).get("SizeInMiB") or 0),
+        arch=ARM64 if ARM64 in arches else X86_64,
+        on_demand_price=0.0,
+        spot_price=0.0,
+        interruption_bucket=None,
+    )
+
+
+def _on_demand_price(item: str) -> tuple[str, float]:
+    product = orjson.loads(item)
+    name = str(product.get("product", {}).get("attributes", {}).get("instanceType", ""))
+    for term in (product.get("terms", {}).get("OnDemand") or {}).values():
+        for dimension in (term.get("priceDimensions") or {}).values():
+            return name, float(dimension.get("pricePerUnit", {}).get("USD", 0))
+    return name, 0.0
 
 
 def _instance(raw: InstanceTypeDef) -> Instance:

@@ -640,6 +640,36 @@ class Controller:
             metrics.TERMINATIONS.labels(env, "instance-gone").inc()
             log.info("deleted node of a gone instance", node=name, instance=by_node[name])
 
+    # --- catalog refresh --------------------------------------------------------------------
+
+    async def refresh_catalog(self) -> None:
+        """Fresher specs and prices from EC2 and the Price List API when they can be
+        reached; the shipped snapshot (or the last refresh) stays in use when not."""
+        while True:
+            try:
+                specs = await asyncio.to_thread(self.aws.instance_type_specs)
+                on_demand = await asyncio.to_thread(self.aws.on_demand_prices, self.s.region)
+                used = sorted(
+                    {
+                        t.name
+                        for r in self.environments.store.values()
+                        for t in self.catalog.resolve(r.spec.instance_types).types
+                    }
+                )
+                spot = await asyncio.to_thread(self.aws.spot_prices, used)
+                self.catalog = self.catalog.updated(
+                    specs=specs, on_demand_prices=on_demand, spot_prices=spot
+                )
+                log.info(
+                    "catalog refreshed",
+                    types=len(self.catalog),
+                    on_demand_prices=len(on_demand),
+                    spot_prices=len(spot),
+                )
+            except AwsError as exc:
+                log.warning("catalog refresh failed; keeping the current one", error=str(exc))
+            await asyncio.sleep(self.s.catalog_refresh_seconds)
+
     # --- interruption notices -------------------------------------------------------------
 
     async def consume_notices(self) -> None:

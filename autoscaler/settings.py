@@ -59,6 +59,11 @@ class AutoscalerSettings:
     unavailable_offering_seconds: float = setting(
         180.0, "How long an instance type and zone without capacity is avoided."
     )
+    catalog_refresh_seconds: float = setting(
+        21600.0,
+        "How often to refresh instance specs and prices from EC2 and the Price List API "
+        "(0: never; use the shipped snapshot, as with moto, whose prices are placeholders).",
+    )
     max_pods: int = setting(110, "Pods per node (kubelet maxPods, passed in user data).")
     vm_memory_overhead_percent: float = setting(
         7.5, "Share of an instance's memory the hypervisor and kernel keep."

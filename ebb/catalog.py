@@ -144,7 +144,13 @@ class Catalog:
             )
         for name, price in (on_demand_prices or {}).items():
             if name in types and price > 0:
-                types[name] = replace(types[name], on_demand_price=price)
+                old_spot = types[name].spot_price
+                # A type new to the catalog claims no Spot saving until one is seen.
+                types[name] = replace(
+                    types[name],
+                    on_demand_price=price,
+                    spot_price=old_spot if old_spot > 0 else price,
+                )
         for name, price in (spot_prices or {}).items():
             if name in types and price > 0:
                 types[name] = replace(types[name], spot_price=price)

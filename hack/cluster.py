@@ -514,6 +514,7 @@ class Cluster:
                 f"--image-parameter-prefix={info['imageParameterPrefix']}",
                 f"--interruption-queue-url={info['queueUrl']}",
                 "--registration-timeout-seconds=120",
+                "--catalog-refresh-seconds=0",  # moto's prices are placeholders
             ],
         )
         self._wait(

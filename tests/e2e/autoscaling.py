@@ -166,6 +166,7 @@ def autoscaler_process(cluster: LocalCluster, aws: LocalAws) -> Process:
         "--node-grace-seconds=1",
         "--registration-timeout-seconds=60",
         "--unavailable-offering-seconds=120",
+        "--catalog-refresh-seconds=0",  # moto's prices are placeholders
         "--log-level=debug",
     ]
     return Process(

@@ -12,6 +12,7 @@ from botocore.stub import ANY, Stubber
 
 from autoscaler.aws import Aws, AwsError, LaunchRequest
 from ebb import keys
+from ebb.catalog import shipped_catalog
 
 NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 
@@ -136,3 +137,60 @@ def test_unknown_subnets_are_left_out(stubbed: tuple[Aws, Stubber, list[float]])
     stub.add_client_error("describe_subnets", "InvalidSubnetID.NotFound", "no", 400)
     assert aws.subnet_zones(["subnet-a", "subnet-b"]) == {"subnet-a": "us-east-1a"}
     assert aws.subnet_zones(["subnet-a"]) == {"subnet-a": "us-east-1a"}  # cached
+
+
+def test_catalog_refresh_from_ec2_and_the_price_list(
+    stubbed: tuple[Aws, Stubber, list[float]],
+) -> None:
+    aws, stub, _ = stubbed
+    stub.add_response(
+        "describe_instance_types",
+        {
+            "InstanceTypes": [
+                {
+                    "InstanceType": "g9.xlarge",
+                    "VCpuInfo": {"DefaultVCpus": 4},
+                    "MemoryInfo": {"SizeInMiB": 16384},
+                    "ProcessorInfo": {"SupportedArchitectures": ["x86_64"]},
+                    "GpuInfo": {
+                        "Gpus": [{"Name": "L4", "Count": 1, "MemoryInfo": {"SizeInMiB": 23034}}]
+                    },
+                },
+                {
+                    "InstanceType": "c6i.large",
+                    "VCpuInfo": {"DefaultVCpus": 2},
+                    "MemoryInfo": {"SizeInMiB": 4096},
+                    "ProcessorInfo": {"SupportedArchitectures": ["x86_64"]},
+                },
+            ]
+        },
+    )
+    stub.add_response(
+        "describe_spot_price_history",
+        {
+            "SpotPriceHistory": [
+                {
+                    "InstanceType": "c6i.large",
+                    "SpotPrice": "0.031",
+                    "AvailabilityZone": "us-east-1a",
+                },
+                {
+                    "InstanceType": "c6i.large",
+                    "SpotPrice": "0.029",
+                    "AvailabilityZone": "us-east-1b",
+                },
+            ]
+        },
+    )
+    specs = aws.instance_type_specs()
+    spot = aws.spot_prices(["c6i.large"])
+    assert spot == {"c6i.large": 0.029}
+    assert aws.on_demand_prices("us-east-1") == {}  # no pricing client: keep the snapshot
+    catalog = shipped_catalog().updated(specs=specs, spot_prices=spot)
+    c6i = catalog.get("c6i.large")
+    assert c6i is not None and c6i.spot_price == 0.029 and c6i.on_demand_price == 0.085
+    assert catalog.get("g9.xlarge") is None  # no price known: not plannable
+    priced = shipped_catalog().updated(specs=specs, on_demand_prices={"g9.xlarge": 1.5})
+    g9 = priced.get("g9.xlarge")
+    assert g9 is not None and (g9.gpus, g9.gpu_model, g9.on_demand_price) == (1, "L4", 1.5)
+    assert g9.spot_price == 1.5 and g9.interruption_bucket is None
