@@ -113,11 +113,15 @@ async def test_scale_from_zero_for_cpu_and_gpu_jobs_and_back_to_zero(
     for job in ("cpu", "gpu"):
         await wait_for(lambda j=job: job_succeeded(kube_client, namespace, j), 90, message=job)
 
+    nodes = [n for ce in (cpu_ce, gpu_ce) for n in await environment_nodes(kube_client, ce)]
     node_types = {
-        n["metadata"]["name"]: n["metadata"]["labels"][keys.INSTANCE_TYPE_LABEL]
-        for ce in (cpu_ce, gpu_ce)
-        for n in await environment_nodes(kube_client, ce)
+        n["metadata"]["name"]: n["metadata"]["labels"][keys.INSTANCE_TYPE_LABEL] for n in nodes
     }
+    for n in nodes:  # registered as the user data told the kubelet to
+        assert {"key": keys.BATCH_NODE_TAINT, "value": "", "effect": "NoSchedule"} in [
+            {k: t.get(k, "") for k in ("key", "value", "effect")} for t in n["spec"]["taints"]
+        ]
+        assert n["spec"]["providerID"].startswith("aws:///us-east-1")
     for job, wants_gpu in (("cpu", False), ("gpu", True)):
         for pod in await pods_of(kube_client, namespace, job):
             t = CATALOG.get(node_types.get(pod["spec"]["nodeName"], ""))
@@ -201,6 +205,7 @@ async def test_insufficient_capacity_on_the_first_type_falls_back(
     assert types == {"m6i.large"}
     status = (await kube_client.get(kube.COMPUTE_ENVIRONMENTS, ce))["status"]
     assert any(o.startswith("c6i.large/") for o in status["unavailableOfferings"])
+    assert {"InsufficientCapacity", "Launched"} <= await event_reasons(kube_client, ce)
     # One refusal per zone tried: three subnets, three zones.
     assert (
         metric(
@@ -301,6 +306,39 @@ async def test_killing_the_daemon_mid_scale_up_leaves_no_orphan_and_no_duplicate
         nodes = await environment_nodes(kube_client, ce)
         assert any(n["spec"]["providerID"].endswith(instance["InstanceId"]) for n in nodes)
     await wait_for(lambda: scaled_to_zero(kube_client, local_aws, ce), 60, message="to zero")
+
+
+async def test_invalid_compute_environment_says_why(
+    kube_client: kube.KubeClient, local_aws: LocalAws, setup: Any
+) -> None:
+    cases = {
+        name("typo"): (
+            {"instanceTypes": ["c9z"]},
+            "instanceTypes: unknown instance type or family: c9z",
+        ),
+        name("nosubnet"): (
+            {"subnets": ["subnet-0badc0de"]},
+            "subnets: not found in EC2: subnet-0badc0de",
+        ),
+    }
+    for ce, (spec, _) in cases.items():
+        await setup(kube.COMPUTE_ENVIRONMENTS, compute_environment(ce, local_aws, **spec))
+    for ce, (_, reason) in cases.items():
+        await wait_for(
+            lambda c=ce, r=reason: _status_is(kube_client, c, status="INVALID", statusReason=r),
+            20,
+            message=f"{ce} INVALID",
+        )
+        await wait_for(lambda c=ce: _has_event(kube_client, c, "Invalid"), 10, message="event")
+
+
+async def event_reasons(client: kube.KubeClient, ce: str) -> set[str]:
+    listed = await client.list(kube.EVENTS, "default", field_selector=f"involvedObject.name={ce}")
+    return {e["reason"] for e in listed.items}
+
+
+async def _has_event(client: kube.KubeClient, ce: str, reason: str) -> bool:
+    return reason in await event_reasons(client, ce)
 
 
 async def _as_async(value: Any) -> Any:
