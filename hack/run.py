@@ -3,8 +3,8 @@
 Brings up the real control plane (etcd, kube-apiserver, kube-controller-manager,
 kube-scheduler with Ebb's extender, kwok) with Ebb's CRDs and daemons (scheduler;
 autoscaler against a local moto server, with the instance-boot bridge), adds one KWOK
-node, a Spot and a GPU compute environment with their queues, and says what to do next. Everything it starts is stopped by
-`make down`.
+node, a Spot and a GPU compute environment with their queues, and says what to do
+next. Everything it starts is stopped by `make down`.
 """
 
 from __future__ import annotations

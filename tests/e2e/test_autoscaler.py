@@ -226,9 +226,9 @@ async def test_spot_interruption_cordons_and_the_job_is_retried_and_succeeds(
     await setup(kube.JOB_QUEUES, job_queue(f"{ce}-q", ce))
     await kube_client.create(
         kube.JOBS,
-        # Longer than the pod GC takes to fail pods of a lost node (40 s quarantine + its
-        # 20 s period), so the pod is still running when its node goes.
-        batch_job("interrupted", f"{ce}-q", run_seconds=70, retry_disruptions=True),
+        # Longer than the pod GC can take to fail the pods of a lost node (up to 20 s to
+        # notice, a 40 s quarantine, up to 20 s to act), so the pod is still running then.
+        batch_job("interrupted", f"{ce}-q", run_seconds=100, retry_disruptions=True),
         namespace,
     )
 
@@ -261,7 +261,7 @@ async def test_spot_interruption_cordons_and_the_job_is_retried_and_succeeds(
 
     await wait_for(cordoned, 10, message="node cordoned on the interruption warning")
     assert await asyncio.wait_for(interrupt.wait(), 30) == 0
-    await wait_for(lambda: job_succeeded(kube_client, namespace, "interrupted"), 240)
+    await wait_for(lambda: job_succeeded(kube_client, namespace, "interrupted"), 300)
     # backoffLimit is 0: the job survives only because the lost pod failed with the
     # DisruptionTarget condition, which its podFailurePolicy ignores (Host EC2* -> RETRY).
     job = await kube_client.get(kube.JOBS, "interrupted", namespace)
