@@ -34,8 +34,8 @@ def create_app(settings: AutoscalerSettings) -> web.Application:
 
 def aws_from_settings(settings: AutoscalerSettings) -> Aws:
     session = boto3.session.Session(region_name=settings.region)
-    # Ebb retries throttling itself (and counts it); botocore only retries once more.
-    config = Config(retries={"mode": "standard", "total_max_attempts": 2})
+    # Ebb retries throttling and transient errors itself, with backoff, and counts them.
+    config = Config(retries={"mode": "standard", "total_max_attempts": 1})
     endpoint = settings.aws_endpoint_url or None
     return Aws(
         session.client("ec2", endpoint_url=endpoint, config=config),

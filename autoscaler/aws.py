@@ -44,8 +44,18 @@ INSUFFICIENT_CAPACITY = frozenset(
         "MaxSpotInstanceCountExceeded",
     }
 )
-THROTTLING = frozenset(
-    {"RequestLimitExceeded", "Throttling", "ThrottlingException", "RequestThrottled"}
+# Error codes worth retrying: throttling, and EC2's own transient failures.
+RETRIED = frozenset(
+    {
+        "RequestLimitExceeded",
+        "Throttling",
+        "ThrottlingException",
+        "RequestThrottled",
+        "InternalError",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "Unavailable",
+    }
 )
 
 
@@ -116,14 +126,16 @@ class Aws:
         self._images: dict[str, str] = {}
 
     def _call(self, operation: str, fn: Callable[[], T]) -> T:
-        """Run one API call, retrying throttling with exponential backoff and jitter."""
+        """Run one API call, retrying throttling and transient errors with exponential
+        backoff and jitter (botocore itself is told not to retry, so every retry is
+        counted here)."""
         for attempt in range(1, self._max_attempts + 1):
             try:
                 return fn()
             except ClientError as exc:
                 code = str(exc.response.get("Error", {}).get("Code", ""))
                 message = str(exc.response.get("Error", {}).get("Message", ""))
-                if code not in THROTTLING or attempt == self._max_attempts:
+                if code not in RETRIED or attempt == self._max_attempts:
                     raise AwsError(operation, code, message) from exc
                 metrics.EC2_RETRIES.labels(operation).inc()
                 delay = self._base_delay * 2 ** (attempt - 1) * (0.5 + random.random())

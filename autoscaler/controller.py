@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from botocore.exceptions import BotoCoreError
 
 from autoscaler import metrics
 from autoscaler.aws import Aws, AwsError, Instance, LaunchRequest
@@ -141,7 +142,10 @@ class Controller:
         while True:
             try:
                 await self._refresh_instances(force=True)
-                await self._resume_intents()
+                self._m.intents = {
+                    r.spec.name: list(r.intents) for r in self.environments.store.values()
+                }
+                await self._resolve_intents()
                 break
             except (AwsError, kube.ApiError, OSError) as exc:
                 log.warning("start-up failed; retrying", error=str(exc))
@@ -162,6 +166,8 @@ class Controller:
         """One pass; returns how long the loop may sleep if nothing happens."""
         now, mono = time.time(), time.monotonic()
         await self._refresh_instances()
+        if any(self._m.intents.values()):
+            await self._resolve_intents()
         self._account(now)
         ours = self._our_nodes()
         live = {i.instance_id: i for i in self._m.instances.values() if i.state in LIVE_STATES}
@@ -349,24 +355,28 @@ class Controller:
             spec.name, before + [i for _, i in items if i["token"] not in done]
         )
 
-    async def _resume_intents(self) -> None:
-        """Intents left by a daemon that stopped mid-launch (see the module's doc)."""
-        for record in list(self.environments.store.values()):
-            if not record.intents:
+    async def _resolve_intents(self) -> None:
+        """Launches whose outcome is unknown: sent by a daemon that then stopped (see the
+        module's doc), or cut off by a network error. Those EC2 has instances for are
+        crossed out; the others are sent again with the same client token."""
+        tokens = {i.launch_token for i in self._m.instances.values()}
+        for name, intents in list(self._m.intents.items()):
+            record = self.environments.store.get(name)
+            if not intents or record is None:
                 continue
-            tokens = {i.launch_token for i in self._m.instances.values()}
             left: list[Mapping[str, Any]] = []
-            for intent in record.intents:
+            for intent in intents:
                 if intent.get("token") in tokens:
-                    log.info("launch already done before restart", launch=intent.get("token"))
+                    log.info("launch found done", launch=intent.get("token"))
                     continue
-                log.info("resending launch interrupted by a restart", launch=intent.get("token"))
-                if not await self._send(record.spec, dict(intent), str(intent.get("reason", ""))):
+                log.info("resending a launch of unknown outcome", launch=intent.get("token"))
+                if not await self._send(record.spec, intent, str(intent.get("reason", ""))):
                     left.append(intent)
-            await self._write_intents(record.spec.name, left)
+            await self._write_intents(name, left)
 
     async def _send(self, spec: ComputeEnvironment, intent: Mapping[str, Any], reason: str) -> bool:
-        """Send one launch; True once EC2 has answered for good (launched or refused)."""
+        """Send one launch; True once EC2 has answered (launched or refused), False when
+        the outcome is unknown (the intent then stays, to be resolved)."""
         t = self.catalog.get(str(intent["instanceType"]))
         zone = self.aws.subnet_zones([str(intent["subnet"])]).get(str(intent["subnet"]), "")
         if t is None:
@@ -375,7 +385,11 @@ class Controller:
             request = await asyncio.to_thread(self._request, spec, t, intent)
             launched = await asyncio.to_thread(self.aws.launch, request)
         except AwsError as exc:
-            return self._refused(spec, t, zone, exc)
+            self._refused(spec, t, zone, exc)
+            return True
+        except (BotoCoreError, OSError) as exc:
+            log.warning("launch outcome unknown", compute_environment=spec.name, error=str(exc))
+            return False
         for instance in launched:
             self._m.instances[instance.instance_id] = instance
         metrics.LAUNCHES.labels(spec.name, spec.capacity_type, reason).inc(len(launched))
@@ -429,7 +443,7 @@ class Controller:
             max_price=max_price,
         )
 
-    def _refused(self, spec: ComputeEnvironment, t: InstanceType, zone: str, exc: AwsError) -> bool:
+    def _refused(self, spec: ComputeEnvironment, t: InstanceType, zone: str, exc: AwsError) -> None:
         if exc.insufficient_capacity:
             key = Unavailable(t.name, zone, spec.capacity_type)
             self._m.unavailable[key] = time.monotonic() + self.s.unavailable_offering_seconds
@@ -443,7 +457,7 @@ class Controller:
             )
             self._spawn_event(spec, "InsufficientCapacity", f"{key}: {exc.code}", warning=True)
             self.poke()  # plan again at once: the next type or zone
-            return True
+            return
         metrics.LAUNCH_FAILURES.labels(spec.name, "error").inc()
         self._m.launch_backoff[spec.name] = time.monotonic() + _LAUNCH_BACKOFF_SECONDS
         log.error(
@@ -453,7 +467,6 @@ class Controller:
             seconds=_LAUNCH_BACKOFF_SECONDS,
         )
         self._spawn_event(spec, "LaunchFailed", str(exc), warning=True)
-        return exc.code.startswith("Invalid") or exc.code == "IdempotentParameterMismatch"
 
     async def _write_intents(self, name: str, intents: list[Mapping[str, Any]]) -> None:
         self._m.intents[name] = intents

@@ -16,10 +16,11 @@ moto never runs out of capacity, so tests inject faults over HTTP:
                           {"action": "RunInstances", "delay_after": 5}]
     DELETE /_ebb/faults
 
-A rule whose `match` fits the request's parameters answers with the EC2 `error` (for
-`times` requests; -1: until cleared), or lets moto answer and holds the reply back for
-`delay_after` seconds (the request has then taken effect: a crash meanwhile loses only
-the answer).
+A rule whose `match` fits the request's parameters (for `times` requests; -1: until
+cleared) either answers with the EC2 `error` (after `delay_before` seconds, if given:
+the request never took effect, as if lost on the way), or lets moto answer and holds
+the reply back for `delay_after` seconds (the request took effect; a crash meanwhile
+loses only the answer).
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class Faults:
         params = {k: v[0] for k, v in urllib.parse.parse_qs(body.decode(errors="replace")).items()}
         rule = self._match(params)
         if rule is not None and rule.get("error"):
+            time.sleep(float(rule.get("delay_before", 0)))
             return _error(start_response, str(rule["error"]), int(rule.get("status", 400)))
         result = list(self.app(environ, start_response))
         if rule is not None and rule.get("delay_after"):

@@ -164,7 +164,7 @@ def autoscaler_process(cluster: LocalCluster, aws: LocalAws) -> Process:
         "--resync-seconds=2",
         "--drain-grace-seconds=1",
         "--node-grace-seconds=1",
-        "--registration-timeout-seconds=60",
+        "--registration-timeout-seconds=15",
         "--unavailable-offering-seconds=120",
         "--catalog-refresh-seconds=0",  # moto's prices are placeholders
         "--log-level=debug",

@@ -15,6 +15,7 @@ import pytest
 
 from ebb import catalog, keys, kube
 from tests.e2e.autoscaling import (
+    CLUSTER_NAME,
     LocalAws,
     Process,
     autoscaler_process,
@@ -186,8 +187,13 @@ async def test_insufficient_capacity_on_the_first_type_falls_back(
                 "match": {"InstanceType": "c6i.large"},
                 "error": "InsufficientInstanceCapacity",
                 "status": 500,
-            }
+            },
+            # ...and EC2 throttles the next two launch requests.
+            {"action": "RunInstances", "error": "RequestLimitExceeded", "status": 503, "times": 2},
         ]
+    )
+    retries = metric(
+        autoscaler.ops_url, 'ebb_autoscaler_ec2_retries_total{operation="RunInstances"'
     )
     failures = metric(
         autoscaler.ops_url, f'ebb_autoscaler_launch_failures_total{{compute_environment="{ce}"'
@@ -206,6 +212,8 @@ async def test_insufficient_capacity_on_the_first_type_falls_back(
     status = (await kube_client.get(kube.COMPUTE_ENVIRONMENTS, ce))["status"]
     assert any(o.startswith("c6i.large/") for o in status["unavailableOfferings"])
     assert {"InsufficientCapacity", "Launched"} <= await event_reasons(kube_client, ce)
+    runs = 'ebb_autoscaler_ec2_retries_total{operation="RunInstances"'
+    assert metric(autoscaler.ops_url, runs) - retries == 2  # throttling retried with backoff
     # One refusal per zone tried: three subnets, three zones.
     assert (
         metric(
@@ -273,35 +281,68 @@ async def test_spot_interruption_cordons_and_the_job_is_retried_and_succeeds(
     assert retried["spec"]["nodeName"] != node["metadata"]["name"]
 
 
+KILL_MOMENTS = {
+    # EC2 launched the instances, but the daemon dies before it hears so.
+    "answer-lost": {"action": "RunInstances", "delay_after": 30},
+    # The daemon wrote its intent and sent the launch, which never reached EC2.
+    "request-lost": {
+        "action": "RunInstances",
+        "delay_before": 30,
+        "error": "ServiceUnavailable",
+        "status": 503,
+    },
+}
+
+
+@pytest.fixture(params=sorted(KILL_MOMENTS))
+def kill_moment(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 async def test_killing_the_daemon_mid_scale_up_leaves_no_orphan_and_no_duplicate(
     kube_client: kube.KubeClient,
     namespace: str,
+    *,
     local_aws: LocalAws,
     autoscaler: Process,
     setup: Any,
+    kill_moment: str,
 ) -> None:
+    moment = kill_moment
     ce = name("crash")
     await setup(
         kube.COMPUTE_ENVIRONMENTS, compute_environment(ce, local_aws, instanceTypes=["c6i.xlarge"])
     )
     await setup(kube.JOB_QUEUES, job_queue(f"{ce}-q", ce))
-    # EC2 takes the launch but its answer is held back: the daemon dies not knowing.
-    local_aws.faults([{"action": "RunInstances", "delay_after": 30}])
+    local_aws.faults([KILL_MOMENTS[moment]])
     await kube_client.create(
         kube.JOBS, batch_job("crash", f"{ce}-q", pods=6, run_seconds=2), namespace
     )
-    launched = await wait_for(lambda: _as_async(local_aws.instances(ce)), 60, message="a launch")
-    status = (await kube_client.get(kube.COMPUTE_ENVIRONMENTS, ce))["status"]
-    assert [i["token"] for i in status["launches"]] == [_token(launched[0])]
+
+    async def intents() -> list[dict[str, Any]]:
+        status = (await kube_client.get(kube.COMPUTE_ENVIRONMENTS, ce)).get("status") or {}
+        return list(status.get("launches") or [])
+
+    await wait_for(intents, 60, message="a launch intent")
+    if moment == "answer-lost":
+        await wait_for(lambda: _as_async(local_aws.instances(ce)), 30, message="instances")
+    else:
+        await asyncio.sleep(2)  # the request is in the air, held before EC2
+        assert local_aws.instances(ce) == []
+    written = await intents()
     autoscaler.kill()
     local_aws.faults([])
     autoscaler.start()
     await asyncio.to_thread(autoscaler.wait_http, f"{autoscaler.ops_url}/readyz")
     await wait_for(lambda: job_succeeded(kube_client, namespace, "crash"), 120)
-    assert {i["InstanceId"] for i in local_aws.instances(ce)} == {i["InstanceId"] for i in launched}
-    await wait_for(
-        lambda: _status_is(kube_client, ce, launches=[]), 20, message="intent crossed out"
-    )
+    instances = local_aws.instances(ce)
+    # No duplicate: every instance comes from the intents written before the kill, with
+    # exactly the count each asked for.
+    for intent in written:
+        mine = [i for i in instances if _token(i) == intent["token"]]
+        assert len(mine) == intent["count"]
+    assert {_token(i) for i in instances} == {i["token"] for i in written}
+    await wait_for(lambda: _status_is(kube_client, ce, launches=[]), 20, message="crossed out")
     for instance in local_aws.live(ce):  # no orphan: each live instance is a node
         nodes = await environment_nodes(kube_client, ce)
         assert any(n["spec"]["providerID"].endswith(instance["InstanceId"]) for n in nodes)
@@ -330,6 +371,37 @@ async def test_invalid_compute_environment_says_why(
             message=f"{ce} INVALID",
         )
         await wait_for(lambda c=ce: _has_event(kube_client, c, "Invalid"), 10, message="event")
+
+
+async def test_an_instance_that_never_becomes_a_node_is_terminated(
+    local_aws: LocalAws, autoscaler: Process
+) -> None:
+    ec2 = local_aws.client("ec2")
+    tags = [
+        {"Key": keys.TAG_CLUSTER, "Value": CLUSTER_NAME},
+        {"Key": keys.TAG_COMPUTE_ENVIRONMENT, "Value": "lost"},
+    ]
+    # A type the bridge does not know, so it never boots into a node.
+    (instance,) = ec2.run_instances(
+        ImageId="ami-0123456789abcdef0",
+        InstanceType="x9.unbootable",
+        MinCount=1,
+        MaxCount=1,
+        SubnetId=local_aws.info["subnets"][0],
+        TagSpecifications=[{"ResourceType": "instance", "Tags": tags}],
+    )["Instances"]
+    label = (
+        'ebb_autoscaler_terminations_total{compute_environment="lost",'
+        'reason="registration-timeout"}'
+    )
+    before = metric(autoscaler.ops_url, label)
+
+    async def terminated() -> bool:
+        state = ec2.describe_instances(InstanceIds=[instance["InstanceId"]])
+        return state["Reservations"][0]["Instances"][0]["State"]["Name"] != "running"
+
+    await wait_for(terminated, 40, message="the registration timeout (15 s)")
+    assert metric(autoscaler.ops_url, label) - before == 1
 
 
 async def event_reasons(client: kube.KubeClient, ce: str) -> set[str]:
