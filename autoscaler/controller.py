@@ -174,7 +174,7 @@ class Controller:
         specs = {r.spec.name: r.spec for r in self.environments.store.values()}
         for key in [k for k, until in self._m.unavailable.items() if until <= mono]:
             del self._m.unavailable[key]
-        views = self._views(specs, live)
+        views = await self._views(specs, live)
         pending = self._pending_pods()
         sleep = min(self.s.resync_seconds, 5.0)
         plan_ready, wait = self._batch_ready(pending, mono)
@@ -235,11 +235,15 @@ class Controller:
                 out[iid] = node
         return out
 
-    def _views(
+    async def _zones(self, subnets: Iterable[str]) -> dict[str, str]:
+        """Subnet -> zone (EC2 is asked only about subnets not seen before)."""
+        return await asyncio.to_thread(self.aws.subnet_zones, list(subnets))
+
+    async def _views(
         self, specs: Mapping[str, ComputeEnvironment], live: Mapping[str, Instance]
     ) -> dict[str, Environment]:
         subnets = {s for spec in specs.values() for s in spec.subnets}
-        zones = self.aws.subnet_zones(subnets) if subnets else {}
+        zones = await self._zones(subnets)
         views = {}
         for name, spec in specs.items():
             mine = [
@@ -323,7 +327,7 @@ class Controller:
         self, launches: Iterable[Launch], specs: Mapping[str, ComputeEnvironment]
     ) -> None:
         by_env: dict[str, list[tuple[Launch, dict[str, Any]]]] = {}
-        zones = self.aws.subnet_zones({s for spec in specs.values() for s in spec.subnets})
+        zones = await self._zones({s for spec in specs.values() for s in spec.subnets})
         mono = time.monotonic()
         for launch in launches:
             if self._m.launch_backoff.get(launch.environment, 0.0) > mono:
@@ -378,7 +382,8 @@ class Controller:
         """Send one launch; True once EC2 has answered (launched or refused), False when
         the outcome is unknown (the intent then stays, to be resolved)."""
         t = self.catalog.get(str(intent["instanceType"]))
-        zone = self.aws.subnet_zones([str(intent["subnet"])]).get(str(intent["subnet"]), "")
+        subnet = str(intent["subnet"])
+        zone = (await self._zones([subnet])).get(subnet, "")
         if t is None:
             return True
         try:
