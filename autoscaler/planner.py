@@ -546,7 +546,7 @@ def _proportional(
 
 
 def _keep_min_vcpus(env: Environment, planned_vcpus: int) -> list[Launch]:
-    """Launch the cheapest vCPUs that bring the environment up to minvCpus (AWS Batch
+    """Launch the cheapest instances that bring the environment up to minvCpus (AWS Batch
     keeps them even when DISABLED, but a DISABLED environment does not scale out)."""
     if _cannot_launch(env, env.name) is not None:
         return []
@@ -561,8 +561,10 @@ def _keep_min_vcpus(env: Environment, planned_vcpus: int) -> list[Launch]:
         fitting = [o for o in pool if o.vcpus <= budget]
         if not fitting:
             break
-        o = min(fitting, key=lambda o: (o.price / o.vcpus, -o.vcpus, o.name))
-        count = min(math.ceil(deficit / o.vcpus), budget // o.vcpus)
+        # The cheapest way to cover the deficit (not the cheapest vCPU: 64 cheap vCPUs
+        # cost more than the 2 asked for).
+        options = [(min(math.ceil(deficit / o.vcpus), budget // o.vcpus), o) for o in fitting]
+        count, o = min(options, key=lambda c: (c[0] * c[1].price, -c[1].vcpus, c[1].name))
         launches.append(
             Launch(env.name, o.name, count, count * o.vcpus, o.zones, 0, REASON_MIN_VCPUS)
         )

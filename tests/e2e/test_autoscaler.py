@@ -172,6 +172,23 @@ async def test_max_vcpus_is_never_exceeded(
     assert 0 < peak <= 8
 
 
+async def test_min_vcpus_are_kept_warm_then_released(
+    kube_client: kube.KubeClient, local_aws: LocalAws, setup: Any
+) -> None:
+    ce = name("warm")
+    await setup(
+        kube.COMPUTE_ENVIRONMENTS,
+        compute_environment(ce, local_aws, minvCpus=2, instanceTypes=["c6i", "m6i"]),
+    )
+    (instance,) = await wait_for(lambda: _as_async(local_aws.live(ce)), 30, message="warm")
+    assert instance["InstanceType"] == "c6i.large"  # the cheapest 2 vCPUs
+    await wait_for(lambda: _status_is(kube_client, ce, desiredvCpus=2, nodes=1), 20)
+    await asyncio.sleep(8)  # idle past scaleDownDelaySeconds (3 s) and the drain grace
+    assert [i["InstanceId"] for i in local_aws.live(ce)] == [instance["InstanceId"]]
+    await kube_client.patch(kube.COMPUTE_ENVIRONMENTS, ce, {"spec": {"minvCpus": 0}})
+    await wait_for(lambda: scaled_to_zero(kube_client, local_aws, ce), 30, message="to zero")
+
+
 async def test_insufficient_capacity_on_the_first_type_falls_back(
     kube_client: kube.KubeClient,
     namespace: str,

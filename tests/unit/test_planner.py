@@ -175,9 +175,12 @@ def test_cpu_pods_do_not_count_room_on_gpu_nodes() -> None:
     assert plan.on_existing == 0 and len(plan.launches) == 1
 
 
-def test_min_vcpus_are_kept_warm_with_the_cheapest_vcpus() -> None:
+def test_min_vcpus_are_kept_warm_at_the_lowest_cost() -> None:
     plan = plan_launches({"ce": env(ce(min_vcpus=8, max_vcpus=64))}, [])
-    assert sum(launch.vcpus for launch in plan.launches) >= 8
+    assert sum(launch.vcpus for launch in plan.launches) == 8
+    spot = ce(type="SPOT", instance_types=("c6i",), min_vcpus=2, max_vcpus=64)
+    # c6i.16xlarge has the cheapest Spot vCPU, but 2 vCPUs cost least as one c6i.large.
+    assert by_type(plan_launches({"ce": env(spot)}, []).launches) == {"c6i.large": 1}
     assert all(launch.reason == REASON_MIN_VCPUS for launch in plan.launches)
     assert plan_launches({"ce": env(ce(min_vcpus=8), vcpus=8)}, []).launches == ()
 
