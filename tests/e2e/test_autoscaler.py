@@ -189,6 +189,20 @@ async def test_min_vcpus_are_kept_warm_then_released(
     await wait_for(lambda: scaled_to_zero(kube_client, local_aws, ce), 30, message="to zero")
 
 
+async def test_disabled_environment_launches_nothing_until_enabled(
+    kube_client: kube.KubeClient, namespace: str, local_aws: LocalAws, setup: Any
+) -> None:
+    ce = name("off")
+    await setup(kube.COMPUTE_ENVIRONMENTS, compute_environment(ce, local_aws, state="DISABLED"))
+    await setup(kube.JOB_QUEUES, job_queue(f"{ce}-q", ce))
+    await kube_client.create(kube.JOBS, batch_job("waits", f"{ce}-q"), namespace)
+    await wait_for(lambda: _status_is(kube_client, ce, pendingPods=1), 20, message="pending")
+    await asyncio.sleep(3)
+    assert local_aws.instances(ce) == []
+    await kube_client.patch(kube.COMPUTE_ENVIRONMENTS, ce, {"spec": {"state": "ENABLED"}})
+    await wait_for(lambda: job_succeeded(kube_client, namespace, "waits"), 60)
+
+
 async def test_insufficient_capacity_on_the_first_type_falls_back(
     kube_client: kube.KubeClient,
     namespace: str,
