@@ -36,7 +36,9 @@ from autoscaler.planner import Environment, Launch, PendingPod, Room, plan_launc
 from autoscaler.scaledown import (
     CORDON,
     IDLE,
+    INSTANCE_GONE,
     LIVE_STATES,
+    REGISTRATION_TIMEOUT,
     TERMINATE,
     UNCORDON,
     InstanceState,
@@ -523,6 +525,9 @@ class Controller:
                 )
             )
             by_name[node.name] = (iid, node)
+        for memory in (self._m.idle_since, self._m.draining_since, self._m.cordoned):
+            for gone in set(memory) - set(by_name):
+                del memory[gone]
         vcpus: dict[str, int] = {}
         for i in live.values():
             t = self.catalog.get(i.instance_type)
@@ -651,11 +656,11 @@ class Controller:
         )
         for iid in garbage.terminate:
             env = self._m.instances[iid].environment
-            await self._terminate(iid, None, env, "registration-timeout", "never became a node")
+            await self._terminate(iid, None, env, REGISTRATION_TIMEOUT, "never became a node")
         for name in garbage.delete_nodes:
             env = self._m.instances[by_node[name]].environment
             await self.client.delete(kube.NODES, name)
-            metrics.TERMINATIONS.labels(env, "instance-gone").inc()
+            metrics.TERMINATIONS.labels(env, INSTANCE_GONE).inc()
             log.info("deleted node of a gone instance", node=name, instance=by_node[name])
 
     # --- catalog refresh --------------------------------------------------------------------
