@@ -54,6 +54,7 @@ GPU_RESOURCE: Final = "nvidia.com/gpu"
 TAG_CLUSTER: Final = "ebb.dev/cluster"
 TAG_COMPUTE_ENVIRONMENT: Final = "ebb.dev/compute-environment"
 TAG_NODE_NAME: Final = "ebb.dev/node-name"
+TAG_LAUNCH: Final = "ebb.dev/launch"  # the launch's EC2 client token
 
 BATCH_TOLERATION: Final = {
     "key": BATCH_NODE_TAINT,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 import os
 import signal
 import ssl
@@ -34,8 +35,12 @@ from ebb.settings import load, setting  # noqa: E402
 
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 # Ebb's own daemons, started by `up --ebb` (the local run); tests start their own.
-EBB_COMPONENTS = ("ebb-scheduler",)
-_PYTHON_MODULES = {"ebb-scheduler": "extender"}
+EBB_COMPONENTS = ("ebb-scheduler", "moto", "ebb-bridge", "ebb-autoscaler")
+_PYTHON_MODULES = {"ebb-scheduler": "extender", "ebb-autoscaler": "autoscaler"}
+# Ebb's daemons run as their own service accounts (manifests/rbac), as in a cluster.
+SERVICE_ACCOUNTS = ("ebb-scheduler", "ebb-autoscaler")
+# The local stand-ins for AWS: moto with fault injection, and the instance-boot bridge.
+_PYTHON_SCRIPTS = {"moto": ROOT / "hack" / "ec2.py", "ebb-bridge": ROOT / "hack" / "bridge.py"}
 CONTROLLERS = (
     "job-controller",
     "pod-garbage-collector-controller",
@@ -67,6 +72,13 @@ class ClusterSettings:
     )
     kwok_port: int = setting(0, "kwok metrics/server port (0: port_base+247).")
     extender_port: int = setting(0, "Port of Ebb's scheduler extender (0: port_base+900).")
+    aws_port: int = setting(0, "Port of the local AWS (moto) of the local run (0: port_base+960).")
+    autoscaler_port: int = setting(
+        0, "Ops port of Ebb's autoscaler in the local run (0: port_base+961)."
+    )
+    boot_seconds: float = setting(
+        2.0, "Local run: seconds from launch until an instance is a node."
+    )
     ebb: bool = setting(False, "Also start Ebb's daemons (the local run).")
     extender: str = setting(
         "ebb", "Scheduler extender: 'ebb' (Ebb's daemon) or 'none'.", choices=("ebb", "none")
@@ -103,6 +115,9 @@ class Cluster:
         self.kcm_port = settings.port("controller_manager_port", 257)
         self.kwok_port = settings.port("kwok_port", 247)
         self.extender_port = settings.port("extender_port", 900)
+        self.aws_port = settings.port("aws_port", 960)
+        self.autoscaler_port = settings.port("autoscaler_port", 961)
+        self.aws_info = self.state / "aws.json"
         self.server = f"https://127.0.0.1:{self.apiserver_port}"
         self._bin_path = settings.bin_path
         self._children: dict[str, subprocess.Popen[bytes]] = {}
@@ -233,6 +248,9 @@ class Cluster:
         module = _PYTHON_MODULES.get(name)
         if module is not None:
             return "-m" in argv and module in argv and str(self.state) in " ".join(argv)
+        script = _PYTHON_SCRIPTS.get(name)
+        if script is not None:
+            return str(script) in argv and str(self.state) in " ".join(argv)
         return Path(argv[0]).name == name
 
     def _start(self, name: str, args: list[str]) -> None:
@@ -241,7 +259,13 @@ class Cluster:
             return
         log_path = self.logs / f"{name}.log"
         module = _PYTHON_MODULES.get(name)
-        program = [sys.executable, "-m", module] if module else [self.binary(name)]
+        script = _PYTHON_SCRIPTS.get(name)
+        if module:
+            program = [sys.executable, "-m", module]
+        elif script:
+            program = [sys.executable, str(script)]
+        else:
+            program = [self.binary(name)]
         with log_path.open("ab") as log_file:
             proc = subprocess.Popen(
                 [*program, *args],
@@ -304,6 +328,7 @@ class Cluster:
         self._start_kwok()
         if self.s.ebb:
             self._start_ebb_scheduler()
+            self._start_ebb_autoscaler()
         self._wait("kube-controller-manager", self._default_service_account_exists)
         say(f"cluster ready in {time.monotonic() - started:.1f} s")
         say(f"  export KUBECONFIG={self.kubeconfig}")
@@ -466,6 +491,44 @@ class Cluster:
         )
         self._wait("ebb-scheduler", lambda: _http_ok(f"http://127.0.0.1:{ops}/readyz"))
 
+    def _start_ebb_autoscaler(self) -> None:
+        """The autoscaler against a local moto server, and the bridge that turns its
+        instances into KWOK nodes."""
+        endpoint = f"http://127.0.0.1:{self.aws_port}"
+        if not self._alive("moto"):
+            self.aws_info.unlink(missing_ok=True)
+        self._start("moto", [f"--port={self.aws_port}", f"--info-file={self.aws_info}"])
+        self._wait("moto", lambda: _http_ok(f"{endpoint}/_ebb/health") and self.aws_info.exists())
+        info = json.loads(self.aws_info.read_text())
+        os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")  # moto takes any credentials
+        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
+        self._start(
+            "ebb-bridge",
+            [
+                f"--kubeconfig={self.kubeconfig}",
+                f"--aws-endpoint-url={endpoint}",
+                "--cluster-name=local",
+                f"--boot-seconds={self.s.boot_seconds}",
+            ],
+        )
+        self._start(
+            "ebb-autoscaler",
+            [
+                f"--kubeconfig={self.state / 'ebb-autoscaler.kubeconfig'}",
+                "--listen-host=127.0.0.1",
+                f"--port={self.autoscaler_port}",
+                "--cluster-name=local",
+                f"--aws-endpoint-url={endpoint}",
+                f"--image-parameter-prefix={info['imageParameterPrefix']}",
+                f"--interruption-queue-url={info['queueUrl']}",
+                "--registration-timeout-seconds=120",
+                "--catalog-refresh-seconds=0",  # moto's prices are placeholders
+            ],
+        )
+        self._wait(
+            "ebb-autoscaler", lambda: _http_ok(f"http://127.0.0.1:{self.autoscaler_port}/readyz")
+        )
+
     def _install_ebb_resources(self) -> None:
         """Ebb's CRDs, namespace and RBAC; a kubeconfig per daemon service account."""
         kubectl = [self.binary("kubectl"), f"--kubeconfig={self.kubeconfig}"]
@@ -488,7 +551,7 @@ class Cluster:
             check=True,
             stdout=subprocess.DEVNULL,
         )
-        for account in EBB_COMPONENTS:
+        for account in SERVICE_ACCOUNTS:
             token = subprocess.run(
                 [*kubectl, "create", "token", account, "-n", "ebb-system", "--duration=8760h"],
                 check=True,

@@ -22,9 +22,10 @@ The rules, in order:
    ranked after it until it fits — so a large job waits at most until enough running
    work finishes, and small jobs are never blocked by a job that can never fit (that
    one is not waiting for capacity, it is misconfigured, and says so).
-5. Array jobs (Indexed, completions > 1) are elastic: they get as many pods as fit
-   (raising `parallelism`), up to what they ask for, and keep the pods they have.
-   Other jobs get all their pods at once or wait.
+5. Jobs of more than one pod (array jobs, and Jobs with parallelism > 1) are elastic:
+   they get as many pods as fit (raising `parallelism`), up to what they ask for, and
+   keep the pods they have — so a wide job runs in waves instead of waiting for room
+   for all of it. (Kubernetes Jobs have no gang semantics to preserve.)
 """
 
 from __future__ import annotations

@@ -167,7 +167,7 @@ def _job(
         priority=job.spec.scheduling_priority,
         submitted=job.created,
         runnable_since=since,
-        elastic=job.is_array,
+        elastic=job.elastic,
     )
 
 
@@ -183,7 +183,7 @@ def _held(job: JobInfo, pods: Sequence[PodInfo], snap: Snapshot) -> Demand:
         if ce is not None:
             bound[ce] = bound.get(ce, 0) + 1
     holding = max(min(job.parallelism, job.remaining), active)
-    want = max(min(job.requested_parallelism, job.remaining), holding) if job.is_array else holding
+    want = max(min(job.requested_parallelism, job.remaining), holding) if job.elastic else holding
     return Demand(
         key=job.key,
         queue=job.queue,
@@ -194,7 +194,7 @@ def _held(job: JobInfo, pods: Sequence[PodInfo], snap: Snapshot) -> Demand:
         priority=job.spec.scheduling_priority,
         submitted=job.created,
         runnable_since=snap.now,
-        elastic=job.is_array,
+        elastic=job.elastic,
         bound=bound,
     )
 

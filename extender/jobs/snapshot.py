@@ -77,6 +77,12 @@ class JobInfo:
         return self.indexed and (self.completions or 0) > 1
 
     @property
+    def elastic(self) -> bool:
+        """More than one pod: admitted pod by pod as capacity allows (its parallelism
+        raised as it grows), never all-or-nothing — Jobs have no gang semantics."""
+        return self.requested_parallelism > 1 and (self.completions or 2) > 1
+
+    @property
     def remaining(self) -> int:
         """Pods still to run to completion (an upper bound on pods it can use)."""
         if self.completions is None:  # done as soon as one pod succeeds

@@ -34,7 +34,7 @@ Json = dict[str, Any]
 def admission_patch(job: JobInfo, pods: int, status: Status | None, now: float) -> Json:
     annotations: dict[str, str] = {keys.ADMITTED_AT: format_time(now)}
     spec: Json = {"suspend": False}
-    if job.is_array:
+    if job.elastic:
         spec["parallelism"] = pods
         if job.suspended:
             annotations[keys.REQUESTED_PARALLELISM] = str(job.requested_parallelism)

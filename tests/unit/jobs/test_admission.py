@@ -117,7 +117,7 @@ def test_array_jobs_get_what_fits_and_grow_later() -> None:
     assert grown.grants == {"arr": 6}
 
 
-def test_non_array_multi_pod_jobs_are_all_or_nothing() -> None:
+def test_inelastic_demands_are_all_or_nothing() -> None:
     queues = {"q": QueueView("q", 1, ("ce",))}
     result = admit(queues, {"ce": cap(4)}, [demand("gang", want=5)], now=0)
     assert result.grants == {}

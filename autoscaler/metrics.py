@@ -1,0 +1,56 @@
+"""The autoscaler's Prometheus metrics. Labels are bounded: compute environments and
+instance types come from the cluster's configuration, reasons from fixed sets."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+PENDING_PODS = Gauge(
+    "ebb_autoscaler_pending_pods",
+    "Batch pods waiting for capacity, by the compute environment they are routed to.",
+    ["compute_environment"],
+)
+DESIRED_VCPUS = Gauge(
+    "ebb_autoscaler_desired_vcpus",
+    "vCPUs the compute environment should have: its instances plus launches in flight.",
+    ["compute_environment"],
+)
+CURRENT_VCPUS = Gauge(
+    "ebb_autoscaler_current_vcpus",
+    "vCPUs of the compute environment's nodes.",
+    ["compute_environment"],
+)
+NODES = Gauge("ebb_autoscaler_nodes", "Nodes per compute environment.", ["compute_environment"])
+LAUNCHES = Counter(
+    "ebb_autoscaler_launches_total",
+    "Instances launched, by why.",
+    ["compute_environment", "capacity_type", "reason"],
+)
+LAUNCH_FAILURES = Counter(
+    "ebb_autoscaler_launch_failures_total",
+    "Launch requests EC2 refused, by error class.",
+    ["compute_environment", "reason"],
+)
+TERMINATIONS = Counter(
+    "ebb_autoscaler_terminations_total",
+    "Instances terminated (and nodes removed), by why.",
+    ["compute_environment", "reason"],
+)
+INSTANCE_SECONDS = Counter(
+    "ebb_autoscaler_instance_seconds_total",
+    "Instance time (divide by 3600 for instance-hours), by type and capacity type.",
+    ["instance_type", "capacity_type"],
+)
+PLANNER_SECONDS = Histogram(
+    "ebb_autoscaler_planner_seconds",
+    "Time to make one capacity plan.",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+INTERRUPTIONS = Counter(
+    "ebb_autoscaler_interruptions_total",
+    "EC2 notices received (Spot interruption warnings, rebalance recommendations, state changes).",
+    ["kind"],
+)
+EC2_RETRIES = Counter(
+    "ebb_autoscaler_ec2_retries_total",
+    "EC2 calls retried after throttling or a transient error.",
+    ["operation"],
+)

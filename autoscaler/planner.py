@@ -1,0 +1,573 @@
+"""The capacity planner: pending pods, compute environments and the capacity already
+there in; a launch plan (instance types, counts, zones, reasons) out.
+
+Pure code: plain snapshots in, plain decisions out, no I/O and no clock.
+
+How a plan is made:
+
+1. Pods are taken in priority order (queue priority, then age). Each first goes onto
+   room that already exists (nodes, and instances still booting) in its queue's
+   compute environments, in `computeEnvironmentOrder`.
+2. The rest are routed to the first environment in their order that can launch for
+   them (ENABLED, VALID, an instance type that fits, vCPUs left under `maxvCpus`);
+   what one environment cannot take overflows to the next.
+3. Per environment, pods are bin-packed (CPU, memory, GPU and pod slots) onto new
+   instances. Pods are grouped by shape, so the work grows with the number of
+   distinct shapes, not of pods. Each step fills one instance of every candidate type
+   from the remaining pods, twice (greedily, most valuable pods first; and in the
+   proportions still to be placed, topped up greedily), values a fill at what its pods
+   would cost on their own, ranks fills by the allocation strategy (value per dollar;
+   Spot capacity-optimized: lowest interruption bucket first; price-capacity-optimized:
+   value per dollar discounted by the interruption rate), and repeats the best fill as
+   often as the remaining pods allow.
+4. Whatever vCPUs `minvCpus` still asks for are added with the cheapest type per vCPU.
+
+GPU pods only go to types with NVIDIA GPUs; CPU pods never go to types with GPUs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from ebb.catalog import UNKNOWN_BUCKET, InstanceType
+from ebb.model import ComputeEnvironment
+from ebb.resources import Resources
+
+BEST_FIT = "BEST_FIT"
+BEST_FIT_PROGRESSIVE = "BEST_FIT_PROGRESSIVE"
+SPOT_CAPACITY_OPTIMIZED = "SPOT_CAPACITY_OPTIMIZED"
+SPOT_PRICE_CAPACITY_OPTIMIZED = "SPOT_PRICE_CAPACITY_OPTIMIZED"
+
+REASON_PENDING_PODS = "pending-pods"
+REASON_MIN_VCPUS = "min-vcpus"
+
+
+@dataclass(frozen=True, slots=True)
+class Offering:
+    """An instance type an environment may launch, as the planner weighs it."""
+
+    instance_type: InstanceType
+    usable: Resources  # what pods can use on it (after the node overhead)
+    pod_slots: int  # pods it can still take (max pods less DaemonSet pods)
+    price: float  # USD per hour for the environment's capacity type
+    zones: tuple[str, ...]  # zones it can launch in now (known-unavailable ones left out)
+
+    @property
+    def name(self) -> str:
+        return self.instance_type.name
+
+    @property
+    def vcpus(self) -> int:
+        return self.instance_type.vcpus
+
+    @property
+    def available(self) -> bool:
+        return bool(self.zones)
+
+
+@dataclass(frozen=True, slots=True)
+class Environment:
+    """A compute environment with everything the planner needs to launch for it."""
+
+    spec: ComputeEnvironment
+    offerings: tuple[Offering, ...]
+    vcpus: int  # vCPUs of its instances: running, booting and being launched
+    gpus: int = 0
+    problem: str | None = None  # why it is INVALID; None when VALID
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+@dataclass(frozen=True, slots=True)
+class PendingPod:
+    key: str
+    requests: Resources
+    environments: tuple[str, ...]  # its queue's computeEnvironmentOrder
+    priority: int = 0  # its queue's priority
+    created: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Room:
+    """Free room on a node, or on an instance that is still booting."""
+
+    environment: str
+    free: Resources
+    pod_slots: int
+
+
+@dataclass(frozen=True, slots=True)
+class Launch:
+    environment: str
+    instance_type: str
+    count: int
+    vcpus: int  # of all `count` instances
+    zones: tuple[str, ...]
+    pods: int  # pods the instances are for (0 when launched for minvCpus)
+    reason: str
+    per_instance: tuple[tuple[Resources, int], ...] = ()  # pods (size, count) on each
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchPlan:
+    launches: tuple[Launch, ...]
+    on_existing: int  # pods expected to fit room that is already there
+    waiting: Mapping[str, str]  # pod key -> why no capacity is planned for it
+    pending: Mapping[str, int]  # environment -> pods routed to it (placed or not)
+
+
+# --- the plan ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Group:
+    """Pods of one shape with the same routing and priority, oldest first."""
+
+    requests: Resources
+    environments: tuple[str, ...]
+    keys: list[str]
+    done: int = 0  # pods of `keys` (from the front) already provided for
+
+    @property
+    def left(self) -> int:
+        return len(self.keys) - self.done
+
+
+def plan_launches(
+    environments: Mapping[str, Environment],
+    pods: Sequence[PendingPod],
+    room: Sequence[Room] = (),
+) -> LaunchPlan:
+    groups = _group(pods)
+    pending: dict[str, int] = {}
+    for g in groups:
+        if g.environments:
+            pending[g.environments[0]] = pending.get(g.environments[0], 0) + len(g.keys)
+    on_existing = _use_existing_room(groups, room)
+    waiting: dict[str, str] = {}
+    launches: list[Launch] = []
+    used: dict[str, tuple[int, int]] = {}  # environment -> (vCPUs, GPUs) planned
+    rounds = max((len(g.environments) for g in groups), default=0)
+    for position in range(rounds):
+        by_env: dict[str, list[_Group]] = {}
+        for g in groups:
+            if g.left and position < len(g.environments):
+                by_env.setdefault(g.environments[position], []).append(g)
+        for name in sorted(by_env):
+            env = environments.get(name)
+            reason = _cannot_launch(env, name)
+            if env is None or reason is not None:
+                _wait(by_env[name], reason or "", waiting)
+                continue
+            if position > 0:
+                for g in by_env[name]:
+                    pending[name] = pending.get(name, 0) + g.left
+            env_launches, vcpus, gpus = _plan_environment(env, by_env[name], used, waiting)
+            launches.extend(env_launches)
+            old_vcpus, old_gpus = used.get(name, (0, 0))
+            used[name] = (old_vcpus + vcpus, old_gpus + gpus)
+    for g in groups:
+        if g.left and not g.environments:
+            _wait([g], "its queue has no compute environment", waiting)
+    for env in environments.values():
+        launches.extend(_keep_min_vcpus(env, used.get(env.name, (0, 0))[0]))
+    return LaunchPlan(tuple(launches), on_existing, waiting, pending)
+
+
+def _group(pods: Sequence[PendingPod]) -> list[_Group]:
+    ordered = sorted(pods, key=lambda p: (-p.priority, p.created, p.key))
+    groups: dict[tuple[Resources, tuple[str, ...], int], _Group] = {}
+    for pod in ordered:
+        key = (pod.requests, pod.environments, pod.priority)
+        group = groups.get(key)
+        if group is None:
+            groups[key] = _Group(pod.requests, pod.environments, [pod.key])
+        else:
+            group.keys.append(pod.key)
+    return list(groups.values())
+
+
+def _wait(groups: Sequence[_Group], reason: str, waiting: dict[str, str]) -> None:
+    for g in groups:
+        for key in g.keys[g.done :]:
+            waiting[key] = reason
+
+
+def _cannot_launch(env: Environment | None, name: str) -> str | None:
+    if env is None:
+        return f"compute environment {name} does not exist"
+    if env.problem is not None:
+        return f"compute environment {name} is INVALID: {env.problem}"
+    if not env.spec.enabled:
+        return f"compute environment {name} is DISABLED"
+    return None
+
+
+def _fit_count(free: Resources, slots: int, need: Resources) -> int:
+    """How many pods of size `need` fit into `free` with `slots` pod slots; CPU pods
+    never count room that has GPUs."""
+    if free.gpu and not need.gpu:
+        return 0
+    count = slots
+    if need.cpu_milli:
+        count = min(count, free.cpu_milli // need.cpu_milli)
+    if need.memory:
+        count = min(count, free.memory // need.memory)
+    if need.gpu:
+        count = min(count, free.gpu // need.gpu)
+    return max(count, 0)
+
+
+def _eligible(o: Offering, need: Resources) -> bool:
+    """GPU pods only on types with NVIDIA GPUs; CPU pods only on types with no GPU."""
+    t = o.instance_type
+    return t.nvidia_gpus > 0 if need.gpu else t.gpus == 0
+
+
+def _fits(o: Offering, need: Resources) -> bool:
+    return _eligible(o, need) and _fit_count(o.usable, o.pod_slots, need) > 0
+
+
+@dataclass(slots=True)
+class _Free:
+    room: Resources
+    pod_slots: int
+
+
+def _use_existing_room(groups: Sequence[_Group], room: Sequence[Room]) -> int:
+    rooms: dict[str, list[_Free]] = {}
+    for r in room:
+        rooms.setdefault(r.environment, []).append(_Free(r.free, r.pod_slots))
+    placed = 0
+    for g in sorted(groups, key=lambda g: (g.requests.gpu, g.requests.memory), reverse=True):
+        for env in g.environments:
+            for free in rooms.get(env, ()):
+                if not g.left:
+                    break
+                k = min(g.left, _fit_count(free.room, free.pod_slots, g.requests))
+                if k:
+                    free.room -= g.requests * k
+                    free.pod_slots -= k
+                    g.done += k
+                    placed += k
+    return placed
+
+
+# --- one environment --------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Pattern:
+    offering: Offering
+    copies: int
+    counts: dict[int, int] = field(default_factory=dict)  # demand index -> pods per copy
+
+
+def _plan_environment(
+    env: Environment,
+    groups: list[_Group],
+    used: Mapping[str, tuple[int, int]],
+    waiting: dict[str, str],
+) -> tuple[list[Launch], int, int]:
+    spent_vcpus, spent_gpus = used.get(env.name, (0, 0))
+    budget_vcpus = env.spec.max_vcpus - env.vcpus - spent_vcpus
+    budget_gpus = (
+        env.spec.max_gpus - env.gpus - spent_gpus if env.spec.max_gpus is not None else None
+    )
+    # BEST_FIT does not move on to other types when its pick is unavailable: it waits.
+    candidates = (
+        env.offerings
+        if env.spec.allocation_strategy == BEST_FIT
+        else tuple(o for o in env.offerings if o.available)
+    )
+    launchable: list[_Group] = []
+    for g in groups:
+        if any(_fits(o, g.requests) for o in candidates):
+            launchable.append(g)
+        elif any(_fits(o, g.requests) for o in env.offerings):
+            _wait(
+                [g], f"no capacity available for it in {env.name} (insufficient capacity)", waiting
+            )
+        else:
+            _wait([g], f"no instance type of {env.name} fits {g.requests}", waiting)
+    if not launchable:
+        return [], 0, 0
+
+    def within_budget(patterns: list[_Pattern]) -> bool:
+        vcpus = sum(p.copies * p.offering.vcpus for p in patterns)
+        gpus = sum(p.copies * p.offering.instance_type.nvidia_gpus for p in patterns)
+        return vcpus <= budget_vcpus and (budget_gpus is None or gpus <= budget_gpus)
+
+    demand = [g.left for g in launchable]
+    patterns = _pack(launchable, demand, candidates, env.spec.allocation_strategy)
+    if not within_budget(patterns):
+        # Too much for maxvCpus: provide for the longest prefix of pods (in priority
+        # order) that fits the budget, found by bisection on the number of pods.
+        total = sum(demand)
+        low, high = 0, total
+        best: list[_Pattern] = []
+        while low < high:
+            mid = (low + high + 1) // 2
+            trial = _pack(
+                launchable, _prefix(demand, mid), candidates, env.spec.allocation_strategy
+            )
+            if within_budget(trial):
+                low, best = mid, trial
+            else:
+                high = mid - 1
+        patterns = best
+    launches: list[Launch] = []
+    vcpus = gpus = 0
+    placed = [0] * len(launchable)
+    for p in patterns:
+        if not p.offering.available:
+            reason = f"BEST_FIT waits for {p.offering.name} capacity in {env.name}"
+            for i, n in p.counts.items():
+                g, start = launchable[i], launchable[i].done + placed[i]
+                for key in g.keys[start : start + p.copies * n]:
+                    waiting[key] = reason
+                placed[i] += p.copies * n
+            continue
+        pods = 0
+        for i, n in p.counts.items():
+            placed[i] += p.copies * n
+            pods += p.copies * n
+        vcpus += p.copies * p.offering.vcpus
+        gpus += p.copies * p.offering.instance_type.nvidia_gpus
+        launches.append(
+            Launch(
+                env.name,
+                p.offering.name,
+                p.copies,
+                p.copies * p.offering.vcpus,
+                p.offering.zones,
+                pods,
+                REASON_PENDING_PODS,
+                tuple((launchable[i].requests, n) for i, n in p.counts.items()),
+            )
+        )
+    for i, g in enumerate(launchable):
+        g.done += placed[i]
+    limit = f"maxvCpus {env.spec.max_vcpus} of {env.name} reached"
+    _wait([g for g in launchable if g.left], limit, waiting)
+    return launches, vcpus, gpus
+
+
+def _prefix(demand: list[int], pods: int) -> list[int]:
+    out = []
+    for d in demand:
+        take = min(d, pods)
+        out.append(take)
+        pods -= take
+    return out
+
+
+# --- packing ----------------------------------------------------------------------------
+
+
+def _distinct(offerings: Sequence[Offering], strategy: str) -> list[Offering]:
+    """One offering per usable size: types of equal size fill identically, so only the
+    best-ranked of them can ever win."""
+    best: dict[tuple[Resources, int], Offering] = {}
+    for o in offerings:
+        key = (o.usable, o.pod_slots)
+        old = best.get(key)
+        if old is None or _rank(o, 1.0, strategy) > _rank(old, 1.0, strategy):
+            best[key] = o
+    return list(best.values())
+
+
+def _rank(o: Offering, value: float, strategy: str) -> tuple[float, ...]:
+    """Higher is better. Every strategy weighs what a fill packs against its price."""
+    t = o.instance_type
+    per_dollar = value / o.price if o.price > 0 else math.inf
+    if strategy == SPOT_CAPACITY_OPTIMIZED:
+        bucket = UNKNOWN_BUCKET if t.interruption_bucket is None else t.interruption_bucket
+        return (-bucket, per_dollar, value)
+    if strategy == SPOT_PRICE_CAPACITY_OPTIMIZED:
+        # Price per unit of work that is not lost to interruptions.
+        return (per_dollar * (1 - t.interruption_rate), value)
+    return (per_dollar, value)
+
+
+def _pack(
+    groups: Sequence[_Group], demand: list[int], offerings: Sequence[Offering], strategy: str
+) -> list[_Pattern]:
+    """Bin-pack `demand[i]` pods of `groups[i].requests` onto new instances."""
+    patterns: list[_Pattern] = []
+    for gpu_class in (True, False):
+        members = [i for i, g in enumerate(groups) if (g.requests.gpu > 0) == gpu_class]
+        if not members or not any(demand[i] for i in members):
+            continue
+        need = Resources(gpu=1) if gpu_class else Resources()
+        pool = _distinct([o for o in offerings if _eligible(o, need)], strategy)
+        patterns.extend(_pack_class(groups, demand, members, pool, strategy))
+    return patterns
+
+
+Need = tuple[int, int, int]  # cpu millicores, memory bytes, GPUs: plain ints for speed
+
+
+def _pack_class(
+    groups: Sequence[_Group],
+    demand_in: list[int],
+    members: list[int],
+    pool: list[Offering],
+    strategy: str,
+) -> list[_Pattern]:
+    demand = {i: demand_in[i] for i in members if demand_in[i]}
+    packer = _Packer(groups, demand, pool, strategy)
+    patterns: list[_Pattern] = []
+    while demand:
+        best = packer.best_fill(demand)
+        if best is None:
+            break  # nothing left fits any type; the caller filtered such pods out
+        offering, counts = best
+        copies = min(demand[i] // n for i, n in counts.items())
+        patterns.append(_Pattern(offering, copies, counts))
+        for i, n in counts.items():
+            demand[i] -= copies * n
+            if not demand[i]:
+                del demand[i]
+    return patterns
+
+
+_SHORTLIST = 48
+
+
+class _Packer:
+    """Finds, for the pods still to place, the best way to fill one instance."""
+
+    def __init__(
+        self,
+        groups: Sequence[_Group],
+        demand: Mapping[int, int],
+        pool: list[Offering],
+        strategy: str,
+    ) -> None:
+        self.strategy = strategy
+        self.needs: dict[int, Need] = {}
+        for i in demand:
+            r = groups[i].requests
+            self.needs[i] = (r.cpu_milli, r.memory, r.gpu)
+        # A pod is worth what it costs on its own: the cheapest price per pod when an
+        # instance holds only pods of its shape. A fill that mixes shapes onto one type
+        # for less (CPU-heavy with memory-heavy pods, say) then ranks above both.
+        cheapest = {i: _standalone(pool, groups[i].requests) for i in demand}
+        self.value = {i: cost for i, (cost, _) in cheapest.items()}
+        self.order = sorted(demand, key=lambda i: (self.value[i], i), reverse=True)
+        self.pool = pool
+        if len(pool) > _SHORTLIST:
+            # Search only the types that fill best for the whole demand, and each
+            # shape's cheapest own type: the best fills change little as pods are placed.
+            ranked = sorted(
+                ((rank, o.name, o) for o, _, rank in self._fills(demand)),
+                reverse=True,
+            )
+            keep = {o.name: o for _, _, o in ranked[:_SHORTLIST]}
+            for _, own in cheapest.values():
+                if own is not None:
+                    keep.setdefault(own.name, own)
+            self.pool = list(keep.values())
+
+    def best_fill(self, demand: Mapping[int, int]) -> tuple[Offering, dict[int, int]] | None:
+        best = max(self._fills(demand), key=lambda f: f[2], default=None)
+        return (best[0], best[1]) if best is not None else None
+
+    def _fills(
+        self, demand: Mapping[int, int]
+    ) -> Iterator[tuple[Offering, dict[int, int], tuple[float, ...]]]:
+        """Per type, a greedy fill (largest pods first) and a proportional one."""
+        total = [sum(self.needs[i][d] * n for i, n in demand.items()) for d in range(3)]
+        pods = sum(demand.values())
+        for o in self.pool:
+            for start in ({}, _proportional(o, demand, total, pods)):
+                counts = self._fill(o, demand, start)
+                if counts:
+                    packed = sum(k * self.value[i] for i, k in counts.items())
+                    yield o, counts, _rank(o, packed, self.strategy)
+
+    def _fill(
+        self, o: Offering, demand: Mapping[int, int], start: dict[int, int]
+    ) -> dict[int, int]:
+        """`start`, topped up greedily with whatever else still fits."""
+        needs = self.needs
+        cpu, mem, gpu, slots = o.usable.cpu_milli, o.usable.memory, o.usable.gpu, o.pod_slots
+        for i, k in start.items():
+            c, m, g = needs[i]
+            cpu, mem, gpu, slots = cpu - k * c, mem - k * m, gpu - k * g, slots - k
+        counts = dict(start)
+        for i in self.order:
+            left = demand.get(i, 0) - counts.get(i, 0)
+            if left <= 0 or slots <= 0:
+                continue
+            c, m, g = needs[i]
+            k = min(left, slots)
+            if c:
+                k = min(k, cpu // c)
+            if m:
+                k = min(k, mem // m)
+            if g:
+                k = min(k, gpu // g)
+            if k <= 0:
+                continue
+            counts[i] = counts.get(i, 0) + k
+            cpu, mem, gpu, slots = cpu - k * c, mem - k * m, gpu - k * g, slots - k
+        return counts
+
+
+def _standalone(pool: Sequence[Offering], need: Resources) -> tuple[float, Offering | None]:
+    """The cheapest price per pod, and its type, when an instance holds only such pods."""
+    best: tuple[float, Offering | None] = (0.0, None)
+    for o in pool:
+        k = _fit_count(o.usable, o.pod_slots, need)
+        if k > 0 and (best[1] is None or o.price / k < best[0]):
+            best = (o.price / k, o)
+    return best
+
+
+def _proportional(
+    o: Offering, demand: Mapping[int, int], total: Sequence[int], pods: int
+) -> dict[int, int]:
+    """Pods in the proportions still to be placed, as many as one instance holds."""
+    u = o.usable
+    scale = min(1.0, o.pod_slots / pods)
+    for have, want in zip((u.cpu_milli, u.memory, u.gpu), total, strict=True):
+        if want:
+            scale = min(scale, have / want)
+    return {i: k for i, n in demand.items() if (k := int(n * scale))}
+
+
+# --- minvCpus ---------------------------------------------------------------------------
+
+
+def _keep_min_vcpus(env: Environment, planned_vcpus: int) -> list[Launch]:
+    """Launch the cheapest instances that bring the environment up to minvCpus (AWS Batch
+    keeps them even when DISABLED, but a DISABLED environment does not scale out)."""
+    if _cannot_launch(env, env.name) is not None:
+        return []
+    have = env.vcpus + planned_vcpus
+    deficit = env.spec.min_vcpus - have
+    budget = env.spec.max_vcpus - have
+    pool = [o for o in env.offerings if o.available and not o.instance_type.gpus] or [
+        o for o in env.offerings if o.available
+    ]
+    launches: list[Launch] = []
+    while deficit > 0:
+        fitting = [o for o in pool if o.vcpus <= budget]
+        if not fitting:
+            break
+        # The cheapest way to cover the deficit (not the cheapest vCPU: 64 cheap vCPUs
+        # cost more than the 2 asked for).
+        options = [(min(math.ceil(deficit / o.vcpus), budget // o.vcpus), o) for o in fitting]
+        count, o = min(options, key=lambda c: (c[0] * c[1].price, -c[1].vcpus, c[1].name))
+        launches.append(
+            Launch(env.name, o.name, count, count * o.vcpus, o.zones, 0, REASON_MIN_VCPUS)
+        )
+        deficit -= count * o.vcpus
+        budget -= count * o.vcpus
+    return launches

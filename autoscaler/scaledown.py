@@ -1,0 +1,140 @@
+"""Scale-down and garbage-collection decisions. Pure code: node and instance snapshots
+and the time (`now`, seconds on any clock) in; what to cordon, terminate, uncordon or
+delete out.
+
+The rule that matters most: a node with a batch pod on it is never chosen. Scale-down
+cordons an idle node first (taint `ebb.dev/draining=<reason>`), and terminates it only
+after a grace period in which no batch pod arrived; one that did arrive gets the node
+uncordoned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from ebb.model import ComputeEnvironment
+
+CORDON = "cordon"
+TERMINATE = "terminate"
+UNCORDON = "uncordon"
+
+# Reasons: the value of the draining taint, and a bounded metrics label.
+IDLE = "idle"
+SPOT_INTERRUPTION = "spot-interruption"
+REGISTRATION_TIMEOUT = "registration-timeout"
+INSTANCE_GONE = "instance-gone"
+
+LIVE_STATES = frozenset({"pending", "running", "stopping", "stopped"})
+
+
+@dataclass(frozen=True, slots=True)
+class NodeState:
+    name: str
+    environment: str
+    vcpus: int
+    price: float  # USD per hour
+    batch_pods: int  # batch pods bound to it and not finished
+    idle_since: float | None  # since when it has had no batch pod; None while it has one
+    draining: str | None = None  # reason in Ebb's draining taint; None when not draining
+    draining_since: float | None = None  # when Ebb saw the taint first
+
+
+@dataclass(frozen=True, slots=True)
+class NodeAction:
+    node: str
+    kind: str  # CORDON, TERMINATE or UNCORDON
+    reason: str
+    detail: str = ""
+
+
+def plan_scale_down(
+    nodes: Iterable[NodeState],
+    environments: Mapping[str, ComputeEnvironment],
+    vcpus: Mapping[str, int],
+    now: float,
+    *,
+    grace_seconds: float,
+    orphan_delay_seconds: float,
+) -> list[NodeAction]:
+    """`vcpus`: each environment's vCPUs (all its instances). Nodes of environments that
+    no longer exist scale down after `orphan_delay_seconds`, to zero."""
+    actions: list[NodeAction] = []
+    remaining = dict(vcpus)
+    candidates: list[tuple[float, NodeState]] = []
+    for n in nodes:
+        if n.draining is not None:
+            if n.batch_pods:
+                if n.draining == IDLE:
+                    actions.append(
+                        NodeAction(n.name, UNCORDON, IDLE, "a batch pod arrived while draining")
+                    )
+                continue
+            remaining[n.environment] = remaining.get(n.environment, 0) - n.vcpus
+            if n.draining_since is not None and now - n.draining_since >= grace_seconds:
+                actions.append(NodeAction(n.name, TERMINATE, n.draining, "no batch pods"))
+        elif n.batch_pods == 0 and n.idle_since is not None:
+            candidates.append((n.idle_since, n))
+    # The most expensive idle nodes go first.
+    for idle_since, n in sorted(candidates, key=lambda c: (-c[1].price, c[0], c[1].name)):
+        spec = environments.get(n.environment)
+        delay = spec.scale_down_delay_seconds if spec is not None else orphan_delay_seconds
+        minimum = spec.min_vcpus if spec is not None else 0
+        idle_for = now - idle_since
+        left = remaining.get(n.environment, 0) - n.vcpus
+        if idle_for < delay or left < minimum:
+            continue
+        remaining[n.environment] = left
+        actions.append(
+            NodeAction(
+                n.name, CORDON, IDLE, f"no batch pods for {idle_for:.0f} s (delay {delay} s)"
+            )
+        )
+    return actions
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceState:
+    instance_id: str
+    state: str  # EC2 instance state name
+    launched: float  # seconds, same clock as `now`
+    node: str | None  # the node it registered as, if any
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRecord:
+    name: str
+    instance_state: str  # state of its instance, which carries this cluster's tag
+    created: float  # seconds, same clock as `now`
+
+
+@dataclass(frozen=True, slots=True)
+class Garbage:
+    terminate: tuple[str, ...]  # instance ids that never became nodes
+    delete_nodes: tuple[str, ...]  # nodes whose instance is gone
+
+
+def plan_garbage(
+    instances: Sequence[InstanceState],
+    nodes: Sequence[NodeRecord],
+    now: float,
+    *,
+    registration_timeout_seconds: float,
+    node_grace_seconds: float,
+) -> Garbage:
+    """Instances (of this cluster) that did not become a node in time, and nodes whose
+    instance (of this cluster) EC2 no longer runs. Nodes of instances Ebb did not
+    launch are never considered."""
+    terminate = tuple(
+        i.instance_id
+        for i in instances
+        if i.state in LIVE_STATES
+        and i.node is None
+        and now - i.launched >= registration_timeout_seconds
+    )
+    delete = tuple(
+        n.name
+        for n in nodes
+        if n.instance_state not in LIVE_STATES and now - n.created >= node_grace_seconds
+    )
+    return Garbage(terminate, delete)

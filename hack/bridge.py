@@ -1,0 +1,183 @@
+"""The instance-boot bridge: plays what a booting EC2 instance and the cloud's node
+lifecycle do, against the local moto server.
+
+    python hack/bridge.py --kubeconfig K --aws-endpoint-url URL [--boot-seconds 2]
+
+An instance of this cluster that has been running for --boot-seconds becomes a KWOK node:
+named by its private DNS name, providerID aws:///<zone>/<instance-id>, the labels and
+taints its user data asks the kubelet for (as a real node would read them), the
+standard instance-type and zone labels, and capacity and allocatable from Ebb's
+catalog and overhead model. A node whose instance is terminated is deleted (the real
+pod GC then fails its pods with DisruptionTarget).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import structlog
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ebb import keys, kube, logs
+from ebb.catalog import NodeOverhead, shipped_catalog
+from ebb.resources import MIB
+from ebb.settings import load, setting
+
+log = structlog.get_logger("ebb.bridge")
+GOING = ("shutting-down", "terminated", "stopping", "stopped")
+
+
+@dataclass(frozen=True)
+class BridgeSettings:
+    """Turn this cluster's moto instances into KWOK nodes, and back."""
+
+    kubeconfig: str = setting("", "Kubeconfig of the local cluster.")
+    aws_endpoint_url: str = setting("http://127.0.0.1:5000", "The local moto server.")
+    region: str = setting("us-east-1", "AWS region.")
+    cluster_name: str = setting("ebb", "Only instances tagged ebb.dev/cluster=<this>.")
+    boot_seconds: float = setting(2.0, "Seconds from launch until an instance is a node.")
+    poll_seconds: float = setting(0.5, "How often to look at EC2.")
+    max_pods: int = setting(110, "Pods per node (as the autoscaler's user data says).")
+    log_level: str = setting("info", "Log level.")
+
+
+def kubelet_flags(user_data: str) -> tuple[dict[str, str], list[dict[str, str]]]:
+    """The node labels and taints a kubelet started with this user data registers with."""
+    labels: dict[str, str] = {}
+    taints: list[dict[str, str]] = []
+    for match in re.finditer(r"--node-labels=([^\s']+)", user_data):
+        for pair in match.group(1).split(","):
+            key, _, value = pair.partition("=")
+            labels[key] = value
+    for match in re.finditer(r"--register-with-taints=([^\s']+)", user_data):
+        for spec in match.group(1).split(","):
+            key_value, _, effect = spec.partition(":")
+            key, _, value = key_value.partition("=")
+            taints.append({"key": key, "value": value, "effect": effect})
+    return labels, taints
+
+
+class Bridge:
+    def __init__(self, settings: BridgeSettings, client: kube.KubeClient) -> None:
+        self.s = settings
+        self.client = client
+        session = boto3.session.Session(
+            aws_access_key_id="local", aws_secret_access_key="local", region_name=settings.region
+        )
+        self.ec2 = session.client("ec2", endpoint_url=settings.aws_endpoint_url)
+        self.catalog = shipped_catalog()
+        self.overhead = NodeOverhead(max_pods=settings.max_pods)
+        self.nodes: dict[str, str] = {}  # instance id -> node name
+
+    def _instances(self) -> list[dict[str, Any]]:
+        pages = self.ec2.get_paginator("describe_instances").paginate(
+            Filters=[{"Name": f"tag:{keys.TAG_CLUSTER}", "Values": [self.s.cluster_name]}]
+        )
+        return [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
+
+    def _user_data(self, instance_id: str) -> str:
+        answer = self.ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
+        value = answer.get("UserData", {}).get("Value", "")
+        return base64.b64decode(value).decode(errors="replace") if value else ""
+
+    async def step(self) -> None:
+        instances = await asyncio.to_thread(self._instances)
+        now = time.time()
+        known = {raw["InstanceId"] for raw in instances}
+        for iid in [i for i in self.nodes if i not in known]:
+            # EC2 has never heard of it (a restarted moto): the cloud would delete it.
+            await self.client.delete(kube.NODES, self.nodes.pop(iid))
+        for raw in instances:
+            iid, state = raw["InstanceId"], raw["State"]["Name"]
+            if state in GOING:
+                if iid in self.nodes:
+                    name = self.nodes.pop(iid)
+                    await self.client.delete(kube.NODES, name)
+                    log.info("instance gone; node deleted", instance=iid, node=name)
+                continue
+            booted = now - raw["LaunchTime"].timestamp() >= self.s.boot_seconds
+            if state == "running" and booted and iid not in self.nodes:
+                await self._register(raw)
+
+    async def _register(self, raw: dict[str, Any]) -> None:
+        iid, zone = raw["InstanceId"], raw["Placement"]["AvailabilityZone"]
+        name = raw["PrivateDnsName"]
+        t = self.catalog.get(raw["InstanceType"])
+        if t is None:
+            log.warning("unknown instance type; not registering", instance=iid)
+            self.nodes[iid] = name
+            return
+        labels, taints = kubelet_flags(await asyncio.to_thread(self._user_data, iid))
+        capacity, allocatable = self.overhead.capacity(t), self.overhead.allocatable(t)
+
+        def resources(r: Any) -> dict[str, str]:
+            out = {"cpu": f"{r.cpu_milli}m", "memory": f"{r.memory // MIB}Mi", "pods": "110"}
+            if r.gpu:
+                out[keys.GPU_RESOURCE] = str(r.gpu)
+            return out
+
+        body = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": name,
+                "annotations": {"kwok.x-k8s.io/node": "fake"},
+                "labels": {
+                    "kubernetes.io/hostname": name,
+                    "kubernetes.io/arch": "arm64" if t.arch == "arm64" else "amd64",
+                    "kubernetes.io/os": "linux",
+                    keys.INSTANCE_TYPE_LABEL: t.name,
+                    keys.ZONE_LABEL: zone,
+                    **labels,
+                },
+            },
+            "spec": {"providerID": f"aws:///{zone}/{iid}", "taints": taints},
+            "status": {"capacity": resources(capacity), "allocatable": resources(allocatable)},
+        }
+        try:
+            await self.client.create(kube.NODES, body)
+        except kube.ApiError as exc:
+            if not exc.already_exists:
+                raise
+        self.nodes[iid] = name
+        log.info("instance booted; node registered", instance=iid, node=name, type=t.name)
+
+    async def run(self) -> None:
+        existing = await self.client.list(kube.NODES)
+        for node in existing.items:
+            provider = (node.get("spec") or {}).get("providerID") or ""
+            if provider.startswith("aws:///"):
+                self.nodes[provider.rsplit("/", 1)[-1]] = node["metadata"]["name"]
+        while True:
+            try:
+                await self.step()
+            except Exception:
+                log.exception("bridge step failed")
+            await asyncio.sleep(self.s.poll_seconds)
+
+
+async def _main(settings: BridgeSettings) -> None:
+    access = kube.load_access(settings.kubeconfig or None, None, os.environ)
+    async with kube.KubeClient(access, user_agent="ebb-bridge") as client:
+        await Bridge(settings, client).run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = load(BridgeSettings, argv, os.environ, prog="bridge.py")
+    logs.configure(settings.log_level)
+    asyncio.run(_main(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

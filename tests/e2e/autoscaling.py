@@ -1,0 +1,277 @@
+"""Helpers for the autoscaler's end-to-end tests: the local AWS (moto with fault
+injection), the instance-boot bridge and the autoscaler daemon, as real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from ebb import keys, kube
+from tests.e2e.cluster import ROOT, LocalCluster
+
+CLUSTER_NAME = "ebb-e2e"
+
+
+class Process:
+    """A subprocess with its log in the cluster's log directory."""
+
+    def __init__(self, name: str, args: Sequence[str], log_dir: Path, ops_url: str = "") -> None:
+        self.name = name
+        self.args = list(args)
+        self.log_path = log_dir / f"{name}.log"
+        self.ops_url = ops_url
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=ROOT,
+                # moto accepts any credentials; botocore needs some to sign with.
+                env={**os.environ, "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"},
+            )
+
+    def wait_http(self, url: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                break
+            try:
+                with urllib.request.urlopen(url, timeout=1) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        tail = self.log_path.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"{self.name} did not become ready ({url}); log:\n{tail}")
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to clean up, as in a crash."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+            self.proc = None
+
+
+class LocalAws:
+    def __init__(self, cluster: LocalCluster) -> None:
+        self.port = cluster.port_base + 950
+        self.info_file = cluster.state_dir / "aws.json"
+        self.process = Process(
+            "moto",
+            [
+                sys.executable,
+                str(ROOT / "hack" / "ec2.py"),
+                f"--port={self.port}",
+                f"--info-file={self.info_file}",
+            ],
+            cluster.state_dir / "logs",
+        )
+        self.info: dict[str, Any] = {}
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.info_file.unlink(missing_ok=True)
+        self.process.start()
+        deadline = time.monotonic() + 60
+        while not self.info_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        self.process.wait_http(f"{self.endpoint}/_ebb/health")
+        self.info = json.loads(self.info_file.read_text())
+
+    def client(self, service: str) -> Any:
+        session = boto3.session.Session(
+            aws_access_key_id="local", aws_secret_access_key="local", region_name="us-east-1"
+        )
+        return session.client(service, endpoint_url=self.endpoint)  # type: ignore[call-overload]
+
+    def faults(self, rules: list[dict[str, Any]]) -> None:
+        request = urllib.request.Request(
+            f"{self.endpoint}/_ebb/faults", data=json.dumps(rules).encode(), method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=5):
+            pass
+
+    def instances(self, environment: str | None = None) -> list[dict[str, Any]]:
+        filters = [{"Name": f"tag:{keys.TAG_CLUSTER}", "Values": [CLUSTER_NAME]}]
+        if environment:
+            filters.append({"Name": f"tag:{keys.TAG_COMPUTE_ENVIRONMENT}", "Values": [environment]})
+        pages = self.client("ec2").get_paginator("describe_instances").paginate(Filters=filters)
+        return [i for p in pages for r in p["Reservations"] for i in r["Instances"]]
+
+    def live(self, environment: str | None = None) -> list[dict[str, Any]]:
+        return [
+            i for i in self.instances(environment) if i["State"]["Name"] in ("pending", "running")
+        ]
+
+
+def bridge_process(cluster: LocalCluster, aws: LocalAws) -> Process:
+    return Process(
+        "ebb-bridge",
+        [
+            sys.executable,
+            str(ROOT / "hack" / "bridge.py"),
+            f"--kubeconfig={cluster.kubeconfig}",
+            f"--aws-endpoint-url={aws.endpoint}",
+            f"--cluster-name={CLUSTER_NAME}",
+            "--boot-seconds=1",
+            "--poll-seconds=0.3",
+        ],
+        cluster.state_dir / "logs",
+    )
+
+
+def autoscaler_process(cluster: LocalCluster, aws: LocalAws) -> Process:
+    port = cluster.port_base + 951
+    env_args = [
+        f"--kubeconfig={cluster.state_dir / 'ebb-autoscaler.kubeconfig'}",
+        "--listen-host=127.0.0.1",
+        f"--port={port}",
+        f"--cluster-name={CLUSTER_NAME}",
+        f"--aws-endpoint-url={aws.endpoint}",
+        f"--image-parameter-prefix={aws.info['imageParameterPrefix']}",
+        f"--interruption-queue-url={aws.info['queueUrl']}",
+        "--batch-idle-seconds=0.5",
+        "--batch-max-seconds=3",
+        "--resync-seconds=2",
+        "--drain-grace-seconds=1",
+        "--node-grace-seconds=1",
+        "--registration-timeout-seconds=15",
+        "--unavailable-offering-seconds=120",
+        "--catalog-refresh-seconds=0",  # moto's prices are placeholders
+        "--log-level=debug",
+    ]
+    return Process(
+        "ebb-autoscaler",
+        [sys.executable, "-m", "autoscaler", *env_args],
+        cluster.state_dir / "logs",
+        ops_url=f"http://127.0.0.1:{port}",
+    )
+
+
+def compute_environment(name: str, aws: LocalAws, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "ebb.dev/v1alpha1",
+        "kind": "ComputeEnvironment",
+        "metadata": {"name": name},
+        "spec": {
+            "type": "SPOT",
+            "maxvCpus": 64,
+            "instanceTypes": ["c6i", "m6i"],
+            "subnets": aws.info["subnets"],
+            "securityGroupIds": [aws.info["securityGroup"]],
+            "instanceRole": aws.info["instanceRole"],
+            "scaleDownDelaySeconds": 3,
+            **spec,
+        },
+    }
+
+
+def job_queue(name: str, *environments: str, priority: int = 1) -> dict[str, Any]:
+    return {
+        "apiVersion": "ebb.dev/v1alpha1",
+        "kind": "JobQueue",
+        "metadata": {"name": name},
+        "spec": {
+            "priority": priority,
+            "computeEnvironmentOrder": [
+                {"order": i + 1, "computeEnvironment": e} for i, e in enumerate(environments)
+            ],
+        },
+    }
+
+
+def batch_job(
+    name: str,
+    queue: str,
+    *,
+    pods: int = 1,
+    cpu: str = "1",
+    memory: str = "2Gi",
+    gpu: int = 0,
+    run_seconds: float = 2,
+    retry_disruptions: bool = False,
+) -> dict[str, Any]:
+    requests: dict[str, Any] = {"cpu": cpu, "memory": memory}
+    if gpu:
+        requests[keys.GPU_RESOURCE] = str(gpu)
+    spec: dict[str, Any] = {
+        "parallelism": pods,
+        "completions": pods,
+        "backoffLimit": 0,
+        "template": {
+            "metadata": {
+                "labels": {keys.QUEUE_LABEL: queue},
+                "annotations": {"kwok.ebb.dev/run-seconds": str(run_seconds)},
+            },
+            "spec": {
+                "restartPolicy": "Never",
+                "tolerations": [keys.BATCH_TOLERATION],
+                # Until the extender filters nodes by queue, keep tests off each other's nodes.
+                "nodeSelector": {keys.COMPUTE_ENVIRONMENT_LABEL: queue.removesuffix("-q")},
+                "containers": [
+                    {
+                        "name": "main",
+                        "image": "busybox",
+                        "resources": {"requests": requests, "limits": requests},
+                    }
+                ],
+            },
+        },
+    }
+    if retry_disruptions:
+        # What AWS Batch's retry strategy "Host EC2*" -> RETRY becomes.
+        spec["podFailurePolicy"] = {
+            "rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]
+        }
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name}, "spec": spec}
+
+
+async def job_succeeded(client: kube.KubeClient, namespace: str, name: str) -> bool:
+    job = await client.get(kube.JOBS, name, namespace)
+    conditions = {c["type"]: c["status"] for c in job.get("status", {}).get("conditions") or ()}
+    if conditions.get("Failed") == "True":
+        raise AssertionError(f"job {name} failed: {job['status']}")
+    return conditions.get("Complete") == "True"
+
+
+async def pods_of(client: kube.KubeClient, namespace: str, job: str) -> list[dict[str, Any]]:
+    listed = await client.list(
+        kube.PODS, namespace, label_selector=f"batch.kubernetes.io/job-name={job}"
+    )
+    return listed.items
+
+
+async def environment_nodes(client: kube.KubeClient, environment: str) -> list[dict[str, Any]]:
+    listed = await client.list(
+        kube.NODES, label_selector=f"{keys.COMPUTE_ENVIRONMENT_LABEL}={environment}"
+    )
+    return listed.items

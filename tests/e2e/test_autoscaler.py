@@ -1,0 +1,458 @@
+"""The autoscaler end to end: the real control plane, the local AWS (moto) and the
+instance-boot bridge, with the daemon as a real subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from ebb import catalog, keys, kube
+from tests.e2e.autoscaling import (
+    CLUSTER_NAME,
+    LocalAws,
+    Process,
+    autoscaler_process,
+    batch_job,
+    bridge_process,
+    compute_environment,
+    environment_nodes,
+    job_queue,
+    job_succeeded,
+    pods_of,
+)
+from tests.e2e.batch import annotation, wait_state
+from tests.e2e.cluster import ROOT, LocalCluster, wait_for
+
+CATALOG = catalog.shipped_catalog()
+
+
+@pytest.fixture(scope="module")
+def local_aws(cluster: LocalCluster) -> Iterator[LocalAws]:
+    aws = LocalAws(cluster)
+    aws.start()
+    yield aws
+    aws.process.stop()
+
+
+@pytest.fixture(scope="module")
+def bridge(cluster: LocalCluster, local_aws: LocalAws) -> Iterator[Process]:
+    process = bridge_process(cluster, local_aws)
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def autoscaler(
+    cluster: LocalCluster,
+    local_aws: LocalAws,
+    bridge: Process,
+    scheduler_daemon: subprocess.Popen[bytes],
+) -> Iterator[Process]:
+    process = autoscaler_process(cluster, local_aws)
+    process.start()
+    process.wait_http(f"{process.ops_url}/readyz")
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+async def setup(
+    kube_client: kube.KubeClient, local_aws: LocalAws, autoscaler: Process
+) -> AsyncIterator[Any]:
+    """Creates compute environments and queues for one test; deletes them after."""
+    made: list[tuple[kube.Resource, str]] = []
+
+    async def make(resource: kube.Resource, body: dict[str, Any]) -> None:
+        await kube_client.create(resource, body)
+        made.append((resource, body["metadata"]["name"]))
+
+    yield make
+    local_aws.faults([])
+    for resource, name in reversed(made):
+        await kube_client.delete(resource, name)
+
+
+def name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:5]}"
+
+
+def metric(ops_url: str, line_start: str) -> float:
+    with urllib.request.urlopen(f"{ops_url}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_start)
+    )
+
+
+async def scaled_to_zero(client: kube.KubeClient, aws: LocalAws, ce: str) -> bool:
+    return not aws.live(ce) and not await environment_nodes(client, ce)
+
+
+async def test_scale_from_zero_for_cpu_and_gpu_jobs_and_back_to_zero(
+    kube_client: kube.KubeClient, namespace: str, local_aws: LocalAws, setup: Any
+) -> None:
+    cpu_ce, gpu_ce = name("cpu"), name("gpu")
+    await setup(kube.COMPUTE_ENVIRONMENTS, compute_environment(cpu_ce, local_aws))
+    await setup(
+        kube.COMPUTE_ENVIRONMENTS,
+        compute_environment(gpu_ce, local_aws, type="EC2", instanceTypes=["g4dn", "g5", "c6i"]),
+    )
+    await setup(kube.JOB_QUEUES, job_queue(f"{cpu_ce}-q", cpu_ce))
+    await setup(kube.JOB_QUEUES, job_queue(f"{gpu_ce}-q", gpu_ce))
+    assert not local_aws.live(cpu_ce) and not local_aws.live(gpu_ce)
+    await kube_client.create(kube.JOBS, batch_job("cpu", f"{cpu_ce}-q", pods=6), namespace)
+    await kube_client.create(
+        kube.JOBS, batch_job("gpu", f"{gpu_ce}-q", pods=2, cpu="2", memory="8Gi", gpu=1), namespace
+    )
+    for job in ("cpu", "gpu"):
+        await wait_for(lambda j=job: job_succeeded(kube_client, namespace, j), 90, message=job)
+
+    nodes = [n for ce in (cpu_ce, gpu_ce) for n in await environment_nodes(kube_client, ce)]
+    node_types = {
+        n["metadata"]["name"]: n["metadata"]["labels"][keys.INSTANCE_TYPE_LABEL] for n in nodes
+    }
+    for n in nodes:  # registered as the user data told the kubelet to
+        assert {"key": keys.BATCH_NODE_TAINT, "value": "", "effect": "NoSchedule"} in [
+            {k: t.get(k, "") for k in ("key", "value", "effect")} for t in n["spec"]["taints"]
+        ]
+        assert n["spec"]["providerID"].startswith("aws:///us-east-1")
+    for job, wants_gpu in (("cpu", False), ("gpu", True)):
+        for pod in await pods_of(kube_client, namespace, job):
+            t = CATALOG.get(node_types.get(pod["spec"]["nodeName"], ""))
+            assert t is not None, f"{pod['metadata']['name']} ran on a node Ebb did not launch"
+            assert (t.nvidia_gpus > 0) == wants_gpu, (job, t.name)
+    for instance in local_aws.instances(gpu_ce):
+        assert CATALOG.get(instance["InstanceType"]).gpus  # type: ignore[union-attr]
+        assert "InstanceLifecycle" not in instance  # EC2 = On-Demand
+    assert all(i.get("InstanceLifecycle") == "spot" for i in local_aws.instances(cpu_ce))
+
+    # Idle: every node goes after scaleDownDelaySeconds (3 s), then zero instances.
+    for ce in (cpu_ce, gpu_ce):
+        await wait_for(lambda c=ce: scaled_to_zero(kube_client, local_aws, c), 60, message=ce)
+    status = (await kube_client.get(kube.COMPUTE_ENVIRONMENTS, cpu_ce))["status"]
+    assert status["status"] == "VALID"
+    await wait_for(
+        lambda: _status_is(kube_client, cpu_ce, desiredvCpus=0, nodes=0), 20, message="status"
+    )
+
+
+async def _status_is(client: kube.KubeClient, ce: str, **fields: Any) -> bool:
+    status = (await client.get(kube.COMPUTE_ENVIRONMENTS, ce)).get("status") or {}
+    return all(status.get(k) == v for k, v in fields.items())
+
+
+async def test_max_vcpus_is_never_exceeded(
+    kube_client: kube.KubeClient, namespace: str, local_aws: LocalAws, setup: Any
+) -> None:
+    ce = name("capped")
+    await setup(
+        kube.COMPUTE_ENVIRONMENTS,
+        compute_environment(ce, local_aws, maxvCpus=8, instanceTypes=["c6i"]),
+    )
+    await setup(kube.JOB_QUEUES, job_queue(f"{ce}-q", ce))
+    await kube_client.create(
+        kube.JOBS, batch_job("many", f"{ce}-q", pods=20, run_seconds=3), namespace
+    )
+    peak = 0
+
+    async def done() -> bool:
+        nonlocal peak
+        vcpus = sum(CATALOG.get(i["InstanceType"]).vcpus for i in local_aws.live(ce))  # type: ignore[union-attr]
+        peak = max(peak, vcpus)
+        return await job_succeeded(kube_client, namespace, "many")
+
+    await wait_for(done, 120, interval=0.3, message="20 pods through an 8-vCPU environment")
+    assert 0 < peak <= 8
+
+
+async def test_min_vcpus_are_kept_warm_then_released(
+    kube_client: kube.KubeClient, local_aws: LocalAws, setup: Any
+) -> None:
+    ce = name("warm")
+    await setup(
+        kube.COMPUTE_ENVIRONMENTS,
+        compute_environment(ce, local_aws, minvCpus=2, instanceTypes=["c6i", "m6i"]),
+    )
+    (instance,) = await wait_for(lambda: _as_async(local_aws.live(ce)), 30, message="warm")
+    assert instance["InstanceType"] == "c6i.large"  # the cheapest 2 vCPUs
+    await wait_for(lambda: _status_is(kube_client, ce, desiredvCpus=2, nodes=1), 20)
+    await asyncio.sleep(8)  # idle past scaleDownDelaySeconds (3 s) and the drain grace
+    assert [i["InstanceId"] for i in local_aws.live(ce)] == [instance["InstanceId"]]
+    await kube_client.patch(kube.COMPUTE_ENVIRONMENTS, ce, {"spec": {"minvCpus": 0}})
+    await wait_for(lambda: scaled_to_zero(kube_client, local_aws, ce), 30, message="to zero")
+
+
+async def test_disabled_environment_launches_nothing_until_enabled(
+    kube_client: kube.KubeClient, namespace: str, local_aws: LocalAws, setup: Any
+) -> None:
+    ce = name("off")
+    await setup(kube.COMPUTE_ENVIRONMENTS, compute_environment(ce, local_aws, state="DISABLED"))
+    await setup(kube.JOB_QUEUES, job_queue(f"{ce}-q", ce))
+    await kube_client.create(kube.JOBS, batch_job("waits", f"{ce}-q"), namespace)
+    # Admission holds the job back (no pod exists), and nothing is launched for it.
+    waiting = await wait_state(kube_client, namespace, "waits", "RUNNABLE")
+    assert (
+        annotation(waiting, keys.REASON_CODE) == "MISCONFIGURATION:COMPUTE_ENVIRONMENT_UNAVAILABLE"
+    )
+    assert f"{ce} is DISABLED" in annotation(waiting, keys.REASON)
+    await asyncio.sleep(3)
+    assert local_aws.instances(ce) == []
+    await kube_client.patch(kube.COMPUTE_ENVIRONMENTS, ce, {"spec": {"state": "ENABLED"}})
+    await wait_for(lambda: job_succeeded(kube_client, namespace, "waits"), 60)
+
+
+async def test_insufficient_capacity_on_the_first_type_falls_back(
+    kube_client: kube.KubeClient,
+    namespace: str,
+    local_aws: LocalAws,
+    autoscaler: Process,
+    setup: Any,
+) -> None:
+    ce = name("ice")
+    local_aws.faults(
+        [
+            {
+                "action": "RunInstances",
+                "match": {"InstanceType": "c6i.large"},
+                "error": "InsufficientInstanceCapacity",
+                "status": 500,
+            },
+            # ...and EC2 throttles the next two launch requests.
+            {"action": "RunInstances", "error": "RequestLimitExceeded", "status": 503, "times": 2},
+        ]
+    )
+    retries = metric(
+        autoscaler.ops_url, 'ebb_autoscaler_ec2_retries_total{operation="RunInstances"'
+    )
+    failures = metric(
+        autoscaler.ops_url, f'ebb_autoscaler_launch_failures_total{{compute_environment="{ce}"'
+    )
+    await setup(
+        kube.COMPUTE_ENVIRONMENTS,
+        compute_environment(ce, local_aws, type="EC2", instanceTypes=["c6i.large", "m6i.large"]),
+    )
+    await setup(kube.JOB_QUEUES, job_queue(f"{ce}-q", ce))
+    await kube_client.create(
+        kube.JOBS, batch_job("fallback", f"{ce}-q", cpu="500m", memory="1Gi"), namespace
+    )
+    await wait_for(lambda: job_succeeded(kube_client, namespace, "fallback"), 90)
+    types = {i["InstanceType"] for i in local_aws.instances(ce)}
+    assert types == {"m6i.large"}
+    status = (await kube_client.get(kube.COMPUTE_ENVIRONMENTS, ce))["status"]
+    assert any(o.startswith("c6i.large/") for o in status["unavailableOfferings"])
+    assert {"InsufficientCapacity", "Launched"} <= await event_reasons(kube_client, ce)
+    runs = 'ebb_autoscaler_ec2_retries_total{operation="RunInstances"'
+    assert metric(autoscaler.ops_url, runs) - retries == 2  # throttling retried with backoff
+    # One refusal per zone tried: three subnets, three zones.
+    assert (
+        metric(
+            autoscaler.ops_url, f'ebb_autoscaler_launch_failures_total{{compute_environment="{ce}"'
+        )
+        - failures
+        == 3
+    )
+
+
+async def test_spot_interruption_cordons_and_the_job_is_retried_and_succeeds(
+    kube_client: kube.KubeClient, namespace: str, local_aws: LocalAws, setup: Any
+) -> None:
+    ce = name("spot")
+    await setup(
+        kube.COMPUTE_ENVIRONMENTS, compute_environment(ce, local_aws, instanceTypes=["c6i"])
+    )
+    await setup(kube.JOB_QUEUES, job_queue(f"{ce}-q", ce))
+    await kube_client.create(
+        kube.JOBS,
+        # Longer than the pod GC can take to fail the pods of a lost node (up to 20 s to
+        # notice, a 40 s quarantine, up to 20 s to act), so the pod is still running then.
+        batch_job("interrupted", f"{ce}-q", run_seconds=100, retry_disruptions=True),
+        namespace,
+    )
+
+    async def running_pod() -> dict[str, Any] | None:
+        pods = await pods_of(kube_client, namespace, "interrupted")
+        return next((p for p in pods if p["status"].get("phase") == "Running"), None)
+
+    pod = await wait_for(running_pod, 60, message="the job's pod running")
+    node = await kube_client.get(kube.NODES, pod["spec"]["nodeName"])
+    instance_id = node["spec"]["providerID"].rsplit("/", 1)[-1]
+    interrupt = await asyncio.create_subprocess_exec(
+        *[
+            sys.executable,
+            str(ROOT / "hack" / "interrupt.py"),
+            instance_id,
+            f"--aws-endpoint-url={local_aws.endpoint}",
+            f"--queue-url={local_aws.info['queueUrl']}",
+            "--notice-seconds=3",
+        ],
+        env={"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "PATH": ""},
+    )
+
+    async def cordoned() -> bool:
+        n = await kube_client.get(kube.NODES, node["metadata"]["name"])
+        taints = {t["key"]: t.get("value") for t in n["spec"].get("taints") or ()}
+        return (
+            bool(n["spec"].get("unschedulable"))
+            and taints.get(keys.DRAINING_TAINT) == "spot-interruption"
+        )
+
+    await wait_for(cordoned, 10, message="node cordoned on the interruption warning")
+    assert await asyncio.wait_for(interrupt.wait(), 30) == 0
+    await wait_for(lambda: job_succeeded(kube_client, namespace, "interrupted"), 300)
+    # backoffLimit is 0: the job survives only because the lost pod failed with the
+    # DisruptionTarget condition, which its podFailurePolicy ignores (Host EC2* -> RETRY).
+    job = await kube_client.get(kube.JOBS, "interrupted", namespace)
+    assert not job["status"].get("failed")
+    pods = await pods_of(kube_client, namespace, "interrupted")
+    assert pod["metadata"]["uid"] not in {p["metadata"]["uid"] for p in pods}
+    (retried,) = pods
+    assert retried["status"]["phase"] == "Succeeded"
+    assert retried["spec"]["nodeName"] != node["metadata"]["name"]
+
+
+KILL_MOMENTS = {
+    # EC2 launched the instances, but the daemon dies before it hears so.
+    "answer-lost": {"action": "RunInstances", "delay_after": 30},
+    # The daemon wrote its intent and sent the launch, which never reached EC2.
+    "request-lost": {
+        "action": "RunInstances",
+        "delay_before": 30,
+        "error": "ServiceUnavailable",
+        "status": 503,
+    },
+}
+
+
+@pytest.fixture(params=sorted(KILL_MOMENTS))
+def kill_moment(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+async def test_killing_the_daemon_mid_scale_up_leaves_no_orphan_and_no_duplicate(
+    kube_client: kube.KubeClient,
+    namespace: str,
+    *,
+    local_aws: LocalAws,
+    autoscaler: Process,
+    setup: Any,
+    kill_moment: str,
+) -> None:
+    moment = kill_moment
+    ce = name("crash")
+    await setup(
+        kube.COMPUTE_ENVIRONMENTS, compute_environment(ce, local_aws, instanceTypes=["c6i.xlarge"])
+    )
+    await setup(kube.JOB_QUEUES, job_queue(f"{ce}-q", ce))
+    local_aws.faults([KILL_MOMENTS[moment]])
+    await kube_client.create(
+        kube.JOBS, batch_job("crash", f"{ce}-q", pods=6, run_seconds=2), namespace
+    )
+
+    async def intents() -> list[dict[str, Any]]:
+        status = (await kube_client.get(kube.COMPUTE_ENVIRONMENTS, ce)).get("status") or {}
+        return list(status.get("launches") or [])
+
+    await wait_for(intents, 60, message="a launch intent")
+    if moment == "answer-lost":
+        await wait_for(lambda: _as_async(local_aws.instances(ce)), 30, message="instances")
+    else:
+        await asyncio.sleep(2)  # the request is in the air, held before EC2
+        assert local_aws.instances(ce) == []
+    written = await intents()
+    autoscaler.kill()
+    local_aws.faults([])
+    autoscaler.start()
+    await asyncio.to_thread(autoscaler.wait_http, f"{autoscaler.ops_url}/readyz")
+    await wait_for(lambda: job_succeeded(kube_client, namespace, "crash"), 120)
+    instances = local_aws.instances(ce)
+    # No duplicate: every instance comes from the intents written before the kill, with
+    # exactly the count each asked for.
+    for intent in written:
+        mine = [i for i in instances if _token(i) == intent["token"]]
+        assert len(mine) == intent["count"]
+    assert {_token(i) for i in instances} == {i["token"] for i in written}
+    await wait_for(lambda: _status_is(kube_client, ce, launches=[]), 20, message="crossed out")
+    for instance in local_aws.live(ce):  # no orphan: each live instance is a node
+        nodes = await environment_nodes(kube_client, ce)
+        assert any(n["spec"]["providerID"].endswith(instance["InstanceId"]) for n in nodes)
+    await wait_for(lambda: scaled_to_zero(kube_client, local_aws, ce), 60, message="to zero")
+
+
+async def test_invalid_compute_environment_says_why(
+    kube_client: kube.KubeClient, local_aws: LocalAws, setup: Any
+) -> None:
+    cases = {
+        name("typo"): (
+            {"instanceTypes": ["c9z"]},
+            "instanceTypes: unknown instance type or family: c9z",
+        ),
+        name("nosubnet"): (
+            {"subnets": ["subnet-0badc0de"]},
+            "subnets: not found in EC2: subnet-0badc0de",
+        ),
+    }
+    for ce, (spec, _) in cases.items():
+        await setup(kube.COMPUTE_ENVIRONMENTS, compute_environment(ce, local_aws, **spec))
+    for ce, (_, reason) in cases.items():
+        await wait_for(
+            lambda c=ce, r=reason: _status_is(kube_client, c, status="INVALID", statusReason=r),
+            20,
+            message=f"{ce} INVALID",
+        )
+        await wait_for(lambda c=ce: _has_event(kube_client, c, "Invalid"), 10, message="event")
+
+
+async def test_an_instance_that_never_becomes_a_node_is_terminated(
+    local_aws: LocalAws, autoscaler: Process
+) -> None:
+    ec2 = local_aws.client("ec2")
+    tags = [
+        {"Key": keys.TAG_CLUSTER, "Value": CLUSTER_NAME},
+        {"Key": keys.TAG_COMPUTE_ENVIRONMENT, "Value": "lost"},
+    ]
+    # A type the bridge does not know, so it never boots into a node.
+    (instance,) = ec2.run_instances(
+        ImageId="ami-0123456789abcdef0",
+        InstanceType="x9.unbootable",
+        MinCount=1,
+        MaxCount=1,
+        SubnetId=local_aws.info["subnets"][0],
+        TagSpecifications=[{"ResourceType": "instance", "Tags": tags}],
+    )["Instances"]
+    label = (
+        'ebb_autoscaler_terminations_total{compute_environment="lost",'
+        'reason="registration-timeout"}'
+    )
+    before = metric(autoscaler.ops_url, label)
+
+    async def terminated() -> bool:
+        state = ec2.describe_instances(InstanceIds=[instance["InstanceId"]])
+        return state["Reservations"][0]["Instances"][0]["State"]["Name"] != "running"
+
+    await wait_for(terminated, 40, message="the registration timeout (15 s)")
+    assert metric(autoscaler.ops_url, label) - before == 1
+
+
+async def event_reasons(client: kube.KubeClient, ce: str) -> set[str]:
+    listed = await client.list(kube.EVENTS, "default", field_selector=f"involvedObject.name={ce}")
+    return {e["reason"] for e in listed.items}
+
+
+async def _has_event(client: kube.KubeClient, ce: str, reason: str) -> bool:
+    return reason in await event_reasons(client, ce)
+
+
+async def _as_async(value: Any) -> Any:
+    return value
+
+
+def _token(instance: dict[str, Any]) -> str:
+    return next(t["Value"] for t in instance["Tags"] if t["Key"] == keys.TAG_LAUNCH)

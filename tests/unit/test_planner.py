@@ -1,0 +1,331 @@
+"""The capacity planner, on the shipped catalog: type choice per strategy, bin-packing,
+maxvCpus, minvCpus, overflow between environments, GPU/CPU separation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from autoscaler.environments import Unavailable, environment
+from autoscaler.planner import (
+    REASON_MIN_VCPUS,
+    Environment,
+    Launch,
+    PendingPod,
+    Room,
+    plan_launches,
+)
+from ebb.catalog import NodeOverhead, shipped_catalog
+from ebb.model import ComputeEnvironment
+from ebb.resources import MIB, Resources
+
+CATALOG = shipped_catalog()
+OVERHEAD = NodeOverhead()
+SUBNETS = {"subnet-a": "us-east-1a", "subnet-b": "us-east-1b"}
+GI = 1024 * MIB
+
+
+def ce(name: str = "ce", **spec: Any) -> ComputeEnvironment:
+    fields: dict[str, Any] = {
+        "type": "EC2",
+        "max_vcpus": 256,
+        "instance_types": ("c6i", "m6i", "r6i"),
+        "subnets": tuple(SUBNETS),
+        "security_group_ids": ("sg-1",),
+        "instance_role": "ebb-node",
+    }
+    fields.update(spec)
+    return ComputeEnvironment(name=name, **fields)
+
+
+def env(
+    spec: ComputeEnvironment,
+    *,
+    vcpus: int = 0,
+    unavailable: Sequence[Unavailable] = (),
+) -> Environment:
+    return environment(spec, CATALOG, OVERHEAD, SUBNETS, set(unavailable), vcpus=vcpus, gpus=0)
+
+
+def pods(
+    n: int,
+    cpu: int = 1000,
+    memory: int = 2 * GI,
+    gpu: int = 0,
+    *,
+    envs: tuple[str, ...] = ("ce",),
+    p: str = "p",
+) -> list[PendingPod]:
+    return [PendingPod(f"ns/{p}{i}", Resources(cpu, memory, gpu), tuple(envs)) for i in range(n)]
+
+
+def price(instance_type: str) -> float:
+    t = CATALOG.get(instance_type)
+    assert t is not None
+    return t.on_demand_price
+
+
+def by_type(launches: Sequence[Launch]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for launch in launches:
+        out[launch.instance_type] = out.get(launch.instance_type, 0) + launch.count
+    return out
+
+
+def test_one_small_pod_gets_the_cheapest_type_that_fits() -> None:
+    plan = plan_launches({"ce": env(ce())}, pods(1, cpu=500, memory=1 * GI))
+    assert by_type(plan.launches) == {"c6i.large": 1}
+    (launch,) = plan.launches
+    assert launch.zones == ("us-east-1a", "us-east-1b")
+    assert launch.pods == 1
+    assert launch.reason == "pending-pods"
+
+
+def test_memory_heavy_pod_goes_where_it_really_fits() -> None:
+    # 16 GiB nominal is not 16 GiB usable: kube-reserved, eviction and the VM's share.
+    plan = plan_launches({"ce": env(ce(instance_types=("m6i",)))}, pods(1, cpu=500, memory=15 * GI))
+    assert by_type(plan.launches) == {"m6i.2xlarge": 1}
+
+
+def test_many_pods_are_bin_packed_not_one_node_each() -> None:
+    plan = plan_launches({"ce": env(ce(instance_types=("c6i",)))}, pods(100))
+    vcpus = sum(launch.vcpus for launch in plan.launches)
+    assert sum(launch.pods for launch in plan.launches) == 100
+    assert 100 <= vcpus <= 112  # 100 pods of 1 vCPU: little waste
+    assert not plan.waiting
+
+
+def test_cpu_and_memory_heavy_pods_share_balanced_types() -> None:
+    mix = pods(40, cpu=4000, memory=2 * GI, p="c") + pods(40, cpu=500, memory=14 * GI, p="m")
+    plan = plan_launches({"ce": env(ce())}, mix)
+    assert sum(launch.pods for launch in plan.launches) == 80
+    cost = sum(price(x.instance_type) * x.count for x in plan.launches)
+    # Separately: 160 vCPUs of c6i and 560 GiB of r6i cost about 6.8 + 9.5 $/h.
+    assert cost < 16.0
+
+
+def test_gpu_pods_only_on_nvidia_gpu_types_and_cpu_pods_never_on_gpu_types() -> None:
+    spec = ce(instance_types=("c6i", "g4dn", "g4ad", "p3"))
+    mix = pods(3, 2000, 8 * GI, 1, p="g") + pods(5, p="c")
+    plan = plan_launches({"ce": env(spec)}, mix)
+    types = by_type(plan.launches)
+    gpu_types = {t for t in types if CATALOG.get(t).gpus}  # type: ignore[union-attr]
+    assert gpu_types and all(t.startswith(("g4dn", "p3")) for t in gpu_types)
+    assert any(t.startswith("c6i") for t in types)
+    assert sum(x.pods for x in plan.launches if x.instance_type in gpu_types) == 3
+
+
+def test_gpu_pod_with_no_gpu_type_waits_with_a_reason() -> None:
+    plan = plan_launches({"ce": env(ce())}, pods(1, gpu=1))
+    assert not plan.launches
+    assert "no instance type of ce fits" in plan.waiting["ns/p0"]
+
+
+def test_max_vcpus_is_never_exceeded_and_the_rest_waits() -> None:
+    plan = plan_launches({"ce": env(ce(max_vcpus=16), vcpus=4)}, pods(40))
+    assert sum(launch.vcpus for launch in plan.launches) <= 12
+    assert plan.waiting
+    assert all("maxvCpus 16 of ce reached" in r for r in plan.waiting.values())
+
+
+def test_higher_priority_pods_get_the_budget_first() -> None:
+    low = [PendingPod(f"ns/low{i}", Resources(1000, GI), ("ce",), priority=1) for i in range(8)]
+    high = [PendingPod(f"ns/hi{i}", Resources(1000, GI), ("ce",), priority=9) for i in range(8)]
+    plan = plan_launches({"ce": env(ce(max_vcpus=8))}, low + high)
+    assert all(f"ns/low{i}" in plan.waiting for i in range(8))
+    assert sum(launch.pods for launch in plan.launches) == 16 - len(plan.waiting) >= 6
+
+
+def test_overflow_to_the_next_environment_in_queue_order() -> None:
+    envs = {
+        "first": env(ce("first", max_vcpus=8, instance_types=("c6i",))),
+        "second": env(ce("second", max_vcpus=64, instance_types=("c6i",))),
+    }
+    plan = plan_launches(envs, pods(20, envs=("first", "second")))
+    per_env: dict[str, int] = {}
+    for launch in plan.launches:
+        per_env[launch.environment] = per_env.get(launch.environment, 0) + launch.pods
+    assert per_env["first"] >= 4 and per_env["first"] + per_env["second"] == 20
+    assert sum(x.vcpus for x in plan.launches if x.environment == "first") <= 8
+
+
+def test_disabled_or_invalid_environment_launches_nothing() -> None:
+    disabled = env(ce(state="DISABLED", min_vcpus=4))
+    invalid = env(ce("bad", subnets=()))
+    assert invalid.problem == "subnets: at least one subnet is required"
+    plan = plan_launches({"ce": disabled, "bad": invalid}, pods(2) + pods(2, envs=("bad",), p="b"))
+    assert plan.launches == ()
+    assert plan.waiting["ns/p0"] == "compute environment ce is DISABLED"
+    assert "is INVALID: subnets" in plan.waiting["ns/b0"]
+
+
+def test_existing_room_is_used_before_launching() -> None:
+    room = [Room("ce", Resources(4000, 16 * GI), 100)]
+    plan = plan_launches({"ce": env(ce())}, pods(6), room)
+    assert plan.on_existing == 4  # 4 vCPUs free, 1 vCPU each
+    assert sum(launch.pods for launch in plan.launches) == 2
+
+
+def test_cpu_pods_do_not_count_room_on_gpu_nodes() -> None:
+    room = [Room("ce", Resources(8000, 32 * GI, 1), 100)]
+    plan = plan_launches({"ce": env(ce())}, pods(1), room)
+    assert plan.on_existing == 0 and len(plan.launches) == 1
+
+
+def test_min_vcpus_are_kept_warm_at_the_lowest_cost() -> None:
+    plan = plan_launches({"ce": env(ce(min_vcpus=8, max_vcpus=64))}, [])
+    assert sum(launch.vcpus for launch in plan.launches) == 8
+    spot = ce(type="SPOT", instance_types=("c6i",), min_vcpus=2, max_vcpus=64)
+    # c6i.16xlarge has the cheapest Spot vCPU, but 2 vCPUs cost least as one c6i.large.
+    assert by_type(plan_launches({"ce": env(spot)}, []).launches) == {"c6i.large": 1}
+    assert all(launch.reason == REASON_MIN_VCPUS for launch in plan.launches)
+    assert plan_launches({"ce": env(ce(min_vcpus=8), vcpus=8)}, []).launches == ()
+
+
+def test_best_fit_progressive_falls_back_when_the_first_choice_is_unavailable() -> None:
+    gone = [Unavailable("c6i.large", z, "on-demand") for z in SUBNETS.values()]
+    spec = ce(instance_types=("c6i.large", "m6i.large"))
+    plan = plan_launches({"ce": env(spec, unavailable=gone)}, pods(1, cpu=500, memory=GI))
+    assert by_type(plan.launches) == {"m6i.large": 1}
+
+
+def test_best_fit_waits_instead_of_falling_back() -> None:
+    gone = [Unavailable("c6i.large", z, "on-demand") for z in SUBNETS.values()]
+    spec = ce(instance_types=("c6i.large", "m6i.large"), allocation_strategy="BEST_FIT")
+    plan = plan_launches({"ce": env(spec, unavailable=gone)}, pods(1, cpu=500, memory=GI))
+    assert plan.launches == ()
+    assert "BEST_FIT waits for c6i.large" in plan.waiting["ns/p0"]
+
+
+def test_unavailable_zone_is_left_out_of_the_launch() -> None:
+    gone = [Unavailable("c6i.large", "us-east-1a", "on-demand")]
+    plan = plan_launches({"ce": env(ce(), unavailable=gone)}, pods(1, cpu=500, memory=GI))
+    assert plan.launches[0].zones == ("us-east-1b",)
+
+
+def test_spot_capacity_optimized_prefers_low_interruption_types() -> None:
+    spec = ce(
+        type="SPOT", instance_types=("c6i", "c7i"), allocation_strategy="SPOT_CAPACITY_OPTIMIZED"
+    )
+    plan = plan_launches({"ce": env(spec)}, pods(50))
+    buckets = {CATALOG.get(t).interruption_bucket for t in by_type(plan.launches)}  # type: ignore[union-attr]
+    assert buckets <= {0, 1}
+
+
+def test_spot_price_capacity_optimized_weighs_price_with_risk() -> None:
+    spec = ce(
+        type="SPOT",
+        instance_types=("c6i", "c7i"),
+        allocation_strategy="SPOT_PRICE_CAPACITY_OPTIMIZED",
+    )
+    plan = plan_launches({"ce": env(spec)}, pods(50))
+    for t in by_type(plan.launches):
+        assert CATALOG.get(t).interruption_bucket != 4  # type: ignore[union-attr]
+
+
+def test_bid_percentage_leaves_out_types_spot_would_not_fill() -> None:
+    spec = ce(type="SPOT", instance_types=("c6i.large", "c6i.xlarge"), bid_percentage=38)
+    e = env(spec)
+    # c6i.large saves 63 % (37 % of On-Demand), c6i.xlarge 60 % (40 %).
+    assert [o.name for o in e.offerings] == ["c6i.large"]
+
+
+# --- properties -------------------------------------------------------------------------
+
+shapes = st.tuples(
+    st.sampled_from([250, 500, 1000, 2000, 3500, 8000, 30000]),
+    st.sampled_from([256, 1024, 2048, 6144, 15000, 60000, 200000]),
+    st.sampled_from([0, 0, 0, 1, 2, 4]),
+    st.integers(1, 25),
+)
+families = st.lists(
+    st.sampled_from(["c6i", "m6i", "r6i", "c7i", "g4dn", "g5", "p3", "t3", "g4ad"]),
+    min_size=1,
+    max_size=4,
+    unique=True,
+)
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    st.lists(shapes, min_size=1, max_size=6),
+    families,
+    st.integers(1, 400),
+    st.integers(0, 40),
+    st.sampled_from(
+        [
+            "BEST_FIT",
+            "BEST_FIT_PROGRESSIVE",
+            "SPOT_CAPACITY_OPTIMIZED",
+            "SPOT_PRICE_CAPACITY_OPTIMIZED",
+        ]
+    ),
+)
+def test_plans_respect_limits_and_every_pod_placed_fits(
+    pod_shapes: list[tuple[int, int, int, int]],
+    instance_families: list[str],
+    max_vcpus: int,
+    running: int,
+    strategy: str,
+) -> None:
+    min_vcpus = min(max_vcpus, 8)
+    spec = ce(
+        type="SPOT",
+        instance_types=tuple(instance_families),
+        max_vcpus=max_vcpus,
+        min_vcpus=min_vcpus,
+        allocation_strategy=strategy,
+    )
+    e = env(spec, vcpus=min(running, max_vcpus))
+    pending = [
+        PendingPod(f"ns/s{j}-{i}", Resources(cpu, mem * MIB, gpu), ("ce",))
+        for j, (cpu, mem, gpu, n) in enumerate(pod_shapes)
+        for i in range(n)
+    ]
+    plan = plan_launches({"ce": e}, pending)
+    total = e.vcpus + sum(launch.vcpus for launch in plan.launches)
+    if e.problem is None:
+        assert total <= max_vcpus  # never above maxvCpus
+    else:
+        assert plan.launches == ()
+    placed = sum(launch.pods for launch in plan.launches)
+    assert placed + len(plan.waiting) == len(pending)
+    for launch in plan.launches:
+        t = CATALOG.get(launch.instance_type)
+        assert t is not None
+        assert launch.vcpus == t.vcpus * launch.count
+        assert launch.zones
+        assert launch.pods or launch.reason == REASON_MIN_VCPUS
+    smallest = min((o.vcpus for o in e.offerings), default=0)
+    if e.problem is None and smallest:
+        # minvCpus kept, unless the next instance would break maxvCpus.
+        assert total >= min_vcpus or total + smallest > max_vcpus
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(shapes, min_size=1, max_size=5), families)
+def test_every_pod_placed_fits_its_instance(
+    pod_shapes: list[tuple[int, int, int, int]], instance_families: list[str]
+) -> None:
+    spec = ce(instance_types=tuple(instance_families), max_vcpus=100000)
+    pending = [
+        PendingPod(f"ns/s{j}-{i}", Resources(cpu, mem * MIB, gpu), ("ce",))
+        for j, (cpu, mem, gpu, n) in enumerate(pod_shapes)
+        for i in range(n)
+    ]
+    plan = plan_launches({"ce": env(spec)}, pending)
+    for launch in plan.launches:
+        t = CATALOG.get(launch.instance_type)
+        assert t is not None
+        total = Resources()
+        for size, n in launch.per_instance:
+            total += size * n
+            assert bool(size.gpu) == bool(t.gpus)  # GPU pods on GPU types only, and back
+        assert total.fits_in(OVERHEAD.usable(t))
+        assert sum(n for _, n in launch.per_instance) <= OVERHEAD.max_pods
+        assert launch.pods == launch.count * sum(n for _, n in launch.per_instance)
+    placed = sum(launch.pods for launch in plan.launches)
+    assert placed + len(plan.waiting) == len(pending)
