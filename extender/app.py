@@ -13,6 +13,7 @@ import structlog
 from aiohttp import web
 
 from ebb import kube, tls
+from ebb.catalog import NodeOverhead
 from ebb.leader import LeaderElector
 from ebb.model import (
     ComputeEnvironment,
@@ -26,9 +27,10 @@ from ebb.model import (
     pod_from_raw,
     scheduling_policy_from_raw,
 )
+from ebb.resources import Resources, cpu_millis, memory_bytes
 from ebb.server import MAX_BODY_BYTES, add_ops_routes
 from extender import webhook
-from extender.jobs.controller import ControllerSettings, JobController, capacity_limits
+from extender.jobs.controller import ControllerSettings, JobController
 from extender.placement.routes import add_routes as add_placement_routes
 from extender.settings import SchedulerSettings
 
@@ -76,13 +78,19 @@ def _webhook_context(app: web.Application) -> webhook.WebhookContext:
         if raw is not None:
             app[JOB_CONTROLLER].jobs.apply_write(raw)
 
+    async def refresh_compute_environment(name: str) -> None:
+        raw = await app[CLIENT].get_or_none(kube.COMPUTE_ENVIRONMENTS, name)
+        if raw is not None:
+            app[COMPUTE_ENVIRONMENTS].apply_write(raw)
+
     return webhook.WebhookContext(
         queue=queues.get,
         queue_names=lambda: list(queues),
         refresh_queue=refresh_queue,
         refresh_job=refresh_job,
+        refresh_compute_environment=refresh_compute_environment,
         job=lambda namespace, name: jobs.get(f"{namespace}/{name}"),
-        capacity=lambda: capacity_limits(app[COMPUTE_ENVIRONMENTS].store.values()),
+        capacity=app[JOB_CONTROLLER].capacity,
         admitter=lambda: app[ADMITTER],
     )
 
@@ -112,6 +120,14 @@ def _job_controller(
                 write_concurrency=settings.write_concurrency,
                 reason_refresh_seconds=settings.reason_refresh_seconds,
                 silence_timeout=settings.watch_silence_timeout,
+                overhead=NodeOverhead(
+                    max_pods=settings.max_pods,
+                    daemonset=Resources(
+                        cpu_millis(settings.daemonset_cpu),
+                        memory_bytes(settings.daemonset_memory),
+                        0,
+                    ),
+                ),
             ),
             leading=leader.leading if leader else None,
         )

@@ -63,6 +63,7 @@ class WebhookContext:
     # Objects created a moment ago may not have reached the caches: ask the API server.
     refresh_queue: Callable[[str], Awaitable[None]]
     refresh_job: Callable[[str, str], Awaitable[None]]  # (namespace, name)
+    refresh_compute_environment: Callable[[str], Awaitable[None]]
     job: Callable[[str, str], JobInfo | None]  # (namespace, name)
     capacity: Callable[[], Mapping[str, CapacityLimit]]
     admitter: Callable[[], str]  # the username Ebb writes as
@@ -174,20 +175,27 @@ def _check_resources(
         request = pod_requests(template_spec)
     except QuantityError as exc:
         raise Rejected(f"spec.template.spec.containers[].resources: {exc}") from None
-    limits = [(ce, capacity[ce].limit) for ce in queue.compute_environments if ce in capacity]
-    if not limits or any(request.fits_in(limit) for _, limit in limits):
+    known = [capacity[ce] for ce in queue.compute_environments if ce in capacity]
+    if not known or any(c.holds_pod(request) for c in known):
         return
     field = "spec.template.spec.containers[].resources.requests"
+    limits = [(ce, capacity[ce].limit) for ce in queue.compute_environments if ce in capacity]
     best = max(limits, key=lambda item: item[1].cpu_milli)
     if request.gpu and all(request.gpu > limit.gpu for _, limit in limits):
         raise Rejected(
             f"{field}[{keys.GPU_RESOURCE}]: {request.gpu} GPUs per pod, but no compute "
             f"environment of queue {queue.name} allows that many"
         )
+    if not any(request.fits_in(limit) for _, limit in limits):
+        raise Rejected(
+            f"{field}.cpu: {request.vcpus:g} vCPUs per pod exceeds the largest compute "
+            f"environment of queue {queue.name} ({best[0]}: maxvCpus "
+            f"{best[1].cpu_milli // 1000})"
+        )
+    kind = "GPU" if request.gpu else "CPU-only"
     raise Rejected(
-        f"{field}.cpu: {request.vcpus:g} vCPUs per pod exceeds the largest compute "
-        f"environment of queue {queue.name} ({best[0]}: maxvCpus "
-        f"{best[1].cpu_milli // 1000})"
+        f"{field}: {request} per pod fits no {kind} instance type that the compute "
+        f"environments of queue {queue.name} may launch (after node overhead)"
     )
 
 
@@ -349,9 +357,15 @@ async def prefetch(body: Json, ctx: WebhookContext) -> None:
     meta = job.get("metadata") if isinstance(job, dict) else None
     if not isinstance(meta, dict):
         return
-    queue = (meta.get("labels") or {}).get(keys.QUEUE_LABEL)
-    if isinstance(queue, str) and ctx.queue(queue) is None:
-        await ctx.refresh_queue(queue)
+    queue_name = (meta.get("labels") or {}).get(keys.QUEUE_LABEL)
+    if isinstance(queue_name, str) and ctx.queue(queue_name) is None:
+        await ctx.refresh_queue(queue_name)
+    queue = ctx.queue(queue_name) if isinstance(queue_name, str) else None
+    if queue is not None:
+        known = ctx.capacity()
+        for ce in queue.compute_environments:
+            if ce not in known:
+                await ctx.refresh_compute_environment(ce)
     namespace = str(meta.get("namespace", ""))
     try:
         pending = [d.job for d in parse_job_spec(meta.get("annotations") or {}).depends_on]

@@ -45,14 +45,27 @@ _RUNNABLE = State.RUNNABLE
 _FULL = Code.WAITING_FOR_CAPACITY
 _HEAD = Code.HEAD_OF_LINE
 _NEVER = Code.MAX_RESOURCE
+_SHAPE = Code.JOB_RESOURCE_REQUIREMENT
 
 
 @dataclass(frozen=True, slots=True)
 class CapacityLimit:
-    """What a CE may hold; `unavailable` says why it holds nothing (disabled, ...)."""
+    """What a CE may hold; `unavailable` says why it holds nothing (disabled, ...).
+    `shapes`: what one node of each type it may launch offers pods (empty: unknown)."""
 
     limit: Resources
     unavailable: str | None = None
+    shapes: tuple[Resources, ...] = ()
+
+    def holds_pod(self, request: Resources) -> bool:
+        """Could one pod of `request` ever run here (GPU pods on GPU types only)?"""
+        if not request.fits_in(self.limit):
+            return False
+        if not self.shapes:
+            return True
+        return any(
+            request.fits_in(shape) and (shape.gpu > 0) == (request.gpu > 0) for shape in self.shapes
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +139,7 @@ class _Pass:
         # Per pass memos: a queue's usable CEs and their limits, waiting texts.
         self._usable: dict[str, tuple[list[str], list[tuple[int, int, int]]]] = {}
         self._texts: dict[tuple[object, ...], str] = {}
+        self._holds: dict[tuple[str, int, int, int], bool] = {}
 
     # --- capacity bookkeeping -----------------------------------------------------------
 
@@ -288,17 +302,30 @@ class _Pass:
 
     def _never_fits(
         self, d: Demand, usable: list[str], limits: list[tuple[int, int, int]]
-    ) -> str | None:
+    ) -> tuple[Code, str] | None:
         """Why `d` can never run in its queue's CEs, or None if it can."""
         r = d.request
-        for cpu, memory, gpu in limits:
-            if r.cpu_milli <= cpu and r.memory <= memory and r.gpu <= gpu:
-                return None
-        biggest = max(usable, key=lambda ce: self.capacity[ce].limit.cpu_milli)
-        limit = self.capacity[biggest].limit
-        return (
-            f"needs {d.request} per pod but the largest compute environment of queue "
-            f"{d.queue} ({biggest}) allows at most {limit}; it can never run"
+        within = [
+            ce
+            for ce, (cpu, memory, gpu) in zip(usable, limits, strict=True)
+            if r.cpu_milli <= cpu and r.memory <= memory and r.gpu <= gpu
+        ]
+        if not within:
+            biggest = max(usable, key=lambda ce: self.capacity[ce].limit.cpu_milli)
+            limit = self.capacity[biggest].limit
+            return _NEVER, (
+                f"needs {r} per pod but the largest compute environment of queue "
+                f"{d.queue} ({biggest}) allows at most {limit}; it can never run"
+            )
+        memo_key = (d.queue, r.cpu_milli, r.memory, r.gpu)
+        if memo_key not in self._holds:
+            self._holds[memo_key] = any(self.capacity[ce].holds_pod(r) for ce in within)
+        if self._holds[memo_key]:
+            return None
+        kind = "GPU" if r.gpu else "CPU-only"
+        return _SHAPE, (
+            f"needs {r} per pod but no {kind} instance type of queue {d.queue}'s compute "
+            f"environments ({', '.join(within)}) can hold it; it can never run"
         )
 
     def _consider(self, d: Demand) -> None:
@@ -318,7 +345,7 @@ class _Pass:
         pods_needed = d.want - d.granted
         never = self._never_fits(d, usable, limits)
         if never is not None:
-            self._wait(d, _NEVER, never)
+            self._wait(d, *never)
             return
         blocked = self._reservation_blocks(d)
         if blocked:

@@ -12,14 +12,14 @@ import asyncio
 import contextlib
 import gc
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 from prometheus_client import Counter, Gauge, Histogram
 
 from ebb import keys
+from ebb.catalog import NodeOverhead, shipped_catalog
 from ebb.events import EventRecorder
 from ebb.kube import JOB_QUEUES, JOBS, PODS, ApiError, KubeClient, Reflector
 from ebb.kube.reflector import Event
@@ -32,9 +32,9 @@ from ebb.model import (
     SchedulingPolicy,
     pod_from_raw,
 )
-from ebb.resources import Resources
 from extender.jobs import fairshare
-from extender.jobs.admission import UNLIMITED, CapacityLimit
+from extender.jobs.admission import CapacityLimit
+from extender.jobs.capacity import capacity_limits
 from extender.jobs.lifecycle import State
 from extender.jobs.reconcile import Decisions, Snapshot, reconcile
 from extender.jobs.snapshot import JobInfo, format_time, job_from_raw, parse_time
@@ -69,6 +69,7 @@ class ControllerSettings:
     reason_refresh_seconds: float = 30.0
     share_usage_persist_seconds: float = 30.0
     silence_timeout: float = 150.0
+    overhead: NodeOverhead = field(default_factory=NodeOverhead)
 
 
 def _job_of_pod(pod: PodInfo) -> tuple[str, ...]:
@@ -127,6 +128,8 @@ class JobController:
         self._last_pass = 0.0
         # Set while this replica may write (always, without leader election).
         self._leading = leading
+        self.catalog = shipped_catalog()
+        self.overhead = settings.overhead
         for reflector in (self.jobs, self.pods, queues, compute_environments, policies):
             reflector.subscribe(self._changed)
         self.jobs.subscribe(self._job_changed)
@@ -207,6 +210,11 @@ class JobController:
         await self._persist(decisions, now)
         return decisions
 
+    def capacity(self) -> dict[str, CapacityLimit]:
+        return capacity_limits(
+            self.compute_environments.store.values(), self.catalog, self.overhead
+        )
+
     def snapshot(self, now: float) -> Snapshot:
         jobs = dict(self.jobs.store.items())
         pods_by_job = {
@@ -221,7 +229,7 @@ class JobController:
             pods_by_job=pods_by_job,
             queues=dict(self.queues.store.items()),
             policies=dict(self.policies.store.items()),
-            capacity=capacity_limits(self.compute_environments.store.values()),
+            capacity=self.capacity(),
             node_compute_environment={
                 n.name: n.compute_environment for n in nodes if n.compute_environment
             },
@@ -344,18 +352,3 @@ def _attempt_result(pod: PodInfo) -> str:
     if pod.disrupted:
         return "host_terminated"
     return "timeout" if pod.reason == "DeadlineExceeded" else "exited"
-
-
-def capacity_limits(ces: Iterable[ComputeEnvironment]) -> dict[str, CapacityLimit]:
-    """What each compute environment may hold, for admission."""
-    out: dict[str, CapacityLimit] = {}
-    for ce in ces:
-        gpus = ce.max_gpus if ce.max_gpus is not None else UNLIMITED
-        limit = Resources(ce.max_vcpus * 1000, UNLIMITED, gpus)
-        unavailable = None
-        if not ce.enabled:
-            unavailable = "DISABLED"
-        elif ce.status == INVALID:
-            unavailable = f"INVALID ({ce.status_reason})"
-        out[ce.name] = CapacityLimit(limit, unavailable)
-    return out

@@ -32,6 +32,7 @@ class BatchEnv:
         node_cpu: str = "4",
         state: str = "ENABLED",
         ce_type: str = "SPOT",
+        instance_types: tuple[str, ...] = ("c6i",),
     ) -> str:
         body = {
             "apiVersion": "ebb.dev/v1alpha1",
@@ -40,7 +41,7 @@ class BatchEnv:
             "spec": {
                 "type": ce_type,
                 "maxvCpus": max_vcpus,
-                "instanceTypes": ["c6i"],
+                "instanceTypes": list(instance_types),
                 "state": state,
             },
         }

@@ -78,6 +78,16 @@ async def test_webhook_rejects_unknown_and_disabled_queues_and_oversized_pods(
             f"requests.cpu: 32 vCPUs per pod exceeds the largest compute environment of "
             f"queue {on} ({ce}: maxvCpus 16)"
         ) in info.value.message
+        small = await env.compute_environment(
+            unique("small"), nodes=0, instance_types=("c6i.large",)
+        )
+        tiny = await env.queue(unique("tiny"), [small])
+        with pytest.raises(kube.ApiError) as info:
+            # c6i.large: 2 vCPUs, of which ~1.78 are left after kube-reserved and DaemonSets.
+            await kube_client.create(kube.JOBS, job_body("d", tiny, cpu="1900m"), namespace)
+        assert "fits no CPU-only instance type that the compute environments of queue" in (
+            info.value.message
+        )
 
 
 async def test_only_ebb_may_unsuspend_a_queued_job(
