@@ -199,15 +199,13 @@ async def interrupt_victim(client: kube.KubeClient, run: Run, info: dict[str, An
         instance = provider.rsplit("/", 1)[-1]
         if not instance.startswith("i-"):
             return
-        subprocess.Popen(
-            [
-                sys.executable,
-                str(ROOT / "hack" / "interrupt.py"),
-                instance,
-                f"--aws-endpoint-url={info['endpoint']}",
-                f"--queue-url={info['queueUrl']}",
-                "--notice-seconds=10",
-            ],
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(ROOT / "hack" / "interrupt.py"),
+            instance,
+            f"--aws-endpoint-url={info['endpoint']}",
+            f"--queue-url={info['queueUrl']}",
+            "--notice-seconds=10",
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
