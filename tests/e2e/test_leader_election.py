@@ -8,8 +8,7 @@ import time
 
 from ebb import keys, kube
 from tests.e2e.batch import annotation, batch_env, job_body, unique, wait_state
-from tests.e2e.cluster import LocalCluster, wait_for
-from tests.e2e.conftest import Daemon
+from tests.e2e.cluster import LocalCluster, Process, wait_for
 
 
 async def lease_holder(client: kube.KubeClient) -> str:
@@ -21,10 +20,10 @@ async def test_fail_over_to_the_standby_replica(
     cluster: LocalCluster,
     kube_client: kube.KubeClient,
     namespace: str,
-    scheduler_daemon: Daemon,
+    scheduler_daemon: Process,
 ) -> None:
     port = cluster.port_base + 910
-    standby = Daemon(
+    standby = Process(
         "ebb-scheduler-2",
         [
             sys.executable,
@@ -37,8 +36,8 @@ async def test_fail_over_to_the_standby_replica(
             f"--tls-dir={cluster.state_dir / 'ebb-tls'}",
             "--identity=standby",
         ],
-        port + 1,
-        cluster.state_dir / "logs" / "ebb-scheduler-2.log",
+        cluster.state_dir / "logs",
+        ops_url=f"http://127.0.0.1:{port + 1}",
     )
     standby.start()  # ready: its caches synced, it serves, it does not lead
     try:
