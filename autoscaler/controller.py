@@ -113,8 +113,11 @@ class Controller:
         environments: kube.Reflector[EnvironmentRecord],
         queues: kube.Reflector[JobQueue],
         cluster: ClusterInfo,
+        leading: asyncio.Event | None = None,
     ) -> None:
         self.s = settings
+        # Set while this replica may launch and terminate (always, without election).
+        self._leading = leading
         self.client = client
         self.aws = aws
         self.catalog = catalog
@@ -138,9 +141,17 @@ class Controller:
 
     # --- the loop -------------------------------------------------------------------------
 
+    async def _lead(self) -> None:
+        """Wait until this replica leads; only the leader touches EC2 and nodes."""
+        if self._leading is not None and not self._leading.is_set():
+            await self._leading.wait()
+            self._m.listed_at = -1e18  # take over from a fresh view of EC2
+
     async def run(self) -> None:
         for reflector in (self.nodes, self.pods, self.environments, self.queues):
             await reflector.wait_synced()
+        self.ready = True  # caches synced: a follower serves its metrics and health too
+        await self._lead()
         while True:
             try:
                 await self._refresh_instances(force=True)
@@ -152,9 +163,14 @@ class Controller:
             except (AwsError, kube.ApiError, OSError) as exc:
                 log.warning("start-up failed; retrying", error=str(exc))
                 await asyncio.sleep(2)
-        self.ready = True
-        log.info("autoscaler ready", instances=len(self._m.instances))
+        log.info("autoscaler leading", instances=len(self._m.instances))
         while True:
+            if self._leading is not None and not self._leading.is_set():
+                await self._lead()
+                # A new term: launches the last leader left unresolved are settled first.
+                self._m.intents = {
+                    r.spec.name: list(r.intents) for r in self.environments.store.values()
+                }
             self._wake.clear()
             try:
                 delay = await self.reconcile()
@@ -698,6 +714,7 @@ class Controller:
     async def consume_notices(self) -> None:
         url = self.s.interruption_queue_url
         while True:
+            await self._lead()
             try:
                 messages = await asyncio.to_thread(self.aws.receive, url, 10)
             except AwsError as exc:

@@ -44,12 +44,14 @@ COMPUTE_ENVIRONMENTS = web.AppKey("compute_environments", kube.Reflector[Compute
 POLICIES = web.AppKey("policies", kube.Reflector[SchedulingPolicy])
 JOB_CONTROLLER = web.AppKey("job_controller", JobController)
 LEADER = web.AppKey("leader", LeaderElector)
+SETTINGS = web.AppKey("settings", SchedulerSettings)
 ADMITTER = web.AppKey("admitter", str)
 _REFLECTORS = (NODES, PODS, QUEUES, COMPUTE_ENVIRONMENTS, POLICIES)
 
 
 def create_app(settings: SchedulerSettings) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app[SETTINGS] = settings
     app.cleanup_ctx.append(_kubernetes(settings))
     app.cleanup_ctx.append(_job_controller(settings))
     add_ops_routes(app, ready=lambda: _synced(app))
@@ -92,6 +94,7 @@ def _webhook_context(app: web.Application) -> webhook.WebhookContext:
         job=lambda namespace, name: jobs.get(f"{namespace}/{name}"),
         capacity=app[JOB_CONTROLLER].capacity,
         admitter=lambda: app[ADMITTER],
+        scheduler_name=app[SETTINGS].scheduler_name,
     )
 
 
