@@ -26,6 +26,7 @@ from ebb.model import (
 )
 from ebb.server import MAX_BODY_BYTES, add_ops_routes
 from extender.placement.routes import add_routes as add_placement_routes
+from extender.placement.service import EbbExtender, ebb_extender
 from extender.settings import SchedulerSettings
 
 log = structlog.get_logger("ebb.scheduler")
@@ -36,6 +37,7 @@ PODS = web.AppKey("pods", kube.Reflector[PodInfo])
 QUEUES = web.AppKey("queues", kube.Reflector[JobQueue])
 COMPUTE_ENVIRONMENTS = web.AppKey("compute_environments", kube.Reflector[ComputeEnvironment])
 POLICIES = web.AppKey("policies", kube.Reflector[SchedulingPolicy])
+PLACEMENT = web.AppKey("placement", EbbExtender)
 _REFLECTORS = (NODES, PODS, QUEUES, COMPUTE_ENVIRONMENTS, POLICIES)
 
 
@@ -43,7 +45,12 @@ def create_app(settings: SchedulerSettings) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app.cleanup_ctx.append(_kubernetes(settings))
     add_ops_routes(app, ready=lambda: _synced(app))
-    add_placement_routes(app)
+    add_placement_routes(
+        app,
+        lambda: app[PLACEMENT],
+        max_body_bytes=settings.extender_max_body_bytes,
+        read_timeout=settings.extender_read_timeout,
+    )
     return app
 
 
@@ -87,6 +94,14 @@ def _kubernetes(
             scheduling_policy_from_raw,
             name="schedulingpolicies",
             silence_timeout=silence,
+        )
+        app[PLACEMENT] = ebb_extender(
+            client,
+            app[NODES],
+            app[PODS],
+            app[QUEUES],
+            app[COMPUTE_ENVIRONMENTS],
+            assumed_pod_ttl=settings.assumed_pod_ttl,
         )
         reflectors = [app[key] for key in _REFLECTORS]
         tasks = [asyncio.create_task(r.run(), name=f"reflector-{r.name}") for r in reflectors]
