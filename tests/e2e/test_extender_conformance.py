@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 
 from ebb import kube
-from tests.e2e.cluster import LocalCluster, create_node, wait_for
+from tests.e2e.cluster import LocalCluster, create_node
 from tests.e2e.extenders import ScriptedExtender, favour, kube_scheduler, only, serve_extenders
+from tests.e2e.placement import node_of, unschedulable
 
 TAINT = "conformance.ebb.dev/only"
 EXTENDED_RESOURCE = "foo.com/bar"
@@ -108,29 +109,6 @@ def stanza(url: str, prefix: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-async def scheduled_node(client: kube.KubeClient, namespace: str, name: str) -> str:
-    async def node() -> str | None:
-        pod = await client.get(kube.PODS, name, namespace)
-        return str(pod["spec"].get("nodeName") or "") or None
-
-    return await wait_for(node, 60, message=f"pod {name} scheduled")
-
-
-async def unschedulable_message(
-    client: kube.KubeClient, namespace: str, name: str, reason: str
-) -> str:
-    """The message of the pod's PodScheduled=False condition with this reason."""
-
-    async def condition() -> str | None:
-        pod = await client.get(kube.PODS, name, namespace)
-        for c in pod.get("status", {}).get("conditions") or ():
-            if c["type"] == "PodScheduled" and c["status"] == "False" and c.get("reason") == reason:
-                return str(c.get("message", ""))
-        return None
-
-    return await wait_for(condition, 60, message=f"pod {name} PodScheduled=False {reason}")
-
-
 async def test_scheduler_extender(setup: Setup) -> None:
     """TestSchedulerExtender: three extenders filter {1,2,3} / {2,3,5} / {1,2,3} and favour
     machine2 x1, machine3 x1, machine2 x5 at weights 3 / 4 / 10; the second binds and
@@ -151,7 +129,7 @@ async def test_scheduler_extender(setup: Setup) -> None:
     ):
         pod = extender_pod("extender-test-pod", f"ext-{namespace}", extended_resource=True)
         await client.create(kube.PODS, pod, namespace)
-        assert await scheduled_node(client, namespace, "extender-test-pod") == m2
+        assert await node_of(client, namespace, "extender-test-pod") == m2
     # Every verb really went over the wire, in both node-list shapes, and extender2 bound.
     assert extender1.calls["filter"] and extender1.calls["prioritize"]
     assert extender3.calls["filter"] and extender3.calls["prioritize"]
@@ -165,7 +143,7 @@ async def test_error_reply_fails_the_scheduling_attempt(setup: Setup) -> None:
     broken = ScriptedExtender("broken", error="scripted failure: cache not ready")
     async with setup.scheduling(f"err-{namespace}", {"broken": broken}):
         await client.create(kube.PODS, extender_pod("doomed", f"err-{namespace}"), namespace)
-        message = await unschedulable_message(client, namespace, "doomed", "SchedulerError")
+        message = await unschedulable(client, namespace, "doomed", "SchedulerError")
     assert "scripted failure: cache not ready" in message
     assert not (await client.get(kube.PODS, "doomed", namespace))["spec"].get("nodeName")
 
@@ -184,9 +162,9 @@ async def test_reply_slower_than_http_timeout(setup: Setup, ignorable: bool) -> 
         await client.create(kube.PODS, extender_pod("late", scheduler, **group), namespace)
         if ignorable:
             # Scheduled without the extender's verdict (which allowed machine1 only).
-            assert await scheduled_node(client, namespace, "late") in setup.machines
+            assert await node_of(client, namespace, "late") in setup.machines
         else:
-            message = await unschedulable_message(client, namespace, "late", "SchedulerError")
+            message = await unschedulable(client, namespace, "late", "SchedulerError")
             assert "Client.Timeout exceeded" in message or "deadline exceeded" in message
             assert not (await client.get(kube.PODS, "late", namespace))["spec"].get("nodeName")
     assert slow.calls["filter"] >= 1
@@ -226,7 +204,7 @@ async def test_failed_and_unresolvable_nodes_are_not_preemption_candidates(
     }
     async with setup.scheduling(scheduler, {"refuser": refuser}):
         await client.create(kube.PODS, extender_pod("urgent", scheduler, **pinned), namespace)
-        message = await unschedulable_message(client, namespace, "urgent", "Unschedulable")
+        message = await unschedulable(client, namespace, "urgent", "Unschedulable")
     assert "1 extender failed: refuser" in message
     tried_machine1 = f'preemption: expected at least one victim pod on node "{machine1}"'
     if unresolvable:
