@@ -19,6 +19,7 @@ bad input becomes a 400 with a message, never an exception deeper in.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -141,13 +142,23 @@ def decode_extender_args(body: bytes) -> ExtenderArgs:
     return ExtenderArgs(pod, names, infos, objects)
 
 
+# What the API server accepts as pod and node names (DNS-1123 subdomain) and namespaces
+# (DNS-1123 label); checked here so that no other string ever reaches a request path.
+_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
 def decode_binding_args(body: bytes) -> BindingArgs:
     doc = _load_object(body, "ExtenderBindingArgs with PodName, PodNamespace, PodUID, Node")
     values = {}
-    for key, required in (("PodName", True), ("PodNamespace", True), ("Node", True)):
+    for key, pattern in (("PodName", _SUBDOMAIN), ("PodNamespace", _LABEL), ("Node", _SUBDOMAIN)):
         value = doc.get(key)
-        if not isinstance(value, str) or (required and not value):
-            raise ProtocolError(key, "missing" if value in (None, "") else "expected a string")
+        if value is None or value == "":
+            raise ProtocolError(key, "missing")
+        if not isinstance(value, str):
+            raise ProtocolError(key, "expected a string")
+        if not pattern.fullmatch(value) or ".." in value:
+            raise ProtocolError(key, f"{value[:64]!r} is not a valid Kubernetes name")
         values[key] = value
     uid = doc.get("PodUID")
     if uid is not None and not isinstance(uid, str):

@@ -81,6 +81,7 @@ class EbbExtender:
         # Pods seen in filter requests, by UID: bind learns a pod's requests here when the
         # pod watch has not delivered the pod yet.
         self._recent: dict[str, PodInfo] = {}
+        _ASSUMED.set_function(lambda: cache.assumed_pods)
 
     async def filter(self, args: ExtenderArgs) -> FilterResult:
         pod = args.pod
@@ -89,6 +90,7 @@ class EbbExtender:
             return FilterResult(args.node_names)  # not Ebb's pod: untouched
         if not self._ready():
             return FilterResult(error=NOT_SYNCED)
+        self._cache.expire(time.monotonic())
         verdict = filter_nodes(
             pod, args.node_names, self._nodes_for(args), self._queues, self._environments
         )
@@ -127,8 +129,6 @@ class EbbExtender:
                 self._cache.forget(pod.uid)
             log.warning("binding failed", pod=args.pod_key, node=args.node, error=str(exc))
             return f"binding {args.pod_key} to {args.node}: {exc}"
-        finally:
-            _ASSUMED.set(self._cache.assumed_pods)
         log.info("bound", pod=args.pod_key, node=args.node, queue=pod.queue if pod else None)
         return ""
 

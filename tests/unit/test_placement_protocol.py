@@ -140,6 +140,9 @@ def test_bad_extender_args_name_the_field(raw: bytes, message: str) -> None:
         ({"PodName": "p", "Node": "n"}, "PodNamespace: missing"),
         ({"PodName": "p", "PodNamespace": "ns", "Node": ""}, "Node: missing"),
         ({"PodName": 3, "PodNamespace": "ns", "Node": "n"}, "PodName: expected a string"),
+        ({"PodName": "..", "PodNamespace": "ns", "Node": "n"}, "PodName: '..' is not a valid"),
+        ({"PodName": "p", "PodNamespace": "a.b", "Node": "n"}, "PodNamespace: 'a.b' is not a"),
+        ({"PodName": "p", "PodNamespace": "ns", "Node": "N/1"}, "Node: 'N/1' is not a valid"),
         (
             {"PodName": "p", "PodNamespace": "ns", "Node": "n", "PodUID": 7},
             "PodUID: expected a string",
