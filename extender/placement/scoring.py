@@ -45,7 +45,7 @@ KubeSchedulerConfiguration sets how strongly these preferences win.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -73,10 +73,13 @@ class NodeState:
     info: NodeInfo
     used: Resources
     free: Resources
+    kind: tuple[str | None, str | None, bool]  # (environment, capacity type, has GPUs)
 
 
 def node_state(info: NodeInfo, used: Resources) -> NodeState:
-    return NodeState(info, used, (info.allocatable - used).max(ZERO))
+    free = (info.allocatable - used).max(ZERO)
+    kind = (info.compute_environment, info.capacity_type, info.allocatable.gpu > 0)
+    return NodeState(info, used, free, kind)
 
 
 class RejectKind(enum.Enum):
@@ -201,9 +204,6 @@ def _resource_rejection(request: Resources, state: NodeState) -> Rejection:
     return Rejection(RejectKind.INSUFFICIENT, "; ".join(request.shortfall(state.free)))
 
 
-Tier = tuple[int, int, int, int]
-
-
 def score_nodes(
     pod: PodInfo,
     names: Iterable[str],
@@ -215,56 +215,72 @@ def score_nodes(
     queue = queues.get(pod.queue) if pod.queue is not None else None
     if queue is None:
         return [(name, 0) for name in names]
-    rank = {environment: i for i, environment in enumerate(queue.compute_environments)}
-    capacity_of_environment: dict[str, str | None] = {}
-    preference = pod.capacity_type_preference
-    if preference not in (keys.CAPACITY_SPOT, keys.CAPACITY_ON_DEMAND):
-        preference = None
+    tier = _tiers(pod, queue, environments)
     request = pod.requests
-    wants_gpu = request.gpu > 0
-    rated: list[tuple[str, Tier | None, float]] = []
+    cpu, memory, gpu = request.cpu_milli, request.memory, request.gpu
+    # The hot loop: a node's tier depends only on its kind, so it is looked up, not built.
+    tier_of_kind: dict[tuple[str | None, str | None, bool], int | None] = {}
+    rated: list[tuple[str, int | None, float]] = []
     for name in names:
         state = nodes.get(name)
-        environment = state.info.compute_environment if state is not None else None
-        position = rank.get(environment) if environment is not None else None
-        if state is None or environment is None or position is None:
+        if state is None:
             rated.append((name, None, 0.0))
             continue
-        info = state.info
-        capacity = info.capacity_type
-        if capacity is None:
-            if environment not in capacity_of_environment:
-                spec = environments.get(environment)
-                capacity_of_environment[environment] = spec.capacity_type if spec else None
-            capacity = capacity_of_environment[environment]
-        tier = (
-            int(preference is not None and capacity != preference),
-            position,
-            int(not wants_gpu and info.allocatable.gpu > 0),
-            int(preference is None and capacity != keys.CAPACITY_SPOT),
-        )
-        rated.append((name, tier, _utilization(request, state)))
-    tiers = sorted({tier for _, tier, _ in rated if tier is not None})
+        kind = state.kind
+        if kind in tier_of_kind:
+            code = tier_of_kind[kind]
+        else:
+            code = tier_of_kind[kind] = tier(*kind)
+        if code is None:
+            rated.append((name, None, 0.0))
+            continue
+        # Utilization after placement: the mean over the node's resources of the share in
+        # use, each capped at 1 (inlined: this runs for every candidate node).
+        size, used = state.info.allocatable, state.used
+        total, count = 0.0, 0
+        if size.cpu_milli > 0:
+            share = (used.cpu_milli + cpu) / size.cpu_milli
+            total, count = total + (share if share < 1.0 else 1.0), count + 1
+        if size.memory > 0:
+            share = (used.memory + memory) / size.memory
+            total, count = total + (share if share < 1.0 else 1.0), count + 1
+        if size.gpu > 0:
+            share = (used.gpu + gpu) / size.gpu
+            total, count = total + (share if share < 1.0 else 1.0), count + 1
+        rated.append((name, code, total / count if count else 0.0))
+    tiers = sorted({code for _, code, _ in rated if code is not None})
     band_of = dict(zip(tiers, _bands(len(tiers)), strict=True))
     return [
-        (name, 0 if tier is None else _level(band_of[tier], utilization))
-        for name, tier, utilization in rated
+        (name, 0 if code is None else _level(band_of[code], utilization))
+        for name, code, utilization in rated
     ]
 
 
-def _utilization(request: Resources, state: NodeState) -> float:
-    """Mean share of the node's resources in use once the pod is placed, in [0, 1]."""
-    allocatable, used = state.info.allocatable, state.used
-    total, count = 0.0, 0
-    for need, have, size in (
-        (request.cpu_milli, used.cpu_milli, allocatable.cpu_milli),
-        (request.memory, used.memory, allocatable.memory),
-        (request.gpu, used.gpu, allocatable.gpu),
-    ):
-        if size > 0:
-            total += min(1.0, (need + have) / size)
-            count += 1
-    return total / count if count else 0.0
+def _tiers(
+    pod: PodInfo, queue: JobQueue, environments: Lookup[ComputeEnvironment]
+) -> Callable[[str | None, str | None, bool], int | None]:
+    """The preference tier of a node kind (environment, capacity type, has GPUs) for this
+    pod: one integer ordered as the module doc's tuple; None: not eligible."""
+    rank = {environment: i for i, environment in enumerate(queue.compute_environments)}
+    preference = pod.capacity_type_preference
+    if preference not in (keys.CAPACITY_SPOT, keys.CAPACITY_ON_DEMAND):
+        preference = None
+    wants_gpu = pod.requests.gpu > 0
+
+    def tier(environment: str | None, capacity: str | None, has_gpu: bool) -> int | None:
+        position = rank.get(environment) if environment is not None else None
+        if environment is None or position is None:
+            return None
+        if capacity is None:  # an unlabelled node is what its environment launches
+            spec = environments.get(environment)
+            capacity = spec.capacity_type if spec is not None else None
+        explicit_mismatch = preference is not None and capacity != preference
+        gpu_waste = has_gpu and not wants_gpu
+        default_mismatch = preference is None and capacity != keys.CAPACITY_SPOT
+        code = int(explicit_mismatch) * len(rank) + position
+        return (code * 2 + int(gpu_waste)) * 2 + int(default_mismatch)
+
+    return tier
 
 
 def _bands(count: int) -> Sequence[tuple[int, int]]:
