@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from ebb import keys
@@ -66,6 +66,21 @@ class Lookup(Protocol[V_co]):
 
 
 @dataclass(frozen=True, slots=True)
+class Packing:
+    """How full a node is, per resource, ready for scoring: `x_used` is used / allocatable
+    and `x_per_unit` 1 / allocatable (both 0 for a resource the node lacks), so the share
+    after placing a request r is x_used + r * x_per_unit, with no division per call."""
+
+    cpu_used: float
+    cpu_per_unit: float
+    memory_used: float
+    memory_per_unit: float
+    gpu_used: float
+    gpu_per_unit: float
+    resources: int  # how many of cpu, memory, gpu the node has
+
+
+@dataclass(frozen=True, slots=True)
 class NodeState:
     """A node as placement sees it: `used` sums the requests of the pods bound to it or
     assumed there; `free` never goes below zero (an overcommitted node has none)."""
@@ -74,16 +89,30 @@ class NodeState:
     used: Resources
     free: Resources
     kind: tuple[str | None, str | None, bool]  # (environment, capacity type, has GPUs)
+    packing: Packing
 
 
 def node_state(info: NodeInfo, used: Resources) -> NodeState:
-    free = (info.allocatable - used).max(ZERO)
-    kind = (info.compute_environment, info.capacity_type, info.allocatable.gpu > 0)
-    return NodeState(info, used, free, kind)
+    size = info.allocatable
+    free = (size - used).max(ZERO)
+    kind = (info.compute_environment, info.capacity_type, size.gpu > 0)
+    shares = [
+        (have / total, 1 / total) if total > 0 else (0.0, 0.0)
+        for have, total in (
+            (used.cpu_milli, size.cpu_milli),
+            (used.memory, size.memory),
+            (used.gpu, size.gpu),
+        )
+    ]
+    (cpu, cpu_unit), (memory, memory_unit), (gpu, gpu_unit) = shares
+    resources = sum(1 for total in (size.cpu_milli, size.memory, size.gpu) if total > 0)
+    packing = Packing(cpu, cpu_unit, memory, memory_unit, gpu, gpu_unit, resources)
+    return NodeState(info, used, free, kind, packing)
 
 
-class RejectKind(enum.Enum):
-    """Why a node was filtered out; the values are the bounded metric label."""
+class RejectKind(enum.StrEnum):
+    """Why a node was filtered out; the values are the bounded metric label. (A StrEnum:
+    it hashes as fast as a str, and the filter loop counts by it.)"""
 
     UNKNOWN_NODE = "unknown_node"
     UNKNOWN_QUEUE = "unknown_queue"
@@ -106,6 +135,10 @@ class RejectKind(enum.Enum):
 class Rejection:
     kind: RejectKind
     message: str
+    resolvable: bool = field(init=False)  # a field, not a property: read for every node
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "resolvable", self.kind.resolvable)
 
 
 _UNKNOWN_NODE = Rejection(RejectKind.UNKNOWN_NODE, "node not in ebb's cache yet")
@@ -170,7 +203,7 @@ def filter_nodes(
                     continue
                 else:
                     rejection = _resource_rejection(request, state)
-        if rejection.kind.resolvable:
+        if rejection.resolvable:
             failed[name] = rejection.message
         else:
             unresolvable[name] = rejection.message
@@ -215,45 +248,38 @@ def score_nodes(
     queue = queues.get(pod.queue) if pod.queue is not None else None
     if queue is None:
         return [(name, 0) for name in names]
+    names = list(names)
+    states = [nodes.get(name) for name in names]
+    # A node's tier depends only on its kind: find the tiers present, then their bands.
     tier = _tiers(pod, queue, environments)
+    kinds = {state.kind for state in states if state is not None}
+    tier_of_kind = {kind: tier(*kind) for kind in kinds}
+    tiers = sorted({code for code in tier_of_kind.values() if code is not None})
+    bands = dict(zip(tiers, _bands(len(tiers)), strict=True))
+    # Each band (low, high) as (low + 0.5, high - low): score = int(low + 0.5 + u * width).
+    band_of_kind = {
+        kind: (bands[code][0] + 0.5, bands[code][1] - bands[code][0])
+        for kind, code in tier_of_kind.items()
+        if code is not None
+    }
     request = pod.requests
     cpu, memory, gpu = request.cpu_milli, request.memory, request.gpu
-    # The hot loop: a node's tier depends only on its kind, so it is looked up, not built.
-    tier_of_kind: dict[tuple[str | None, str | None, bool], int | None] = {}
-    rated: list[tuple[str, int | None, float]] = []
-    for name in names:
-        state = nodes.get(name)
-        if state is None:
-            rated.append((name, None, 0.0))
+    scores: list[tuple[str, int]] = []
+    # The hot loop: per node two lookups and the utilization after placement (the mean over
+    # the node's resources of the share in use, each capped at 1), inlined.
+    for name, state in zip(names, states, strict=True):
+        band = band_of_kind.get(state.kind) if state is not None else None
+        if state is None or band is None:
+            scores.append((name, 0))
             continue
-        kind = state.kind
-        if kind in tier_of_kind:
-            code = tier_of_kind[kind]
-        else:
-            code = tier_of_kind[kind] = tier(*kind)
-        if code is None:
-            rated.append((name, None, 0.0))
-            continue
-        # Utilization after placement: the mean over the node's resources of the share in
-        # use, each capped at 1 (inlined: this runs for every candidate node).
-        size, used = state.info.allocatable, state.used
-        total, count = 0.0, 0
-        if size.cpu_milli > 0:
-            share = (used.cpu_milli + cpu) / size.cpu_milli
-            total, count = total + (share if share < 1.0 else 1.0), count + 1
-        if size.memory > 0:
-            share = (used.memory + memory) / size.memory
-            total, count = total + (share if share < 1.0 else 1.0), count + 1
-        if size.gpu > 0:
-            share = (used.gpu + gpu) / size.gpu
-            total, count = total + (share if share < 1.0 else 1.0), count + 1
-        rated.append((name, code, total / count if count else 0.0))
-    tiers = sorted({code for _, code, _ in rated if code is not None})
-    band_of = dict(zip(tiers, _bands(len(tiers)), strict=True))
-    return [
-        (name, 0 if code is None else _level(band_of[code], utilization))
-        for name, code, utilization in rated
-    ]
+        p = state.packing
+        c = p.cpu_used + cpu * p.cpu_per_unit
+        m = p.memory_used + memory * p.memory_per_unit
+        g = p.gpu_used + gpu * p.gpu_per_unit
+        total = (c if c < 1.0 else 1.0) + (m if m < 1.0 else 1.0) + (g if g < 1.0 else 1.0)
+        utilization = total / p.resources if p.resources else 0.0
+        scores.append((name, int(band[0] + utilization * band[1])))
+    return scores
 
 
 def _tiers(
@@ -294,8 +320,3 @@ def _bands(count: int) -> Sequence[tuple[int, int]]:
         bands.append((high - size + 1, high))
         high -= size
     return bands
-
-
-def _level(band: tuple[int, int], utilization: float) -> int:
-    low, high = band
-    return low + int(utilization * (high - low) + 0.5)
