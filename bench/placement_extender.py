@@ -109,7 +109,9 @@ def serve(args: argparse.Namespace) -> None:
     async def run() -> None:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", args.port, ssl_context=context).start()
+        await web.TCPSite(
+            runner, "127.0.0.1", args.port, ssl_context=context, reuse_address=True
+        ).start()
         print("READY", flush=True)
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
