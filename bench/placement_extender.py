@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import random
 import signal
@@ -102,6 +103,7 @@ def serve(args: argparse.Namespace) -> None:
     _pin(args.server_cpu)
     logs.configure("info")
     extender = _extender(args.nodes, args.pods, args.seed)
+    gc.freeze()  # as the daemon does once its caches have synced
     app = web.Application()
     add_routes(app, lambda: extender, max_body_bytes=32 * 2**20, read_timeout=10.0)
     context = tls.server_context(Path(args.tls_dir) / "tls.crt", Path(args.tls_dir) / "tls.key")

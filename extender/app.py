@@ -4,9 +4,11 @@ own the API client, the reflectors and the control loops."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -105,6 +107,7 @@ def _kubernetes(
         )
         reflectors = [app[key] for key in _REFLECTORS]
         tasks = [asyncio.create_task(r.run(), name=f"reflector-{r.name}") for r in reflectors]
+        tasks.append(asyncio.create_task(_freeze_heap_when_synced(reflectors), name="gc-freeze"))
         yield
         for r in reflectors:
             r.stop()
@@ -114,6 +117,16 @@ def _kubernetes(
         await client.close()
 
     return ctx
+
+
+async def _freeze_heap_when_synced(reflectors: Sequence[kube.Reflector[Any]]) -> None:
+    """Once the caches hold the cluster, take them out of the garbage collector's sight:
+    they live as long as the daemon and hold no reference cycles, and a full collection
+    over them stalls the event loop, and so kube-scheduler's extender calls, for about
+    0.1 s at 5,000 nodes and 10,000 pods (bench/placement_extender.py's server)."""
+    await asyncio.gather(*(r.synced.wait() for r in reflectors))
+    gc.freeze()
+    log.info("caches synced; heap frozen", objects=gc.get_freeze_count())
 
 
 def serving_tls(settings: SchedulerSettings) -> tls.KeyPair:

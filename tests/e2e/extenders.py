@@ -112,6 +112,8 @@ async def kube_scheduler(
     name: str,
     extenders: list[dict[str, Any]],
     port: int,
+    *,
+    qps: int = 100,
 ) -> AsyncIterator[asyncio.subprocess.Process]:
     """Another kube-scheduler (the cluster's own binary) serving the profile `name` with
     these extender stanzas, against the session cluster."""
@@ -120,7 +122,7 @@ async def kube_scheduler(
     config = {
         "apiVersion": "kubescheduler.config.k8s.io/v1",
         "kind": "KubeSchedulerConfiguration",
-        "clientConnection": {"kubeconfig": str(kubeconfig), "qps": 100, "burst": 200},
+        "clientConnection": {"kubeconfig": str(kubeconfig), "qps": qps, "burst": 2 * qps},
         "leaderElection": {"leaderElect": False},
         "profiles": [{"schedulerName": name}],
         "extenders": extenders,

@@ -1,0 +1,269 @@
+"""Scheduling throughput of the real kube-scheduler with Ebb's extender against without it,
+on one KWOK cluster, in one run. Run: python -m bench.placement_throughput
+
+Brings up the local control plane (hack/cluster.py, its own state directory and ports),
+creates --nodes KWOK nodes (the synthetic cluster: four compute environments and system
+nodes) and starts Ebb's scheduler daemon. Then, per phase, creates --pods pending batch
+pods for a scheduler profile nobody serves yet, starts a kube-scheduler for that profile
+and times the bindings:
+
+- with: Ebb's extender stanza exactly as hack/cluster.py configures it (filter,
+  prioritize and bind over HTTPS, nodeCacheCapable, weight 5);
+- without: the same KubeSchedulerConfiguration with no extender;
+- with-no-bind (optional): Ebb's stanza without its bindVerb (kube-scheduler binds).
+
+Both schedulers have the same client QPS; Ebb's daemon runs in both phases (it is part
+of the system either way). Rate = bindings per second between the first and the last
+binding; the median is over consecutive windows of --window bindings. The phase's pods
+are deleted (and gone) before the next phase starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench import placement_cluster as synthetic
+from ebb import kube
+from ebb.kube import Event
+from ebb.model import pod_from_raw
+from tests.e2e.cluster import ROOT, LocalCluster, bin_path, cluster_command
+from tests.e2e.extenders import kube_scheduler
+
+LABELS = {
+    "without": "without extender",
+    "with": "with Ebb's extender (filter, prioritize, bind)",
+    "with-no-bind": "with Ebb's extender, no bindVerb",
+}
+
+
+def say(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+async def gather_bounded(jobs: Iterable[Callable[[], Awaitable[Any]]], limit: int = 32) -> None:
+    semaphore = asyncio.Semaphore(limit)
+
+    async def run(job: Callable[[], Awaitable[Any]]) -> None:
+        async with semaphore:
+            await job()
+
+    await asyncio.gather(*(run(job) for job in jobs))
+
+
+def _pod(name: str, scheduler: str) -> dict[str, Any]:
+    raw = synthetic.pod_object(name, "high", cpu="1", memory="2Gi", scheduler=scheduler)
+    meta = raw["metadata"]
+    for key in ("uid", "ownerReferences", "namespace"):  # the API server's to set
+        meta.pop(key)
+    raw.pop("status")
+    return raw
+
+
+async def _phase(
+    client: kube.KubeClient,
+    cluster: LocalCluster,
+    name: str,
+    extenders: list[dict[str, Any]],
+    *,
+    args: argparse.Namespace,
+    qps: int,
+) -> dict[str, float]:
+    pods, window, timeout = args.pods, args.window, args.timeout
+    namespace = f"bench-{name}"
+    await client.create(kube.NAMESPACES, {"metadata": {"name": namespace}})
+    say(f"{name}: creating {pods:,} pending pods")
+    await gather_bounded(
+        lambda i=i: client.create(kube.PODS, _pod(f"job-{i}-0", namespace), namespace)
+        for i in range(pods)
+    )
+    bound_at: list[float] = []
+    all_bound = asyncio.Event()
+    reflector = kube.Reflector(client, kube.PODS, pod_from_raw, namespace=namespace, name=namespace)
+
+    def on_pod(event: Event[Any]) -> None:
+        if (
+            event.new is not None
+            and event.new.node_name
+            and not (event.old and event.old.node_name)
+        ):
+            bound_at.append(time.monotonic())
+            if len(bound_at) >= pods:
+                all_bound.set()
+
+    reflector.subscribe(on_pod)
+    watch = asyncio.create_task(reflector.run())
+    await reflector.wait_synced(120)
+    say(f"{name}: starting kube-scheduler (profile {namespace}, {len(extenders)} extender(s))")
+    try:
+        port = cluster.port_base + 795
+        async with kube_scheduler(cluster, namespace, extenders, port, qps=qps):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(all_bound.wait(), timeout)
+    finally:
+        reflector.stop()
+        watch.cancel()
+    if len(bound_at) < pods:
+        raise SystemExit(f"{name}: only {len(bound_at):,} of {pods:,} pods bound in {timeout:g} s")
+    times = sorted(bound_at)
+    windows = [
+        (window - 1) / (times[i + window - 1] - times[i])
+        for i in range(0, len(times) - window + 1, window)
+    ]
+    result = {
+        "overall": (len(times) - 1) / (times[-1] - times[0]),
+        "median": statistics.median(windows),
+        "seconds": times[-1] - times[0],
+    }
+    say(f"{name}: {result['overall']:.1f} pods/s overall, median window {result['median']:.1f}")
+    await client.delete(kube.NAMESPACES, namespace, grace_period_seconds=0)
+    await _wait_gone(client, namespace, timeout)
+    return result
+
+
+async def _wait_gone(client: kube.KubeClient, namespace: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while await client.get_or_none(kube.NAMESPACES, namespace) is not None:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"namespace {namespace} still there after {timeout:g} s")
+        await asyncio.sleep(2)
+
+
+async def _populate(client: kube.KubeClient, nodes: int) -> None:
+    for raw in synthetic.environment_objects():
+        await client.create(kube.COMPUTE_ENVIRONMENTS, raw)
+    for raw in synthetic.queue_objects():
+        await client.create(kube.JOB_QUEUES, raw)
+    say(f"creating {nodes:,} KWOK nodes")
+    await gather_bounded(
+        lambda raw=raw: client.create(kube.NODES, raw)
+        for raw in synthetic.node_objects(nodes, kwok=True)
+    )
+    deadline = time.monotonic() + 600
+    while True:
+        listed = await client.list(kube.NODES, page_size=1000)
+        ready = sum(
+            any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in n["status"].get("conditions") or ()
+            )
+            for n in listed.items
+        )
+        if ready >= nodes:
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"only {ready} of {nodes} nodes Ready")
+        await asyncio.sleep(2)
+
+
+def _start_daemon(cluster: LocalCluster) -> subprocess.Popen[bytes]:
+    ops = cluster.port_base + 901
+    log = (cluster.state_dir / "logs" / "ebb-scheduler.log").open("ab")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "extender",
+            f"--kubeconfig={cluster.kubeconfig}",
+            "--listen-host=127.0.0.1",
+            f"--port={cluster.extender_port}",
+            f"--ops-port={ops}",
+            f"--tls-dir={cluster.state_dir / 'ebb-tls'}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{ops}/readyz", timeout=2) as resp:
+                if resp.status == 200:
+                    return proc
+        except OSError:
+            pass
+        if proc.poll() is not None:
+            break
+        time.sleep(1)
+    proc.kill()
+    raise SystemExit("ebb-scheduler did not become ready")
+
+
+async def run(args: argparse.Namespace, cluster: LocalCluster) -> dict[str, dict[str, float]]:
+    access = kube.load_access(str(cluster.kubeconfig), None, {})
+    # Ebb's extender stanza and client QPS, exactly as the cluster's own kube-scheduler has them.
+    config = yaml.safe_load((cluster.state_dir / "kube-scheduler-config.yaml").read_text())
+    (ebb,) = config["extenders"]
+    no_bind = {k: v for k, v in ebb.items() if k != "bindVerb"}
+    stanzas = {"with": [ebb], "without": [], "with-no-bind": [no_bind]}
+    qps = int(config["clientConnection"]["qps"])
+    async with kube.KubeClient(access, user_agent="ebb-bench", max_connections=32) as client:
+        await _populate(client, args.nodes)
+        daemon = _start_daemon(cluster)
+        try:
+            return {
+                phase: await _phase(client, cluster, phase, stanzas[phase], args=args, qps=qps)
+                for phase in args.phases
+            }
+        finally:
+            daemon.terminate()
+            daemon.wait(30)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--nodes", type=int, default=5000)
+    parser.add_argument("--pods", type=int, default=10000)
+    parser.add_argument("--window", type=int, default=1000, help="bindings per rate window")
+    parser.add_argument(
+        "--order", nargs=2, default=["without", "with"], choices=["with", "without"]
+    )
+    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per phase")
+    parser.add_argument("--port-base", type=int, default=22500)
+    parser.add_argument("--state-dir", default=str(ROOT / ".ebb-bench"))
+    args = parser.parse_args(argv)
+    state, path = Path(args.state_dir).resolve(), bin_path()
+    cluster = LocalCluster(state, args.port_base, state / "kubeconfig", path)
+    say(f"cluster up in {state} (ports {args.port_base}+)")
+    cluster_command("down", state, args.port_base, f"--bin-path={path}")
+    cluster_command("up", state, args.port_base, f"--bin-path={path}")
+    started = time.monotonic()
+    try:
+        results = asyncio.run(run(args, cluster))
+    finally:
+        cluster_command("down", state, args.port_base, f"--bin-path={path}")
+    with_, without = results["with"], results["without"]
+    print(
+        f"{args.nodes:,} KWOK nodes, {args.pods:,} pods per phase, phases in order "
+        f"{' then '.join(args.order)}; {os.cpu_count()} CPUs, load average "
+        f"{os.getloadavg()[0]:.2f} at the end; {time.monotonic() - started:.0f} s in all"
+    )
+    print(
+        "| kube-scheduler | pods/s (median of windows) | pods/s (first to last binding) | seconds |"
+    )
+    print("|---|---:|---:|---:|")
+    for phase in ("without", "with"):
+        r = results[phase]
+        label = "with Ebb's extender" if phase == "with" else "without extender"
+        print(f"| {label} | {r['median']:.1f} | {r['overall']:.1f} | {r['seconds']:.1f} |")
+    print(
+        f"| ratio with / without | {with_['median'] / without['median']:.2f} | "
+        f"{with_['overall'] / without['overall']:.2f} | |"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
