@@ -54,7 +54,7 @@ from ebb.model import (
 from extender.placement.cache import PlacementCache
 from extender.placement.protocol import BindingArgs
 from extender.placement.routes import add_routes
-from extender.placement.service import EbbExtender
+from extender.placement.service import Binding, EbbExtender
 
 REQUESTS = [("1", "2Gi"), ("2", "4Gi"), ("4", "8Gi"), ("500m", "1Gi")]
 
@@ -92,9 +92,8 @@ def _extender(node_count: int, pod_count: int, seed: int) -> EbbExtender:
             e["metadata"]["name"]: compute_environment_from_raw(e)
             for e in synthetic.environment_objects()
         },
-        binder=no_binding,
+        binding=Binding(no_binding, concurrency=1, wait=1.0, assumed_pod_ttl=30.0),
         ready=lambda: True,
-        assumed_pod_ttl=30.0,
     )
 
 

@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -228,7 +229,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pods", type=int, default=10000)
     parser.add_argument("--window", type=int, default=1000, help="bindings per rate window")
     parser.add_argument(
-        "--order", nargs=2, default=["without", "with"], choices=["with", "without"]
+        "--phases",
+        nargs="+",
+        default=["without", "with"],
+        choices=list(LABELS),
+        help="in this order",
     )
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per phase")
     parser.add_argument("--port-base", type=int, default=22500)
@@ -238,30 +243,29 @@ def main(argv: list[str] | None = None) -> int:
     cluster = LocalCluster(state, args.port_base, state / "kubeconfig", path)
     say(f"cluster up in {state} (ports {args.port_base}+)")
     cluster_command("down", state, args.port_base, f"--bin-path={path}")
+    shutil.rmtree(state, ignore_errors=True)  # a fresh cluster every run
     cluster_command("up", state, args.port_base, f"--bin-path={path}")
     started = time.monotonic()
     try:
         results = asyncio.run(run(args, cluster))
     finally:
         cluster_command("down", state, args.port_base, f"--bin-path={path}")
-    with_, without = results["with"], results["without"]
     print(
         f"{args.nodes:,} KWOK nodes, {args.pods:,} pods per phase, phases in order "
-        f"{' then '.join(args.order)}; {os.cpu_count()} CPUs, load average "
+        f"{' then '.join(args.phases)}; {os.cpu_count()} CPUs, load average "
         f"{os.getloadavg()[0]:.2f} at the end; {time.monotonic() - started:.0f} s in all"
     )
-    print(
-        "| kube-scheduler | pods/s (median of windows) | pods/s (first to last binding) | seconds |"
-    )
+    print("| kube-scheduler | pods/s (median of windows) | pods/s (first to last) | seconds |")
     print("|---|---:|---:|---:|")
-    for phase in ("without", "with"):
-        r = results[phase]
-        label = "with Ebb's extender" if phase == "with" else "without extender"
-        print(f"| {label} | {r['median']:.1f} | {r['overall']:.1f} | {r['seconds']:.1f} |")
-    print(
-        f"| ratio with / without | {with_['median'] / without['median']:.2f} | "
-        f"{with_['overall'] / without['overall']:.2f} | |"
-    )
+    for phase, r in results.items():
+        print(f"| {LABELS[phase]} | {r['median']:.1f} | {r['overall']:.1f} | {r['seconds']:.1f} |")
+    base = results.get("without")
+    for phase, r in results.items():
+        if base is not None and phase != "without":
+            print(
+                f"| ratio {phase} / without | {r['median'] / base['median']:.2f} | "
+                f"{r['overall'] / base['overall']:.2f} | |"
+            )
     return 0
 
 

@@ -103,7 +103,7 @@ def _kubernetes(
             app[PODS],
             app[QUEUES],
             app[COMPUTE_ENVIRONMENTS],
-            assumed_pod_ttl=settings.assumed_pod_ttl,
+            settings=settings,
         )
         reflectors = [app[key] for key in _REFLECTORS]
         tasks = [asyncio.create_task(r.run(), name=f"reflector-{r.name}") for r in reflectors]

@@ -7,9 +7,11 @@ shows it there.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import aiohttp
 import structlog
@@ -26,6 +28,7 @@ from extender.placement.scoring import (
     node_state,
     score_nodes,
 )
+from extender.settings import SchedulerSettings
 
 log = structlog.get_logger("ebb.placement")
 
@@ -38,10 +41,27 @@ _ASSUMED = Gauge(
     "ebb_extender_assumed_pods",
     "Pods the extender bound that the pod watch has not shown bound yet.",
 )
+_BINDS_REFUSED = Counter(
+    "ebb_extender_binds_refused_total",
+    "Binds answered with an Error because every binding slot stayed busy (API server slow).",
+)
 NOT_SYNCED = "ebb-scheduler is starting: its caches are not synced yet"
 _RECENT_PODS = 4096
 
 Binder = Callable[[BindingArgs], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Binding:
+    """How the bind verb binds. kube-scheduler gives a bind its extender's httpTimeout; a
+    bind that outlived it would be retried while the first still lands, so binds wait at
+    most `wait` seconds for one of `concurrency` slots and otherwise answer with an Error
+    (the pod goes back to kube-scheduler's queue) instead of piling up."""
+
+    post: Binder  # POSTs the pod's Binding
+    concurrency: int
+    wait: float
+    assumed_pod_ttl: float  # how long a bound pod counts before the watch shows it
 
 
 async def bind_pod(client: kube.KubeClient, args: BindingArgs) -> None:
@@ -67,17 +87,16 @@ class EbbExtender:
         queues: Lookup[JobQueue],
         environments: Lookup[ComputeEnvironment],
         *,
-        binder: Binder,
+        binding: Binding,
         ready: Callable[[], bool],
-        assumed_pod_ttl: float,
     ) -> None:
         self._cache = cache
         self._pods = pods
         self._queues = queues
         self._environments = environments
-        self._binder = binder
+        self._binding = binding
+        self._binding_slots = asyncio.Semaphore(binding.concurrency)
         self._ready = ready
-        self._assumed_pod_ttl = assumed_pod_ttl
         # Pods seen in filter requests, by UID: bind learns a pod's requests here when the
         # pod watch has not delivered the pod yet.
         self._recent: dict[str, PodInfo] = {}
@@ -116,14 +135,30 @@ class EbbExtender:
         )
 
     async def bind(self, args: BindingArgs) -> str:
+        try:
+            async with asyncio.timeout(self._binding.wait):
+                await self._binding_slots.acquire()
+        except TimeoutError:
+            _BINDS_REFUSED.inc()
+            return (
+                f"binding {args.pod_key} to {args.node}: {self._binding.concurrency} bindings "
+                f"in flight and none done within {self._binding.wait:g} s; try again later"
+            )
+        try:
+            return await self._bind(args)
+        finally:
+            self._binding_slots.release()
+
+    async def _bind(self, args: BindingArgs) -> str:
         pod = self._pod_for(args)
         now = time.monotonic()
         self._cache.expire(now)
         # Assume before the POST: the watch may show the pod bound before the POST returns.
         if pod is not None and pod.node_name is None:
-            self._cache.assume(pod.uid, pod.requests, args.node, now + self._assumed_pod_ttl)
+            expires = now + self._binding.assumed_pod_ttl
+            self._cache.assume(pod.uid, pod.requests, args.node, expires)
         try:
-            await self._binder(args)
+            await self._binding.post(args)
         except (kube.ApiError, aiohttp.ClientError, TimeoutError) as exc:
             if pod is not None:
                 self._cache.forget(pod.uid)
@@ -160,18 +195,23 @@ def ebb_extender(
     queues: kube.Reflector[JobQueue],
     environments: kube.Reflector[ComputeEnvironment],
     *,
-    assumed_pod_ttl: float,
+    settings: SchedulerSettings,
 ) -> EbbExtender:
     """The daemon's extender, following the reflectors (which may still be syncing)."""
     cache = PlacementCache()
     cache.attach(nodes, pods)
     synced = (nodes.synced, pods.synced, queues.synced, environments.synced)
+    binding = Binding(
+        functools.partial(bind_pod, client),
+        concurrency=settings.bind_concurrency,
+        wait=settings.bind_wait,
+        assumed_pod_ttl=settings.assumed_pod_ttl,
+    )
     return EbbExtender(
         cache,
         pods.store,
         queues.store,
         environments.store,
-        binder=functools.partial(bind_pod, client),
+        binding=binding,
         ready=lambda: all(event.is_set() for event in synced),
-        assumed_pod_ttl=assumed_pod_ttl,
     )

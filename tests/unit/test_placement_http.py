@@ -21,7 +21,7 @@ from ebb.kube import Event, EventType
 from extender.placement.cache import PlacementCache
 from extender.placement.protocol import BindingArgs
 from extender.placement.routes import add_routes
-from extender.placement.service import NOT_SYNCED, EbbExtender
+from extender.placement.service import NOT_SYNCED, Binding, EbbExtender
 from tests.unit.placement_objects import environment, node, queue, raw_node, raw_pod
 
 LIMIT = 64 * 1024
@@ -44,9 +44,8 @@ class Daemon:
             {},
             {"high": queue("high", "spot")},
             {"spot": environment("spot", spot=True)},
-            binder=no_binding,
+            binding=Binding(no_binding, concurrency=1, wait=1.0, assumed_pod_ttl=30.0),
             ready=lambda: self.ready,
-            assumed_pod_ttl=30.0,
         )
 
 
