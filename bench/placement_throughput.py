@@ -30,10 +30,8 @@ import contextlib
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -44,7 +42,13 @@ from bench import placement_cluster as synthetic
 from ebb import kube
 from ebb.kube import Event
 from ebb.model import pod_from_raw
-from tests.e2e.cluster import ROOT, LocalCluster, bin_path, cluster_command
+from tests.e2e.cluster import (
+    ROOT,
+    LocalCluster,
+    bin_path,
+    cluster_command,
+    start_scheduler_daemon,
+)
 from tests.e2e.extenders import kube_scheduler
 
 LABELS = {
@@ -134,6 +138,12 @@ async def _phase(
         "seconds": times[-1] - times[0],
     }
     say(f"{name}: {result['overall']:.1f} pods/s overall, median window {result['median']:.1f}")
+    # One by one with no grace period: a namespace's own deletion of 10,000 running KWOK
+    # pods takes many minutes (its DeleteCollection times out and is retried).
+    await gather_bounded(
+        lambda i=i: client.delete(kube.PODS, f"job-{i}-0", namespace, grace_period_seconds=0)
+        for i in range(pods)
+    )
     await client.delete(kube.NAMESPACES, namespace, grace_period_seconds=0)
     await _wait_gone(client, namespace, timeout)
     return result
@@ -174,39 +184,6 @@ async def _populate(client: kube.KubeClient, nodes: int) -> None:
         await asyncio.sleep(2)
 
 
-def _start_daemon(cluster: LocalCluster) -> subprocess.Popen[bytes]:
-    ops = cluster.port_base + 901
-    log = (cluster.state_dir / "logs" / "ebb-scheduler.log").open("ab")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "extender",
-            f"--kubeconfig={cluster.kubeconfig}",
-            "--listen-host=127.0.0.1",
-            f"--port={cluster.extender_port}",
-            f"--ops-port={ops}",
-            f"--tls-dir={cluster.state_dir / 'ebb-tls'}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-    )
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{ops}/readyz", timeout=2) as resp:
-                if resp.status == 200:
-                    return proc
-        except OSError:
-            pass
-        if proc.poll() is not None:
-            break
-        time.sleep(1)
-    proc.kill()
-    raise SystemExit("ebb-scheduler did not become ready")
-
-
 async def run(
     args: argparse.Namespace, cluster: LocalCluster
 ) -> list[tuple[str, dict[str, float]]]:
@@ -224,7 +201,7 @@ async def run(
     qps = int(config["clientConnection"]["qps"])
     async with kube.KubeClient(access, user_agent="ebb-bench", max_connections=32) as client:
         await _populate(client, args.nodes)
-        daemon = _start_daemon(cluster)
+        daemon = start_scheduler_daemon(cluster, timeout=300)
         try:
             return [
                 (

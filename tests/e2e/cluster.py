@@ -94,6 +94,49 @@ def cluster_command(command: str, state_dir: Path, port_base: int, *extra: str) 
     return proc.stdout + proc.stderr
 
 
+def scheduler_daemon_args(
+    cluster: LocalCluster, *, kubeconfig: Path | None = None, port: int | None = None
+) -> list[str]:
+    """The command line of Ebb's scheduler daemon: extender and webhook on `port` (the
+    cluster's extender port by default), /healthz, /readyz and /metrics on `port + 1`."""
+    port = port or cluster.extender_port
+    return [
+        sys.executable,
+        "-m",
+        "extender",
+        f"--kubeconfig={kubeconfig or cluster.kubeconfig}",
+        "--listen-host=127.0.0.1",
+        f"--port={port}",
+        f"--ops-port={port + 1}",
+        f"--tls-dir={cluster.state_dir / 'ebb-tls'}",
+    ]
+
+
+def start_scheduler_daemon(cluster: LocalCluster, timeout: float = 30.0) -> subprocess.Popen[bytes]:
+    """Ebb's scheduler daemon on the cluster's extender port, returned once it is ready;
+    its log goes to the cluster's logs/ebb-scheduler.log."""
+    ready = f"http://127.0.0.1:{cluster.extender_port + 1}/readyz"
+    with (cluster.state_dir / "logs" / "ebb-scheduler.log").open("ab") as log:
+        proc = subprocess.Popen(
+            scheduler_daemon_args(cluster), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+        )
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(ready, timeout=1) as resp:
+                if resp.status == 200:
+                    return proc
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(
+                "ebb-scheduler did not become ready; see its log in "
+                f"{cluster.state_dir / 'logs' / 'ebb-scheduler.log'}"
+            )
+        time.sleep(0.2)
+
+
 def bin_path() -> str:
     out = subprocess.run(
         [str(ROOT / "hack" / "build-binaries.sh"), "--print-path"],

@@ -9,9 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
-import time
-import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from ebb import kube
-from tests.e2e.cluster import ROOT, LocalCluster, bin_path, cluster_command
+from tests.e2e.cluster import ROOT, LocalCluster, bin_path, cluster_command, start_scheduler_daemon
 
 
 @pytest.fixture(scope="session")
@@ -48,38 +45,7 @@ def cluster() -> Iterator[LocalCluster]:
 @pytest.fixture(scope="session")
 def scheduler_daemon(cluster: LocalCluster) -> Iterator[subprocess.Popen[bytes]]:
     """Ebb's scheduler daemon, serving the extender kube-scheduler is configured with."""
-    ops_port = cluster.port_base + 901
-    log = (cluster.state_dir / "logs" / "ebb-scheduler.log").open("ab")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "extender",
-            f"--kubeconfig={cluster.kubeconfig}",
-            "--listen-host=127.0.0.1",
-            f"--port={cluster.extender_port}",
-            f"--ops-port={ops_port}",
-            f"--tls-dir={cluster.state_dir / 'ebb-tls'}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{ops_port}/readyz", timeout=1) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(
-                "ebb-scheduler did not become ready; see its log in "
-                f"{cluster.state_dir / 'logs' / 'ebb-scheduler.log'}"
-            )
-        time.sleep(0.2)
+    proc = start_scheduler_daemon(cluster)
     yield proc
     proc.terminate()
     proc.wait(timeout=15)

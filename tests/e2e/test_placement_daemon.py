@@ -8,7 +8,6 @@ import contextlib
 import json
 import signal
 import ssl
-import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,7 +23,7 @@ from ebb import kube
 from extender.app import PLACEMENT, PODS, create_app
 from extender.placement.protocol import BindingArgs, decode_extender_args
 from extender.settings import SchedulerSettings
-from tests.e2e.cluster import ROOT, LocalCluster, wait_for
+from tests.e2e.cluster import ROOT, LocalCluster, scheduler_daemon_args, wait_for
 from tests.e2e.placement import batch_pod, create_batch_node, create_environment, create_queue
 
 Session = aiohttp.ClientSession
@@ -199,16 +198,8 @@ async def test_fuzzed_bindings_get_an_answer_never_a_crash(
 async def daemon_process(
     cluster: LocalCluster, kubeconfig: str, offset: int
 ) -> AsyncIterator[asyncio.subprocess.Process]:
-    port = cluster.port_base + offset
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "extender",
-        f"--kubeconfig={kubeconfig}",
-        "--listen-host=127.0.0.1",
-        f"--port={port}",
-        f"--ops-port={port + 1}",
-        f"--tls-dir={cluster.state_dir / 'ebb-tls'}",
+        *scheduler_daemon_args(cluster, kubeconfig=kubeconfig, port=cluster.port_base + offset),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         cwd=ROOT,
