@@ -18,7 +18,8 @@ of the "without" phases).
 
 Both schedulers have the same client QPS; Ebb's daemon runs in both phases (it is part
 of the system either way). Rate = bindings per second between the first and the last
-binding; the median is over consecutive windows of --window bindings. The phase's pods
+binding; the median is over consecutive windows of --window bindings. From the daemon's
+/metrics: its mean server-side time per call of each verb during the phase. The phase's pods
 are deleted (and gone) before the next phase starts.
 """
 
@@ -32,6 +33,7 @@ import shutil
 import statistics
 import sys
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -99,6 +101,7 @@ async def _phase(
         lambda i=i: client.create(kube.PODS, _pod(f"job-{i}-0", namespace), namespace)
         for i in range(pods)
     )
+    served_before = _extender_seconds(cluster)
     bound_at: list[float] = []
     all_bound = asyncio.Event()
     reflector = kube.Reflector(client, kube.PODS, pod_from_raw, namespace=namespace, name=namespace)
@@ -132,10 +135,17 @@ async def _phase(
         (window - 1) / (times[i + window - 1] - times[i])
         for i in range(0, len(times) - window + 1, window)
     ]
+    served = _extender_seconds(cluster)
     result = {
         "overall": (len(times) - 1) / (times[-1] - times[0]),
         "median": statistics.median(windows),
         "seconds": times[-1] - times[0],
+        **{
+            f"{verb} ms": 1000
+            * (total - served_before[verb][0])
+            / max(1, count - served_before[verb][1])
+            for verb, (total, count) in served.items()
+        },
     }
     say(f"{name}: {result['overall']:.1f} pods/s overall, median window {result['median']:.1f}")
     # One by one with no grace period: a namespace's own deletion of 10,000 running KWOK
@@ -148,6 +158,23 @@ async def _phase(
     # phase (and its own deletion of them times out and retries for minutes).
     await _wait_no_pods(client, namespace, timeout)
     return result
+
+
+def _extender_seconds(cluster: LocalCluster) -> dict[str, tuple[float, float]]:
+    """(seconds, requests) Ebb's daemon has served per verb so far, from its /metrics."""
+    url = f"http://127.0.0.1:{cluster.extender_port + 1}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        text = resp.read().decode()
+    served = {}
+    for verb in ("filter", "prioritize", "bind"):
+        values = [
+            float(line.rsplit(" ", 1)[1])
+            for kind in ("sum", "count")
+            for line in text.splitlines()
+            if line.startswith(f'ebb_extender_request_duration_seconds_{kind}{{verb="{verb}"}}')
+        ]
+        served[verb] = (values[0], values[1]) if len(values) == 2 else (0.0, 0.0)
+    return served
 
 
 async def _wait_no_pods(client: kube.KubeClient, namespace: str, timeout: float) -> None:
@@ -251,10 +278,17 @@ def main(argv: list[str] | None = None) -> int:
         f"{' then '.join(args.phases)}; {os.cpu_count()} CPUs, load average "
         f"{os.getloadavg()[0]:.2f} at the end; {time.monotonic() - started:.0f} s in all"
     )
-    print("| kube-scheduler | pods/s (median of windows) | pods/s (first to last) | seconds |")
-    print("|---|---:|---:|---:|")
+    print(
+        "| kube-scheduler | pods/s (median of windows) | pods/s (first to last) | seconds "
+        "| Ebb ms per filter / prioritize / bind (mean, server side) |"
+    )
+    print("|---|---:|---:|---:|---:|")
     for phase, r in results:
-        print(f"| {LABELS[phase]} | {r['median']:.1f} | {r['overall']:.1f} | {r['seconds']:.1f} |")
+        served = " / ".join(f"{r[f'{verb} ms']:.2f}" for verb in ("filter", "prioritize", "bind"))
+        print(
+            f"| {LABELS[phase]} | {r['median']:.1f} | {r['overall']:.1f} | {r['seconds']:.1f} "
+            f"| {served if phase != 'without' else '-'} |"
+        )
     base = [r for phase, r in results if phase == "without"]
     if base:
         median = statistics.mean(r["median"] for r in base)
@@ -263,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
             if phase != "without":
                 print(
                     f"| ratio {phase} / without | {r['median'] / median:.2f} | "
-                    f"{r['overall'] / overall:.2f} | |"
+                    f"{r['overall'] / overall:.2f} | | |"
                 )
     return 0
 
