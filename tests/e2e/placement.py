@@ -42,6 +42,22 @@ async def create_batch_node(
     capacity = keys.CAPACITY_SPOT if spot else keys.CAPACITY_ON_DEMAND
     labels = {keys.COMPUTE_ENVIRONMENT_LABEL: environment, keys.CAPACITY_TYPE_LABEL: capacity}
     await create_node(client, name, cpu=cpu, labels=labels, taints=[BATCH_TAINT])
+    await wait_schedulable(client, name)
+
+
+async def wait_schedulable(client: kube.KubeClient, name: str) -> None:
+    """Until KWOK has made the node Ready and its not-ready taint is gone: before that
+    kube-scheduler rejects it for the taint, whatever Ebb says."""
+
+    async def ready() -> bool:
+        node = await client.get(kube.NODES, name)
+        conditions = node.get("status", {}).get("conditions") or ()
+        taints = node.get("spec", {}).get("taints") or ()
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions) and not any(
+            t["key"].startswith("node.kubernetes.io/") for t in taints
+        )
+
+    await wait_for(ready, 60, message=f"node {name} Ready and untainted")
 
 
 def batch_pod(name: str, queue: str, *, cpu: str = "1", **spec: Any) -> dict[str, Any]:
@@ -73,15 +89,21 @@ async def node_of(client: kube.KubeClient, namespace: str, name: str) -> str:
 
 
 async def unschedulable(
-    client: kube.KubeClient, namespace: str, name: str, reason: str = "Unschedulable"
+    client: kube.KubeClient,
+    namespace: str,
+    name: str,
+    reason: str = "Unschedulable",
+    containing: str = "",
 ) -> str:
-    """The message of the pod's PodScheduled=False condition with this reason."""
+    """The message of the pod's PodScheduled=False condition with this reason, once it
+    says `containing` (each scheduling attempt rewrites it)."""
 
     async def condition() -> str | None:
         pod = await client.get(kube.PODS, name, namespace)
         for c in pod.get("status", {}).get("conditions") or ():
             if c["type"] == "PodScheduled" and c["status"] == "False" and c.get("reason") == reason:
-                return str(c.get("message", ""))
+                message = str(c.get("message", ""))
+                return message if containing in message else None
         return None
 
     return await wait_for(condition, 60, message=f"pod {name} PodScheduled=False {reason}")

@@ -21,7 +21,7 @@ import pytest
 from ebb import kube
 from tests.e2e.cluster import LocalCluster, create_node
 from tests.e2e.extenders import ScriptedExtender, favour, kube_scheduler, only, serve_extenders
-from tests.e2e.placement import node_of, unschedulable
+from tests.e2e.placement import node_of, unschedulable, wait_schedulable
 
 TAINT = "conformance.ebb.dev/only"
 EXTENDED_RESOURCE = "foo.com/bar"
@@ -68,6 +68,8 @@ async def setup(
             labels={"conformance.ebb.dev/group": namespace},
             taints=[{"key": TAINT, "effect": "NoSchedule"}],
         )
+    for name in names:
+        await wait_schedulable(kube_client, name)
     yield Setup(cluster, kube_client, namespace, names)
     for name in names:
         await kube_client.delete(kube.NODES, name)

@@ -19,6 +19,7 @@ from tests.e2e.placement import (
     create_queue,
     node_of,
     unschedulable,
+    wait_schedulable,
 )
 
 pytestmark = pytest.mark.usefixtures("scheduler_daemon")
@@ -67,8 +68,9 @@ async def test_queue_pods_never_land_outside_the_queues_environments(
     assert placed == [nodes[0], nodes[0]]
     # The other two wait, although a big node sits idle: it is not the queue's.
     for name in names[2:]:
-        message = await unschedulable(kube_client, namespace, name)
-        assert f"ce {outside} not in queue {queue}" in message
+        await unschedulable(
+            kube_client, namespace, name, containing=f"ce {outside} not in queue {queue}"
+        )
     await asyncio.sleep(2)
     pods = await kube_client.list(kube.PODS, namespace)
     assert sorted(p["spec"].get("nodeName") or "" for p in pods.items) == [
@@ -182,6 +184,8 @@ async def test_batch_nodes_take_only_pods_that_tolerate_their_taint(
         taints=[{"key": keys.BATCH_NODE_TAINT, "effect": "NoSchedule"}],
     )
     await create_node(kube_client, regular, cpu="2", labels=group)
+    for name in (batch, regular):
+        await wait_schedulable(kube_client, name)
     # Ordinary pods: the roomy batch node is never used, however many there are.
     for i in range(3):
         await kube_client.create(kube.PODS, plain_pod(f"web-{i}", group), namespace)
