@@ -95,6 +95,38 @@ def cluster_command(command: str, state_dir: Path, port_base: int, *extra: str) 
     return proc.stdout + proc.stderr
 
 
+def scheduler_daemon_args(
+    cluster: LocalCluster, *, kubeconfig: Path | None = None, port: int | None = None
+) -> list[str]:
+    """The command line of Ebb's scheduler daemon: extender and webhook on `port` (the
+    cluster's extender port by default), /healthz, /readyz and /metrics on `port + 1`."""
+    port = port or cluster.extender_port
+    return [
+        sys.executable,
+        "-m",
+        "extender",
+        f"--kubeconfig={kubeconfig or cluster.kubeconfig}",
+        "--listen-host=127.0.0.1",
+        f"--port={port}",
+        f"--ops-port={port + 1}",
+        f"--tls-dir={cluster.state_dir / 'ebb-tls'}",
+    ]
+
+
+def scheduler_process(
+    cluster: LocalCluster,
+    *,
+    name: str = "ebb-scheduler",
+    kubeconfig: Path | None = None,
+    port: int | None = None,
+    extra: Sequence[str] = (),
+) -> Process:
+    """Ebb's scheduler daemon as a Process (`start` returns once it is ready)."""
+    port = port or cluster.extender_port
+    args = [*scheduler_daemon_args(cluster, kubeconfig=kubeconfig, port=port), *extra]
+    return Process(name, args, cluster.state_dir / "logs", ops_url=f"http://127.0.0.1:{port + 1}")
+
+
 def bin_path() -> str:
     out = subprocess.run(
         [str(ROOT / "hack" / "build-binaries.sh"), "--print-path"],
@@ -155,8 +187,16 @@ class Process:
     that tests may kill (-9) and restart it; its log is in the cluster's log directory.
     With an `ops_url`, `start` returns once its /readyz answers."""
 
-    def __init__(self, name: str, args: Sequence[str], log_dir: Path, ops_url: str = "") -> None:
+    def __init__(
+        self,
+        name: str,
+        args: Sequence[str],
+        log_dir: Path,
+        ops_url: str = "",
+        ready_timeout: float = 60.0,
+    ) -> None:
         self.name = name
+        self.ready_timeout = ready_timeout
         self.args = list(args)
         self.log_path = log_dir / f"{name}.log"
         self.ops_url = ops_url
@@ -174,7 +214,7 @@ class Process:
                 env={**os.environ, "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"},
             )
         if self.ops_url:
-            self.wait_http(f"{self.ops_url}/readyz", timeout=60)
+            self.wait_http(f"{self.ops_url}/readyz", timeout=self.ready_timeout)
 
     def wait_http(self, url: str, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout

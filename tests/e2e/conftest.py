@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -17,7 +16,14 @@ import pytest
 
 from ebb import kube
 from tests.e2e.autoscaling import LocalAws, autoscaler_process, bridge_process
-from tests.e2e.cluster import ROOT, LocalCluster, Process, bin_path, cluster_command
+from tests.e2e.cluster import (
+    ROOT,
+    LocalCluster,
+    Process,
+    bin_path,
+    cluster_command,
+    scheduler_process,
+)
 
 
 @pytest.fixture(scope="session")
@@ -46,23 +52,10 @@ def cluster() -> Iterator[LocalCluster]:
 @pytest.fixture(scope="session")
 def scheduler_daemon(cluster: LocalCluster) -> Iterator[Process]:
     """Ebb's scheduler daemon, serving the extender kube-scheduler is configured with."""
-    ops_port = cluster.port_base + 901
-    daemon = Process(
-        "ebb-scheduler",
-        [
-            sys.executable,
-            "-m",
-            "extender",
-            f"--kubeconfig={cluster.state_dir / 'ebb-scheduler.kubeconfig'}",
-            "--listen-host=127.0.0.1",
-            f"--port={cluster.extender_port}",
-            f"--ops-port={ops_port}",
-            f"--tls-dir={cluster.state_dir / 'ebb-tls'}",
-            f"--webhook-url=https://127.0.0.1:{cluster.extender_port}",
-            "--log-level=debug",
-        ],
-        cluster.state_dir / "logs",
-        ops_url=f"http://127.0.0.1:{ops_port}",
+    daemon = scheduler_process(
+        cluster,
+        kubeconfig=cluster.state_dir / "ebb-scheduler.kubeconfig",
+        extra=[f"--webhook-url=https://127.0.0.1:{cluster.extender_port}", "--log-level=debug"],
     )
     daemon.start()
     yield daemon
