@@ -1,12 +1,16 @@
 """A real local Kubernetes control plane for Ebb's tests and local run.
 
     python hack/cluster.py up|down|status
+    python hack/cluster.py restart COMPONENT
 
 `up` starts etcd, kube-apiserver, kube-controller-manager, kube-scheduler (with Ebb's
 scheduler extender configured) and kwok on 127.0.0.1, installs Ebb's CRDs, and writes
 an admin kubeconfig to $EBB_STATE_DIR/kubeconfig. `down` stops exactly the processes
-`up` started, by the PIDs it recorded, and checks none is left. Every setting is a
-flag and an EBB_* environment variable (see --help).
+`up` started, by the PIDs it recorded, and checks none is left. `restart` stops one
+control-plane component by its recorded PID and starts it again with the same flags
+(pass the flags `up` was given), recording the new PID; tests use it to restart
+kube-apiserver under load, which cuts every watch stream. Every setting is a flag and
+an EBB_* environment variable (see --help).
 """
 
 from __future__ import annotations
@@ -580,6 +584,30 @@ class Cluster:
             raise SystemExit(f"still running after down: {', '.join(left)}")
         say("stopped " + (", ".join(stopped) if stopped else "nothing (no cluster running)"))
 
+    def restart(self, name: str) -> None:
+        starts: dict[str, Callable[[], None]] = {
+            "etcd": self._start_etcd,
+            "kube-apiserver": self._start_apiserver,
+            "kube-controller-manager": self._start_controller_manager,
+            "kube-scheduler": self._start_scheduler,
+            "kwok": self._start_kwok,
+        }
+        if name not in starts:
+            raise SystemExit(f"restart: {name!r} is not one of {', '.join(starts)}")
+        pid = self._pid(name)
+        if pid is None or not self._alive(name):
+            raise SystemExit(f"restart: {name} is not running (no live PID recorded)")
+        started = time.monotonic()
+        _terminate(pid)
+        if self._alive(name):
+            raise SystemExit(f"restart: {name} ({pid}) did not stop")
+        (self.pids / f"{name}.pid").unlink(missing_ok=True)
+        starts[name]()
+        say(
+            f"{name} restarted in {time.monotonic() - started:.1f} s "
+            f"(pid {pid} -> {self._pid(name)})"
+        )
+
     def status(self) -> int:
         running = 0
         for name in COMPONENTS + tuple(n for n in EBB_COMPONENTS if self._pid(n) is not None):
@@ -628,15 +656,24 @@ def say(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] not in ("up", "down", "status"):
-        print("usage: hack/cluster.py up|down|status [flags]  (--help for flags)", file=sys.stderr)
+    usage = "usage: hack/cluster.py up|down|status|restart COMPONENT [flags]  (--help for flags)"
+    if not args or args[0] not in ("up", "down", "status", "restart"):
+        print(usage, file=sys.stderr)
         return 2
     command, rest = args[0], args[1:]
+    component = ""
+    if command == "restart":
+        if not rest or rest[0].startswith("-"):
+            print(usage, file=sys.stderr)
+            return 2
+        component, rest = rest[0], rest[1:]
     cluster = Cluster(load(ClusterSettings, rest, os.environ, prog=f"cluster.py {command}"))
     if command == "up":
         cluster.up()
     elif command == "down":
         cluster.down()
+    elif command == "restart":
+        cluster.restart(component)
     else:
         return cluster.status()
     return 0

@@ -16,17 +16,28 @@ moto never runs out of capacity, so tests inject faults over HTTP:
                           {"action": "RunInstances", "delay_after": 5}]
     DELETE /_ebb/faults
 
-A rule whose `match` fits the request's parameters (for `times` requests; -1: until
-cleared) either answers with the EC2 `error` (after `delay_before` seconds, if given:
-the request never took effect, as if lost on the way), or lets moto answer and holds
-the reply back for `delay_after` seconds (the request took effect; a crash meanwhile
-loses only the answer).
+A rule whose `match` fits the request's parameters (and whose `agent`, if given, is
+part of its User-Agent: the autoscaler's calls carry "ebb-autoscaler"), for `times`
+requests (-1: until cleared; with `probability`, only that share of them, drawn from a
+generator seeded with `seed`), either answers with the EC2 `error` (after `delay_before` seconds, if
+given: the request never took effect, as if lost on the way), or lets moto answer and
+holds the reply back for `delay_after` seconds (the request took effect; a client that
+gives up or crashes meanwhile loses only the answer). A rule with `capacity` plays an
+offering EC2 has only that many instances left of: a RunInstances whose MinCount is
+more is refused with its `error` (EC2 launches nothing when it cannot launch MinCount),
+and what one launches is taken from the capacity.
+
+moto ignores RunInstances' ClientToken; EC2 does not, and Ebb's restart safety rests
+on it, so this layer adds it: a RunInstances repeating an earlier successful one's
+token gets that request's answer again (nothing new is launched), or
+IdempotentParameterMismatch if its parameters differ.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 import threading
 import time
@@ -43,15 +54,21 @@ REGION = "us-east-1"
 ZONES = ("us-east-1a", "us-east-1b", "us-east-1c")
 K8S_VERSIONS = ("1.35",)
 QUEUE = "ebb-interruptions"
+Reply = tuple[str, list[tuple[str, str]], bytes]  # WSGI status, headers, body
 
 
 class Faults:
-    """Fault rules, applied to EC2 Query API requests, in a WSGI middleware."""
+    """Fault rules and ClientToken idempotency, applied to EC2 Query API requests in a
+    WSGI middleware."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
         self.rules: list[dict[str, Any]] = []
         self.lock = threading.Lock()
+        self.random = random.Random(0)
+        # ClientToken -> the parameters and the answer of the launch it made.
+        self.launches: dict[str, tuple[dict[str, str], Reply]] = {}
+        self.token_locks: dict[str, threading.Lock] = {}
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         path = environ.get("PATH_INFO", "")
@@ -63,23 +80,59 @@ class Faults:
         body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
         environ["wsgi.input"] = BytesIO(body)
         params = {k: v[0] for k, v in urllib.parse.parse_qs(body.decode(errors="replace")).items()}
-        rule = self._match(params)
-        if rule is not None and rule.get("error"):
-            time.sleep(float(rule.get("delay_before", 0)))
-            return _error(start_response, str(rule["error"]), int(rule.get("status", 400)))
-        result = list(self.app(environ, start_response))
+        rule = self._match(params, environ.get("HTTP_USER_AGENT", ""))
+        if rule is not None and rule.get("error") and "capacity" not in rule:
+            time.sleep(float(rule.get("delay_before", 0)))  # lost on the way: no effect
+            status, headers, answer = _error(str(rule["error"]), int(rule.get("status", 400)))
+        elif params.get("Action") == "RunInstances" and params.get("ClientToken"):
+            status, headers, answer = self._launch(environ, params, rule)
+        else:
+            status, headers, answer = self._forward(environ)
         if rule is not None and rule.get("delay_after"):
-            time.sleep(float(rule["delay_after"]))
-        return result
+            time.sleep(float(rule["delay_after"]))  # it took effect; only the answer is late
+        start_response(status, headers)
+        return [answer]
 
-    def _match(self, params: dict[str, str]) -> dict[str, Any] | None:
+    def _launch(self, environ: dict[str, Any], params: dict[str, str], rule: Any) -> Reply:
+        """RunInstances with EC2's ClientToken idempotency (and capacity rules)."""
+        token = params["ClientToken"]
+        with self.lock:
+            token_lock = self.token_locks.setdefault(token, threading.Lock())
+        with token_lock:  # a repeat waits for the first request with its token
+            done = self.launches.get(token)
+            if done is not None:
+                first, reply = done
+                return reply if first == params else _error("IdempotentParameterMismatch", 400)
+            short = rule is not None and "capacity" in rule
+            if short and not self._take_capacity(rule["id"], int(params.get("MinCount", 1))):
+                return _error(str(rule["error"]), int(rule.get("status", 500)))
+            reply = self._forward(environ)
+            if reply[0].startswith("200"):
+                self.launches[token] = (params, reply)
+            return reply
+
+    def _forward(self, environ: dict[str, Any]) -> Reply:
+        """moto's answer."""
+        answered: list[Any] = []
+
+        def capture(status: str, headers: list[tuple[str, str]], *_: Any) -> None:
+            answered[:] = [status, headers]
+
+        answer = b"".join(self.app(environ, capture))
+        return str(answered[0]), list(answered[1]), answer
+
+    def _match(self, params: dict[str, str], agent: str) -> dict[str, Any] | None:
         with self.lock:
             for rule in self.rules:
                 if rule.get("action") != params.get("Action"):
                     continue
+                if str(rule.get("agent", "")) not in agent:
+                    continue
                 if any(params.get(k) != v for k, v in (rule.get("match") or {}).items()):
                     continue
                 if rule.get("times", -1) == 0:
+                    continue
+                if self.random.random() >= float(rule.get("probability", 1.0)):
                     continue
                 if rule.get("times", -1) > 0:
                     rule["times"] -= 1
@@ -87,12 +140,24 @@ class Faults:
                 return dict(rule)
         return None
 
+    def _take_capacity(self, rule_id: int, count: int) -> bool:
+        """Take `count` instances from a capacity rule; False if fewer are left."""
+        with self.lock:
+            rule = next((r for r in self.rules if r.get("id") == rule_id), None)
+            if rule is None or int(rule["capacity"]) < count:
+                return False
+            rule["capacity"] = int(rule["capacity"]) - count
+            return True
+
     def _admin(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
         method = environ["REQUEST_METHOD"]
         with self.lock:
             if method == "POST":
                 size = int(environ.get("CONTENT_LENGTH") or 0)
                 self.rules = list(json.loads(environ["wsgi.input"].read(size) or b"[]"))
+                for i, rule in enumerate(self.rules):
+                    rule["id"] = i
+                self.random = random.Random(next((r["seed"] for r in self.rules if "seed" in r), 0))
             elif method == "DELETE":
                 self.rules = []
             payload = json.dumps(self.rules).encode()
@@ -100,14 +165,13 @@ class Faults:
         return [payload]
 
 
-def _error(start_response: Any, code: str, status: int) -> list[bytes]:
+def _error(code: str, status: int) -> Reply:
     body = (
         f"<Response><Errors><Error><Code>{code}</Code>"
         f"<Message>injected by hack/ec2.py: {code}</Message></Error></Errors>"
         "<RequestID>ebb-fault</RequestID></Response>"
     ).encode()
-    start_response(f"{status} Injected", [("Content-Type", "text/xml")])
-    return [body]
+    return f"{status} Injected", [("Content-Type", "text/xml")], body
 
 
 def seed(endpoint: str, image_parameter_prefix: str) -> dict[str, Any]:

@@ -28,6 +28,7 @@ class LocalCluster:
     port_base: int
     kubeconfig: Path
     bin_path: str
+    up_args: tuple[str, ...] = ()  # the flags `hack/cluster.py up` was given
 
     @property
     def extender_port(self) -> int:
@@ -45,6 +46,13 @@ class LocalCluster:
         revision = int(header["revision"])
         _post_json(f"{self.etcd_url}/v3/kv/compaction", {"revision": revision, "physical": True})
         return revision
+
+    def restart(self, component: str) -> str:
+        """Stop one control-plane component (by its recorded PID) and start it again with
+        the flags the cluster came up with; returns once it is ready."""
+        return cluster_command(
+            "restart", self.state_dir, self.port_base, *self.up_args, component=component
+        )
 
     def env(self) -> dict[str, str]:
         return {
@@ -75,12 +83,15 @@ def _post_json(url: str, body: dict[str, Any]) -> dict[str, Any]:
         return result
 
 
-def cluster_command(command: str, state_dir: Path, port_base: int, *extra: str) -> str:
+def cluster_command(
+    command: str, state_dir: Path, port_base: int, *extra: str, component: str = ""
+) -> str:
     proc = subprocess.run(
         [
             sys.executable,
             str(ROOT / "hack" / "cluster.py"),
             command,
+            *([component] if component else []),
             f"--state-dir={state_dir}",
             f"--port-base={port_base}",
             *extra,
