@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("ebb.autoscaler.aws")
 T = TypeVar("T")
+# How long one ReceiveMessage long-polls for interruption notices.
+NOTICE_WAIT_SECONDS = 10
 
 # EC2 error codes that mean "no capacity for this offering right now".
 INSUFFICIENT_CAPACITY = frozenset(

@@ -28,10 +28,16 @@ import structlog
 from botocore.exceptions import BotoCoreError
 
 from autoscaler import metrics
-from autoscaler.aws import Aws, AwsError, Instance, LaunchRequest
+from autoscaler.aws import NOTICE_WAIT_SECONDS, Aws, AwsError, Instance, LaunchRequest
 from autoscaler.bootstrap import ClusterInfo, image_parameter, node_labels, user_data
 from autoscaler.environments import Unavailable, environment
-from autoscaler.interruptions import GOING_STATES, SPOT_INTERRUPTION, STATE_CHANGE, parse_notice
+from autoscaler.interruptions import (
+    GOING_STATES,
+    SPOT_INTERRUPTION,
+    STATE_CHANGE,
+    NoticeError,
+    parse_notice,
+)
 from autoscaler.planner import Environment, Launch, PendingPod, Room, plan_launches
 from autoscaler.scaledown import (
     CORDON,
@@ -712,22 +718,31 @@ class Controller:
     # --- interruption notices -------------------------------------------------------------
 
     async def consume_notices(self) -> None:
+        """Read EC2's notices from SQS for as long as the daemon runs: a message that is
+        not a notice is logged and dropped; one whose handling fails is logged and left
+        for SQS to deliver again; nothing stops the loop."""
         url = self.s.interruption_queue_url
         while True:
             await self._lead()
             try:
-                messages = await asyncio.to_thread(self.aws.receive, url, 10)
-            except AwsError as exc:
+                messages = await asyncio.to_thread(self.aws.receive, url, NOTICE_WAIT_SECONDS)
+            except (AwsError, BotoCoreError, OSError) as exc:
                 log.warning("reading interruption notices failed", error=str(exc))
                 await asyncio.sleep(5)
                 continue
             for receipt, body in messages:
-                await self._handle_notice(body)
-                await asyncio.to_thread(self.aws.delete_message, url, receipt)
+                try:
+                    await self._handle_notice(body)
+                    await asyncio.to_thread(self.aws.delete_message, url, receipt)
+                except Exception:
+                    log.exception("handling an EC2 notice failed; SQS will deliver it again")
 
     async def _handle_notice(self, body: str) -> None:
-        notice = parse_notice(body)
-        if notice is None:
+        try:
+            notice = parse_notice(body)
+        except NoticeError as exc:
+            metrics.NOTICES_DROPPED.inc()
+            log.warning("dropped an SQS message that is not an EC2 notice", error=str(exc))
             return
         metrics.INTERRUPTIONS.labels(notice.kind).inc()
         node = next(

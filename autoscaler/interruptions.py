@@ -3,6 +3,7 @@ interruption warnings, rebalance recommendations and instance state changes. Pur
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,20 +29,43 @@ class Notice:
     state: str | None = None  # for state changes
 
 
-def parse_notice(body: str | bytes) -> Notice | None:
-    """The notice in one SQS message body, or None for anything else."""
+class NoticeError(ValueError):
+    """A message that is not an EC2 notice Ebb reads; the message names the field."""
+
+
+_INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8,32}$")
+
+
+def parse_notice(body: str | bytes) -> Notice:
+    """The notice in one SQS message body; raises NoticeError naming what is wrong with
+    anything else (the consumer logs and drops such messages)."""
     try:
         event: Any = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(event, dict) or event.get("source") != "aws.ec2":
-        return None
-    kind = _KINDS.get(str(event.get("detail-type", "")))
+    except orjson.JSONDecodeError as exc:
+        raise NoticeError(f"body: not valid JSON ({exc})") from None
+    if not isinstance(event, dict):
+        raise NoticeError(f"body: must be an EventBridge event object, not {type(event).__name__}")
+    if event.get("source") != "aws.ec2":
+        raise NoticeError(f"source: {_short(event.get('source'))} is not aws.ec2")
+    detail_type = event.get("detail-type")
+    kind = _KINDS.get(detail_type) if isinstance(detail_type, str) else None
+    if kind is None:
+        raise NoticeError(f"detail-type: {_short(detail_type)} is not one of {', '.join(_KINDS)}")
     detail = event.get("detail")
-    if kind is None or not isinstance(detail, dict) or not detail.get("instance-id"):
-        return None
+    if not isinstance(detail, dict):
+        raise NoticeError("detail: must be an object")
+    instance_id = detail.get("instance-id")
+    if not isinstance(instance_id, str) or not _INSTANCE_ID.match(instance_id):
+        raise NoticeError(f"detail.instance-id: {_short(instance_id)} is not an instance id")
     state = detail.get("state") if kind == STATE_CHANGE else None
-    return Notice(kind, str(detail["instance-id"]), str(state) if state else None)
+    if kind == STATE_CHANGE and not isinstance(state, str):
+        raise NoticeError(f"detail.state: {_short(state)} is not an instance state")
+    return Notice(kind, instance_id, state)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def event(kind: str, instance_id: str, *, region: str, state: str | None = None) -> dict[str, Any]:

@@ -89,3 +89,7 @@ EC2_RETRIES = Counter(
     "EC2 calls retried after throttling or a transient error.",
     ["operation"],
 )
+NOTICES_DROPPED = Counter(
+    "ebb_autoscaler_notices_dropped_total",
+    "SQS messages dropped because they are not EC2 notices Ebb reads (each is logged).",
+)

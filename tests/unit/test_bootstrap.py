@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 
 from autoscaler.bootstrap import ClusterInfo, image_parameter, node_labels, user_data
-from autoscaler.interruptions import REBALANCE, SPOT_INTERRUPTION, STATE_CHANGE, event, parse_notice
+from autoscaler.interruptions import (
+    REBALANCE,
+    SPOT_INTERRUPTION,
+    STATE_CHANGE,
+    NoticeError,
+    event,
+    parse_notice,
+)
 from ebb.catalog import NodeOverhead, shipped_catalog
 
 CATALOG = shipped_catalog()
@@ -46,11 +54,36 @@ def test_user_data_joins_with_labels_taint_and_the_planned_reservations() -> Non
 
 def test_eventbridge_notices_are_parsed() -> None:
     for kind in (SPOT_INTERRUPTION, REBALANCE):
-        notice = parse_notice(orjson.dumps(event(kind, "i-1", region="us-east-1")))
-        assert notice is not None and (notice.kind, notice.instance_id) == (kind, "i-1")
+        notice = parse_notice(orjson.dumps(event(kind, "i-0abc1234", region="us-east-1")))
+        assert (notice.kind, notice.instance_id) == (kind, "i-0abc1234")
     change = parse_notice(
-        orjson.dumps(event(STATE_CHANGE, "i-2", region="us-east-1", state="terminated"))
+        orjson.dumps(event(STATE_CHANGE, "i-0abc1235", region="us-east-1", state="terminated"))
     )
-    assert change is not None and change.state == "terminated"
-    assert parse_notice(b"not json") is None
-    assert parse_notice(b'{"source": "aws.s3", "detail-type": "x"}') is None
+    assert change.state == "terminated"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"not json", "body: not valid JSON"),
+        (b"[1]", "body: must be an EventBridge event object, not list"),
+        (b'{"source": "aws.s3", "detail-type": "x"}', "source: 'aws.s3' is not aws.ec2"),
+        (b'{"source": "aws.ec2", "detail-type": 7}', "detail-type: 7 is not one of"),
+        (
+            b'{"source": "aws.ec2", "detail-type": "EC2 Spot Instance Interruption Warning"}',
+            "detail: must be an object",
+        ),
+        (
+            orjson.dumps({**event(STATE_CHANGE, "i-0abc1234", region="r"), "detail": {"x": 1}}),
+            "detail.instance-id: None is not an instance id",
+        ),
+        (
+            orjson.dumps(event(STATE_CHANGE, "i-0abc1234", region="r")),
+            "detail.state: None is not an instance state",
+        ),
+    ],
+)
+def test_anything_else_is_refused_naming_the_field(body: bytes, message: str) -> None:
+    with pytest.raises(NoticeError) as info:
+        parse_notice(body)
+    assert str(info.value).startswith(message)
