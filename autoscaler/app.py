@@ -13,7 +13,7 @@ import structlog
 from aiohttp import web
 from botocore.config import Config
 
-from autoscaler.aws import Aws
+from autoscaler.aws import NOTICE_WAIT_SECONDS, Aws
 from autoscaler.bootstrap import ClusterInfo
 from autoscaler.controller import Controller, environment_record
 from autoscaler.settings import AutoscalerSettings
@@ -38,12 +38,20 @@ def create_app(settings: AutoscalerSettings) -> web.Application:
 def aws_from_settings(settings: AutoscalerSettings) -> Aws:
     session = boto3.session.Session(region_name=settings.region)
     # Ebb retries throttling and transient errors itself, with backoff, and counts them.
-    config = Config(retries={"mode": "standard", "total_max_attempts": 1})
+    timeout = settings.aws_timeout_seconds
+    config = Config(
+        user_agent_extra="ebb-autoscaler",  # tells Ebb's calls apart in CloudTrail
+        retries={"mode": "standard", "total_max_attempts": 1},
+        connect_timeout=timeout,
+        read_timeout=timeout,
+    )
+    # A ReceiveMessage long-polls: its answer may take the whole wait.
+    polling = config.merge(Config(read_timeout=timeout + NOTICE_WAIT_SECONDS))
     endpoint = settings.aws_endpoint_url or None
     return Aws(
         session.client("ec2", endpoint_url=endpoint, config=config),
         session.client("ssm", endpoint_url=endpoint, config=config),
-        session.client("sqs", endpoint_url=endpoint, config=config),
+        session.client("sqs", endpoint_url=endpoint, config=polling),
         settings.cluster_name,
         # The Price List API answers in us-east-1 for every region.
         pricing=session.client(

@@ -103,6 +103,7 @@ class _Memory:
     status: dict[str, dict[str, Any]] = field(default_factory=dict)
     intents: dict[str, list[Mapping[str, Any]]] = field(default_factory=dict)
     launch_backoff: dict[str, float] = field(default_factory=dict)  # environment -> until
+    launch_errors: dict[str, str] = field(default_factory=dict)  # environment -> last failure
     zone_turn: itertools.count[int] = field(default_factory=itertools.count)
 
 
@@ -268,12 +269,14 @@ class Controller:
     ) -> dict[str, Environment]:
         subnets = {s for spec in specs.values() for s in spec.subnets}
         zones = await self._zones(subnets)
+        in_flight = self._in_flight()
         views = {}
         for name, spec in specs.items():
             mine = [
                 self.catalog.get(i.instance_type) for i in live.values() if i.environment == name
             ]
             types = [t for t in mine if t is not None]
+            types += [t for env, t in in_flight if env == name]
             views[name] = environment(
                 spec,
                 self.catalog,
@@ -327,22 +330,47 @@ class Controller:
             return True, 0.0
         return False, max(0.05, min(idle_left, max_left))
 
+    def _in_flight(self) -> list[tuple[str, InstanceType]]:
+        """(environment, type) of every instance of a launch whose outcome is not known
+        yet (written down, sent, no answer, not seen in EC2). They count as capacity on
+        its way, so that passes while EC2 is slow to answer neither launch again for the
+        same pods nor go past maxvCpus."""
+        seen = {i.launch_token for i in self._m.instances.values()}
+        out = []
+        for env, intents in self._m.intents.items():
+            for intent in intents:
+                t = self.catalog.get(str(intent.get("instanceType", "")))
+                if t is not None and intent.get("token") not in seen:
+                    out += [(env, t)] * int(intent.get("count") or 0)
+        return out
+
     def _room(self, ours: Mapping[str, NodeInfo], live: Mapping[str, Instance]) -> list[Room]:
+        """Free room on nodes; then whole instances still booting, and those of launches
+        not answered yet."""
         room = []
-        for iid, instance in live.items():
-            node = ours.get(iid)
-            if node is None:
-                t = self.catalog.get(instance.instance_type)
-                if t is not None and instance.environment:
-                    slots = self.s.max_pods - self.s.daemonset_pods
-                    room.append(Room(instance.environment, self.overhead.usable(t), slots))
-                continue
-            if node.unschedulable or node.draining or not node.compute_environment:
+        for iid, node in ours.items():
+            if (
+                iid not in live
+                or node.unschedulable
+                or node.draining
+                or not node.compute_environment
+            ):
                 continue
             on_node = self.pods.store.by_index("node", node.name)
             used = sum_resources(p.requests for p in on_node if p.active)
             slots = self.s.max_pods - sum(1 for p in on_node if p.active)
             room.append(Room(node.compute_environment, node.allocatable - used, slots))
+        booting = [
+            (i.environment, self.catalog.get(i.instance_type))
+            for iid, i in live.items()
+            if iid not in ours
+        ]
+        slots = self.s.max_pods - self.s.daemonset_pods
+        room += [
+            Room(env, self.overhead.usable(t), slots)
+            for env, t in [*booting, *self._in_flight()]
+            if t is not None and env
+        ]
         return room
 
     # --- launching ------------------------------------------------------------------------
@@ -350,7 +378,7 @@ class Controller:
     async def _launch_all(
         self, launches: Iterable[Launch], specs: Mapping[str, ComputeEnvironment]
     ) -> None:
-        by_env: dict[str, list[tuple[Launch, dict[str, Any]]]] = {}
+        by_env: dict[str, list[Mapping[str, Any]]] = {}
         zones = await self._zones({s for spec in specs.values() for s in spec.subnets})
         mono = time.monotonic()
         for launch in launches:
@@ -367,42 +395,39 @@ class Controller:
                 "reason": launch.reason,
                 "requestedAt": _iso(time.time()),
             }
-            by_env.setdefault(launch.environment, []).append((launch, intent))
+            by_env.setdefault(launch.environment, []).append(intent)
         await asyncio.gather(*(self._launch_env(specs[e], items) for e, items in by_env.items()))
 
-    async def _launch_env(
-        self, spec: ComputeEnvironment, items: list[tuple[Launch, dict[str, Any]]]
-    ) -> None:
+    async def _launch_env(self, spec: ComputeEnvironment, intents: list[Mapping[str, Any]]) -> None:
         before = self._m.intents.get(spec.name, [])
-        await self._write_intents(spec.name, before + [intent for _, intent in items])
-        results = await asyncio.gather(
-            *(self._send(spec, intent, launch.reason) for launch, intent in items)
-        )
-        done = {intent["token"] for (_, intent), ok in zip(items, results, strict=True) if ok}
-        await self._write_intents(
-            spec.name, before + [i for _, i in items if i["token"] not in done]
-        )
+        await self._write_intents(spec.name, before + intents)
+        results = await asyncio.gather(*(self._send(spec, intent) for intent in intents))
+        left = [intent for intent, done in zip(intents, results, strict=True) if not done]
+        await self._write_intents(spec.name, before + left, sent=True)
 
     async def _resolve_intents(self) -> None:
         """Launches whose outcome is unknown: sent by a daemon that then stopped (see the
         module's doc), or cut off by a network error. Those EC2 has instances for are
         crossed out; the others are sent again with the same client token."""
-        tokens = {i.launch_token for i in self._m.instances.values()}
+        by_token: dict[str, list[Instance]] = {}
+        for instance in self._m.instances.values():
+            by_token.setdefault(instance.launch_token, []).append(instance)
         for name, intents in list(self._m.intents.items()):
             record = self.environments.store.get(name)
             if not intents or record is None:
                 continue
             left: list[Mapping[str, Any]] = []
             for intent in intents:
-                if intent.get("token") in tokens:
-                    log.info("launch found done", launch=intent.get("token"))
+                found = by_token.get(str(intent.get("token")))
+                if found:
+                    await self._launched(record.spec, intent, found, "found by its client token")
                     continue
                 log.info("resending a launch of unknown outcome", launch=intent.get("token"))
-                if not await self._send(record.spec, intent, str(intent.get("reason", ""))):
+                if not await self._send(record.spec, intent):
                     left.append(intent)
-            await self._write_intents(name, left)
+            await self._write_intents(name, left, sent=True)
 
-    async def _send(self, spec: ComputeEnvironment, intent: Mapping[str, Any], reason: str) -> bool:
+    async def _send(self, spec: ComputeEnvironment, intent: Mapping[str, Any]) -> bool:
         """Send one launch; True once EC2 has answered (launched or refused), False when
         the outcome is unknown (the intent then stays, to be resolved)."""
         t = self.catalog.get(str(intent["instanceType"]))
@@ -417,27 +442,54 @@ class Controller:
             self._refused(spec, t, zone, exc)
             return True
         except (BotoCoreError, OSError) as exc:
-            log.warning("launch outcome unknown", compute_environment=spec.name, error=str(exc))
+            # EC2 may have launched: look again before anything is re-sent (with the same
+            # token), and meanwhile count the launch as capacity on its way.
+            self._m.listed_at = -1e18
+            metrics.LAUNCH_FAILURES.labels(spec.name, "outcome-unknown").inc()
+            problem = f"RunInstances for {intent['count']} x {t.name} in {zone}: no answer ({exc})"
+            log.warning(
+                "launch outcome unknown; it will be settled with its client token",
+                compute_environment=spec.name,
+                launch=intent["token"],
+                error=str(exc),
+            )
+            self._launch_failed(spec, "LaunchOutcomeUnknown", problem)
             return False
         for instance in launched:
             self._m.instances[instance.instance_id] = instance
-        metrics.LAUNCHES.labels(spec.name, spec.capacity_type, reason).inc(len(launched))
+        await self._launched(spec, intent, launched, "EC2 answered")
+        return True
+
+    async def _launched(
+        self,
+        spec: ComputeEnvironment,
+        intent: Mapping[str, Any],
+        instances: Sequence[Instance],
+        how: str,
+    ) -> None:
+        """Count, log and record a launch EC2 answered, or one found done by its token."""
+        self._m.launch_errors.pop(spec.name, None)
+        reason = str(intent.get("reason", ""))
+        instance_type = str(intent.get("instanceType", ""))
+        zone = instances[0].zone if instances else ""
+        metrics.LAUNCHES.labels(spec.name, spec.capacity_type, reason).inc(len(instances))
         log.info(
             "launched",
             compute_environment=spec.name,
-            instance_type=t.name,
+            instance_type=instance_type,
             zone=zone,
-            count=len(launched),
-            instances=[i.instance_id for i in launched],
+            count=len(instances),
+            instances=[i.instance_id for i in instances],
             reason=reason,
-            launch=intent["token"],
+            launch=intent.get("token"),
+            how=how,
         )
         await self._event(
             spec,
             "Launched",
-            f"launched {len(launched)} x {t.name} ({spec.capacity_type}) in {zone} for {reason}",
+            f"launched {len(instances)} x {instance_type} ({spec.capacity_type}) in {zone} "
+            f"for {reason} ({how})",
         )
-        return True
 
     def _request(
         self, spec: ComputeEnvironment, t: InstanceType, intent: Mapping[str, Any]
@@ -484,7 +536,7 @@ class Controller:
                 code=exc.code,
                 seconds=self.s.unavailable_offering_seconds,
             )
-            self._spawn_event(spec, "InsufficientCapacity", f"{key}: {exc.code}", warning=True)
+            self._launch_failed(spec, "InsufficientCapacity", f"{key}: {exc.code}: {exc.message}")
             self.poke()  # plan again at once: the next type or zone
             return
         metrics.LAUNCH_FAILURES.labels(spec.name, "error").inc()
@@ -495,16 +547,37 @@ class Controller:
             error=str(exc),
             seconds=_LAUNCH_BACKOFF_SECONDS,
         )
-        self._spawn_event(spec, "LaunchFailed", str(exc), warning=True)
-
-    async def _write_intents(self, name: str, intents: list[Mapping[str, Any]]) -> None:
-        self._m.intents[name] = intents
-        await self.client.patch(
-            kube.COMPUTE_ENVIRONMENTS,
-            name,
-            {"status": {"launches": intents}},
-            subresource="status",
+        self._launch_failed(
+            spec,
+            "LaunchFailed",
+            f"{exc}; launches paused for {_LAUNCH_BACKOFF_SECONDS:.0f} s",
         )
+
+    def _launch_failed(self, spec: ComputeEnvironment, reason: str, message: str) -> None:
+        """A warning Event, and the environment's status.lastLaunchError until a launch
+        succeeds."""
+        self._m.launch_errors[spec.name] = f"{_iso(time.time())} {reason}: {message}"
+        self._spawn_event(spec, reason, message, warning=True)
+
+    async def _write_intents(
+        self, name: str, intents: list[Mapping[str, Any]], *, sent: bool = False
+    ) -> None:
+        """Record the environment's launches of unknown outcome. Before a launch is sent
+        this must succeed (or the launch is not sent); after (`sent`), an environment
+        deleted meanwhile has nothing left to record."""
+        self._m.intents[name] = intents
+        try:
+            await self.client.patch(
+                kube.COMPUTE_ENVIRONMENTS,
+                name,
+                {"status": {"launches": intents}},
+                subresource="status",
+            )
+        except kube.ApiError as exc:
+            if not (sent and exc.not_found):
+                raise
+            self._m.intents.pop(name, None)
+            log.info("compute environment deleted during a launch", compute_environment=name)
 
     # --- scale-down and garbage -------------------------------------------------------------
 
@@ -807,6 +880,7 @@ class Controller:
                 ),
                 "observedGeneration": view.spec.generation,
                 "unavailableOfferings": unavailable,
+                "lastLaunchError": self._m.launch_errors.get(name, ""),
             }
             metrics.DESIRED_VCPUS.labels(name).set(desired)
             self._resource_metrics(name, mine, nodes)

@@ -61,7 +61,8 @@ LAUNCHES = Counter(
 )
 LAUNCH_FAILURES = Counter(
     "ebb_autoscaler_launch_failures_total",
-    "Launch requests EC2 refused, by error class.",
+    "Launch requests EC2 refused or left unanswered, by error class "
+    "(insufficient-capacity, error, outcome-unknown).",
     ["compute_environment", "reason"],
 )
 TERMINATIONS = Counter(

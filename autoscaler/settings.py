@@ -38,6 +38,11 @@ class AutoscalerSettings:
     aws_endpoint_url: str = setting(
         "", "Endpoint for EC2, SSM and SQS (empty: AWS; a local moto server in tests)."
     )
+    aws_timeout_seconds: float = setting(
+        30.0,
+        "Seconds an EC2, SSM or SQS call may take to connect, and then to answer; a launch "
+        "that times out has an unknown outcome, settled later through its client token.",
+    )
     image_parameter_prefix: str = setting(
         "/aws/service/eks/optimized-ami", "SSM path under which EKS-optimized AMI ids are found."
     )

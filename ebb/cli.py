@@ -327,6 +327,8 @@ class Cli:
             add(2, status["statusReason"])
         for offering in status.get("unavailableOfferings") or ():
             add(2, f"unavailable for now: {offering}")
+        if status.get("lastLaunchError"):
+            add(2, f"last launch failed: {status['lastLaunchError']}")
         events = (
             await self.client.list(
                 kube.EVENTS, "default", field_selector=f"involvedObject.name={ce}"

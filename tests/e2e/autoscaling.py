@@ -7,6 +7,8 @@ import json
 import sys
 import time
 import urllib.request
+import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import boto3
@@ -15,6 +17,7 @@ from ebb import keys, kube
 from tests.e2e.cluster import ROOT, LocalCluster, Process
 
 CLUSTER_NAME = "ebb-e2e"
+AWS_TIMEOUT_SECONDS = 5
 
 
 class LocalAws:
@@ -88,8 +91,16 @@ def bridge_process(cluster: LocalCluster, aws: LocalAws) -> Process:
     )
 
 
-def autoscaler_process(cluster: LocalCluster, aws: LocalAws) -> Process:
-    port = cluster.port_base + 951
+def autoscaler_process(
+    cluster: LocalCluster,
+    aws: LocalAws,
+    *,
+    name: str = "ebb-autoscaler",
+    port: int | None = None,
+    extra: Sequence[str] = (),
+) -> Process:
+    """Ebb's autoscaler as a Process (`start` returns once it is ready); ops on `port`."""
+    port = port or cluster.port_base + 951
     env_args = [
         f"--kubeconfig={cluster.state_dir / 'ebb-autoscaler.kubeconfig'}",
         "--listen-host=127.0.0.1",
@@ -98,6 +109,8 @@ def autoscaler_process(cluster: LocalCluster, aws: LocalAws) -> Process:
         f"--aws-endpoint-url={aws.endpoint}",
         f"--image-parameter-prefix={aws.info['imageParameterPrefix']}",
         f"--interruption-queue-url={aws.info['queueUrl']}",
+        # Short, so that tests can hold an answer back past it (moto answers in ms).
+        f"--aws-timeout-seconds={AWS_TIMEOUT_SECONDS}",
         "--batch-idle-seconds=0.5",
         "--batch-max-seconds=3",
         "--resync-seconds=2",
@@ -107,9 +120,10 @@ def autoscaler_process(cluster: LocalCluster, aws: LocalAws) -> Process:
         "--unavailable-offering-seconds=120",
         "--catalog-refresh-seconds=0",  # moto's prices are placeholders
         "--log-level=debug",
+        *extra,
     ]
     return Process(
-        "ebb-autoscaler",
+        name,
         [sys.executable, "-m", "autoscaler", *env_args],
         cluster.state_dir / "logs",
         ops_url=f"http://127.0.0.1:{port}",
@@ -214,3 +228,46 @@ async def environment_nodes(client: kube.KubeClient, environment: str) -> list[d
         kube.NODES, label_selector=f"{keys.COMPUTE_ENVIRONMENT_LABEL}={environment}"
     )
     return listed.items
+
+
+def name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:5]}"
+
+
+def metric(ops_url: str, line_start: str) -> float:
+    """The sum of a daemon's metric samples whose line starts with `line_start`."""
+    with urllib.request.urlopen(f"{ops_url}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_start)
+    )
+
+
+async def scaled_to_zero(client: kube.KubeClient, aws: LocalAws, ce: str) -> bool:
+    return not aws.live(ce) and not await environment_nodes(client, ce)
+
+
+async def status_is(client: kube.KubeClient, ce: str, **fields: Any) -> bool:
+    status = (await client.get(kube.COMPUTE_ENVIRONMENTS, ce)).get("status") or {}
+    return all(status.get(k) == v for k, v in fields.items())
+
+
+async def events_of(client: kube.KubeClient, ce: str) -> list[dict[str, Any]]:
+    listed = await client.list(kube.EVENTS, "default", field_selector=f"involvedObject.name={ce}")
+    return listed.items
+
+
+async def event_reasons(client: kube.KubeClient, ce: str) -> set[str]:
+    return {e["reason"] for e in await events_of(client, ce)}
+
+
+async def has_event(client: kube.KubeClient, ce: str, reason: str) -> bool:
+    return reason in await event_reasons(client, ce)
+
+
+async def as_async(value: Any) -> Any:
+    return value
+
+
+def launch_token(instance: dict[str, Any]) -> str:
+    return next(t["Value"] for t in instance["Tags"] if t["Key"] == keys.TAG_LAUNCH)

@@ -11,6 +11,7 @@ import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,15 +37,10 @@ def cluster() -> Iterator[LocalCluster]:
         shutil.rmtree(state_dir)
     # ConfigMaps bypass the watch cache so that tests can make a watch 410 Gone by
     # compacting etcd (the cache would otherwise replay a fresh cluster's history).
-    cluster_command(
-        "up",
-        state_dir,
-        port_base,
-        f"--bin-path={path}",
-        "--apiserver-extra-args=--watch-cache-sizes=configmaps#0",
-    )
+    up_args = (f"--bin-path={path}", "--apiserver-extra-args=--watch-cache-sizes=configmaps#0")
+    cluster_command("up", state_dir, port_base, *up_args)
     try:
-        yield LocalCluster(state_dir, port_base, state_dir / "kubeconfig", path)
+        yield LocalCluster(state_dir, port_base, state_dir / "kubeconfig", path, up_args)
     finally:
         cluster_command("down", state_dir, port_base, f"--bin-path={path}")
 
@@ -97,14 +93,36 @@ def bridge(cluster: LocalCluster, local_aws: LocalAws) -> Iterator[Process]:
     process.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def autoscaler(
     cluster: LocalCluster,
     local_aws: LocalAws,
     bridge: Process,
     scheduler_daemon: Process,
 ) -> Iterator[Process]:
+    """The autoscaler, for the modules that use it. Not for the whole session: it marks
+    every compute environment without subnets INVALID (as it must), and the job
+    scheduling tests' environments (fixed KWOK nodes, no EC2) have none, so the
+    scheduler would then admit nothing to them."""
     process = autoscaler_process(cluster, local_aws)
     process.start()
     yield process
     process.stop()
+
+
+@pytest.fixture
+async def setup(
+    kube_client: kube.KubeClient, local_aws: LocalAws, autoscaler: Process
+) -> AsyncIterator[Any]:
+    """Creates compute environments and queues for one autoscaler test; after it, clears
+    the local AWS's faults and deletes them."""
+    made: list[tuple[kube.Resource, str]] = []
+
+    async def make(resource: kube.Resource, body: dict[str, Any]) -> None:
+        await kube_client.create(resource, body)
+        made.append((resource, body["metadata"]["name"]))
+
+    yield make
+    local_aws.faults([])
+    for resource, name in reversed(made):
+        await kube_client.delete(resource, name)

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import urllib.request
-import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -17,50 +14,25 @@ from tests.e2e.autoscaling import (
     CLUSTER_NAME,
     LocalAws,
     Process,
+    as_async,
     batch_job,
     compute_environment,
     environment_nodes,
+    event_reasons,
+    has_event,
     job_queue,
     job_succeeded,
+    launch_token,
+    metric,
+    name,
     pods_of,
+    scaled_to_zero,
+    status_is,
 )
 from tests.e2e.batch import annotation, wait_state
 from tests.e2e.cluster import ROOT, wait_for
 
 CATALOG = catalog.shipped_catalog()
-
-
-@pytest.fixture
-async def setup(
-    kube_client: kube.KubeClient, local_aws: LocalAws, autoscaler: Process
-) -> AsyncIterator[Any]:
-    """Creates compute environments and queues for one test; deletes them after."""
-    made: list[tuple[kube.Resource, str]] = []
-
-    async def make(resource: kube.Resource, body: dict[str, Any]) -> None:
-        await kube_client.create(resource, body)
-        made.append((resource, body["metadata"]["name"]))
-
-    yield make
-    local_aws.faults([])
-    for resource, name in reversed(made):
-        await kube_client.delete(resource, name)
-
-
-def name(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:5]}"
-
-
-def metric(ops_url: str, line_start: str) -> float:
-    with urllib.request.urlopen(f"{ops_url}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    return sum(
-        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_start)
-    )
-
-
-async def scaled_to_zero(client: kube.KubeClient, aws: LocalAws, ce: str) -> bool:
-    return not aws.live(ce) and not await environment_nodes(client, ce)
 
 
 async def test_scale_from_zero_for_cpu_and_gpu_jobs_and_back_to_zero(
@@ -107,13 +79,8 @@ async def test_scale_from_zero_for_cpu_and_gpu_jobs_and_back_to_zero(
     status = (await kube_client.get(kube.COMPUTE_ENVIRONMENTS, cpu_ce))["status"]
     assert status["status"] == "VALID"
     await wait_for(
-        lambda: _status_is(kube_client, cpu_ce, desiredvCpus=0, nodes=0), 20, message="status"
+        lambda: status_is(kube_client, cpu_ce, desiredvCpus=0, nodes=0), 20, message="status"
     )
-
-
-async def _status_is(client: kube.KubeClient, ce: str, **fields: Any) -> bool:
-    status = (await client.get(kube.COMPUTE_ENVIRONMENTS, ce)).get("status") or {}
-    return all(status.get(k) == v for k, v in fields.items())
 
 
 async def test_max_vcpus_is_never_exceeded(
@@ -148,9 +115,9 @@ async def test_min_vcpus_are_kept_warm_then_released(
         kube.COMPUTE_ENVIRONMENTS,
         compute_environment(ce, local_aws, minvCpus=2, instanceTypes=["c6i", "m6i"]),
     )
-    (instance,) = await wait_for(lambda: _as_async(local_aws.live(ce)), 30, message="warm")
+    (instance,) = await wait_for(lambda: as_async(local_aws.live(ce)), 30, message="warm")
     assert instance["InstanceType"] == "c6i.large"  # the cheapest 2 vCPUs
-    await wait_for(lambda: _status_is(kube_client, ce, desiredvCpus=2, nodes=1), 20)
+    await wait_for(lambda: status_is(kube_client, ce, desiredvCpus=2, nodes=1), 20)
     await asyncio.sleep(8)  # idle past scaleDownDelaySeconds (3 s) and the drain grace
     assert [i["InstanceId"] for i in local_aws.live(ce)] == [instance["InstanceId"]]
     await kube_client.patch(kube.COMPUTE_ENVIRONMENTS, ce, {"spec": {"minvCpus": 0}})
@@ -329,7 +296,7 @@ async def test_killing_the_daemon_mid_scale_up_leaves_no_orphan_and_no_duplicate
 
     await wait_for(intents, 60, message="a launch intent")
     if moment == "answer-lost":
-        await wait_for(lambda: _as_async(local_aws.instances(ce)), 30, message="instances")
+        await wait_for(lambda: as_async(local_aws.instances(ce)), 30, message="instances")
     else:
         await asyncio.sleep(2)  # the request is in the air, held before EC2
         assert local_aws.instances(ce) == []
@@ -342,10 +309,10 @@ async def test_killing_the_daemon_mid_scale_up_leaves_no_orphan_and_no_duplicate
     # No duplicate: every instance comes from the intents written before the kill, with
     # exactly the count each asked for.
     for intent in written:
-        mine = [i for i in instances if _token(i) == intent["token"]]
+        mine = [i for i in instances if launch_token(i) == intent["token"]]
         assert len(mine) == intent["count"]
-    assert {_token(i) for i in instances} == {i["token"] for i in written}
-    await wait_for(lambda: _status_is(kube_client, ce, launches=[]), 20, message="crossed out")
+    assert {launch_token(i) for i in instances} == {i["token"] for i in written}
+    await wait_for(lambda: status_is(kube_client, ce, launches=[]), 20, message="crossed out")
     for instance in local_aws.live(ce):  # no orphan: each live instance is a node
         nodes = await environment_nodes(kube_client, ce)
         assert any(n["spec"]["providerID"].endswith(instance["InstanceId"]) for n in nodes)
@@ -369,11 +336,11 @@ async def test_invalid_compute_environment_says_why(
         await setup(kube.COMPUTE_ENVIRONMENTS, compute_environment(ce, local_aws, **spec))
     for ce, (_, reason) in cases.items():
         await wait_for(
-            lambda c=ce, r=reason: _status_is(kube_client, c, status="INVALID", statusReason=r),
+            lambda c=ce, r=reason: status_is(kube_client, c, status="INVALID", statusReason=r),
             20,
             message=f"{ce} INVALID",
         )
-        await wait_for(lambda c=ce: _has_event(kube_client, c, "Invalid"), 10, message="event")
+        await wait_for(lambda c=ce: has_event(kube_client, c, "Invalid"), 10, message="event")
 
 
 async def test_an_instance_that_never_becomes_a_node_is_terminated(
@@ -405,20 +372,3 @@ async def test_an_instance_that_never_becomes_a_node_is_terminated(
 
     await wait_for(terminated, 40, message="the registration timeout (15 s)")
     assert metric(autoscaler.ops_url, label) - before == 1
-
-
-async def event_reasons(client: kube.KubeClient, ce: str) -> set[str]:
-    listed = await client.list(kube.EVENTS, "default", field_selector=f"involvedObject.name={ce}")
-    return {e["reason"] for e in listed.items}
-
-
-async def _has_event(client: kube.KubeClient, ce: str, reason: str) -> bool:
-    return reason in await event_reasons(client, ce)
-
-
-async def _as_async(value: Any) -> Any:
-    return value
-
-
-def _token(instance: dict[str, Any]) -> str:
-    return next(t["Value"] for t in instance["Tags"] if t["Key"] == keys.TAG_LAUNCH)
