@@ -104,6 +104,7 @@ class _Memory:
     intents: dict[str, list[Mapping[str, Any]]] = field(default_factory=dict)
     launch_backoff: dict[str, float] = field(default_factory=dict)  # environment -> until
     launch_errors: dict[str, str] = field(default_factory=dict)  # environment -> last failure
+    awaited_nodes: frozenset[str] = frozenset()  # the last plan put pending pods there
     zone_turn: itertools.count[int] = field(default_factory=itertools.count)
 
 
@@ -209,6 +210,7 @@ class Controller:
             plan = plan_launches(views, pending, self._room(ours, live))
             metrics.PLANNER_SECONDS.observe(time.perf_counter() - started)
             pending_by_env = dict(plan.pending)
+            self._m.awaited_nodes = plan.awaited_nodes
             if plan.launches:
                 log.info(
                     "capacity plan",
@@ -359,7 +361,7 @@ class Controller:
             on_node = self.pods.store.by_index("node", node.name)
             used = sum_resources(p.requests for p in on_node if p.active)
             slots = self.s.max_pods - sum(1 for p in on_node if p.active)
-            room.append(Room(node.compute_environment, node.allocatable - used, slots))
+            room.append(Room(node.compute_environment, node.allocatable - used, slots, node.name))
         booting = [
             (i.environment, self.catalog.get(i.instance_type))
             for iid, i in live.items()
@@ -598,7 +600,9 @@ class Controller:
             batch = sum(
                 1 for p in self.pods.store.by_index("node", node.name) if p.active and p.queue
             )
-            if batch:
+            # A node pending pods are expected to land on is not idle either: it was
+            # launched for them, and kube-scheduler may still be backing off from them.
+            if batch or node.name in self._m.awaited_nodes:
                 self._m.idle_since.pop(node.name, None)
             else:
                 self._m.idle_since.setdefault(node.name, now)

@@ -98,6 +98,7 @@ class Room:
     environment: str
     free: Resources
     pod_slots: int
+    node: str = ""  # the node's name ("" for an instance that is not a node yet)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +119,9 @@ class LaunchPlan:
     on_existing: int  # pods expected to fit room that is already there
     waiting: Mapping[str, str]  # pod key -> why no capacity is planned for it
     pending: Mapping[str, int]  # environment -> pods routed to it (placed or not)
+    # Nodes whose free room pending pods are expected to take (kube-scheduler may not
+    # have tried them there yet: its backoff for a pod that failed to fit is up to 10 s).
+    awaited_nodes: frozenset[str] = frozenset()
 
 
 # --- the plan ---------------------------------------------------------------------------
@@ -147,7 +151,7 @@ def plan_launches(
     for g in groups:
         if g.environments:
             pending[g.environments[0]] = pending.get(g.environments[0], 0) + len(g.keys)
-    on_existing = _use_existing_room(groups, room)
+    on_existing, awaited = _use_existing_room(groups, room)
     waiting: dict[str, str] = {}
     launches: list[Launch] = []
     used: dict[str, tuple[int, int]] = {}  # environment -> (vCPUs, GPUs) planned
@@ -175,7 +179,7 @@ def plan_launches(
             _wait([g], "its queue has no compute environment", waiting)
     for env in environments.values():
         launches.extend(_keep_min_vcpus(env, used.get(env.name, (0, 0))[0]))
-    return LaunchPlan(tuple(launches), on_existing, waiting, pending)
+    return LaunchPlan(tuple(launches), on_existing, waiting, pending, awaited)
 
 
 def _group(pods: Sequence[PendingPod]) -> list[_Group]:
@@ -236,13 +240,18 @@ def _fits(o: Offering, need: Resources) -> bool:
 class _Free:
     room: Resources
     pod_slots: int
+    node: str
 
 
-def _use_existing_room(groups: Sequence[_Group], room: Sequence[Room]) -> int:
+def _use_existing_room(
+    groups: Sequence[_Group], room: Sequence[Room]
+) -> tuple[int, frozenset[str]]:
+    """Place pods on existing room; (pods placed, nodes they were placed on)."""
     rooms: dict[str, list[_Free]] = {}
     for r in room:
-        rooms.setdefault(r.environment, []).append(_Free(r.free, r.pod_slots))
+        rooms.setdefault(r.environment, []).append(_Free(r.free, r.pod_slots, r.node))
     placed = 0
+    nodes: set[str] = set()
     for g in sorted(groups, key=lambda g: (g.requests.gpu, g.requests.memory), reverse=True):
         for env in g.environments:
             for free in rooms.get(env, ()):
@@ -254,7 +263,9 @@ def _use_existing_room(groups: Sequence[_Group], room: Sequence[Room]) -> int:
                     free.pod_slots -= k
                     g.done += k
                     placed += k
-    return placed
+                    if free.node:
+                        nodes.add(free.node)
+    return placed, frozenset(nodes)
 
 
 # --- one environment --------------------------------------------------------------------

@@ -163,10 +163,16 @@ def test_disabled_or_invalid_environment_launches_nothing() -> None:
 
 
 def test_existing_room_is_used_before_launching() -> None:
-    room = [Room("ce", Resources(4000, 16 * GI), 100)]
-    plan = plan_launches({"ce": env(ce())}, pods(6), room)
-    assert plan.on_existing == 4  # 4 vCPUs free, 1 vCPU each
+    room = [
+        Room("ce", Resources(4000, 16 * GI), 100, "node-a"),
+        Room("ce", Resources(500, 16 * GI), 100, "too-small"),
+        Room("ce", Resources(4000, 16 * GI), 100),  # booting: not a node yet
+    ]
+    plan = plan_launches({"ce": env(ce())}, pods(10), room)
+    assert plan.on_existing == 8  # 8 vCPUs free, 1 vCPU each
     assert sum(launch.pods for launch in plan.launches) == 2
+    # The node the pods are expected on (it must not scale down meanwhile).
+    assert plan.awaited_nodes == {"node-a"}
 
 
 def test_cpu_pods_do_not_count_room_on_gpu_nodes() -> None:
