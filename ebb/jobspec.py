@@ -64,11 +64,21 @@ def parse_depends_on(value: str | None) -> tuple[Dependency, ...]:
     return tuple(deps)
 
 
+_INTEGER = re.compile(r"^\s*[-+]?[0-9]+\s*$")
+
+
+def _integer(value: str) -> int:
+    """An integer in ASCII digits (Python's int() also takes other scripts' digits)."""
+    if not _INTEGER.match(value):
+        raise ValueError(value)
+    return int(value)
+
+
 def parse_scheduling_priority(value: str | None) -> int:
     if value is None:
         return 0
     try:
-        priority = int(value.strip())
+        priority = _integer(value)
     except ValueError:
         raise SpecError(
             f"{keys.SCHEDULING_PRIORITY}: {value!r} is not an integer (allowed: 0-9999)"
@@ -82,7 +92,7 @@ def parse_timeout(value: str | None) -> int | None:
     if value is None:
         return None
     try:
-        seconds = int(value.strip())
+        seconds = _integer(value)
     except ValueError:
         raise SpecError(
             f"{keys.TIMEOUT_SECONDS}: {value!r} is not a whole number of seconds (minimum 60)"

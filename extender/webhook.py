@@ -318,18 +318,54 @@ def _response(uid: str, allowed: bool, message: str = "", patch: list[Json] | No
     return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
 
 
+def _job_object(value: Any, where: str) -> Json:
+    """`value` as a Job whose parts Ebb reads have the types a Job's have. (The API server
+    sends only decoded Jobs; anything else gets an answer naming the field, not a 500.)"""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise Rejected(f"{where}: must be a Job object, not {type(value).__name__}")
+    for part in ("metadata", "spec", "status"):
+        if value.get(part) is not None and not isinstance(value[part], dict):
+            raise Rejected(f"{where}.{part}: must be an object")
+    meta = value.get("metadata") or {}
+    for part in ("labels", "annotations"):
+        entries = meta.get(part)
+        if entries is None:
+            continue
+        if not isinstance(entries, dict):
+            raise Rejected(f"metadata.{part}: must be a map of strings")
+        for key, text in entries.items():
+            if not isinstance(text, str):
+                raise Rejected(f"metadata.{part}[{key}]: must be a string")
+    spec = value.get("spec") or {}
+    for part in ("completions", "parallelism"):
+        number = spec.get(part)
+        if number is not None and (isinstance(number, bool) or not isinstance(number, int)):
+            raise Rejected(f"spec.{part}: must be an integer")
+    template = spec.get("template")
+    if template is not None and not (
+        isinstance(template, dict) and isinstance(template.get("spec") or {}, dict)
+    ):
+        raise Rejected("spec.template: must be a pod template object")
+    return value
+
+
 def review(body: Json, ctx: WebhookContext, *, mutating: bool) -> Json:
     request = body.get("request")
     if not isinstance(request, dict) or not request.get("uid"):
         raise web.HTTPBadRequest(text="request: an AdmissionReview with request.uid is required")
     uid = str(request["uid"])
     name = "mutate" if mutating else "validate"
-    job = request.get("object") or {}
+    job: Json = {}
     try:
+        job = _job_object(request.get("object"), "object")
         if request.get("operation") == "UPDATE":
             if not mutating:
-                username = (request.get("userInfo") or {}).get("username", "")
-                validate_update(request.get("oldObject") or {}, job, username, ctx)
+                user = request.get("userInfo")
+                username = user.get("username", "") if isinstance(user, dict) else ""
+                old = _job_object(request.get("oldObject"), "oldObject")
+                validate_update(old, job, str(username), ctx)
             REVIEWS.labels(name, "allowed").inc()
             return _response(uid, True)
         job_spec = validate_new_job(job, ctx)
@@ -357,8 +393,10 @@ async def prefetch(body: Json, ctx: WebhookContext) -> None:
     request = body.get("request")
     if not isinstance(request, dict) or request.get("operation") != "CREATE":
         return
-    job = request.get("object")
-    meta = job.get("metadata") if isinstance(job, dict) else None
+    try:
+        meta = _job_object(request.get("object"), "object").get("metadata")
+    except Rejected:
+        return  # review() says what is wrong
     if not isinstance(meta, dict):
         return
     queue_name = (meta.get("labels") or {}).get(keys.QUEUE_LABEL)
