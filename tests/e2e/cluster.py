@@ -212,6 +212,7 @@ class Process:
         self.log_path = log_dir / f"{name}.log"
         self.ops_url = ops_url
         self.proc: subprocess.Popen[bytes] | None = None
+        self.env: dict[str, str] = {}  # over the defaults below
 
     def start(self) -> None:
         with self.log_path.open("ab") as log:
@@ -222,7 +223,12 @@ class Process:
                 stdin=subprocess.DEVNULL,
                 cwd=ROOT,
                 # moto accepts any credentials; botocore needs some to sign with.
-                env={**os.environ, "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"},
+                env={
+                    **os.environ,
+                    "AWS_ACCESS_KEY_ID": "local",
+                    "AWS_SECRET_ACCESS_KEY": "local",
+                    **self.env,
+                },
             )
         if self.ops_url:
             self.wait_http(f"{self.ops_url}/readyz", timeout=self.ready_timeout)
