@@ -5,13 +5,14 @@ each, a good request must still get its normal answer (the daemon keeps serving)
 CRDs, whose validation is the API server's, are in tests/e2e/test_bad_input.py.
 
 The webhook and the extender are mounted as the scheduler daemon mounts them (one aiohttp
-application, its body limit ebb.server.MAX_BODY_BYTES); the webhook's view of queues,
+application, with its body limits); the webhook's view of queues,
 Jobs and capacity is a fixed one instead of the daemon's caches. A hypothesis fuzz of the
 webhook endpoints closes the file (the extender's is in test_placement_http.py)."""
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -33,11 +34,18 @@ from extender import webhook
 from extender.jobs.admission import CapacityLimit
 from extender.jobs.snapshot import JobInfo
 from extender.placement.routes import add_routes as add_placement_routes
+from extender.settings import SchedulerSettings
 from tests.unit.jobs.factories import job as job_info
 from tests.unit.jobs.factories import raw_job
 from tests.unit.test_placement_http import BATCH_POD, Daemon
 
 Client = TestClient[web.Request, web.Application]
+# The daemon's (larger: without nodeCacheCapable, extender requests carry whole Nodes).
+EXTENDER_LIMIT = next(
+    int(f.default)
+    for f in dataclasses.fields(SchedulerSettings)
+    if f.name == "extender_max_body_bytes"
+)
 GIB = 2**30
 ADMITTER = "system:serviceaccount:ebb-system:ebb-scheduler"
 
@@ -76,7 +84,7 @@ CONTEXT = webhook.WebhookContext(
 async def client() -> AsyncIterator[Client]:
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     extender = Daemon().extender
-    add_placement_routes(app, lambda: extender, max_body_bytes=MAX_BODY_BYTES, read_timeout=5.0)
+    add_placement_routes(app, lambda: extender, max_body_bytes=EXTENDER_LIMIT, read_timeout=5.0)
     webhook.add_routes(app, lambda: CONTEXT)
     test_client = TestClient(TestServer(app))
     await test_client.start_server()
@@ -422,7 +430,7 @@ EXTENDER_ROWS = [
     Bad(
         "filter-oversize",
         "/scheduler/filter",
-        b'{"NodeNames": ["' + b"n" * MAX_BODY_BYTES + b'"]}',
+        b'{"NodeNames": ["' + b"n" * EXTENDER_LIMIT + b'"]}',
         413,
         "body: ",
     ),
