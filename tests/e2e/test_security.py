@@ -7,17 +7,21 @@
   of one of its compute environments says the instance is there and EC2 says it is
   being reclaimed, while it does terminate its own.
 
-(Non-root and a read-only root filesystem: test_manifests.py. TLS on the webhook and the
-extender: test_placement_daemon.py and test_tls_secret.py. Body limits:
-test_bad_input.py.)"""
+- the webhook and the extender speak TLS 1.2 or later only, with a certificate from the
+  cluster's own CA.
+
+(Non-root and a read-only root filesystem: test_manifests.py. One certificate shared by
+replicas: test_tls_secret.py. Body limits: test_bad_input.py.)"""
 
 from __future__ import annotations
 
 import json
+import ssl
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
 
@@ -170,9 +174,12 @@ def kubeconfig_token(cluster: LocalCluster, who: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def own_autoscaler(cluster: LocalCluster, local_aws: LocalAws, bridge: Process) -> Iterator[Any]:
+def own_autoscaler(
+    cluster: LocalCluster, local_aws: LocalAws, bridge: Process, scheduler_daemon: Process
+) -> Iterator[Any]:
     """An autoscaler at debug level with AWS credentials of its own (moto takes any),
-    so that they can be looked for in its log."""
+    so that they can be looked for in its log. (kube-scheduler, whose extender is the
+    scheduler daemon, places the pods it launches for.)"""
     secret = f"SeCrEt{uuid.uuid4().hex}"
     session = f"SeSsIoN{uuid.uuid4().hex}"
     process = autoscaler_process(cluster, local_aws, name="ebb-autoscaler-security")
@@ -292,6 +299,7 @@ async def test_the_autoscaler_never_terminates_an_instance_without_its_cluster_t
 async def test_no_token_or_aws_secret_reaches_the_logs(
     cluster: LocalCluster, scheduler_daemon: Process, own_autoscaler: Any
 ) -> None:
+    """(After the test above, which has the autoscaler launch and terminate.)"""
     process, aws_secrets = own_autoscaler
     logs = {
         "ebb-scheduler": scheduler_daemon.log_path.read_text(errors="replace"),
@@ -314,3 +322,36 @@ async def test_no_token_or_aws_secret_reaches_the_logs(
             pieces = {secret[i : i + 24] for i in range(0, len(secret) - 24, 12)}
             assert not any(p in text for p in pieces), f"{what} in {daemon}'s log"
         assert "Bearer " not in text and "Authorization" not in text, daemon
+
+
+# --- TLS ------------------------------------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
+async def test_webhook_and_extender_speak_only_tls_1_2_or_later(
+    cluster: LocalCluster, scheduler_daemon: Process
+) -> None:
+    ca = str(cluster.state_dir / "ebb-tls" / "ca.crt")
+    body = {"Pod": {"metadata": {"name": "p"}}, "NodeNames": []}
+
+    async def post(scheme: str, context: ssl.SSLContext | bool) -> int:
+        url = f"{scheme}://localhost:{cluster.extender_port}/scheduler/filter"
+        connector = aiohttp.TCPConnector(ssl=context)
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            session.post(url, json=body) as resp,
+        ):
+            return resp.status
+
+    assert await post("https", ssl.create_default_context(cafile=ca)) == 200
+    with pytest.raises(aiohttp.ClientError):  # plain HTTP: the TLS listener hangs up
+        await post("http", False)
+    with pytest.raises(aiohttp.ClientConnectorCertificateError):  # not a public CA's
+        await post("https", ssl.create_default_context())
+    old = ssl.create_default_context(cafile=ca)
+    old.minimum_version = ssl.TLSVersion.TLSv1
+    old.maximum_version = ssl.TLSVersion.TLSv1_1
+    old.set_ciphers("DEFAULT:@SECLEVEL=0")
+    with pytest.raises(aiohttp.ClientError):
+        await post("https", old)
+    assert await post("https", ssl.create_default_context(cafile=ca)) == 200  # still serving
