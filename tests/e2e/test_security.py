@@ -35,6 +35,7 @@ from tests.e2e.autoscaling import (
     environment_nodes,
     job_queue,
     job_succeeded,
+    metric,
     name,
 )
 from tests.e2e.cluster import ROOT, LocalCluster, Process, create_node, wait_for
@@ -251,8 +252,14 @@ async def test_the_autoscaler_never_terminates_an_instance_without_its_cluster_t
                 {"spec": {"providerID": f"aws:///us-east-1a/{iid}"}},
             )
             made.append((kube.NODES, node["metadata"]["name"]))
-        # EC2 warns that both will be reclaimed; the autoscaler hears it and cordons.
+        # EC2 warns that both will be reclaimed; the autoscaler hears it and cordons. Before
+        # the warnings, messages that are no EC2 notices: dropped, and the consumer goes on.
         sqs = local_aws.client("sqs")
+        dropped = "ebb_autoscaler_notices_dropped_total"
+        before = metric(own_autoscaler[0].ops_url, dropped)
+        garbage = ['{"source": "aws.ec2", "detail-type": ', "[]", json.dumps({"source": "x"})]
+        for body in garbage:
+            sqs.send_message(QueueUrl=local_aws.info["queueUrl"], MessageBody=body)
         for iid in instance_ids.values():
             notice = event(SPOT_INTERRUPTION, iid, region="us-east-1")
             sqs.send_message(QueueUrl=local_aws.info["queueUrl"], MessageBody=json.dumps(notice))
@@ -264,6 +271,11 @@ async def test_the_autoscaler_never_terminates_an_instance_without_its_cluster_t
             return all(n["spec"].get("unschedulable") for n in nodes)
 
         await wait_for(cordoned, 30, message="both foreign nodes cordoned on the warning")
+
+        async def all_dropped() -> bool:
+            return metric(own_autoscaler[0].ops_url, dropped) == before + len(garbage)
+
+        await wait_for(all_dropped, 30, message="the messages that are no notices dropped")
         # Meanwhile the autoscaler launches for, and then terminates, its own instance.
         await kube_client.create(kube.JOBS, batch_job("own", f"{ce}-q", run_seconds=1), namespace)
         await wait_for(lambda: job_succeeded(kube_client, namespace, "own"), 180)
