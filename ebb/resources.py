@@ -143,8 +143,9 @@ ZERO = Resources()
 
 
 def fmt_cpu(milli: int) -> str:
-    whole, frac = divmod(milli, 1000)
-    return str(whole) if frac == 0 else f"{whole}.{frac:03d}".rstrip("0")
+    sign = "-" if milli < 0 else ""  # divmod of a negative would print -1.5 as "-2.5"
+    whole, frac = divmod(abs(milli), 1000)
+    return sign + (str(whole) if frac == 0 else f"{whole}.{frac:03d}".rstrip("0"))
 
 
 def fmt_memory(value: int) -> str:

@@ -139,7 +139,7 @@ class _Pass:
         # Per pass memos: a queue's usable CEs and their limits, waiting texts.
         self._usable: dict[str, tuple[list[str], list[tuple[int, int, int]]]] = {}
         self._texts: dict[tuple[object, ...], str] = {}
-        self._holds: dict[tuple[str, int, int, int], bool] = {}
+        self._never: dict[tuple[str, int, int, int], tuple[Code, str] | None] = {}
 
     # --- capacity bookkeeping -----------------------------------------------------------
 
@@ -303,30 +303,39 @@ class _Pass:
     def _never_fits(
         self, d: Demand, usable: list[str], limits: list[tuple[int, int, int]]
     ) -> tuple[Code, str] | None:
-        """Why `d` can never run in its queue's CEs, or None if it can."""
+        """Why `d` can never run in its queue's CEs, or None if it can (memoised per pass:
+        many jobs of a queue share a shape)."""
         r = d.request
+        memo_key = (d.queue, r.cpu_milli, r.memory, r.gpu)
+        if memo_key in self._never:
+            return self._never[memo_key]
         within = [
             ce
             for ce, (cpu, memory, gpu) in zip(usable, limits, strict=True)
             if r.cpu_milli <= cpu and r.memory <= memory and r.gpu <= gpu
         ]
+        verdict: tuple[Code, str] | None = None
         if not within:
             biggest = max(usable, key=lambda ce: self.capacity[ce].limit.cpu_milli)
             limit = self.capacity[biggest].limit
-            return _NEVER, (
-                f"needs {r} per pod but the largest compute environment of queue "
-                f"{d.queue} ({biggest}) allows at most {limit}; it can never run"
+            verdict = (
+                _NEVER,
+                (
+                    f"needs {r} per pod but the largest compute environment of queue "
+                    f"{d.queue} ({biggest}) allows at most {limit}; it can never run"
+                ),
             )
-        memo_key = (d.queue, r.cpu_milli, r.memory, r.gpu)
-        if memo_key not in self._holds:
-            self._holds[memo_key] = any(self.capacity[ce].holds_pod(r) for ce in within)
-        if self._holds[memo_key]:
-            return None
-        kind = "GPU" if r.gpu else "CPU-only"
-        return _SHAPE, (
-            f"needs {r} per pod but no {kind} instance type of queue {d.queue}'s compute "
-            f"environments ({', '.join(within)}) can hold it; it can never run"
-        )
+        elif not any(self.capacity[ce].holds_pod(r) for ce in within):
+            kind = "GPU" if r.gpu else "CPU-only"
+            verdict = (
+                _SHAPE,
+                (
+                    f"needs {r} per pod but no {kind} instance type of queue {d.queue}'s compute "
+                    f"environments ({', '.join(within)}) can hold it; it can never run"
+                ),
+            )
+        self._never[memo_key] = verdict
+        return verdict
 
     def _consider(self, d: Demand) -> None:
         queue = self.queues.get(d.queue)

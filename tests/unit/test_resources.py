@@ -89,3 +89,9 @@ def test_addition_and_subtraction_are_inverse(a: Resources, b: Resources) -> Non
 @given(st.integers(0, 10**7))
 def test_cpu_format_round_trips(millis: int) -> None:
     assert cpu_millis(fmt_cpu(millis)) == millis
+
+
+@given(st.integers(1, 10**7))
+def test_cpu_format_of_a_negative_is_the_negated_positive(millis: int) -> None:
+    # e.g. an over-committed environment's free room: -1500m is "-1.5", not "-2.5"
+    assert fmt_cpu(-millis) == "-" + fmt_cpu(millis)
