@@ -26,7 +26,7 @@ import os
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import aiohttp
@@ -47,6 +47,10 @@ T = TypeVar("T")
 KILLS_PER_DAEMON = 6
 CHAOS_WINDOW_SECONDS = (4.0, 100.0)  # kills and the restart happen in this window
 SUCCEEDED, FAILED = "SUCCEEDED", "FAILED"
+# Kubernetes' Job controller may start a completed slot again (kubernetes#130103, a race
+# between its pod finalizer removal and its lagging view of the Job's status; 0-3 Jobs of
+# 1,085 in five runs on a loaded 2-core machine). More than this is not that race.
+RERUN_BOUND = 10
 
 
 @dataclass(frozen=True)
@@ -226,6 +230,7 @@ class Pod:
     uid: str
     name: str
     node: str  # "" until bound
+    phase: str
 
 
 @dataclass
@@ -238,11 +243,17 @@ class PodLedger:
 
     def record(self, event: kube.Event[Pod]) -> None:
         pod = event.new
-        if pod is not None and (pod.uid not in self.pods or pod.node):
+        if pod is not None:
+            before = self.pods.get(pod.uid)
+            if before is not None:  # what was seen stays seen
+                pod = replace(pod, node=pod.node or before.node, phase=pod.phase or before.phase)
             self.pods[pod.uid] = pod
 
+    def slot(self, job: str, index: int) -> list[Pod]:
+        return [p for p in self.pods.values() if (p.job, p.index) == (job, index) and p.node]
+
     def attempts(self, job: str, index: int) -> int:
-        return sum(1 for p in self.pods.values() if (p.job, p.index) == (job, index) and p.node)
+        return len(self.slot(job, index))
 
     def never_placed(self) -> list[str]:
         return sorted(p.name for p in self.pods.values() if not p.node)
@@ -258,6 +269,7 @@ def pod_attempt(raw: dict[str, Any]) -> Pod:
         str(meta["uid"]),
         str(meta["name"]),
         str((raw.get("spec") or {}).get("nodeName") or ""),
+        str((raw.get("status") or {}).get("phase") or ""),
     )
 
 
@@ -384,7 +396,7 @@ async def test_chaos_loses_no_job_and_orphans_no_instance(
         await asyncio.gather(watch, return_exceptions=True)
         local_aws.faults([])
 
-    lost, overrun, mismatched = [], [], []
+    lost, overrun, rerun, mismatched = [], [], [], []
     by_name = {j["metadata"]["name"]: j for j in jobs}
     assert set(by_name) == set(work.expected)
     for job_name, expected in work.expected.items():
@@ -397,10 +409,20 @@ async def test_chaos_loses_no_job_and_orphans_no_instance(
         want = expected.pods_per_index * expected.indexes
         seen = [ledger.attempts(job_name, i) for i in range(expected.indexes)]
         if any(n > expected.pods_per_index for n in seen) or counted > want:
-            ran = sorted(f"{p.name}@{p.node}" for p in ledger.pods.values() if p.job == job_name)
-            overrun.append(
-                f"{job_name}: {seen} pods per index, {counted} counted; allowed {want}: {ran}"
+            ran = sorted(
+                f"{p.name}@{p.node}:{p.phase}" for p in ledger.pods.values() if p.job == job_name
             )
+            line = f"{job_name}: {seen} pods per index, {counted} counted; allowed {want}: {ran}"
+            # Kubernetes' Job controller now and then runs a completed pod's slot again
+            # when its watch of the Job lags its own status writes (kubernetes#130103):
+            # every extra attempt then follows a success, not a failure to retry.
+            if expected.state == SUCCEEDED and all(
+                sum(p.phase == "Failed" for p in ledger.slot(job_name, i)) == 0
+                for i in range(expected.indexes)
+            ):
+                rerun.append(line)
+            else:
+                overrun.append(line)
         elif seen != [expected.pods_per_index] * expected.indexes or counted != want:
             mismatched.append(f"{job_name}: {seen} pods per index, {counted} counted; want {want}")
     pods_run = sum(1 for p in ledger.pods.values() if p.node)
@@ -411,11 +433,15 @@ async def test_chaos_loses_no_job_and_orphans_no_instance(
         f"chaos: seed {seed}; {len(work.jobs)} jobs, {pods_run} pods run in {elapsed:.0f} s "
         f"({len(unplaced)} more created and deleted unplaced: {unplaced[:5]}); "
         f"kills {chaos.kills}; kube-apiserver restarts {chaos.apiserver_restarts}; "
-        f"lost {len(lost)}; over their attempts {len(overrun)}; other attempt counts "
-        f"{len(mismatched)}; orphans {len(left)}"
+        f"lost {len(lost)}; over their attempts {len(overrun)}; completed work run again "
+        f"by the Job controller {len(rerun)}; other attempt counts {len(mismatched)}; "
+        f"orphans {len(left)}"
     )
+    for line in rerun:
+        print(f"  run again after success (kubernetes#130103): {line}")
     assert not lost, lost[:20]
     assert not overrun, overrun[:20]
+    assert len(rerun) <= RERUN_BOUND, rerun
     assert not mismatched, mismatched[:20]
     assert all(n >= 5 for n in chaos.kills.values()) and len(chaos.kills) == 2, chaos.kills
     assert chaos.apiserver_restarts == 1
