@@ -120,6 +120,7 @@ def _run(settings: AutoscalerSettings) -> Callable[[web.Application], AsyncItera
         app[CONTROLLER] = controller
         tasks = [asyncio.create_task(r.run(), name=f"reflector-{r.name}") for r in reflectors]
         tasks.append(asyncio.create_task(controller.run(), name="controller"))
+        tasks.append(asyncio.create_task(controller.events.run(), name="events"))
         if leader is not None:
             tasks.append(asyncio.create_task(leader.run(), name="leader-election"))
         if settings.interruption_queue_url:

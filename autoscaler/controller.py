@@ -57,6 +57,7 @@ from autoscaler.scaledown import SPOT_INTERRUPTION as DRAIN_SPOT_INTERRUPTION
 from autoscaler.settings import AutoscalerSettings
 from ebb import keys, kube
 from ebb.catalog import Catalog, InstanceType, NodeOverhead
+from ebb.events import EventRecorder, ObjectRef
 from ebb.model import (
     ComputeEnvironment,
     JobQueue,
@@ -143,6 +144,7 @@ class Controller:
         self.ready = False
         self._wake = asyncio.Event()
         self._m = _Memory()
+        self.events = EventRecorder(client, FIELD_MANAGER)
 
     def poke(self, *_: object) -> None:
         self._wake.set()
@@ -487,7 +489,7 @@ class Controller:
             launch=intent.get("token"),
             how=how,
         )
-        await self._event(
+        self._event(
             spec,
             "Launched",
             f"launched {len(instances)} x {instance_type} ({spec.capacity_type}) in {zone} "
@@ -560,7 +562,7 @@ class Controller:
         """A warning Event, and the environment's status.lastLaunchError until a launch
         succeeds."""
         self._m.launch_errors[spec.name] = f"{_iso(time.time())} {reason}: {message}"
-        self._spawn_event(spec, reason, message, warning=True)
+        self._event(spec, reason, message, warning=True)
 
     async def _write_intents(
         self, name: str, intents: list[Mapping[str, Any]], *, sent: bool = False
@@ -730,7 +732,7 @@ class Controller:
         )
         record = self.environments.store.get(env)
         if record is not None:
-            self._spawn_event(record.spec, "Terminated", f"terminated {iid} ({node}): {reason}")
+            self._event(record.spec, "Terminated", f"terminated {iid} ({node}): {reason}")
 
     async def _collect_garbage(self, ours: Mapping[str, NodeInfo], now: float) -> None:
         by_node = {node.name: iid for iid, node in ours.items()}
@@ -839,7 +841,7 @@ class Controller:
             await self._cordon(node, DRAIN_SPOT_INTERRUPTION, "Spot interruption warning")
             record = self.environments.store.get(node.compute_environment or "")
             if record is not None:
-                self._spawn_event(
+                self._event(
                     record.spec,
                     "SpotInterruption",
                     f"{notice.instance_id} ({node.name}) will be reclaimed; cordoned",
@@ -903,7 +905,7 @@ class Controller:
                 continue
             self._m.status[name] = status
             if old.get("status") != status["status"] and view.problem:
-                self._spawn_event(view.spec, "Invalid", view.problem, warning=True)
+                self._event(view.spec, "Invalid", view.problem, warning=True)
 
     def _resource_metrics(
         self, name: str, instances: Sequence[Instance], nodes: Sequence[NodeInfo]
@@ -944,35 +946,11 @@ class Controller:
         for (instance_type, capacity_type), n in counts.items():
             metrics.INSTANCES.labels(instance_type, capacity_type).set(n)
 
-    def _spawn_event(
+    def _event(
         self, spec: ComputeEnvironment, reason: str, message: str, *, warning: bool = False
     ) -> None:
-        asyncio.get_running_loop().create_task(self._event(spec, reason, message, warning=warning))
-
-    async def _event(
-        self, spec: ComputeEnvironment, reason: str, message: str, *, warning: bool = False
-    ) -> None:
-        stamp = _iso(time.time())
-        body = {
-            "metadata": {"generateName": f"{spec.name}.", "namespace": "default"},
-            "involvedObject": {
-                "apiVersion": keys.API_VERSION,
-                "kind": "ComputeEnvironment",
-                "name": spec.name,
-                "uid": spec.uid,
-            },
-            "reason": reason,
-            "message": message[:1000],
-            "type": "Warning" if warning else "Normal",
-            "source": {"component": FIELD_MANAGER},
-            "firstTimestamp": stamp,
-            "lastTimestamp": stamp,
-            "count": 1,
-        }
-        try:
-            await self.client.create(kube.EVENTS, body, "default")
-        except (kube.ApiError, OSError) as exc:
-            log.debug("event not recorded", reason=reason, error=str(exc))
+        ref = ObjectRef(keys.API_VERSION, "ComputeEnvironment", spec.name, uid=spec.uid)
+        self.events.record(ref, reason, message, warning=warning)
 
 
 def _draining_index(node: NodeInfo) -> int | None:
