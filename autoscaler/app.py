@@ -91,7 +91,10 @@ def _run(settings: AutoscalerSettings) -> Callable[[web.Application], AsyncItera
             settings.cluster_endpoint or access.server,
             settings.cluster_ca,
             settings.service_cidr,
-            settings.kubernetes_version or await _kubernetes_version(client),
+            settings.kubernetes_version
+            or await kube.until_reachable(
+                lambda: _kubernetes_version(client), "reading the Kubernetes version"
+            ),
         )
         leader = None
         if settings.leader_elect:

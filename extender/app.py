@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import structlog
 from aiohttp import web
 
@@ -185,25 +184,23 @@ async def _identify_and_register(
     """Learn this daemon's username, then register the webhooks — retried with backoff so
     that a daemon started while the API server is unreachable serves /healthz (alive, not
     ready) instead of crashing, and catches up when the server comes back."""
-    delay = 0.5
-    while True:
-        try:
-            identity.username = await webhook.whoami(client)
-            if settings.webhook_url or settings.webhook_service:
-                await webhook.register(
-                    client,
-                    url=settings.webhook_url or None,
-                    service=settings.webhook_service or None,
-                    port=settings.port,
-                    ca_bundle=(Path(settings.tls_dir) / "ca.crt").read_bytes(),
-                    admitter=identity.username,
-                )
-            identity.registered = True
-            return
-        except (kube.ApiError, aiohttp.ClientError, OSError) as exc:
-            log.warning("webhook registration failed; retrying", error=str(exc), retry_in=delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+    identity.username = await kube.until_reachable(
+        lambda: webhook.whoami(client), "learning who this daemon is"
+    )
+    if settings.webhook_url or settings.webhook_service:
+        ca_bundle = (Path(settings.tls_dir) / "ca.crt").read_bytes()
+        await kube.until_reachable(
+            lambda: webhook.register(
+                client,
+                url=settings.webhook_url or None,
+                service=settings.webhook_service or None,
+                port=settings.port,
+                ca_bundle=ca_bundle,
+                admitter=identity.username,
+            ),
+            "registering the webhooks",
+        )
+    identity.registered = True
 
 
 def _kubernetes(

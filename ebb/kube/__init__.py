@@ -5,7 +5,7 @@ Public surface: `ClusterAccess`/`load_access` (how to reach the API server),
 (the only code that opens watches).
 """
 
-from ebb.kube.client import ApiError, KubeClient, ListResult
+from ebb.kube.client import ApiError, KubeClient, ListResult, until_reachable
 from ebb.kube.config import ClusterAccess, ConfigError, load_access
 from ebb.kube.reflector import Event, EventType, Reflector, Store
 from ebb.kube.resources import (
@@ -44,4 +44,5 @@ __all__ = [
     "Resource",
     "Store",
     "load_access",
+    "until_reachable",
 ]

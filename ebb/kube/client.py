@@ -8,13 +8,15 @@ that the client libraries hide.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import aiohttp
 import orjson
+import structlog
 
 from ebb.kube.config import ClusterAccess
 from ebb.kube.resources import Resource
@@ -27,6 +29,8 @@ _PATCH_CONTENT_TYPES: dict[str, str] = {
     "apply": "application/apply-patch+yaml",
 }
 Json = dict[str, Any]
+T = TypeVar("T")
+_log = structlog.get_logger("ebb.kube")
 
 
 class ApiError(Exception):
@@ -271,3 +275,17 @@ def _api_error(status: int, raw: bytes) -> ApiError:
     if not isinstance(body, dict):
         return ApiError(status, "", str(body)[:500])
     return ApiError(status, str(body.get("reason", "")), str(body.get("message", "")), body)
+
+
+async def until_reachable(call: Callable[[], Awaitable[T]], what: str) -> T:
+    """`call`, retried with backoff (0.5 s doubling to 5 s) while the API server cannot
+    be reached or refuses: a daemon started (or restarted) while kube-apiserver is down
+    waits for it instead of exiting."""
+    delay = 0.5
+    while True:
+        try:
+            return await call()
+        except (ApiError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            _log.warning(f"{what} failed; retrying", error=str(exc), retry_in=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)

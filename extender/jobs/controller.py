@@ -48,13 +48,6 @@ PASS_SECONDS = Histogram(
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 JOBS_BY_STATE = Gauge("ebb_jobs", "Managed Jobs by queue and state.", ["queue", "state"])
-ADMISSIONS = Counter("ebb_admissions_total", "Jobs admitted (unsuspended), by queue.", ["queue"])
-ADMISSION_WAIT = Histogram(
-    "ebb_admission_wait_seconds",
-    "Time from creation to admission, by queue.",
-    ["queue"],
-    buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 14400),
-)
 ATTEMPTS = Counter(
     "ebb_job_attempts_total", "Finished attempts by queue and status reason.", ["queue", "result"]
 )
@@ -330,11 +323,6 @@ class JobController:
                 JOBS_BY_STATE.labels(queue, state_name).set(states.get(state_name, 0))
         self._queue_status = counts
 
-        for key in decisions.admit:
-            job = snap.jobs[key]
-            if job.suspended:
-                ADMISSIONS.labels(job.queue).inc()
-                ADMISSION_WAIT.labels(job.queue).observe(max(now - job.created, 0.0))
         finished: set[str] = set()
         for key, pods in snap.pods_by_job.items():
             queue = snap.jobs[key].queue

@@ -38,6 +38,15 @@ DEPENDENCY_WAIT = Histogram(
     buckets=(1, 5, 15, 60, 300, 900, 3600, 14400, 86400),
 )
 Json = dict[str, Any]
+# Counted when the unsuspend is written, not when a pass decides it: a pass whose write
+# failed decides again, and a Job is admitted once.
+ADMISSIONS = Counter("ebb_admissions_total", "Jobs admitted (unsuspended), by queue.", ["queue"])
+ADMISSION_WAIT = Histogram(
+    "ebb_admission_wait_seconds",
+    "Time from creation to admission, by queue.",
+    ["queue"],
+    buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 14400),
+)
 
 
 def admission_patch(job: JobInfo, pods: int, status: Status | None, now: float) -> Json:
@@ -150,7 +159,11 @@ class Writer:
             "admit", lambda: self._client.patch(JOBS, job.name, body, job.namespace)
         )
         if written is not None:
+            held = self._jobs.store.get(job.key)
             self._jobs.apply_write(written)
+            if job.suspended and (held is None or held.suspended):  # not already counted
+                ADMISSIONS.labels(job.queue).inc()
+                ADMISSION_WAIT.labels(job.queue).observe(max(now - job.created, 0.0))
             if status is not None:
                 self._announce(job, status, now)
 

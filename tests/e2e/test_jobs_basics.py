@@ -6,6 +6,7 @@ import pytest
 
 from ebb import keys, kube
 from tests.e2e.batch import annotation, batch_env, job_body, unique, wait_state
+from tests.e2e.cluster import wait_for
 
 pytestmark = pytest.mark.usefixtures("scheduler_daemon")
 
@@ -28,11 +29,16 @@ async def test_a_job_is_suspended_admitted_runs_and_succeeds(
         assert annotation(done, keys.ADMITTED_AT)
         attempts = annotation(done, keys.ATTEMPTS)
         assert '"exitCode":0' in attempts and ce in attempts
-        events = await kube_client.list(
-            kube.EVENTS, namespace, field_selector="involvedObject.name=hello"
-        )
-        reasons = {e["reason"] for e in events.items}
-        assert {"Starting", "Succeeded"} <= reasons
+
+        async def reasons() -> set[str] | None:
+            events = await kube_client.list(
+                kube.EVENTS, namespace, field_selector="involvedObject.name=hello"
+            )
+            found = {e["reason"] for e in events.items}
+            return found if {"Starting", "Succeeded"} <= found else None
+
+        # Events are recorded in the background (behind any backlog an earlier test left).
+        await wait_for(reasons, 60, message="the Starting and Succeeded events")
 
 
 @pytest.mark.parametrize(
