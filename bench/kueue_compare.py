@@ -115,17 +115,10 @@ def kueue_config(state: Path, port_base: int, qps: float) -> Path:
     return path
 
 
-async def start_kueue(
-    client: kube.KubeClient, binary: Path, state: Path, port_base: int, qps: float
-) -> subprocess.Popen[bytes]:
-    """Kueue's manager, out of cluster. Its certificate rotator writes the serving
-    certificate into a Secret that a pod would mount; here it is copied into the
-    certificate directory the same way."""
+def start_kueue(binary: Path, state: Path, port_base: int, qps: float) -> subprocess.Popen[bytes]:
     config = kueue_config(state, port_base, qps)
-    certs = state / "kueue-certs"
-    certs.mkdir(parents=True, exist_ok=True)
     log = (state / "logs" / "kueue.log").open("ab")
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [
             str(binary),
             f"--config={config}",
@@ -137,8 +130,24 @@ async def start_kueue(
         env={**os.environ, "KUBECONFIG": str(state / "kubeconfig")},
         cwd=state,
     )
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+async def wait_kueue(
+    client: kube.KubeClient, proc: subprocess.Popen[bytes], state: Path, port_base: int
+) -> None:
+    """Until Kueue is ready. Its certificate rotator writes the serving certificate into
+    a Secret that a pod would mount; here it is copied into the certificate directory."""
+    certs = state / "kueue-certs"
+    certs.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + 180
-    url = f"http://127.0.0.1:{port_base + 971}/readyz"
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"kueue exited; see {state / 'logs' / 'kueue.log'}")
@@ -147,12 +156,8 @@ async def start_kueue(
             path = certs / name
             if not path.exists():
                 path.write_bytes(base64.b64decode(value))
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            pass
+        if await asyncio.to_thread(_ready, f"http://127.0.0.1:{port_base + 971}/readyz"):
+            return
         await asyncio.sleep(0.5)
     proc.terminate()
     raise SystemExit(f"kueue did not become ready; see {state / 'logs' / 'kueue.log'}")
@@ -319,8 +324,9 @@ async def kueue_run(args: argparse.Namespace, state: Path, kueue_dir: Path) -> d
     access = kube.load_access(str(state / "kubeconfig"), None, {})
     async with kube.KubeClient(access, user_agent="ebb-bench", max_connections=64) as client:
         await setup(client, args, kueue_dir)
-        proc = await start_kueue(client, kueue_dir / "kueue", state, args.port_base, args.kueue_qps)
+        proc = start_kueue(kueue_dir / "kueue", state, args.port_base, args.kueue_qps)
         try:
+            await wait_kueue(client, proc, state, args.port_base)
             names = await queues(client, args)
             submit_s = await submit(client, args)
             print(f"kueue: submitted {args.jobs:,} jobs in {submit_s:.1f} s", flush=True)
