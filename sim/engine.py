@@ -13,11 +13,12 @@ What decides what (nothing here re-implements a decision):
   `extender.jobs.retry.rule_matches` against the exit code or the status reason Ebb
   reports (`retry.status_reason_for`); a new attempt starts after the Job
   controller's back-off (10 s, doubling, at most 6 min);
-- placement: `extender.placement.scoring.filter_nodes` and `score_nodes` over a
-  candidate subset of the nodes (the fullest `placement_candidates` nodes of the
-  queue's environments, in order, that fit the pod), the best score wins (first on
-  ties); kube-scheduler's own scoring plugins are left out (the extender's weight
-  dominates them);
+- placement: `extender.placement.scoring.filter_nodes` and `score_nodes` over up to
+  `placement_candidates` (100) nodes that fit the pod, taken from the queue's
+  environments in order and, within one, round-robin (kube-scheduler likewise scores
+  a sample of at least 100 feasible nodes, starting where the last pod left off); the
+  best score wins (the first on ties); kube-scheduler's own scoring plugins are left
+  out (the extender's weight dominates them);
 - capacity: a `CapacityPolicy` (Ebb's planner and scale-down, or a baseline).
 
 Pods wait for a node as in kube-scheduler: in creation order, and a pod that fits no
