@@ -44,7 +44,7 @@ test: venv binaries lint typecheck
 	EBB_REQUIRE_E2E=1 $(PYTEST) tests -q
 
 run: venv binaries
-	$(BIN)/python hack/run.py
+	$(BIN)/python hack/run.py $(if $(KEEP),--keep,)
 
 down: venv
 	$(BIN)/python hack/cluster.py down

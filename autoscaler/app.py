@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from collections.abc import AsyncIterator, Callable
 
 import boto3
@@ -18,11 +19,13 @@ from autoscaler.controller import Controller, environment_record
 from autoscaler.settings import AutoscalerSettings
 from ebb import kube
 from ebb.catalog import shipped_catalog
+from ebb.leader import LeaderElector
 from ebb.model import job_queue_from_raw, node_from_raw, pod_from_raw
 from ebb.server import add_ops_routes
 
 log = structlog.get_logger("ebb.autoscaler")
 CONTROLLER = web.AppKey("controller", Controller)
+LEADER = web.AppKey("leader", LeaderElector)
 
 
 def create_app(settings: AutoscalerSettings) -> web.Application:
@@ -82,6 +85,14 @@ def _run(settings: AutoscalerSettings) -> Callable[[web.Application], AsyncItera
             settings.service_cidr,
             settings.kubernetes_version or await _kubernetes_version(client),
         )
+        leader = None
+        if settings.leader_elect:
+            leader = LeaderElector(
+                client,
+                namespace=settings.leader_election_namespace,
+                name="ebb-autoscaler",
+                identity=settings.identity or f"{socket.gethostname()}-{os.getpid()}",
+            )
         controller = Controller(
             settings,
             client,
@@ -92,12 +103,17 @@ def _run(settings: AutoscalerSettings) -> Callable[[web.Application], AsyncItera
             environments=environments,
             queues=queues,
             cluster=cluster,
+            leading=leader.leading if leader else None,
         )
         for r in reflectors:
             r.subscribe(controller.poke)
+        if leader is not None:
+            app[LEADER] = leader
         app[CONTROLLER] = controller
         tasks = [asyncio.create_task(r.run(), name=f"reflector-{r.name}") for r in reflectors]
         tasks.append(asyncio.create_task(controller.run(), name="controller"))
+        if leader is not None:
+            tasks.append(asyncio.create_task(leader.run(), name="leader-election"))
         if settings.interruption_queue_url:
             tasks.append(asyncio.create_task(controller.consume_notices(), name="notices"))
         if settings.catalog_refresh_seconds > 0:

@@ -20,7 +20,7 @@ import itertools
 import math
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,7 +58,7 @@ from ebb.model import (
     PodInfo,
     compute_environment_from_raw,
 )
-from ebb.resources import Resources, cpu_millis, memory_bytes, sum_resources
+from ebb.resources import ZERO, Resources, cpu_millis, memory_bytes, sum_resources
 
 log = structlog.get_logger("ebb.autoscaler")
 FIELD_MANAGER = "ebb-autoscaler"
@@ -113,8 +113,11 @@ class Controller:
         environments: kube.Reflector[EnvironmentRecord],
         queues: kube.Reflector[JobQueue],
         cluster: ClusterInfo,
+        leading: asyncio.Event | None = None,
     ) -> None:
         self.s = settings
+        # Set while this replica may launch and terminate (always, without election).
+        self._leading = leading
         self.client = client
         self.aws = aws
         self.catalog = catalog
@@ -138,9 +141,17 @@ class Controller:
 
     # --- the loop -------------------------------------------------------------------------
 
+    async def _lead(self) -> None:
+        """Wait until this replica leads; only the leader touches EC2 and nodes."""
+        if self._leading is not None and not self._leading.is_set():
+            await self._leading.wait()
+            self._m.listed_at = -1e18  # take over from a fresh view of EC2
+
     async def run(self) -> None:
         for reflector in (self.nodes, self.pods, self.environments, self.queues):
             await reflector.wait_synced()
+        self.ready = True  # caches synced: a follower serves its metrics and health too
+        await self._lead()
         while True:
             try:
                 await self._refresh_instances(force=True)
@@ -152,9 +163,14 @@ class Controller:
             except (AwsError, kube.ApiError, OSError) as exc:
                 log.warning("start-up failed; retrying", error=str(exc))
                 await asyncio.sleep(2)
-        self.ready = True
-        log.info("autoscaler ready", instances=len(self._m.instances))
+        log.info("autoscaler leading", instances=len(self._m.instances))
         while True:
+            if self._leading is not None and not self._leading.is_set():
+                await self._lead()
+                # A new term: launches the last leader left unresolved are settled first.
+                self._m.intents = {
+                    r.spec.name: list(r.intents) for r in self.environments.store.values()
+                }
             self._wake.clear()
             try:
                 delay = await self.reconcile()
@@ -698,6 +714,7 @@ class Controller:
     async def consume_notices(self) -> None:
         url = self.s.interruption_queue_url
         while True:
+            await self._lead()
             try:
                 messages = await asyncio.to_thread(self.aws.receive, url, 10)
             except AwsError as exc:
@@ -748,6 +765,7 @@ class Controller:
         live: Mapping[str, Instance],
         pending: Mapping[str, int],
     ) -> None:
+        self._count_instances(live)
         for name, view in views.items():
             mine = [i for i in live.values() if i.environment == name]
             nodes = [ours[i.instance_id] for i in mine if i.instance_id in ours]
@@ -776,7 +794,7 @@ class Controller:
                 "unavailableOfferings": unavailable,
             }
             metrics.DESIRED_VCPUS.labels(name).set(desired)
-            metrics.CURRENT_VCPUS.labels(name).set(current)
+            self._resource_metrics(name, mine, nodes)
             metrics.NODES.labels(name).set(len(nodes))
             metrics.PENDING_PODS.labels(name).set(status["pendingPods"])
             if self._m.status.get(name) == status:
@@ -792,6 +810,45 @@ class Controller:
             self._m.status[name] = status
             if old.get("status") != status["status"] and view.problem:
                 self._spawn_event(view.spec, "Invalid", view.problem, warning=True)
+
+    def _resource_metrics(
+        self, name: str, instances: Sequence[Instance], nodes: Sequence[NodeInfo]
+    ) -> None:
+        """Requested vs provisioned, per resource, and what the instances cost."""
+        provisioned = ZERO
+        for node in nodes:
+            t = self.catalog.get(node.instance_type or "")
+            if t is not None:
+                provisioned = provisioned + Resources(
+                    t.vcpus * 1000, t.memory_mib * 2**20, t.nvidia_gpus
+                )
+        requested = sum_resources(
+            p.requests
+            for node in nodes
+            for p in self.pods.store.by_index("node", node.name)
+            if p.active and p.queue
+        )
+        metrics.PROVISIONED_VCPUS.labels(name).set(provisioned.vcpus)
+        metrics.PROVISIONED_MEMORY.labels(name).set(provisioned.memory)
+        metrics.PROVISIONED_GPUS.labels(name).set(provisioned.gpu)
+        metrics.REQUESTED_VCPUS.labels(name).set(requested.vcpus)
+        metrics.REQUESTED_MEMORY.labels(name).set(requested.memory)
+        metrics.REQUESTED_GPUS.labels(name).set(requested.gpu)
+        cost = 0.0
+        for i in instances:
+            t = self.catalog.get(i.instance_type)
+            cost += t.price(i.capacity_type) if t is not None else 0.0
+        metrics.COST.labels(name).set(cost)
+
+    def _count_instances(self, live: Mapping[str, Instance]) -> None:
+        counts: dict[tuple[str, str], int] = {}
+        for i in live.values():
+            counts[(i.instance_type, i.capacity_type)] = (
+                counts.get((i.instance_type, i.capacity_type), 0) + 1
+            )
+        metrics.INSTANCES.clear()
+        for (instance_type, capacity_type), n in counts.items():
+            metrics.INSTANCES.labels(instance_type, capacity_type).set(n)
 
     def _spawn_event(
         self, spec: ComputeEnvironment, reason: str, message: str, *, warning: bool = False

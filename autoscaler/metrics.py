@@ -13,9 +13,44 @@ DESIRED_VCPUS = Gauge(
     "vCPUs the compute environment should have: its instances plus launches in flight.",
     ["compute_environment"],
 )
-CURRENT_VCPUS = Gauge(
-    "ebb_autoscaler_current_vcpus",
-    "vCPUs of the compute environment's nodes.",
+PROVISIONED_VCPUS = Gauge(
+    "ebb_autoscaler_provisioned_vcpus",
+    "vCPUs of the compute environment's nodes (its status.currentvCpus).",
+    ["compute_environment"],
+)
+PROVISIONED_MEMORY = Gauge(
+    "ebb_autoscaler_provisioned_memory_bytes",
+    "Memory of the compute environment's nodes.",
+    ["compute_environment"],
+)
+PROVISIONED_GPUS = Gauge(
+    "ebb_autoscaler_provisioned_gpus",
+    "GPUs of the compute environment's nodes.",
+    ["compute_environment"],
+)
+REQUESTED_VCPUS = Gauge(
+    "ebb_autoscaler_requested_vcpus",
+    "vCPUs requested by the batch pods on the compute environment's nodes.",
+    ["compute_environment"],
+)
+REQUESTED_MEMORY = Gauge(
+    "ebb_autoscaler_requested_memory_bytes",
+    "Memory requested by the batch pods on the compute environment's nodes.",
+    ["compute_environment"],
+)
+REQUESTED_GPUS = Gauge(
+    "ebb_autoscaler_requested_gpus",
+    "GPUs requested by the batch pods on the compute environment's nodes.",
+    ["compute_environment"],
+)
+INSTANCES = Gauge(
+    "ebb_autoscaler_instances",
+    "Live instances (pending or running), by type and capacity type.",
+    ["instance_type", "capacity_type"],
+)
+COST = Gauge(
+    "ebb_autoscaler_cost_usd_per_hour",
+    "Estimated cost of the compute environment's live instances, in USD per hour.",
     ["compute_environment"],
 )
 NODES = Gauge("ebb_autoscaler_nodes", "Nodes per compute environment.", ["compute_environment"])

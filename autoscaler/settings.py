@@ -15,6 +15,11 @@ class AutoscalerSettings:
     context: str = setting("", "Kubeconfig context (default: current).")
     listen_host: str = setting("0.0.0.0", "Address to serve /healthz, /readyz and /metrics on.")
     port: int = setting(8081, "Plain-HTTP port of /healthz, /readyz and /metrics.")
+    leader_elect: bool = setting(
+        True, "Elect a leader among replicas; only the leader launches and terminates."
+    )
+    leader_election_namespace: str = setting("ebb-system", "Namespace of the leader Lease.")
+    identity: str = setting("", "This replica's name in the Lease (default: host name and PID).")
     log_level: str = setting("info", "Log level.", choices=("debug", "info", "warning", "error"))
     log_json: bool = setting(True, "Log one JSON object per line (false: human-readable).")
     watch_silence_timeout: float = setting(

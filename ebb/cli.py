@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 import orjson
 import yaml
 
@@ -457,6 +458,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except kube.ApiError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (aiohttp.ClientError, OSError) as exc:
+        print(f"error: cannot reach the API server: {exc}", file=sys.stderr)
         return 1
     return 0
 

@@ -111,17 +111,20 @@ class Resources:
             max(self.gpu, other.gpu),
         )
 
-    def shortfall(self, capacity: Resources) -> list[str]:
-        """What does not fit, in words: ["cpu: need 4, free 1.5"]."""
+    def shortfall(self, capacity: Resources, available: str = "free") -> list[str]:
+        """What does not fit, in words: ["cpu: need 4, free 1.5"] (`available` names what
+        `capacity` is: "free", "allocatable", ...)."""
         out = []
         if self.cpu_milli > capacity.cpu_milli:
-            out.append(f"cpu: need {fmt_cpu(self.cpu_milli)}, free {fmt_cpu(capacity.cpu_milli)}")
+            out.append(
+                f"cpu: need {fmt_cpu(self.cpu_milli)}, {available} {fmt_cpu(capacity.cpu_milli)}"
+            )
         if self.memory > capacity.memory:
             out.append(
-                f"memory: need {fmt_memory(self.memory)}, free {fmt_memory(capacity.memory)}"
+                f"memory: need {fmt_memory(self.memory)}, {available} {fmt_memory(capacity.memory)}"
             )
         if self.gpu > capacity.gpu:
-            out.append(f"gpu: need {self.gpu}, free {capacity.gpu}")
+            out.append(f"gpu: need {self.gpu}, {available} {capacity.gpu}")
         return out
 
     @property

@@ -4,10 +4,12 @@ own the API client, the reflectors and the control loops."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -32,6 +34,7 @@ from ebb.server import MAX_BODY_BYTES, add_ops_routes
 from extender import webhook
 from extender.jobs.controller import ControllerSettings, JobController
 from extender.placement.routes import add_routes as add_placement_routes
+from extender.placement.service import EbbExtender, ebb_extender
 from extender.settings import SchedulerSettings
 
 log = structlog.get_logger("ebb.scheduler")
@@ -44,16 +47,24 @@ COMPUTE_ENVIRONMENTS = web.AppKey("compute_environments", kube.Reflector[Compute
 POLICIES = web.AppKey("policies", kube.Reflector[SchedulingPolicy])
 JOB_CONTROLLER = web.AppKey("job_controller", JobController)
 LEADER = web.AppKey("leader", LeaderElector)
+SETTINGS = web.AppKey("settings", SchedulerSettings)
 ADMITTER = web.AppKey("admitter", str)
+PLACEMENT = web.AppKey("placement", EbbExtender)
 _REFLECTORS = (NODES, PODS, QUEUES, COMPUTE_ENVIRONMENTS, POLICIES)
 
 
 def create_app(settings: SchedulerSettings) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app[SETTINGS] = settings
     app.cleanup_ctx.append(_kubernetes(settings))
     app.cleanup_ctx.append(_job_controller(settings))
     add_ops_routes(app, ready=lambda: _synced(app))
-    add_placement_routes(app)
+    add_placement_routes(
+        app,
+        lambda: app[PLACEMENT],
+        max_body_bytes=settings.extender_max_body_bytes,
+        read_timeout=settings.extender_read_timeout,
+    )
     webhook.add_routes(app, lambda: _webhook_context(app))
     return app
 
@@ -92,6 +103,7 @@ def _webhook_context(app: web.Application) -> webhook.WebhookContext:
         job=lambda namespace, name: jobs.get(f"{namespace}/{name}"),
         capacity=app[JOB_CONTROLLER].capacity,
         admitter=lambda: app[ADMITTER],
+        scheduler_name=app[SETTINGS].scheduler_name,
     )
 
 
@@ -196,8 +208,17 @@ def _kubernetes(
             name="schedulingpolicies",
             silence_timeout=silence,
         )
+        app[PLACEMENT] = ebb_extender(
+            client,
+            app[NODES],
+            app[PODS],
+            app[QUEUES],
+            app[COMPUTE_ENVIRONMENTS],
+            settings=settings,
+        )
         reflectors = [app[key] for key in _REFLECTORS]
         tasks = [asyncio.create_task(r.run(), name=f"reflector-{r.name}") for r in reflectors]
+        tasks.append(asyncio.create_task(_freeze_heap_when_synced(reflectors), name="gc-freeze"))
         yield
         for r in reflectors:
             r.stop()
@@ -207,6 +228,16 @@ def _kubernetes(
         await client.close()
 
     return ctx
+
+
+async def _freeze_heap_when_synced(reflectors: Sequence[kube.Reflector[Any]]) -> None:
+    """Once the caches hold the cluster, take them out of the garbage collector's sight:
+    they live as long as the daemon and hold no reference cycles, and a full collection
+    over them stalls the event loop, and so kube-scheduler's extender calls, for about
+    0.1 s at 5,000 nodes and 10,000 pods (bench/placement_extender.py's server)."""
+    await asyncio.gather(*(r.synced.wait() for r in reflectors))
+    gc.freeze()
+    log.info("caches synced; heap frozen", objects=gc.get_freeze_count())
 
 
 async def prepare_tls(settings: SchedulerSettings) -> None:

@@ -35,6 +35,11 @@ class SchedulerSettings:
     webhook_service: str = setting(
         "", "Register the Job webhooks at this Service, namespace/name (in-cluster runs)."
     )
+    scheduler_name: str = setting(
+        "",
+        "schedulerName for batch pods: a kube-scheduler configured with Ebb's extender "
+        "(on EKS, the one in manifests/deploy); empty keeps the default scheduler.",
+    )
     starvation_seconds: float = setting(
         600.0, "After this long at the head of its queue, a job that does not fit stops backfill."
     )
@@ -57,4 +62,25 @@ class SchedulerSettings:
     log_json: bool = setting(True, "Log one JSON object per line (false: human-readable).")
     watch_silence_timeout: float = setting(
         150.0, "Seconds a watch may stay silent before it is reopened."
+    )
+    extender_max_body_bytes: int = setting(
+        32 * 2**20,
+        "Largest scheduler extender request body accepted, in bytes (with nodeCacheCapable: "
+        "false every request carries whole Node objects).",
+    )
+    extender_read_timeout: float = setting(
+        10.0, "Seconds a scheduler extender request body may take to arrive."
+    )
+    bind_concurrency: int = setting(
+        32, "Bindings the extender's bind verb sends to the API server at once."
+    )
+    bind_wait: float = setting(
+        2.0,
+        "Seconds a bind waits for a free binding slot before it answers kube-scheduler with "
+        "an Error (the pod is retried); keep it well under the extender's httpTimeout.",
+    )
+    assumed_pod_ttl: float = setting(
+        30.0,
+        "Seconds a pod the extender bound counts on its node before the pod watch shows it "
+        "there (a safety net; the watch normally confirms within milliseconds).",
     )

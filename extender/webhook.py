@@ -67,6 +67,7 @@ class WebhookContext:
     job: Callable[[str, str], JobInfo | None]  # (namespace, name)
     capacity: Callable[[], Mapping[str, CapacityLimit]]
     admitter: Callable[[], str]  # the username Ebb writes as
+    scheduler_name: str = ""  # the kube-scheduler batch pods should use ("": the default)
 
 
 class Rejected(Exception):
@@ -229,8 +230,9 @@ def validate_update(old: Json, new: Json, username: str, ctx: WebhookContext) ->
 # --- mutation -------------------------------------------------------------------------
 
 
-def mutate(job: Json, job_spec: JobSpec) -> Json:
-    """The Job as Ebb runs it (see the module docstring)."""
+def mutate(job: Json, job_spec: JobSpec, scheduler_name: str = "") -> Json:
+    """The Job as Ebb runs it (see the module docstring). With `scheduler_name`, its
+    pods go to that kube-scheduler (the one configured with Ebb's extender)."""
     out = copy.deepcopy(job)
     meta = out.setdefault("metadata", {})
     spec = out.setdefault("spec", {})
@@ -249,6 +251,8 @@ def mutate(job: Json, job_spec: JobSpec) -> Json:
     if meta.get("name"):
         template_labels[keys.JOB_ID_LABEL] = meta["name"][:63].rstrip("-.")
     pod = template.setdefault("spec", {})
+    if scheduler_name:
+        pod["schedulerName"] = scheduler_name
     tolerations = pod.setdefault("tolerations", [])
     if keys.BATCH_TOLERATION not in tolerations:
         tolerations.append(dict(keys.BATCH_TOLERATION))
@@ -341,7 +345,7 @@ def review(body: Json, ctx: WebhookContext, *, mutating: bool) -> Json:
     REVIEWS.labels(name, "allowed").inc()
     if not mutating:
         return _response(uid, True)
-    return _response(uid, True, patch=json_patch(job, mutate(job, job_spec)))
+    return _response(uid, True, patch=json_patch(job, mutate(job, job_spec, ctx.scheduler_name)))
 
 
 _PREFETCH_LIMIT = 500

@@ -435,6 +435,8 @@ class Cluster:
                     "urlPrefix": f"https://127.0.0.1:{self.extender_port}/scheduler",
                     "filterVerb": "filter",
                     "prioritizeVerb": "prioritize",
+                    # Ebb binds, so it counts a pod on its node before the watch shows it.
+                    "bindVerb": "bind",
                     "weight": 5,
                     "enableHTTPS": True,
                     "tlsConfig": {"caData": base64.b64encode(ca).decode()},

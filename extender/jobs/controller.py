@@ -329,6 +329,7 @@ class JobController:
             for state_name in State.__members__:
                 JOBS_BY_STATE.labels(queue, state_name).set(states.get(state_name, 0))
         self._queue_status = counts
+
         for key in decisions.admit:
             job = snap.jobs[key]
             if job.suspended:

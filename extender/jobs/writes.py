@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 import structlog
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 from ebb import keys
 from ebb.events import EventRecorder, ObjectRef
@@ -27,6 +27,15 @@ from extender.jobs.snapshot import JobInfo, format_time
 log = structlog.get_logger("ebb.jobs")
 WRITES = Counter(
     "ebb_job_writes_total", "Writes to Jobs and Pods, by kind and outcome.", ["kind", "outcome"]
+)
+TRANSITIONS = Counter(
+    "ebb_job_transitions_total", "Job state transitions published.", ["from_state", "to_state"]
+)
+DEPENDENCY_WAIT = Histogram(
+    "ebb_dependency_wait_seconds",
+    "Time jobs spent PENDING on their dependencies, by queue.",
+    ["queue"],
+    buckets=(1, 5, 15, 60, 300, 900, 3600, 14400, 86400),
 )
 Json = dict[str, Any]
 
@@ -143,7 +152,7 @@ class Writer:
         if written is not None:
             self._jobs.apply_write(written)
             if status is not None:
-                self._announce(job, status)
+                self._announce(job, status, now)
 
     async def _with_batch_template(self, job: JobInfo, body: Json) -> Json:
         """A Job created suspended without the webhook: stamp its pod template with the
@@ -210,7 +219,7 @@ class Writer:
                 self._last_reason[key] = now
             if annotations:
                 self._enqueue(job, annotations)
-                self._announce(job, status)
+                self._announce(job, status, now)
         for key, record in decisions.attempts.items():
             self._enqueue(jobs[key], {keys.ATTEMPTS: record})
         for key, counts in decisions.array_status.items():
@@ -226,10 +235,15 @@ class Writer:
         last = self._last_reason.setdefault(job.key, now)  # after a restart: wait a period
         return now - last >= self._refresh
 
-    def _announce(self, job: JobInfo, status: Status) -> None:
+    def _announce(self, job: JobInfo, status: Status, now: float) -> None:
+        """A state transition: an Event, and its metrics (once per transition)."""
         if self._announced.get(job.key) is status.state or status.state is job.published_state:
             return
         self._announced[job.key] = status.state
+        before = job.published_state
+        TRANSITIONS.labels(before.value if before else "NONE", status.state.value).inc()
+        if before is State.PENDING and job.since is not None:
+            DEPENDENCY_WAIT.labels(job.queue).observe(max(now - job.since, 0.0))
         ref = ObjectRef("batch/v1", "Job", job.name, job.namespace, job.uid)
         self._events.record(
             ref, status.state.value.title(), status.reason, warning=status.state is State.FAILED

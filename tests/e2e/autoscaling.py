@@ -4,78 +4,17 @@ injection), the instance-boot bridge and the autoscaler daemon, as real subproce
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import boto3
 
 from ebb import keys, kube
-from tests.e2e.cluster import ROOT, LocalCluster
+from tests.e2e.cluster import ROOT, LocalCluster, Process
 
 CLUSTER_NAME = "ebb-e2e"
-
-
-class Process:
-    """A subprocess with its log in the cluster's log directory."""
-
-    def __init__(self, name: str, args: Sequence[str], log_dir: Path, ops_url: str = "") -> None:
-        self.name = name
-        self.args = list(args)
-        self.log_path = log_dir / f"{name}.log"
-        self.ops_url = ops_url
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                self.args,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=ROOT,
-                # moto accepts any credentials; botocore needs some to sign with.
-                env={**os.environ, "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"},
-            )
-
-    def wait_http(self, url: str, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                break
-            try:
-                with urllib.request.urlopen(url, timeout=1) as resp:
-                    if resp.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        tail = self.log_path.read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"{self.name} did not become ready ({url}); log:\n{tail}")
-
-    def kill(self) -> None:
-        """SIGKILL: no chance to clean up, as in a crash."""
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-            self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-            self.proc = None
 
 
 class LocalAws:

@@ -6,11 +6,12 @@ import asyncio
 import base64
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -94,6 +95,38 @@ def cluster_command(command: str, state_dir: Path, port_base: int, *extra: str) 
     return proc.stdout + proc.stderr
 
 
+def scheduler_daemon_args(
+    cluster: LocalCluster, *, kubeconfig: Path | None = None, port: int | None = None
+) -> list[str]:
+    """The command line of Ebb's scheduler daemon: extender and webhook on `port` (the
+    cluster's extender port by default), /healthz, /readyz and /metrics on `port + 1`."""
+    port = port or cluster.extender_port
+    return [
+        sys.executable,
+        "-m",
+        "extender",
+        f"--kubeconfig={kubeconfig or cluster.kubeconfig}",
+        "--listen-host=127.0.0.1",
+        f"--port={port}",
+        f"--ops-port={port + 1}",
+        f"--tls-dir={cluster.state_dir / 'ebb-tls'}",
+    ]
+
+
+def scheduler_process(
+    cluster: LocalCluster,
+    *,
+    name: str = "ebb-scheduler",
+    kubeconfig: Path | None = None,
+    port: int | None = None,
+    extra: Sequence[str] = (),
+) -> Process:
+    """Ebb's scheduler daemon as a Process (`start` returns once it is ready)."""
+    port = port or cluster.extender_port
+    args = [*scheduler_daemon_args(cluster, kubeconfig=kubeconfig, port=port), *extra]
+    return Process(name, args, cluster.state_dir / "logs", ops_url=f"http://127.0.0.1:{port + 1}")
+
+
 def bin_path() -> str:
     out = subprocess.run(
         [str(ROOT / "hack" / "build-binaries.sh"), "--print-path"],
@@ -147,3 +180,71 @@ async def create_node(
         "status": {"capacity": capacity, "allocatable": capacity},
     }
     return await client.create(kube.NODES, body)
+
+
+class Process:
+    """One of Ebb's processes (a daemon, the local AWS, the bridge), run for real so
+    that tests may kill (-9) and restart it; its log is in the cluster's log directory.
+    With an `ops_url`, `start` returns once its /readyz answers."""
+
+    def __init__(
+        self,
+        name: str,
+        args: Sequence[str],
+        log_dir: Path,
+        ops_url: str = "",
+        ready_timeout: float = 60.0,
+    ) -> None:
+        self.name = name
+        self.ready_timeout = ready_timeout
+        self.args = list(args)
+        self.log_path = log_dir / f"{name}.log"
+        self.ops_url = ops_url
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=ROOT,
+                # moto accepts any credentials; botocore needs some to sign with.
+                env={**os.environ, "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"},
+            )
+        if self.ops_url:
+            self.wait_http(f"{self.ops_url}/readyz", timeout=self.ready_timeout)
+
+    def wait_http(self, url: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                break
+            try:
+                with urllib.request.urlopen(url, timeout=1) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        tail = self.log_path.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"{self.name} did not become ready ({url}); log:\n{tail}")
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to clean up, as in a crash."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+            self.proc = None

@@ -8,10 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
-import time
-import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,7 +15,15 @@ from pathlib import Path
 import pytest
 
 from ebb import kube
-from tests.e2e.cluster import ROOT, LocalCluster, bin_path, cluster_command
+from tests.e2e.autoscaling import LocalAws, autoscaler_process, bridge_process
+from tests.e2e.cluster import (
+    ROOT,
+    LocalCluster,
+    Process,
+    bin_path,
+    cluster_command,
+    scheduler_process,
+)
 
 
 @pytest.fixture(scope="session")
@@ -45,64 +49,13 @@ def cluster() -> Iterator[LocalCluster]:
         cluster_command("down", state_dir, port_base, f"--bin-path={path}")
 
 
-class Daemon:
-    """One of Ebb's daemons as a real process, which tests may kill and restart."""
-
-    def __init__(self, name: str, args: list[str], ops_port: int, log: Path) -> None:
-        self.name, self.args, self.ops_port, self.log = name, args, ops_port, log
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-        self.starts += 1
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                url = f"http://127.0.0.1:{self.ops_port}/readyz"
-                with urllib.request.urlopen(url, timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.proc.kill()
-                raise RuntimeError(f"{self.name} did not become ready; see {self.log}")
-            time.sleep(0.2)
-
-    def kill(self) -> None:
-        """kill -9: no shutdown code runs."""
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(timeout=15)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=15)
-
-
 @pytest.fixture(scope="session")
-def scheduler_daemon(cluster: LocalCluster) -> Iterator[Daemon]:
+def scheduler_daemon(cluster: LocalCluster) -> Iterator[Process]:
     """Ebb's scheduler daemon, serving the extender kube-scheduler is configured with."""
-    ops_port = cluster.port_base + 901
-    daemon = Daemon(
-        "ebb-scheduler",
-        [
-            sys.executable,
-            "-m",
-            "extender",
-            f"--kubeconfig={cluster.state_dir / 'ebb-scheduler.kubeconfig'}",
-            "--listen-host=127.0.0.1",
-            f"--port={cluster.extender_port}",
-            f"--ops-port={ops_port}",
-            f"--tls-dir={cluster.state_dir / 'ebb-tls'}",
-            f"--webhook-url=https://127.0.0.1:{cluster.extender_port}",
-            "--log-level=debug",
-        ],
-        ops_port,
-        cluster.state_dir / "logs" / "ebb-scheduler.log",
+    daemon = scheduler_process(
+        cluster,
+        kubeconfig=cluster.state_dir / "ebb-scheduler.kubeconfig",
+        extra=[f"--webhook-url=https://127.0.0.1:{cluster.extender_port}", "--log-level=debug"],
     )
     daemon.start()
     yield daemon
@@ -123,3 +76,35 @@ async def namespace(kube_client: kube.KubeClient) -> AsyncIterator[str]:
     await kube_client.create(kube.NAMESPACES, {"metadata": {"name": name}})
     yield name
     await kube_client.delete(kube.NAMESPACES, name)
+
+
+# --- the local AWS, the instance-boot bridge and the autoscaler ---------------------
+
+
+@pytest.fixture(scope="session")
+def local_aws(cluster: LocalCluster) -> Iterator[LocalAws]:
+    aws = LocalAws(cluster)
+    aws.start()
+    yield aws
+    aws.process.stop()
+
+
+@pytest.fixture(scope="session")
+def bridge(cluster: LocalCluster, local_aws: LocalAws) -> Iterator[Process]:
+    process = bridge_process(cluster, local_aws)
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def autoscaler(
+    cluster: LocalCluster,
+    local_aws: LocalAws,
+    bridge: Process,
+    scheduler_daemon: Process,
+) -> Iterator[Process]:
+    process = autoscaler_process(cluster, local_aws)
+    process.start()
+    yield process
+    process.stop()

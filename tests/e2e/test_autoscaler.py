@@ -4,11 +4,10 @@ instance-boot bridge, with the daemon as a real subprocess."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import sys
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -18,9 +17,7 @@ from tests.e2e.autoscaling import (
     CLUSTER_NAME,
     LocalAws,
     Process,
-    autoscaler_process,
     batch_job,
-    bridge_process,
     compute_environment,
     environment_nodes,
     job_queue,
@@ -28,39 +25,9 @@ from tests.e2e.autoscaling import (
     pods_of,
 )
 from tests.e2e.batch import annotation, wait_state
-from tests.e2e.cluster import ROOT, LocalCluster, wait_for
+from tests.e2e.cluster import ROOT, wait_for
 
 CATALOG = catalog.shipped_catalog()
-
-
-@pytest.fixture(scope="module")
-def local_aws(cluster: LocalCluster) -> Iterator[LocalAws]:
-    aws = LocalAws(cluster)
-    aws.start()
-    yield aws
-    aws.process.stop()
-
-
-@pytest.fixture(scope="module")
-def bridge(cluster: LocalCluster, local_aws: LocalAws) -> Iterator[Process]:
-    process = bridge_process(cluster, local_aws)
-    process.start()
-    yield process
-    process.stop()
-
-
-@pytest.fixture(scope="module")
-def autoscaler(
-    cluster: LocalCluster,
-    local_aws: LocalAws,
-    bridge: Process,
-    scheduler_daemon: subprocess.Popen[bytes],
-) -> Iterator[Process]:
-    process = autoscaler_process(cluster, local_aws)
-    process.start()
-    process.wait_http(f"{process.ops_url}/readyz")
-    yield process
-    process.stop()
 
 
 @pytest.fixture
@@ -369,8 +336,7 @@ async def test_killing_the_daemon_mid_scale_up_leaves_no_orphan_and_no_duplicate
     written = await intents()
     autoscaler.kill()
     local_aws.faults([])
-    autoscaler.start()
-    await asyncio.to_thread(autoscaler.wait_http, f"{autoscaler.ops_url}/readyz")
+    await asyncio.to_thread(autoscaler.start)  # returns once it is ready again
     await wait_for(lambda: job_succeeded(kube_client, namespace, "crash"), 120)
     instances = local_aws.instances(ce)
     # No duplicate: every instance comes from the intents written before the kill, with

@@ -7,12 +7,11 @@ import asyncio
 
 from ebb import keys, kube
 from tests.e2e.batch import annotation, batch_env, job_body, unique
-from tests.e2e.cluster import wait_for
-from tests.e2e.conftest import Daemon
+from tests.e2e.cluster import Process, wait_for
 
 
 async def test_kill_minus_9_mid_workload_loses_nothing(
-    kube_client: kube.KubeClient, namespace: str, scheduler_daemon: Daemon
+    kube_client: kube.KubeClient, namespace: str, scheduler_daemon: Process
 ) -> None:
     async with batch_env(kube_client) as env:
         ce = await env.compute_environment(unique("ce"), max_vcpus=4, node_cpu="8")

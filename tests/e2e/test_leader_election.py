@@ -3,13 +3,11 @@ leader is killed (-9), the other takes over within the lease time."""
 
 from __future__ import annotations
 
-import sys
 import time
 
 from ebb import keys, kube
 from tests.e2e.batch import annotation, batch_env, job_body, unique, wait_state
-from tests.e2e.cluster import LocalCluster, wait_for
-from tests.e2e.conftest import Daemon
+from tests.e2e.cluster import LocalCluster, Process, scheduler_process, wait_for
 
 
 async def lease_holder(client: kube.KubeClient) -> str:
@@ -21,24 +19,15 @@ async def test_fail_over_to_the_standby_replica(
     cluster: LocalCluster,
     kube_client: kube.KubeClient,
     namespace: str,
-    scheduler_daemon: Daemon,
+    scheduler_daemon: Process,
 ) -> None:
     port = cluster.port_base + 910
-    standby = Daemon(
-        "ebb-scheduler-2",
-        [
-            sys.executable,
-            "-m",
-            "extender",
-            f"--kubeconfig={cluster.state_dir / 'ebb-scheduler.kubeconfig'}",
-            "--listen-host=127.0.0.1",
-            f"--port={port}",
-            f"--ops-port={port + 1}",
-            f"--tls-dir={cluster.state_dir / 'ebb-tls'}",
-            "--identity=standby",
-        ],
-        port + 1,
-        cluster.state_dir / "logs" / "ebb-scheduler-2.log",
+    standby = scheduler_process(
+        cluster,
+        name="ebb-scheduler-2",
+        kubeconfig=cluster.state_dir / "ebb-scheduler.kubeconfig",
+        port=port,
+        extra=["--identity=standby"],
     )
     standby.start()  # ready: its caches synced, it serves, it does not lead
     try:

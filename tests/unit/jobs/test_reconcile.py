@@ -196,3 +196,15 @@ def test_array_summary_counts_children() -> None:
         "SUCCEEDED": 4,
         "FAILED": 0,
     }
+
+
+def test_webhook_sends_batch_pods_to_the_configured_scheduler() -> None:
+    from ebb.jobspec import JobSpec
+    from extender.webhook import mutate
+    from tests.unit.jobs.factories import raw_job
+
+    raw = raw_job("j", suspend=False)
+    assert "schedulerName" not in mutate(raw, JobSpec())["spec"]["template"]["spec"]
+    out = mutate(raw, JobSpec(), "ebb-scheduler")
+    assert out["spec"]["template"]["spec"]["schedulerName"] == "ebb-scheduler"
+    assert out["spec"]["suspend"] is True

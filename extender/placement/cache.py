@@ -1,0 +1,116 @@
+"""The node states placement decides on, kept current from the reflectors' events.
+
+A node's `used` is the requests of the pods the watch shows bound to it, plus those of
+the pods the extender itself has bound there but the watch has not shown yet (assumed
+pods). Without the assumed pods, two pods bound within one watch round trip would both
+see the same free room and both be let into the last slot.
+
+An assumed pod is dropped when the watch shows it bound (it is then counted through
+the watch), shows it deleted, when its binding fails, or when it expires (a safety net
+in case the watch never tells, e.g. a missed event before a relist).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ebb.kube import Event, EventType, Reflector
+from ebb.model import NodeInfo, PodInfo
+from ebb.resources import ZERO, Resources
+from extender.placement.scoring import NodeState, node_state
+
+
+@dataclass(frozen=True, slots=True)
+class _Assumed:
+    node: str
+    requests: Resources
+    expires: float
+
+
+class PlacementCache:
+    def __init__(self) -> None:
+        self._infos: dict[str, NodeInfo] = {}
+        self._bound: dict[str, Resources] = {}  # node -> requests of watched pods on it
+        self._assumed: dict[str, _Assumed] = {}  # pod uid -> where it was bound
+        self._assumed_on: dict[str, Resources] = {}  # node -> requests of assumed pods
+        self._states: dict[str, NodeState] = {}
+
+    @property
+    def nodes(self) -> Mapping[str, NodeState]:
+        """Every known node's state, by name (a live view: do not hold across awaits)."""
+        return self._states
+
+    @property
+    def assumed_pods(self) -> int:
+        return len(self._assumed)
+
+    def attach(self, nodes: Reflector[NodeInfo], pods: Reflector[PodInfo]) -> None:
+        """Take in what the reflectors hold now, then follow their changes."""
+        for key, info in nodes.store.items():
+            self.on_node(Event(EventType.ADDED, key, None, info))
+        for key, pod in pods.store.items():
+            self.on_pod(Event(EventType.ADDED, key, None, pod))
+        nodes.subscribe(self.on_node)
+        pods.subscribe(self.on_pod)
+
+    def on_node(self, event: Event[NodeInfo]) -> None:
+        if event.new is None:
+            if event.old is not None:
+                self._infos.pop(event.old.name, None)
+                self._refresh(event.old.name)
+            return
+        self._infos[event.new.name] = event.new
+        self._refresh(event.new.name)
+
+    def on_pod(self, event: Event[PodInfo]) -> None:
+        old, new = event.old, event.new
+        if old is not None and old.node_name is not None and old.active:
+            self._add(self._bound, old.node_name, old.requests * -1)
+        if new is not None and new.node_name is not None and new.active:
+            self._add(self._bound, new.node_name, new.requests)
+        pod = new or old
+        if pod is not None and (new is None or new.node_name is not None):
+            self.forget(pod.uid)
+
+    def assume(self, uid: str, requests: Resources, node: str, expires: float) -> None:
+        """Count a pod on `node` from now on, until the watch shows it (or `expires`)."""
+        self.forget(uid)
+        self._assumed[uid] = _Assumed(node, requests, expires)
+        self._add(self._assumed_on, node, requests)
+
+    def forget(self, uid: str) -> None:
+        assumed = self._assumed.pop(uid, None)
+        if assumed is not None:
+            self._add(self._assumed_on, assumed.node, assumed.requests * -1)
+
+    def expire(self, now: float) -> int:
+        """Forget the assumed pods whose time is up; returns how many."""
+        # One TTL for all, so insertion order is expiry order: stop at the first live one.
+        expired = []
+        for uid, assumed in self._assumed.items():
+            if assumed.expires > now:
+                break
+            expired.append(uid)
+        for uid in expired:
+            self.forget(uid)
+        return len(expired)
+
+    def _add(self, usage: dict[str, Resources], node: str, requests: Resources) -> None:
+        total = usage.get(node, ZERO) + requests
+        if total.is_zero():
+            usage.pop(node, None)
+        else:
+            usage[node] = total
+        self._refresh(node)
+
+    def _refresh(self, node: str) -> None:
+        info = self._infos.get(node)
+        if info is None:
+            self._states.pop(node, None)
+            return
+        self._states[node] = node_state(info, self.used_on(node))
+
+    def used_on(self, node: str) -> Resources:
+        """Requests bound or assumed on `node`, known or not (for Node objects sent in)."""
+        return self._bound.get(node, ZERO) + self._assumed_on.get(node, ZERO)

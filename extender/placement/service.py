@@ -1,0 +1,217 @@
+"""Ebb's extender: the verbs kube-scheduler calls, over the placement cache.
+
+filter and prioritize hand the cached snapshot to the pure decisions in `scoring`;
+bind POSTs the pod's Binding and counts the pod on its node (assumed) until the watch
+shows it there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import aiohttp
+import structlog
+from prometheus_client import Counter, Gauge
+
+from ebb import kube
+from ebb.model import ComputeEnvironment, JobQueue, NodeInfo, PodInfo
+from extender.placement.cache import PlacementCache
+from extender.placement.protocol import BindingArgs, ExtenderArgs, FilterResult, HostPriority
+from extender.placement.scoring import (
+    Lookup,
+    NodeState,
+    filter_nodes,
+    node_state,
+    score_nodes,
+)
+from extender.settings import SchedulerSettings
+
+log = structlog.get_logger("ebb.placement")
+
+_FILTERED = Counter(
+    "ebb_extender_filtered_nodes_total",
+    "Nodes the extender filtered out for batch pods, by reason class.",
+    ["reason"],
+)
+_ASSUMED = Gauge(
+    "ebb_extender_assumed_pods",
+    "Pods the extender bound that the pod watch has not shown bound yet.",
+)
+_BINDS_REFUSED = Counter(
+    "ebb_extender_binds_refused_total",
+    "Binds answered with an Error because every binding slot stayed busy (API server slow).",
+)
+NOT_SYNCED = "ebb-scheduler is starting: its caches are not synced yet"
+_RECENT_PODS = 4096
+
+Binder = Callable[[BindingArgs], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Binding:
+    """How the bind verb binds. kube-scheduler gives a bind its extender's httpTimeout; a
+    bind that outlived it would be retried while the first still lands, so binds wait at
+    most `wait` seconds for one of `concurrency` slots and otherwise answer with an Error
+    (the pod goes back to kube-scheduler's queue) instead of piling up."""
+
+    post: Binder  # POSTs the pod's Binding
+    concurrency: int
+    wait: float
+    assumed_pod_ttl: float  # how long a bound pod counts before the watch shows it
+
+
+async def bind_pod(client: kube.KubeClient, args: BindingArgs) -> None:
+    """POST the pod's Binding; its UID, when given, is a precondition (a pod deleted and
+    re-created under the same name is not bound by mistake)."""
+    metadata = {"name": args.pod_name, "namespace": args.pod_namespace}
+    if args.pod_uid:
+        metadata["uid"] = args.pod_uid
+    body = {
+        "apiVersion": "v1",
+        "kind": "Binding",
+        "metadata": metadata,
+        "target": {"apiVersion": "v1", "kind": "Node", "name": args.node},
+    }
+    await client.post_subresource(kube.PODS, args.pod_name, args.pod_namespace, "binding", body)
+
+
+class EbbExtender:
+    def __init__(
+        self,
+        cache: PlacementCache,
+        pods: Lookup[PodInfo],
+        queues: Lookup[JobQueue],
+        environments: Lookup[ComputeEnvironment],
+        *,
+        binding: Binding,
+        ready: Callable[[], bool],
+    ) -> None:
+        self._cache = cache
+        self._pods = pods
+        self._queues = queues
+        self._environments = environments
+        self._binding = binding
+        self._binding_slots = asyncio.Semaphore(binding.concurrency)
+        self._ready = ready
+        # Pods seen in filter requests, by UID: bind learns a pod's requests here when the
+        # pod watch has not delivered the pod yet.
+        self._recent: dict[str, PodInfo] = {}
+        _ASSUMED.set_function(lambda: cache.assumed_pods)
+
+    async def filter(self, args: ExtenderArgs) -> FilterResult:
+        pod = args.pod
+        self._remember(pod)
+        if pod.queue is None:
+            return FilterResult(args.node_names)  # not Ebb's pod: untouched
+        if not self._ready():
+            return FilterResult(error=NOT_SYNCED)
+        self._cache.expire(time.monotonic())
+        verdict = filter_nodes(
+            pod, args.node_names, self._nodes_for(args), self._queues, self._environments
+        )
+        for kind, count in verdict.rejected.items():
+            _FILTERED.labels(kind.value).inc(count)
+        if verdict.kept:
+            log.debug("filtered", pod=pod.key, queue=pod.queue, kept=len(verdict.kept))
+        else:
+            log.info(
+                "no node fits",
+                pod=pod.key,
+                queue=pod.queue,
+                candidates=len(args.node_names),
+                rejected={kind.value: count for kind, count in verdict.rejected.items()},
+            )
+        return FilterResult(verdict.kept, verdict.failed, verdict.unresolvable)
+
+    async def prioritize(self, args: ExtenderArgs) -> list[HostPriority]:
+        if args.pod.queue is None or not self._ready():
+            return [(name, 0) for name in args.node_names]
+        return score_nodes(
+            args.pod, args.node_names, self._nodes_for(args), self._queues, self._environments
+        )
+
+    async def bind(self, args: BindingArgs) -> str:
+        try:
+            async with asyncio.timeout(self._binding.wait):
+                await self._binding_slots.acquire()
+        except TimeoutError:
+            _BINDS_REFUSED.inc()
+            return (
+                f"binding {args.pod_key} to {args.node}: {self._binding.concurrency} bindings "
+                f"in flight and none done within {self._binding.wait:g} s; try again later"
+            )
+        try:
+            return await self._bind(args)
+        finally:
+            self._binding_slots.release()
+
+    async def _bind(self, args: BindingArgs) -> str:
+        pod = self._pod_for(args)
+        now = time.monotonic()
+        self._cache.expire(now)
+        # Assume before the POST: the watch may show the pod bound before the POST returns.
+        if pod is not None and pod.node_name is None:
+            expires = now + self._binding.assumed_pod_ttl
+            self._cache.assume(pod.uid, pod.requests, args.node, expires)
+        try:
+            await self._binding.post(args)
+        except (kube.ApiError, aiohttp.ClientError, TimeoutError) as exc:
+            if pod is not None:
+                self._cache.forget(pod.uid)
+            log.warning("binding failed", pod=args.pod_key, node=args.node, error=str(exc))
+            return f"binding {args.pod_key} to {args.node}: {exc}"
+        log.info("bound", pod=args.pod_key, node=args.node, queue=pod.queue if pod else None)
+        return ""
+
+    def _nodes_for(self, args: ExtenderArgs) -> Lookup[NodeState]:
+        if args.nodes is None:
+            return self._cache.nodes
+        # nodeCacheCapable: false: the scheduler's Node objects, with the pods Ebb knows.
+        return {info.name: node_state(info, self._cache.used_on(info.name)) for info in args.nodes}
+
+    def _remember(self, pod: PodInfo) -> None:
+        if not pod.uid:
+            return
+        self._recent.pop(pod.uid, None)
+        self._recent[pod.uid] = pod
+        if len(self._recent) > _RECENT_PODS:
+            del self._recent[next(iter(self._recent))]
+
+    def _pod_for(self, args: BindingArgs) -> PodInfo | None:
+        pod = self._pods.get(args.pod_key)
+        if pod is not None and (not args.pod_uid or pod.uid == args.pod_uid):
+            return pod
+        return self._recent.get(args.pod_uid) if args.pod_uid else None
+
+
+def ebb_extender(
+    client: kube.KubeClient,
+    nodes: kube.Reflector[NodeInfo],
+    pods: kube.Reflector[PodInfo],
+    queues: kube.Reflector[JobQueue],
+    environments: kube.Reflector[ComputeEnvironment],
+    *,
+    settings: SchedulerSettings,
+) -> EbbExtender:
+    """The daemon's extender, following the reflectors (which may still be syncing)."""
+    cache = PlacementCache()
+    cache.attach(nodes, pods)
+    synced = (nodes.synced, pods.synced, queues.synced, environments.synced)
+    binding = Binding(
+        functools.partial(bind_pod, client),
+        concurrency=settings.bind_concurrency,
+        wait=settings.bind_wait,
+        assumed_pod_ttl=settings.assumed_pod_ttl,
+    )
+    return EbbExtender(
+        cache,
+        pods.store,
+        queues.store,
+        environments.store,
+        binding=binding,
+        ready=lambda: all(event.is_set() for event in synced),
+    )
