@@ -300,7 +300,7 @@ def burst(
       among 5 teams) and `prod` queues;
     - `chain_fraction` in dependency chains of four: prep → two trainers (afterok) →
       a report (afterany of both), in `research`;
-    - `gpu_fraction` single GPU jobs (1 GPU, 8 vCPU, 32 GiB) in `gpu`;
+    - `gpu_fraction` single GPU jobs (1 GPU, 6 vCPU, 24 GiB: a g6.2xlarge each) in `gpu`;
     - the rest single CPU jobs of 0.5-8 vCPUs, a fifth of them in `prod` (On-Demand
       first, priority 100), the others in `research`.
 
@@ -360,7 +360,7 @@ def burst(
                     "gpu",
                     clock,
                     runtime(),
-                    Resources(8000, 32 * GIB, 1),
+                    Resources(6000, 24 * GIB, 1),
                     retry=SPOT_RETRY,
                     exit_code=exit_code(),
                 )
