@@ -88,10 +88,6 @@ class Instance:
         self.info: NodeInfo | None = None
 
     @property
-    def name(self) -> str:
-        return self.id
-
-    @property
     def free(self) -> Resources:
         return Resources(self.free_cpu, self.free_memory, self.free_gpu)
 

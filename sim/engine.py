@@ -42,7 +42,7 @@ import itertools
 import math
 import random
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -286,10 +286,7 @@ class Simulation:
         self._last_progress = 0.0
         jobs = workload.jobs
         span = (jobs[-1].submit - jobs[0].submit) if jobs else 0.0
-        self.recorder = Recorder(
-            settings.sample_seconds or max(span / 2000.0, 60.0),
-            queues=self.queues,
-        )
+        self.recorder = Recorder(settings.sample_seconds or max(span / 2000.0, 60.0))
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -566,7 +563,7 @@ class Simulation:
             self._waiting.pop(job.key, None)
             self._arrays.pop(job.key, None)
             self._open_jobs -= 1
-            self.recorder.never_runnable(job.spec)
+            self.recorder.never_runnable()
 
     # --- pods ---------------------------------------------------------------------------------
 
@@ -888,7 +885,7 @@ class Simulation:
         self._node_states.pop(instance.id, None)
         self._env_vcpus[instance.environment] -= instance.type.vcpus
         self._env_gpus[instance.environment] -= instance.type.nvidia_gpus
-        self.recorder.terminated(instance, self.now, reason, len(self._instances))
+        self.recorder.terminated(instance, self.now, reason)
         self._progress()
 
     # --- the autoscaler -----------------------------------------------------------------------
@@ -978,11 +975,3 @@ def simulate(
     settings: Settings = Settings(),
 ) -> Report:
     return Simulation(workload, policy_type, settings).run()
-
-
-def run_all(
-    workload: Workload,
-    policies: Sequence[Callable[..., CapacityPolicy]],
-    settings: Settings = Settings(),
-) -> list[Report]:
-    return [simulate(workload, p, settings) for p in policies]

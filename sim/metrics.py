@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ebb import keys
-from ebb.model import JobQueue
 from ebb.resources import Resources
 from extender.jobs.lifecycle import State
 from sim.cloud import Instance
@@ -75,9 +74,8 @@ def percentiles(values: array[float] | list[float]) -> dict[str, float]:
 
 
 class Recorder:
-    def __init__(self, sample_seconds: float, queues: Mapping[str, JobQueue]) -> None:
+    def __init__(self, sample_seconds: float) -> None:
         self.sample_seconds = sample_seconds
-        self.queues = queues
         self.timeline = Timeline()
         self.waits: dict[str, array[float]] = {}
         self.first_submit: float | None = None
@@ -92,6 +90,7 @@ class Recorder:
         self.live_vcpus = 0
         self.peak_instances = self.peak_vcpus = 0
         self.types: dict[str, int] = {}
+        self.terminations: dict[str, int] = {}  # reason → instances
         self.refusals = self.interruptions = self.pods_interrupted = self.retries = 0
         self.running_milli = self.pending_milli = self.queued_milli = 0
         self.running_by_share: dict[str, int] = {}
@@ -130,10 +129,11 @@ class Recorder:
         self.requested_vcpu_seconds += request.cpu_milli / 1000 * seconds
 
     def ended(self, spec: SimJob, state: State, now: float) -> None:
+        """A job (`spec`) reached SUCCEEDED or FAILED."""
         self.outcomes[state.value] = self.outcomes.get(state.value, 0) + 1
         self.last_end = max(self.last_end, now)
 
-    def never_runnable(self, spec: SimJob) -> None:
+    def never_runnable(self) -> None:
         self.never += 1
 
     def retried(self) -> None:
@@ -148,7 +148,8 @@ class Recorder:
         self.peak_instances = max(self.peak_instances, live)
         self.peak_vcpus = max(self.peak_vcpus, self.live_vcpus)
 
-    def terminated(self, instance: Instance, now: float, reason: str, live: int) -> None:
+    def terminated(self, instance: Instance, now: float, reason: str) -> None:
+        self.terminations[reason] = self.terminations.get(reason, 0) + 1
         billed = instance.billed_seconds(now)
         kind = instance.capacity_type
         self.cost[kind] = self.cost.get(kind, 0.0) + instance.price * billed / 3600
@@ -213,6 +214,7 @@ class Recorder:
             "peak_instances": self.peak_instances,
             "peak_vcpus": self.peak_vcpus,
             "instances_launched": self.launches,
+            "instances_terminated": dict(sorted(self.terminations.items())),
             "launches_refused_insufficient_capacity": self.refusals,
             "spot_interruptions": self.interruptions,
             "pods_interrupted": self.pods_interrupted,
