@@ -378,8 +378,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--jobs", type=int, default=15_000)
     parser.add_argument("--queues", type=int, default=30)
     parser.add_argument("--shares", type=int, default=5)
-    parser.add_argument("--nodes", type=int, default=50)
-    parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--nodes", type=int, default=150)
+    parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--kueue-qps", type=float, default=-1, help="-1: no client rate limit")
     parser.add_argument(
         "--port-base", type=int, default=int(os.environ.get("EBB_BENCH_PORT_BASE", "35000"))
