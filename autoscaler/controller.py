@@ -189,7 +189,8 @@ class Controller:
         self._account(now)
         ours = self._our_nodes()
         live = {i.instance_id: i for i in self._m.instances.values() if i.state in LIVE_STATES}
-        specs = {r.spec.name: r.spec for r in self.environments.store.values()}
+        # UNMANAGED environments are their owners' nodes: nothing to launch or check.
+        specs = {r.spec.name: r.spec for r in self.environments.store.values() if r.spec.managed}
         for key in [k for k, until in self._m.unavailable.items() if until <= mono]:
             del self._m.unavailable[key]
         views = await self._views(specs, live)

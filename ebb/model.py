@@ -14,6 +14,7 @@ from typing import Any
 from ebb import keys
 from ebb.resources import ZERO, Resources, from_resource_list, pod_requests
 
+UNMANAGED = "UNMANAGED"
 ENABLED = "ENABLED"
 DISABLED = "DISABLED"
 VALID = "VALID"
@@ -76,6 +77,11 @@ class ComputeEnvironment:
     @property
     def capacity_type(self) -> str:
         return keys.CAPACITY_SPOT if self.type == "SPOT" else keys.CAPACITY_ON_DEMAND
+
+    @property
+    def managed(self) -> bool:
+        """Ebb launches and terminates its capacity (EC2 or SPOT, not UNMANAGED)."""
+        return self.type != UNMANAGED
 
 
 def compute_environment_from_raw(raw: Raw) -> ComputeEnvironment:

@@ -8,9 +8,11 @@ import gc
 import os
 import socket
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import structlog
 from aiohttp import web
 
@@ -39,6 +41,13 @@ from extender.settings import SchedulerSettings
 
 log = structlog.get_logger("ebb.scheduler")
 
+
+@dataclass
+class _Identity:
+    username: str = ""  # who this daemon writes as; "" until the API server has said
+    registered: bool = False  # webhooks registered (or none to register)
+
+
 CLIENT = web.AppKey("client", kube.KubeClient)
 NODES = web.AppKey("nodes", kube.Reflector[NodeInfo])
 PODS = web.AppKey("pods", kube.Reflector[PodInfo])
@@ -48,7 +57,7 @@ POLICIES = web.AppKey("policies", kube.Reflector[SchedulingPolicy])
 JOB_CONTROLLER = web.AppKey("job_controller", JobController)
 LEADER = web.AppKey("leader", LeaderElector)
 SETTINGS = web.AppKey("settings", SchedulerSettings)
-ADMITTER = web.AppKey("admitter", str)
+IDENTITY = web.AppKey("identity", _Identity)
 PLACEMENT = web.AppKey("placement", EbbExtender)
 _REFLECTORS = (NODES, PODS, QUEUES, COMPUTE_ENVIRONMENTS, POLICIES)
 
@@ -70,8 +79,12 @@ def create_app(settings: SchedulerSettings) -> web.Application:
 
 
 def _synced(app: web.Application) -> bool:
-    return all(key in app and app[key].synced.is_set() for key in _REFLECTORS) and (
-        JOB_CONTROLLER in app and app[JOB_CONTROLLER].synced()
+    return (
+        all(key in app and app[key].synced.is_set() for key in _REFLECTORS)
+        and JOB_CONTROLLER in app
+        and app[JOB_CONTROLLER].synced()
+        and IDENTITY in app
+        and app[IDENTITY].registered
     )
 
 
@@ -102,7 +115,7 @@ def _webhook_context(app: web.Application) -> webhook.WebhookContext:
         refresh_compute_environment=refresh_compute_environment,
         job=lambda namespace, name: jobs.get(f"{namespace}/{name}"),
         capacity=app[JOB_CONTROLLER].capacity,
-        admitter=lambda: app[ADMITTER],
+        admitter=lambda: app[IDENTITY].username,
         scheduler_name=app[SETTINGS].scheduler_name,
     )
 
@@ -144,21 +157,16 @@ def _job_controller(
             leading=leader.leading if leader else None,
         )
         app[JOB_CONTROLLER] = controller
-        app[ADMITTER] = await webhook.whoami(app[CLIENT])
-        if settings.webhook_url or settings.webhook_service:
-            ca = (Path(settings.tls_dir) / "ca.crt").read_bytes()
-            await webhook.register(
-                app[CLIENT],
-                url=settings.webhook_url or None,
-                service=settings.webhook_service or None,
-                port=settings.port,
-                ca_bundle=ca,
-                admitter=app[ADMITTER],
-            )
+        app[IDENTITY] = identity = _Identity()
         tasks = [
             asyncio.create_task(r.run(), name=f"reflector-{r.name}") for r in controller.reflectors
         ]
         tasks.append(asyncio.create_task(controller.run(), name="job-controller"))
+        tasks.append(
+            asyncio.create_task(
+                _identify_and_register(app[CLIENT], settings, identity), name="webhooks"
+            )
+        )
         if leader is not None:
             tasks.append(asyncio.create_task(leader.run(), name="leader-election"))
         yield
@@ -169,6 +177,33 @@ def _job_controller(
         await asyncio.gather(*tasks, return_exceptions=True)
 
     return ctx
+
+
+async def _identify_and_register(
+    client: kube.KubeClient, settings: SchedulerSettings, identity: _Identity
+) -> None:
+    """Learn this daemon's username, then register the webhooks — retried with backoff so
+    that a daemon started while the API server is unreachable serves /healthz (alive, not
+    ready) instead of crashing, and catches up when the server comes back."""
+    delay = 0.5
+    while True:
+        try:
+            identity.username = await webhook.whoami(client)
+            if settings.webhook_url or settings.webhook_service:
+                await webhook.register(
+                    client,
+                    url=settings.webhook_url or None,
+                    service=settings.webhook_service or None,
+                    port=settings.port,
+                    ca_bundle=(Path(settings.tls_dir) / "ca.crt").read_bytes(),
+                    admitter=identity.username,
+                )
+            identity.registered = True
+            return
+        except (kube.ApiError, aiohttp.ClientError, OSError) as exc:
+            log.warning("webhook registration failed; retrying", error=str(exc), retry_in=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
 
 def _kubernetes(

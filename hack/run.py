@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="leave the cluster running")
     parser.add_argument("--state-dir", default=os.environ.get("EBB_STATE_DIR", str(ROOT / ".ebb")))
     parser.add_argument("--port-base", default=os.environ.get("EBB_PORT_BASE", "16000"))
-    parser.add_argument("--out", default=str(ROOT / "out"))
+    parser.add_argument("--out", default=os.environ.get("EBB_RUN_OUT", str(ROOT / "out")))
     parser.add_argument("--timeout", type=float, default=900)
     args = parser.parse_args(argv)
     state = Path(args.state_dir).resolve()

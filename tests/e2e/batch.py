@@ -31,7 +31,7 @@ class BatchEnv:
         nodes: int = 1,
         node_cpu: str = "4",
         state: str = "ENABLED",
-        ce_type: str = "SPOT",
+        ce_type: str = "UNMANAGED",
         instance_types: tuple[str, ...] = ("c6i",),
     ) -> str:
         body = {
