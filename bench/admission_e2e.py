@@ -6,8 +6,9 @@ Brings up a private local cluster with the scheduler daemon, creates `--queues` 
 queues (a third of them with a fair-share policy over `--shares` share identifiers)
 over compute environments that are DISABLED, submits `--jobs` Jobs through the
 webhook (all queue, none can start), then ENABLES the environments and measures how
-long until every Job has been admitted (unsuspended by Ebb). KWOK nodes hold the pods
-so that the control plane does the real work that follows admission. Goal: ≥ 250
+long until every Job has been admitted (unsuspended by Ebb). KWOK nodes (`--nodes`,
+enough pod slots for every Job) hold the pods so that the control plane does the real
+work that follows admission, and the autoscaler has nothing to launch. Goal: ≥ 250
 admissions/s.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import json
 import os
 import shutil
 import statistics
@@ -46,7 +48,11 @@ def cluster(command: str, state: Path, port_base: int, *extra: str) -> None:
     )
 
 
-async def setup(client: kube.KubeClient, queues: int, shares: int, nodes: int) -> list[str]:
+async def setup(
+    client: kube.KubeClient, queues: int, shares: int, nodes: int, aws: dict[str, Any]
+) -> list[str]:
+    """`aws`: the local EC2's subnets, security group and role, so that the autoscaler
+    finds the environments VALID (admission holds nothing for an INVALID one)."""
     ces = [f"bench-ce-{i}" for i in range(5)]
     for ce in ces:
         await client.apply(
@@ -60,6 +66,9 @@ async def setup(client: kube.KubeClient, queues: int, shares: int, nodes: int) -
                     "maxvCpus": 100_000,
                     "instanceTypes": ["c6i"],
                     "state": "DISABLED",
+                    "subnets": aws["subnets"],
+                    "securityGroupIds": [aws["securityGroup"]],
+                    "instanceRole": aws["instanceRole"],
                 },
             },
             field_manager="bench",
@@ -153,7 +162,8 @@ def admitted(raw: dict[str, Any]) -> bool:
 async def run(args: argparse.Namespace, kubeconfig: Path) -> dict[str, float]:
     access = kube.load_access(str(kubeconfig), None, {})
     async with kube.KubeClient(access, user_agent="ebb-bench", max_connections=64) as client:
-        ces = await setup(client, args.queues, args.shares, args.nodes)
+        aws = json.loads((kubeconfig.parent / "aws.json").read_text())
+        ces = await setup(client, args.queues, args.shares, args.nodes, aws)
         submit_s = await submit(client, args.jobs, args.queues, args.shares)
         print(
             f"submitted {args.jobs:,} jobs through the webhook in {submit_s:.1f} s "
@@ -199,7 +209,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--jobs", type=int, default=15_000)
     parser.add_argument("--queues", type=int, default=30)
     parser.add_argument("--shares", type=int, default=5)
-    parser.add_argument("--nodes", type=int, default=50)
+    parser.add_argument("--nodes", type=int, default=150)
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument(
         "--port-base", type=int, default=int(os.environ.get("EBB_BENCH_PORT_BASE", "30000"))

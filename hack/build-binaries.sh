@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the real Kubernetes control plane Ebb is tested against, from pinned Go
 # modules through the Go module proxy, with the installed Go:
-#   etcd, kube-apiserver, kube-scheduler, kube-controller-manager, kubectl, kwok.
+#   etcd, kube-apiserver, kube-scheduler, kube-controller-manager, kubectl, kwok;
+#   with --with-kueue also Kueue's manager (only the peer benchmark asks for it).
 # Binaries are cached by version in ${EBB_BIN_CACHE:-~/.cache/ebb/bin}/<part>-<version>/;
 # only what is missing is rebuilt. Prints the directory holding every binary
 # (one per part) on stdout's last line as PATH fragments when --print-path is given.
@@ -14,7 +15,14 @@ source "$here/versions.env"
 cache=${EBB_BIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ebb/bin}
 work=${EBB_BUILD_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ebb/build}
 print_path=0
-[ "${1:-}" = "--print-path" ] && print_path=1
+with_kueue=0
+for arg in "$@"; do
+  case "$arg" in
+    --print-path) print_path=1 ;;
+    --with-kueue) with_kueue=1 ;;
+    *) printf '[build-binaries] unknown argument %s (use --print-path, --with-kueue)\n' "$arg" >&2; exit 2 ;;
+  esac
+done
 
 say() { printf '[build-binaries] %s\n' "$*" >&2; }
 die() { printf '[build-binaries] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -125,11 +133,30 @@ build_kwok() {
   say "kwok $KWOK_VERSION: built in $((SECONDS - start)) s"
 }
 
+build_kueue() {
+  local out="$cache/kueue-$KUEUE_VERSION"
+  have_all "$out" kueue && [ -d "$out/crds" ] && { say "kueue $KUEUE_VERSION: cached"; return; }
+  say "kueue $KUEUE_VERSION: building (sigs.k8s.io/kueue/cmd/kueue)…"
+  local start=$SECONDS dir
+  dir=$(fetch_module "sigs.k8s.io/kueue@$KUEUE_VERSION" | json_field Dir)
+  mkdir -p "$out"
+  GOBIN="$out" go install -trimpath \
+    -ldflags "-s -w -X sigs.k8s.io/kueue/pkg/version.GitVersion=$KUEUE_VERSION" \
+    "sigs.k8s.io/kueue/cmd/kueue@$KUEUE_VERSION" || die "kueue build failed (see output above)"
+  # Its CRDs come from the same module, so they always match the binary.
+  rm -rf "$out/crds" && mkdir -p "$out/crds" &&
+    cp "$dir"/config/components/crd/bases/*.yaml "$out/crds/" && chmod -R u+w "$out/crds"
+  say "kueue $KUEUE_VERSION: built in $((SECONDS - start)) s"
+}
+
 mkdir -p "$cache" "$work"
 build_etcd
 build_kwok
 build_kubernetes
+[ "$with_kueue" = 1 ] && build_kueue
 say "all binaries ready under $cache"
 if [ "$print_path" = 1 ]; then
-  echo "$cache/etcd-$ETCD_VERSION:$cache/kubernetes-$KUBERNETES_VERSION:$cache/kwok-$KWOK_VERSION"
+  path="$cache/etcd-$ETCD_VERSION:$cache/kubernetes-$KUBERNETES_VERSION:$cache/kwok-$KWOK_VERSION"
+  [ "$with_kueue" = 1 ] && path="$path:$cache/kueue-$KUEUE_VERSION"
+  echo "$path"
 fi

@@ -1,0 +1,419 @@
+"""Ebb's admission against Kueue's, on the same local control plane, in one run.
+
+    python -m bench.kueue_compare [--jobs 15000] [--queues 30] [--shares 5]
+
+Two phases, each on a fresh private cluster from the same binaries and settings
+(`hack/cluster.py up --ebb`: the control plane, KWOK, Ebb's daemons):
+
+1. Ebb: `bench.admission_e2e` as it is — `--queues` job queues over 5 compute
+   environments (a third with fair share over `--shares` share identifiers, priorities
+   0-2), `--jobs` Jobs queued while the environments are DISABLED; then they are ENABLED
+   and the time until every Job is unsuspended is measured.
+2. Kueue (built by `hack/build-binaries.sh --with-kueue`, run out of cluster with its
+   own generated certificates): the same workload mapped onto Kueue — a ResourceFlavor
+   per compute environment (its node label and the batch taint's toleration), a
+   ClusterQueue per job queue (in one cohort, the two flavors of its environment
+   order, each environment's 100,000 vCPUs split among the 12 queues that use it),
+   a WorkloadPriorityClass per queue priority, a LocalQueue per queue — per share for
+   the fair-share queues, whose ClusterQueues use Admission Fair Sharing with the
+   shares' weights (Kueue: a higher weight is a larger share; Ebb: a lower
+   weightFactor). The Jobs are created suspended with the LocalQueue label (Kueue's
+   webhooks are not registered out of cluster); the ClusterQueues hold them
+   (`stopPolicy: Hold`) until Kueue has a Workload for every Job, then are released,
+   and the time until every Job is unsuspended is measured.
+
+Kueue runs without its client-side rate limit (qps -1) unless `--kueue-qps` sets one
+(its default is 20/s, burst 30); Ebb's client has none. Reports both times, both
+rates and Ebb ÷ Kueue (admissions per second).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import os
+import shutil
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench import admission_e2e
+from bench.admission_e2e import ROOT, cluster
+from ebb import keys, kube
+from ebb.kube.resources import SECRETS
+from tests.e2e.cluster import create_node
+
+KUEUE = "kueue.x-k8s.io"
+WORKLOADS = kube.Resource(KUEUE, "v1beta2", "workloads", "Workload", True)
+CLUSTER_QUEUES = kube.Resource(KUEUE, "v1beta2", "clusterqueues", "ClusterQueue", False)
+LOCAL_QUEUES = kube.Resource(KUEUE, "v1beta2", "localqueues", "LocalQueue", True)
+FLAVORS = kube.Resource(KUEUE, "v1beta2", "resourceflavors", "ResourceFlavor", False)
+PRIORITY_CLASSES = kube.Resource(
+    KUEUE, "v1beta1", "workloadpriorityclasses", "WorkloadPriorityClass", False
+)
+# The CRDs whose versions Kueue converts: its certificate rotator injects its CA there.
+CONVERTED = ("localqueues", "clusterqueues", "cohorts", "workloads", "multikueueclusters")
+CES, USERS_PER_CE = 5, 12  # as bench.admission_e2e: queue q uses CEs q % 5 and (q + 1) % 5
+CE_VCPUS = 100_000
+
+
+def kueue_dir() -> Path:
+    """Where the Kueue manager and its CRDs are (built if missing)."""
+    out = subprocess.run(
+        [str(ROOT / "hack" / "build-binaries.sh"), "--with-kueue", "--print-path"],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    ).stdout.strip()
+    return Path(out.splitlines()[-1].split(os.pathsep)[-1])
+
+
+def crds(kueue_dir: Path, webhook_port: int) -> list[dict[str, Any]]:
+    """Kueue's CRDs; those with converted versions point their conversion webhook at the
+    manager on loopback (as its kustomize patches point it at its Service)."""
+    out = []
+    for path in sorted((kueue_dir / "crds").glob("*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        if crd["spec"]["names"]["plural"] in CONVERTED:
+            crd["spec"]["conversion"] = {
+                "strategy": "Webhook",
+                "webhook": {
+                    "clientConfig": {"url": f"https://127.0.0.1:{webhook_port}/convert"},
+                    "conversionReviewVersions": ["v1"],
+                },
+            }
+        out.append(crd)
+    return out
+
+
+def kueue_config(state: Path, port_base: int, qps: float) -> Path:
+    config = {
+        "apiVersion": "config.kueue.x-k8s.io/v1beta2",
+        "kind": "Configuration",
+        "namespace": "kueue-system",
+        "health": {"healthProbeBindAddress": f"127.0.0.1:{port_base + 971}"},
+        "metrics": {"bindAddress": "0"},
+        "webhook": {
+            "host": "127.0.0.1",
+            "port": port_base + 972,
+            "certDir": str(state / "kueue-certs"),
+        },
+        "leaderElection": {"leaderElect": False},
+        "internalCertManagement": {"enable": True},
+        "clientConnection": {"qps": qps, "burst": max(int(qps * 2), 1) if qps > 0 else 1000},
+        "integrations": {"frameworks": ["batch/job"]},
+        "manageJobsWithoutQueueName": False,
+        "admissionFairSharing": {"usageHalfLifeTime": "1h", "usageSamplingInterval": "5m"},
+    }
+    path = state / "kueue-config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def start_kueue(binary: Path, state: Path, port_base: int, qps: float) -> subprocess.Popen[bytes]:
+    config = kueue_config(state, port_base, qps)
+    log = (state / "logs" / "kueue.log").open("ab")
+    return subprocess.Popen(
+        [
+            str(binary),
+            f"--config={config}",
+            f"--visibility-server-port={port_base + 973}",
+            "--feature-gates=VisibilityOnDemand=false",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "KUBECONFIG": str(state / "kubeconfig")},
+        cwd=state,
+    )
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+async def wait_kueue(
+    client: kube.KubeClient, proc: subprocess.Popen[bytes], state: Path, port_base: int
+) -> None:
+    """Until Kueue is ready. Its certificate rotator writes the serving certificate into
+    a Secret that a pod would mount; here it is copied into the certificate directory."""
+    certs = state / "kueue-certs"
+    certs.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"kueue exited; see {state / 'logs' / 'kueue.log'}")
+        secret = await client.get(SECRETS, "kueue-webhook-server-cert", "kueue-system")
+        for name, value in (secret.get("data") or {}).items():
+            path = certs / name
+            if not path.exists():
+                path.write_bytes(base64.b64decode(value))
+        if await asyncio.to_thread(_ready, f"http://127.0.0.1:{port_base + 971}/readyz"):
+            return
+        await asyncio.sleep(0.5)
+    proc.terminate()
+    raise SystemExit(f"kueue did not become ready; see {state / 'logs' / 'kueue.log'}")
+
+
+def queue_names(q: int, shares: int) -> list[str]:
+    """The LocalQueues of job queue q: one per share for the fair-share queues."""
+    if q % 3 == 0:
+        return [f"q{q}-share-{s}" for s in range(shares)]
+    return [f"q{q}"]
+
+
+async def setup(client: kube.KubeClient, args: argparse.Namespace, kueue_dir: Path) -> None:
+    for crd in crds(kueue_dir, args.port_base + 972):
+        await client.apply(kube.CUSTOM_RESOURCE_DEFINITIONS, crd, field_manager="bench")
+    for ns in ("kueue-system", "bench"):
+        await client.create(kube.NAMESPACES, {"metadata": {"name": ns}})
+    # The certificate rotator fills this Secret in; Kueue's manifests create it empty.
+    secret = {"metadata": {"name": "kueue-webhook-server-cert", "namespace": "kueue-system"}}
+    await client.create(SECRETS, secret, "kueue-system")
+    await asyncio.sleep(2)  # let the CRDs become established
+
+
+async def queues(client: kube.KubeClient, args: argparse.Namespace) -> list[str]:
+    for i in range(CES):
+        await client.create(
+            FLAVORS,
+            {
+                "apiVersion": f"{KUEUE}/v1beta2",
+                "kind": "ResourceFlavor",
+                "metadata": {"name": f"ce-{i}"},
+                "spec": {
+                    "nodeLabels": {keys.COMPUTE_ENVIRONMENT_LABEL: f"bench-ce-{i}"},
+                    "tolerations": [dict(keys.BATCH_TOLERATION)],
+                },
+            },
+        )
+    for p in range(3):
+        await client.create(
+            PRIORITY_CLASSES,
+            {
+                "apiVersion": f"{KUEUE}/v1beta1",
+                "kind": "WorkloadPriorityClass",
+                "metadata": {"name": f"priority-{p}"},
+                "value": p,
+            },
+        )
+    share = CE_VCPUS // USERS_PER_CE
+    for q in range(args.queues):
+        flavors = [
+            {
+                "name": f"ce-{ce}",
+                "resources": [
+                    {"name": "cpu", "nominalQuota": str(share)},
+                    {"name": "memory", "nominalQuota": f"{share * 4}Gi"},
+                ],
+            }
+            for ce in (q % CES, (q + 1) % CES)
+        ]
+        spec: dict[str, Any] = {
+            "cohortName": "bench",
+            "namespaceSelector": {},
+            "stopPolicy": "Hold",
+            "resourceGroups": [{"coveredResources": ["cpu", "memory"], "flavors": flavors}],
+        }
+        if q % 3 == 0:
+            spec["admissionScope"] = {"admissionMode": "UsageBasedAdmissionFairSharing"}
+        await client.create(
+            CLUSTER_QUEUES,
+            {
+                "apiVersion": f"{KUEUE}/v1beta2",
+                "kind": "ClusterQueue",
+                "metadata": {"name": f"bench-q{q}"},
+                "spec": spec,
+            },
+        )
+        for s, name in enumerate(queue_names(q, args.shares)):
+            lq: dict[str, Any] = {"clusterQueue": f"bench-q{q}"}
+            if q % 3 == 0:  # Ebb's weightFactor 1 + s: Kueue's weight is its inverse
+                lq["fairSharing"] = {"weight": f"{1000 // (1 + s)}m"}
+            await client.create(
+                LOCAL_QUEUES,
+                {
+                    "apiVersion": f"{KUEUE}/v1beta2",
+                    "kind": "LocalQueue",
+                    "metadata": {"name": name, "namespace": "bench"},
+                    "spec": lq,
+                },
+                "bench",
+            )
+    per_ce = args.nodes // CES
+    for i in range(CES):
+        for n in range(per_ce):
+            await create_node(
+                client,
+                f"bench-node-{i}-{n}",
+                cpu="2000",
+                memory="16Ti",
+                labels={keys.COMPUTE_ENVIRONMENT_LABEL: f"bench-ce-{i}"},
+                taints=[{"key": keys.BATCH_NODE_TAINT, "effect": "NoSchedule"}],
+            )
+    return [f"bench-q{q}" for q in range(args.queues)]
+
+
+def job(i: int, args: argparse.Namespace) -> dict[str, Any]:
+    q = i % args.queues
+    local = queue_names(q, args.shares)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": f"job-{i}",
+            "labels": {
+                f"{KUEUE}/queue-name": local[(i % args.shares) % len(local)],
+                f"{KUEUE}/priority-class": f"priority-{q % 3}",
+            },
+        },
+        "spec": {
+            "suspend": True,
+            "backoffLimit": 0,
+            "template": {
+                "metadata": {"annotations": {"kwok.ebb.dev/run-seconds": "3600"}},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [
+                        {
+                            "name": "main",
+                            "image": "busybox",
+                            "resources": {"requests": {"cpu": "1", "memory": "256Mi"}},
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
+async def submit(client: kube.KubeClient, args: argparse.Namespace) -> float:
+    semaphore = asyncio.Semaphore(48)
+
+    async def one(i: int) -> None:
+        async with semaphore:
+            for attempt in range(5):
+                try:
+                    await client.create(kube.JOBS, job(i, args), "bench")
+                    return
+                except kube.ApiError as exc:
+                    if exc.already_exists:
+                        return
+                    if attempt == 4:
+                        raise
+                    await asyncio.sleep(1)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(args.jobs)))
+    return time.perf_counter() - start
+
+
+def unsuspended(raw: dict[str, Any]) -> bool:
+    return not (raw.get("spec") or {}).get("suspend")
+
+
+async def kueue_run(args: argparse.Namespace, state: Path, kueue_dir: Path) -> dict[str, float]:
+    access = kube.load_access(str(state / "kubeconfig"), None, {})
+    async with kube.KubeClient(access, user_agent="ebb-bench", max_connections=64) as client:
+        await setup(client, args, kueue_dir)
+        proc = start_kueue(kueue_dir / "kueue", state, args.port_base, args.kueue_qps)
+        try:
+            await wait_kueue(client, proc, state, args.port_base)
+            names = await queues(client, args)
+            submit_s = await submit(client, args)
+            print(f"kueue: submitted {args.jobs:,} jobs in {submit_s:.1f} s", flush=True)
+            jobs = kube.Reflector(client, kube.JOBS, unsuspended, namespace="bench", name="jobs")
+            workloads = kube.Reflector(client, WORKLOADS, lambda _: True, namespace="bench")
+            tasks = [asyncio.create_task(r.run()) for r in (jobs, workloads)]
+            await jobs.wait_synced(300)
+            await workloads.wait_synced(300)
+            waited = time.perf_counter()
+            while len(workloads.store) < args.jobs:
+                if time.perf_counter() - waited > args.timeout:
+                    raise SystemExit(f"kueue made only {len(workloads.store):,} workloads")
+                await asyncio.sleep(1)
+            print(f"kueue: a Workload for every Job after {time.perf_counter() - waited:.1f} s")
+            assert sum(jobs.store.values()) == 0, "jobs admitted while the queues were held"
+            start = time.perf_counter()
+            for name in names:
+                await client.patch(CLUSTER_QUEUES, name, {"spec": {"stopPolicy": "None"}})
+            while True:
+                await asyncio.sleep(1.0)
+                done = sum(jobs.store.values())
+                elapsed = time.perf_counter() - start
+                print(f"  {elapsed:6.1f} s: {done:,} admitted", flush=True)
+                if done >= args.jobs or elapsed > args.timeout:
+                    break
+            for r in (jobs, workloads):
+                r.stop()
+            for t in tasks:
+                t.cancel()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    return {"admit_seconds": elapsed, "admitted": float(done), "admissions_per_s": done / elapsed}
+
+
+def kueue_phase(args: argparse.Namespace) -> dict[str, float]:
+    binaries = kueue_dir()
+    state = ROOT / ".ebb-bench"
+    shutil.rmtree(state, ignore_errors=True)
+    cluster("up", state, args.port_base, "--ebb")
+    try:
+        return asyncio.run(kueue_run(args, state, binaries))
+    finally:
+        cluster("down", state, args.port_base)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--jobs", type=int, default=15_000)
+    parser.add_argument("--queues", type=int, default=30)
+    parser.add_argument("--shares", type=int, default=5)
+    parser.add_argument("--nodes", type=int, default=150)
+    parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--kueue-qps", type=float, default=-1, help="-1: no client rate limit")
+    parser.add_argument(
+        "--port-base", type=int, default=int(os.environ.get("EBB_BENCH_PORT_BASE", "35000"))
+    )
+    parser.add_argument(
+        "--phases", default="ebb,kueue", help="which to run, in this order (ebb, kueue)"
+    )
+    args = parser.parse_args(argv)
+    results: dict[str, Any] = {}
+    for phase in args.phases.split(","):
+        if phase == "ebb":
+            results["ebb"] = admission_e2e.main(
+                [
+                    f"--jobs={args.jobs}",
+                    f"--queues={args.queues}",
+                    f"--shares={args.shares}",
+                    f"--nodes={args.nodes}",
+                    f"--timeout={args.timeout}",
+                    f"--port-base={args.port_base}",
+                ]
+            )
+        else:
+            results["kueue"] = kueue_phase(args)
+    if len(results) < 2:
+        return results
+    ebb, kueue = results["ebb"], results["kueue"]
+    ratio = ebb["admissions_per_s"] / kueue["admissions_per_s"]
+    print(
+        f"\nall {args.jobs:,} admitted: Ebb {ebb['admit_seconds']:.1f} s "
+        f"({ebb['admissions_per_s']:.0f}/s), Kueue {kueue['admit_seconds']:.1f} s "
+        f"({kueue['admissions_per_s']:.0f}/s); Ebb ÷ Kueue throughput {ratio:.2f}"
+    )
+    return {**results, "ebb_over_kueue": ratio}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+"""Thousands of nodes and pods through Ebb end to end, against kube-scheduler alone.
+
+    python -m bench.kwok_scale [--nodes 5000] [--pods 20000] [--pods-per-job 10]
+
+Two phases, each on a fresh private cluster from the same binaries (`hack/cluster.py
+up`), with `--nodes` KWOK nodes (32 vCPUs, 128 GiB, 110 pods each; five compute
+environments' labels and the batch taint) and `--pods` pods in Indexed Jobs of
+`--pods-per-job` pods (1 vCPU, 256 MiB, running `--run-seconds` under KWOK):
+
+- kube-scheduler alone: no extender, no Ebb; the Jobs are created unsuspended (with
+  the batch toleration), the Job controller makes the pods, kube-scheduler places them,
+  KWOK runs them to completion;
+- Ebb: kube-scheduler with Ebb's extender and Ebb's scheduler daemon; the Jobs carry a
+  queue label (10 queues over the 5 environments), Ebb's webhook suspends them, Ebb
+  admits them, its extender filters and scores the nodes, KWOK runs the pods.
+
+Each phase is timed from the first Job created until every pod has succeeded; pods/s
+is pods ÷ that time, and the ratio Ebb ÷ kube-scheduler alone is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.admission_e2e import ROOT, cluster
+from bench.scheduler_memory import start_daemon
+from ebb import keys, kube
+from tests.e2e.cluster import create_node
+
+CES, QUEUES = 5, 10
+
+
+async def nodes(client: kube.KubeClient, count: int) -> None:
+    semaphore = asyncio.Semaphore(32)
+
+    async def one(i: int) -> None:
+        async with semaphore:
+            await create_node(
+                client,
+                f"node-{i}",
+                cpu="32",
+                memory="128Gi",
+                labels={
+                    keys.COMPUTE_ENVIRONMENT_LABEL: f"ce-{i % CES}",
+                    keys.CAPACITY_TYPE_LABEL: keys.CAPACITY_SPOT,
+                    keys.INSTANCE_TYPE_LABEL: "c6i.8xlarge",
+                },
+                taints=[{"key": keys.BATCH_NODE_TAINT, "effect": "NoSchedule"}],
+            )
+
+    await asyncio.gather(*(one(i) for i in range(count)))
+
+
+async def queues(client: kube.KubeClient) -> None:
+    for i in range(CES):
+        await client.create(
+            kube.COMPUTE_ENVIRONMENTS,
+            {
+                "apiVersion": "ebb.dev/v1alpha1",
+                "kind": "ComputeEnvironment",
+                "metadata": {"name": f"ce-{i}"},
+                "spec": {"type": "SPOT", "maxvCpus": 1_000_000, "instanceTypes": ["c6i"]},
+            },
+        )
+    for q in range(QUEUES):
+        await client.create(
+            kube.JOB_QUEUES,
+            {
+                "apiVersion": "ebb.dev/v1alpha1",
+                "kind": "JobQueue",
+                "metadata": {"name": f"q{q}"},
+                "spec": {
+                    "priority": q % 3,
+                    "computeEnvironmentOrder": [
+                        {"order": 0, "computeEnvironment": f"ce-{q % CES}"},
+                        {"order": 1, "computeEnvironment": f"ce-{(q + 1) % CES}"},
+                    ],
+                },
+            },
+        )
+
+
+def job(i: int, args: argparse.Namespace, ebb: bool) -> dict[str, Any]:
+    labels = {keys.QUEUE_LABEL: f"q{i % QUEUES}"} if ebb else {}
+    spec: dict[str, Any] = {
+        "completions": args.pods_per_job,
+        "parallelism": args.pods_per_job,
+        "completionMode": "Indexed",
+        "backoffLimit": 0,
+        "template": {
+            "metadata": {"annotations": {"kwok.ebb.dev/run-seconds": str(args.run_seconds)}},
+            "spec": {
+                "restartPolicy": "Never",
+                "tolerations": [dict(keys.BATCH_TOLERATION)],
+                "containers": [
+                    {
+                        "name": "main",
+                        "image": "busybox",
+                        "resources": {"requests": {"cpu": "1", "memory": "256Mi"}},
+                    }
+                ],
+            },
+        },
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": f"job-{i}", "labels": labels},
+        "spec": spec,
+    }
+
+
+def succeeded(raw: dict[str, Any]) -> int:
+    return int((raw.get("status") or {}).get("succeeded") or 0)
+
+
+async def flow(state: Path, args: argparse.Namespace, ebb: bool) -> dict[str, float]:
+    access = kube.load_access(str(state / "kubeconfig"), None, {})
+    async with kube.KubeClient(access, user_agent="ebb-bench", max_connections=64) as client:
+        started = time.perf_counter()
+        await nodes(client, args.nodes)
+        print(f"  {args.nodes:,} nodes in {time.perf_counter() - started:.0f} s", flush=True)
+        if ebb:
+            await queues(client)
+        await client.create(kube.NAMESPACES, {"metadata": {"name": "bench"}})
+        jobs = kube.Reflector(client, kube.JOBS, succeeded, namespace="bench", name="jobs")
+        watching = asyncio.create_task(jobs.run())
+        await jobs.wait_synced(60)
+        await asyncio.sleep(10)  # KWOK marks the nodes Ready
+        semaphore = asyncio.Semaphore(48)
+
+        async def one(i: int) -> None:
+            async with semaphore:
+                await client.create(kube.JOBS, job(i, args, ebb), "bench")
+
+        start = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(args.pods // args.pods_per_job)))
+        print(f"  submitted in {time.perf_counter() - start:.0f} s", flush=True)
+        while True:
+            done = sum(jobs.store.values())
+            elapsed = time.perf_counter() - start
+            if done >= args.pods or elapsed > args.timeout:
+                break
+            print(f"  {elapsed:6.0f} s: {done:,} pods succeeded", flush=True)
+            await asyncio.sleep(5)
+        jobs.stop()
+        watching.cancel()
+    return {"seconds": elapsed, "succeeded": float(done), "pods_per_s": done / elapsed}
+
+
+def phase(args: argparse.Namespace, ebb: bool) -> dict[str, float]:
+    state = ROOT / ".ebb-bench"
+    shutil.rmtree(state, ignore_errors=True)
+    cluster("up", state, args.port_base, f"--extender={'ebb' if ebb else 'none'}")
+    daemon: subprocess.Popen[bytes] | None = None
+    try:
+        if ebb:
+            daemon = start_daemon(state, args.port_base)
+        return asyncio.run(flow(state, args, ebb))
+    finally:
+        if daemon is not None:
+            daemon.terminate()
+            daemon.wait(timeout=30)
+        cluster("down", state, args.port_base)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--nodes", type=int, default=5000)
+    parser.add_argument("--pods", type=int, default=20_000)
+    parser.add_argument("--pods-per-job", type=int, default=10)
+    parser.add_argument("--run-seconds", type=float, default=10.0)
+    parser.add_argument("--timeout", type=float, default=1800.0)
+    parser.add_argument(
+        "--port-base", type=int, default=int(os.environ.get("EBB_BENCH_PORT_BASE", "35000"))
+    )
+    args = parser.parse_args(argv)
+    results = {}
+    for name, ebb in (("kube-scheduler alone", False), ("ebb", True)):
+        print(f"{name}: {args.pods:,} pods on {args.nodes:,} KWOK nodes", flush=True)
+        results[name] = phase(args, ebb)
+        r = results[name]
+        print(
+            f"{name}: {r['succeeded']:,.0f} pods in {r['seconds']:.0f} s: {r['pods_per_s']:.0f}/s"
+        )
+    ratio = results["ebb"]["pods_per_s"] / results["kube-scheduler alone"]["pods_per_s"]
+    print(f"Ebb ÷ kube-scheduler alone: {ratio:.2f}")
+    return {**results, "ebb_over_kube_scheduler": ratio}
+
+
+if __name__ == "__main__":
+    main()

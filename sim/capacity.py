@@ -1,0 +1,216 @@
+"""Capacity policies: what to launch and what to terminate, at each autoscaler pass.
+
+`EbbCapacity` is Ebb's autoscaler: the real capacity planner (`autoscaler.planner`)
+over the real offerings (`autoscaler.environments`), and the real scale-down decisions
+(`autoscaler.scaledown`), fed what the daemon would see. The baselines it is compared
+with (`sim.baselines`) implement the same interface.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import itertools
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from autoscaler.environments import Unavailable, environment
+from autoscaler.planner import Environment, PendingPod, Room, plan_launches
+from autoscaler.scaledown import CORDON, TERMINATE, NodeState, plan_scale_down
+from ebb.catalog import Catalog, NodeOverhead
+from ebb.model import ComputeEnvironment
+from sim.cloud import Instance
+
+# The daemon's defaults (autoscaler/settings.py).
+DRAIN_GRACE_SECONDS = 5.0
+ORPHAN_DELAY_SECONDS = 300.0
+RESYNC_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """Launch `count` instances of one type in one zone for an environment."""
+
+    environment: str
+    instance_type: str
+    count: int
+    zone: str
+
+
+@dataclass
+class Decision:
+    launches: list[Order] = field(default_factory=list)
+    cordon: list[tuple[Instance, str]] = field(default_factory=list)
+    terminate: list[tuple[Instance, str]] = field(default_factory=list)
+    due: float | None = None  # when the policy wants its next pass (None: on events only)
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """What an autoscaler sees at one pass."""
+
+    now: float
+    pending: Sequence[PendingPod]  # admitted pods no node could take
+    instances: Sequence[Instance]  # every live instance, booting or a node
+    unavailable: Collection[Unavailable]  # offerings EC2 recently refused
+    vcpus: Mapping[str, int]  # environment → vCPUs of its live instances
+    gpus: Mapping[str, int]
+
+
+class CapacityPolicy(abc.ABC):
+    name: str = ""
+    description: str = ""
+    resync_seconds = RESYNC_SECONDS  # how often it re-plans while pods wait
+
+    def __init__(
+        self,
+        environments: Mapping[str, ComputeEnvironment],
+        catalog: Catalog,
+        overhead: NodeOverhead,
+        subnet_zones: Mapping[str, str],
+        daemonset_pods: int,
+    ) -> None:
+        self.environments = environments
+        self.catalog = catalog
+        self.overhead = overhead
+        self.subnet_zones = subnet_zones
+        self.daemonset_pods = daemonset_pods
+        self._zone_turn = itertools.count()
+        self._views: dict[frozenset[Unavailable], dict[str, Environment]] = {}
+
+    @property
+    def pod_slots(self) -> int:
+        """Batch pods one node takes."""
+        return self.overhead.max_pods - self.daemonset_pods
+
+    @abc.abstractmethod
+    def decide(self, view: ClusterView) -> Decision: ...
+
+    @abc.abstractmethod
+    def idle_delay(self, instance: Instance) -> float:
+        """Seconds an idle node stays before the policy may remove it."""
+
+    def views(self, view: ClusterView) -> dict[str, Environment]:
+        """Each environment as the planner sees it (its offerings, validity, budget).
+        `environment()` is pure and its offerings depend only on the spec and the refused
+        offerings, so it runs once per set of refusals; the vCPUs and GPUs it passes
+        through are filled in per pass."""
+        refused = frozenset(view.unavailable)
+        base = self._views.get(refused)
+        if base is None:
+            if len(self._views) > 64:
+                self._views.clear()
+            base = self._views[refused] = {
+                name: environment(
+                    spec,
+                    self.catalog,
+                    self.overhead,
+                    self.subnet_zones,
+                    refused,
+                    vcpus=0,
+                    gpus=0,
+                    daemonset_pods=self.daemonset_pods,
+                )
+                for name, spec in self.environments.items()
+            }
+        return {
+            name: dataclasses.replace(
+                env, vcpus=view.vcpus.get(name, 0), gpus=view.gpus.get(name, 0)
+            )
+            for name, env in base.items()
+        }
+
+    def zone(self, zones: Sequence[str]) -> str:
+        """One zone per launch, taking turns (as the daemon picks subnets)."""
+        return zones[next(self._zone_turn) % len(zones)]
+
+
+class EbbCapacity(CapacityPolicy):
+    name = "ebb"
+    description = (
+        "Ebb's autoscaler: autoscaler.planner over each environment's offerings "
+        "(allocation strategy as configured), autoscaler.scaledown (idle for the "
+        "environment's scaleDownDelaySeconds, cordon, 5 s grace, terminate)"
+    )
+
+    def decide(self, view: ClusterView) -> Decision:
+        out = Decision()
+        views = self.views(view)
+        plan = plan_launches(views, view.pending, self._room(view))
+        for launch in plan.launches:
+            zones = launch.zones or tuple(dict.fromkeys(self.subnet_zones.values()))
+            out.launches.append(
+                Order(launch.environment, launch.instance_type, launch.count, self.zone(zones))
+            )
+        self._scale_down(view, out)
+        return out
+
+    def _room(self, view: ClusterView) -> list[Room]:
+        """Free room on nodes and instances still booting, for the pods waiting. Room
+        too small for the smallest of them in CPU or in memory is left out: the planner
+        could put nothing there."""
+        if not view.pending:
+            return []
+        cpu = min(p.requests.cpu_milli for p in view.pending)
+        memory = min(p.requests.memory for p in view.pending)
+        room = []
+        usable = {}
+        for i in view.instances:
+            if not i.ready:
+                t = i.type.name
+                if t not in usable:
+                    usable[t] = self.overhead.usable(i.type)
+                room.append(Room(i.environment, usable[t], self.pod_slots))
+            elif (
+                i.draining is None and i.slots > 0 and i.free_cpu >= cpu and i.free_memory >= memory
+            ):
+                room.append(Room(i.environment, i.free, i.slots))
+        return room
+
+    def _scale_down(self, view: ClusterView, out: Decision) -> None:
+        states = []
+        by_name = {}
+        for i in view.instances:
+            if i.ready and (i.batch_pods == 0 or i.draining is not None):
+                states.append(
+                    NodeState(
+                        i.id,
+                        i.environment,
+                        i.type.vcpus,
+                        i.price,
+                        i.batch_pods,
+                        i.idle_since if i.batch_pods == 0 else None,
+                        i.draining,
+                        i.draining_since,
+                    )
+                )
+                by_name[i.id] = i
+        actions = plan_scale_down(
+            states,
+            self.environments,
+            view.vcpus,
+            view.now,
+            grace_seconds=DRAIN_GRACE_SECONDS,
+            orphan_delay_seconds=ORPHAN_DELAY_SECONDS,
+        )
+        for action in actions:
+            instance = by_name[action.node]
+            if action.kind == CORDON:
+                out.cordon.append((instance, action.reason))
+            elif action.kind == TERMINATE:
+                out.terminate.append((instance, action.reason))
+        # As the daemon: wake when the next idle node's delay is over, soon while draining.
+        due = [view.now + 1.0 for s in states if s.draining is not None]
+        if out.cordon:
+            due.append(view.now + DRAIN_GRACE_SECONDS)
+        due.extend(
+            s.idle_since + self.idle_delay(by_name[s.name])
+            for s in states
+            if s.draining is None and s.idle_since is not None
+        )
+        later = [d for d in due if d > view.now]
+        out.due = min(later, default=None)
+
+    def idle_delay(self, instance: Instance) -> float:
+        spec = self.environments.get(instance.environment)
+        return float(spec.scale_down_delay_seconds) if spec else ORPHAN_DELAY_SECONDS
