@@ -108,6 +108,9 @@ def reconcile(snap: Snapshot) -> Decisions:
             limit = _time_limit_exceeded(job, queue, waiting.code, snap.now)
             if limit is not None:
                 out.fail[d.key] = Failure(Code.STATE_TIME_LIMIT, limit, started=False)
+    # In the order admission granted them (queue priority, fair share, FIFO): a writer that
+    # writes only the first ones writes those.
+    out.admit = {key: out.admit[key] for key in result.grants if key in out.admit}
     return out
 
 

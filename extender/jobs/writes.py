@@ -10,6 +10,7 @@ of status churn never delays an admission.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -38,6 +39,11 @@ DEPENDENCY_WAIT = Histogram(
     buckets=(1, 5, 15, 60, 300, 900, 3600, 14400, 86400),
 )
 Json = dict[str, Any]
+# A pass writes at most this many admissions; the rest are decided again by the next pass,
+# a moment later and from fresher state, so that a burst of thousands of unsuspends on a
+# slow API server never holds back what changed meanwhile (an environment enabled, a job
+# cancelled, a higher-priority job submitted).
+MAX_ADMISSIONS_PER_PASS = 1000
 # Counted when the unsuspend is written, not when a pass decides it: a pass whose write
 # failed decides again, and a Job is admitted once.
 ADMISSIONS = Counter("ebb_admissions_total", "Jobs admitted (unsuspended), by queue.", ["queue"])
@@ -127,7 +133,7 @@ class Writer:
     async def apply(self, jobs: Mapping[str, JobInfo], decisions: Decisions, now: float) -> None:
         ops = [
             self._admit(jobs[key], pods, decisions.statuses.get(key), now)
-            for key, pods in decisions.admit.items()
+            for key, pods in itertools.islice(decisions.admit.items(), MAX_ADMISSIONS_PER_PASS)
         ]
         ops += [self._fail(jobs[key], failure, now) for key, failure in decisions.fail.items()]
         ops += [self._ungate(pod) for pod in decisions.ungate]

@@ -208,3 +208,11 @@ def test_webhook_sends_batch_pods_to_the_configured_scheduler() -> None:
     out = mutate(raw, JobSpec(), "ebb-scheduler")
     assert out["spec"]["template"]["spec"]["schedulerName"] == "ebb-scheduler"
     assert out["spec"]["suspend"] is True
+
+
+def test_admissions_are_listed_in_the_order_admission_granted_them() -> None:
+    # Created newest first, so store order and FIFO order disagree: a writer that writes
+    # only the first admissions of a pass must get the oldest.
+    jobs = [job(f"j{i}", cpu="1", created=f"2026-01-01T00:00:0{9 - i}Z") for i in range(4)]
+    out = reconcile(snapshot(*jobs, vcpus=8))
+    assert list(out.admit) == ["ns/j3", "ns/j2", "ns/j1", "ns/j0"]
