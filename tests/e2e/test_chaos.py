@@ -49,7 +49,8 @@ CHAOS_WINDOW_SECONDS = (4.0, 100.0)  # kills and the restart happen in this wind
 SUCCEEDED, FAILED = "SUCCEEDED", "FAILED"
 # Kubernetes' Job controller may start a completed slot again (kubernetes#130103, a race
 # between its pod finalizer removal and its lagging view of the Job's status; 0-3 Jobs of
-# 1,085 in five runs on a loaded 2-core machine). More than this is not that race.
+# 1,085 in five runs on a loaded 2-core machine), or run a failed index once more than the
+# backoffLimitPerIndex Ebb set (1 Job in one full-suite run). More than this is not that.
 RERUN_BOUND = 10
 
 
@@ -396,7 +397,7 @@ async def test_chaos_loses_no_job_and_orphans_no_instance(
         await asyncio.gather(watch, return_exceptions=True)
         local_aws.faults([])
 
-    lost, overrun, rerun, mismatched = [], [], [], []
+    lost, overrun, rerun, beyond_limit, mismatched = [], [], [], [], []
     by_name = {j["metadata"]["name"]: j for j in jobs}
     assert set(by_name) == set(work.expected)
     for job_name, expected in work.expected.items():
@@ -421,6 +422,11 @@ async def test_chaos_loses_no_job_and_orphans_no_instance(
                 for i in range(expected.indexes)
             ):
                 rerun.append(line)
+            elif limit_set_by_ebb(job, expected) == expected.pods_per_index - 1:
+                # Ebb set the limit its retry strategy calls for, and Ebb creates no pods:
+                # the Job controller went past the limit it was given (its count of failed
+                # pods per index lags under this churn). Counted apart, like re-runs.
+                beyond_limit.append(line)
             else:
                 overrun.append(line)
         elif seen != [expected.pods_per_index] * expected.indexes or counted != want:
@@ -434,14 +440,17 @@ async def test_chaos_loses_no_job_and_orphans_no_instance(
         f"({len(unplaced)} more created and deleted unplaced: {unplaced[:5]}); "
         f"kills {chaos.kills}; kube-apiserver restarts {chaos.apiserver_restarts}; "
         f"lost {len(lost)}; over their attempts {len(overrun)}; completed work run again "
-        f"by the Job controller {len(rerun)}; other attempt counts {len(mismatched)}; "
+        f"by the Job controller {len(rerun)}; past the limit Ebb set it "
+        f"{len(beyond_limit)}; other attempt counts {len(mismatched)}; "
         f"orphans {len(left)}"
     )
     for line in rerun:
         print(f"  run again after success (kubernetes#130103): {line}")
+    for line in beyond_limit:
+        print(f"  the Job controller past the backoff limit Ebb set: {line}")
     assert not lost, lost[:20]
     assert not overrun, overrun[:20]
-    assert len(rerun) <= RERUN_BOUND, rerun
+    assert len(rerun) + len(beyond_limit) <= RERUN_BOUND, rerun + beyond_limit
     assert not mismatched, mismatched[:20]
     assert all(n >= 5 for n in chaos.kills.values()) and len(chaos.kills) == 2, chaos.kills
     assert chaos.apiserver_restarts == 1
@@ -453,6 +462,15 @@ async def test_chaos_loses_no_job_and_orphans_no_instance(
         return all(gone) and not await nodes_of(kube_client, [spot, on_demand])
 
     await wait_for(at_zero, 120, interval=1, message="every instance terminated, every node gone")
+
+
+def limit_set_by_ebb(job: dict[str, Any], expected: Expected) -> int | None:
+    """The retries Ebb's translation of the retry strategy left on the Job: per index for
+    arrays, for the whole Job otherwise."""
+    spec = job.get("spec") or {}
+    field = "backoffLimitPerIndex" if expected.indexes > 1 else "backoffLimit"
+    value = spec.get(field)
+    return int(value) if isinstance(value, int) else None
 
 
 async def no_orphans(client: kube.KubeClient, aws: LocalAws, ces: list[str]) -> bool:
