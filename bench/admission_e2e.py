@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -128,16 +129,25 @@ async def setup(
 
 
 async def submit(client: kube.KubeClient, jobs: int, queues: int, shares: int) -> float:
-    semaphore = asyncio.Semaphore(48)
-
-    async def one(i: int) -> None:
-        body = job_body(
+    bodies = (
+        job_body(
             f"job-{i}",
             f"bench-q{i % queues}",
             cpu="1",
             run_seconds=3600,
             share=f"share-{i % shares}",
         )
+        for i in range(jobs)
+    )
+    return await create_jobs(client, bodies)
+
+
+async def create_jobs(client: kube.KubeClient, bodies: Iterable[dict[str, Any]]) -> float:
+    """Create the Jobs in namespace `bench`, 48 at a time, each retried up to five times
+    (the API server and the webhook are busy); seconds it took."""
+    semaphore = asyncio.Semaphore(48)
+
+    async def one(body: dict[str, Any]) -> None:
         async with semaphore:
             for attempt in range(5):
                 try:
@@ -151,7 +161,7 @@ async def submit(client: kube.KubeClient, jobs: int, queues: int, shares: int) -
                     await asyncio.sleep(1)
 
     start = time.perf_counter()
-    await asyncio.gather(*(one(i) for i in range(jobs)))
+    await asyncio.gather(*(one(body) for body in bodies))
     return time.perf_counter() - start
 
 

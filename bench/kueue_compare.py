@@ -296,24 +296,7 @@ def job(i: int, args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def submit(client: kube.KubeClient, args: argparse.Namespace) -> float:
-    semaphore = asyncio.Semaphore(48)
-
-    async def one(i: int) -> None:
-        async with semaphore:
-            for attempt in range(5):
-                try:
-                    await client.create(kube.JOBS, job(i, args), "bench")
-                    return
-                except kube.ApiError as exc:
-                    if exc.already_exists:
-                        return
-                    if attempt == 4:
-                        raise
-                    await asyncio.sleep(1)
-
-    start = time.perf_counter()
-    await asyncio.gather(*(one(i) for i in range(args.jobs)))
-    return time.perf_counter() - start
+    return await admission_e2e.create_jobs(client, (job(i, args) for i in range(args.jobs)))
 
 
 def unsuspended(raw: dict[str, Any]) -> bool:
