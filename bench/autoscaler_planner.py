@@ -192,8 +192,8 @@ def main() -> None:
     print("\n## plan cost against the LP lower bound (On-Demand $/h)")
     print("| mix | plan $/h | instances | LP bound $/h | above bound |")
     print("|---|---:|---:|---:|---:|")
-    for label, shapes in MIXES.items():
-        pods = pods_of(shapes)
+    for label, mix in MIXES.items():
+        pods = pods_of(mix)
         cost, count = plan_cost(env, pods)
         bound = lp_bound(env.offerings, pods)
         print(

@@ -189,7 +189,7 @@ def _kr8s() -> Callable[[bytes], object]:
     from kr8s.objects import Pod
 
     def decode(line: bytes) -> object:
-        return Pod(json.loads(line)["object"], api=object())  # type: ignore[arg-type]
+        return Pod(json.loads(line)["object"], api=object())
 
     return decode
 

@@ -22,8 +22,9 @@ Two phases, each on a fresh private cluster from the same binaries and settings
    (`stopPolicy: Hold`) until Kueue has a Workload for every Job, then are released,
    and the time until every Job is unsuspended is measured.
 
-Kueue runs without its client-side rate limit (qps -1) unless `--kueue-qps` sets one
-(its default is 20/s, burst 30); Ebb's client has none. Reports both times, both
+Kueue runs with the reconcile concurrency its shipped manager config sets (5 Jobs and 5
+Workloads at a time) and without its client-side rate limit (qps -1) unless `--kueue-qps`
+sets one (its shipped config: 50/s, burst 100); Ebb's client has none. Reports both times, both
 rates and Ebb ÷ Kueue (admissions per second).
 """
 
@@ -60,6 +61,16 @@ PRIORITY_CLASSES = kube.Resource(
 CONVERTED = ("localqueues", "clusterqueues", "cohorts", "workloads", "multikueueclusters")
 CES, USERS_PER_CE = 5, 12  # as bench.admission_e2e: queue q uses CEs q % 5 and (q + 1) % 5
 CE_VCPUS = 100_000
+# config/components/manager/controller_manager_config.yaml of Kueue v0.17.0
+SHIPPED_CONCURRENCY = {
+    "Job.batch": 5,
+    "Pod": 5,
+    "Workload.kueue.x-k8s.io": 5,
+    "LocalQueue.kueue.x-k8s.io": 1,
+    "Cohort.kueue.x-k8s.io": 1,
+    "ClusterQueue.kueue.x-k8s.io": 1,
+    "ResourceFlavor.kueue.x-k8s.io": 1,
+}
 
 
 def kueue_dir() -> Path:
@@ -105,6 +116,9 @@ def kueue_config(state: Path, port_base: int, qps: float) -> Path:
         },
         "leaderElection": {"leaderElect": False},
         "internalCertManagement": {"enable": True},
+        # As Kueue's shipped manager config sets them; without them controller-runtime
+        # reconciles each kind one object at a time.
+        "controller": {"groupKindConcurrency": SHIPPED_CONCURRENCY},
         "clientConnection": {"qps": qps, "burst": max(int(qps * 2), 1) if qps > 0 else 1000},
         "integrations": {"frameworks": ["batch/job"]},
         "manageJobsWithoutQueueName": False,

@@ -219,7 +219,7 @@ async def measure(args: argparse.Namespace, server_pid: int, ca: Path) -> list[t
     # kube-scheduler walks its nodes zone by zone, not grouped by compute environment.
     random.Random(args.seed).shuffle(names)
     context = ssl.create_default_context(cafile=str(ca))
-    rows = []
+    rows: list[tuple[str, ...]] = []
     async with aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(ssl=context, limit=args.concurrency)
     ) as session:

@@ -34,7 +34,7 @@ import statistics
 import sys
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -65,14 +65,15 @@ def say(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
-async def gather_bounded(jobs: Iterable[Callable[[], Awaitable[Any]]], limit: int = 32) -> None:
+async def gather_bounded(calls: Iterable[Awaitable[Any]], limit: int = 32) -> None:
+    """Await the calls, at most `limit` at a time (a coroutine does nothing until awaited)."""
     semaphore = asyncio.Semaphore(limit)
 
-    async def run(job: Callable[[], Awaitable[Any]]) -> None:
+    async def run(call: Awaitable[Any]) -> None:
         async with semaphore:
-            await job()
+            await call
 
-    await asyncio.gather(*(run(job) for job in jobs))
+    await asyncio.gather(*(run(call) for call in calls))
 
 
 def _pod(name: str, scheduler: str) -> dict[str, Any]:
@@ -98,8 +99,7 @@ async def _phase(
     await client.create(kube.NAMESPACES, {"metadata": {"name": namespace}})
     say(f"{name}: creating {pods:,} pending pods")
     await gather_bounded(
-        lambda i=i: client.create(kube.PODS, _pod(f"job-{i}-0", namespace), namespace)
-        for i in range(pods)
+        client.create(kube.PODS, _pod(f"job-{i}-0", namespace), namespace) for i in range(pods)
     )
     served_before = _extender_seconds(cluster)
     bound_at: list[float] = []
@@ -151,7 +151,7 @@ async def _phase(
     # One by one with no grace period: a namespace's own deletion of 10,000 running KWOK
     # pods takes many minutes (its DeleteCollection times out and is retried).
     await gather_bounded(
-        lambda i=i: client.delete(kube.PODS, f"job-{i}-0", namespace, grace_period_seconds=0)
+        client.delete(kube.PODS, f"job-{i}-0", namespace, grace_period_seconds=0)
         for i in range(pods)
     )
     # The namespace stays: deleting it would delete its ~20,000 events during the next
@@ -193,8 +193,7 @@ async def _populate(client: kube.KubeClient, nodes: int) -> None:
         await client.create(kube.JOB_QUEUES, raw)
     say(f"creating {nodes:,} KWOK nodes")
     await gather_bounded(
-        lambda raw=raw: client.create(kube.NODES, raw)
-        for raw in synthetic.node_objects(nodes, kwok=True)
+        client.create(kube.NODES, raw) for raw in synthetic.node_objects(nodes, kwok=True)
     )
     deadline = time.monotonic() + 600
     while True:

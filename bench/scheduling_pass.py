@@ -15,10 +15,11 @@ import gc
 import statistics
 import time
 from typing import Any
+from unittest import mock
 
 from ebb.model import JobQueue, SchedulingPolicy, ShareWeight
 from ebb.resources import Resources
-from extender.jobs.admission import CapacityLimit, admit
+from extender.jobs.admission import CapacityLimit, QueueView, admit
 from extender.jobs.reconcile import Snapshot, reconcile
 from extender.jobs.snapshot import job_from_raw
 
@@ -119,20 +120,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         f"  reconcile (whole pass):  median {full:.3f} s   "
         f"({len(decisions.admit):,} admitted, {len(decisions.statuses):,} statuses)"
     )
-    from extender.jobs import reconcile as module
-
-    demands: list[Any] = []
-    original = module.admit
-
-    def capture(*a: Any, **k: Any) -> Any:
-        demands.extend(a[2])
-        return original(*a, **k)
-
-    module.admit = capture  # type: ignore[assignment]
-    reconcile(snap)
-    module.admit = original  # type: ignore[assignment]
+    # The demands a pass hands to admission, as reconcile builds them.
+    with mock.patch("extender.jobs.reconcile.admit", wraps=admit) as spy:
+        reconcile(snap)
+    demands = spy.call_args.args[2]
     views = {
-        name: module.QueueView(
+        name: QueueView(
             name, q.priority, q.compute_environments, snap.policies.get(q.scheduling_policy or "")
         )
         for name, q in snap.queues.items()

@@ -156,7 +156,7 @@ async def wait_for(
 ) -> T:
     """Poll `check` until it returns something truthy; fail with `message` on timeout."""
     deadline = time.monotonic() + timeout
-    last: Any = None
+    last: T | None = None
     while time.monotonic() < deadline:
         last = await check()
         if last:
