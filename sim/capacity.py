@@ -51,10 +51,26 @@ class ClusterView:
 
     now: float
     pending: Sequence[PendingPod]  # admitted pods no node could take
-    instances: Sequence[Instance]  # every live instance, booting or a node
+    instances: Collection[Instance]  # every live instance, booting or a node, launch order
     unavailable: Collection[Unavailable]  # offerings EC2 recently refused
     vcpus: Mapping[str, int]  # environment → vCPUs of its live instances
     gpus: Mapping[str, int]
+    # Subsets of `instances` the engine keeps up to date, so that a policy need not scan
+    # every instance at each pass (None: `booting()` and `idle()` derive them).
+    booting_instances: Collection[Instance] | None = None  # not ready yet, in launch order
+    idle_nodes: Collection[Instance] | None = None  # ready without batch pods, any order
+
+    def booting(self) -> Collection[Instance]:
+        """The instances still booting, in launch order."""
+        if self.booting_instances is not None:
+            return self.booting_instances
+        return [i for i in self.instances if not i.ready]
+
+    def idle(self) -> list[Instance]:
+        """The nodes (ready instances) without batch pods, in launch order."""
+        if self.idle_nodes is not None:
+            return sorted(self.idle_nodes, key=lambda i: i.number)
+        return [i for i in self.instances if i.ready and i.batch_pods == 0]
 
 
 class CapacityPolicy(abc.ABC):

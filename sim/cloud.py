@@ -49,6 +49,7 @@ class Instance:
         "idle_since",
         "info",
         "launched",
+        "number",
         "price",
         "ready",
         "slots",
@@ -69,6 +70,7 @@ class Instance:
         usable: Resources,
         slots: int,
     ) -> None:
+        self.number = number  # launch order
         self.id = f"i-{number:08x}"
         self.environment = environment
         self.type = instance_type

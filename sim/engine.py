@@ -269,6 +269,8 @@ class Simulation:
         self._blocked_groups: dict[_Group, None] = {}
         self._groups_by_environment: dict[str, list[_Group]] = {}
         self._instances: dict[str, Instance] = {}  # live: booting or nodes
+        self._booting: dict[Instance, None] = {}  # live, not ready yet (launch order)
+        self._idle: dict[Instance, None] = {}  # ready without batch pods
         self._pods_on: dict[str, dict[_Pod, None]] = {}
         self._node_states: dict[str, scoring.NodeState] = {}
         self._unavailable: dict[Unavailable, float] = {}  # → until
@@ -700,6 +702,10 @@ class Simulation:
         node.slots -= pods
         node.batch_pods += pods
         node.idle_since = None if node.batch_pods else self.now
+        if node.batch_pods:
+            self._idle.pop(node, None)
+        else:
+            self._idle[node] = None
         self._score_state(node)
         self._node_changed(node)
         if pods < 0 and not node.batch_pods:
@@ -835,6 +841,7 @@ class Simulation:
                 slots=self.policy.pod_slots,
             )
             self._instances[instance.id] = instance
+            self._booting[instance] = None
             self._pods_on[instance.id] = {}
             self._env_vcpus[env_name] += t.vcpus
             self._env_gpus[env_name] += t.nvidia_gpus
@@ -852,6 +859,8 @@ class Simulation:
             return
         instance.register()
         instance.idle_since = self.now
+        del self._booting[instance]
+        self._idle[instance] = None
         self._score_state(instance)
         self._node_changed(instance)
         self._autoscaler_wanted(self.now + self.policy.idle_delay(instance))
@@ -882,6 +891,8 @@ class Simulation:
             self._attempt_failed(pod, None, status_reason_for(True, instance.id))
         del self._pods_on[instance.id]
         del self._instances[instance.id]
+        self._booting.pop(instance, None)
+        self._idle.pop(instance, None)
         self._node_states.pop(instance.id, None)
         self._env_vcpus[instance.environment] -= instance.type.vcpus
         self._env_gpus[instance.environment] -= instance.type.nvidia_gpus
@@ -923,10 +934,12 @@ class Simulation:
         view = ClusterView(
             self.now,
             pending,
-            list(self._instances.values()),
+            self._instances.values(),
             self._unavailable.keys(),
             self._env_vcpus,
             self._env_gpus,
+            self._booting.keys(),
+            self._idle.keys(),
         )
         decision = self.policy.decide(view)
         self._apply(decision)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from ebb.catalog import NodeOverhead, shipped_catalog
 from sim.baselines import NodeGroups, OnePodPerInstance
-from sim.capacity import ClusterView
-from sim.workloads import environment
+from sim.capacity import ClusterView, Decision
+from sim.cloud import CloudSettings
+from sim.engine import Settings, simulate
+from sim.workloads import burst, environment
 from tests.unit.sim.helpers import STEADY, Traced, job, workload
 
 
@@ -52,3 +56,30 @@ def test_ebb_scales_down_sooner_than_cluster_autoscaler() -> None:
     ca = Traced(workload(jobs, envs), NodeGroups).run().metrics
     assert ebb["cost_usd"] < ca["cost_usd"]
     assert ebb["simulated_seconds"] < ca["simulated_seconds"]
+
+
+class _Checked(OnePodPerInstance):
+    """One pod per instance that checks, at each pass, the engine's indexes of booting
+    and idle instances against a scan of every instance."""
+
+    seen: ClassVar[dict[str, int]] = {"booting": 0, "idle": 0}
+
+    def decide(self, view: ClusterView) -> Decision:
+        scan = ClusterView(
+            view.now, view.pending, list(view.instances), view.unavailable, view.vcpus, view.gpus
+        )
+        assert list(view.booting()) == scan.booting()
+        assert view.idle() == scan.idle()
+        self.seen["booting"] += bool(scan.booting())
+        self.seen["idle"] += bool(scan.idle())
+        return super().decide(view)
+
+
+def test_the_engine_keeps_booting_and_idle_instances_as_a_scan_finds_them() -> None:
+    # Interruptions often enough to take back instances still booting.
+    cloud = CloudSettings(interruption_scale=20_000.0, insufficient_capacity_spot=0.1)
+    w = burst(400, array_size=50, arrival_seconds=300)
+    m = simulate(w, _Checked, Settings(seed=3, cloud=cloud)).metrics
+    assert m["spot_interruptions"] > 0
+    assert _Checked.seen["booting"] > 0
+    assert _Checked.seen["idle"] > 0
