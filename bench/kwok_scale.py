@@ -16,8 +16,9 @@ what the API server does on two cores:
   queue label (10 queues over the 5 environments), Ebb's webhook suspends them, Ebb
   admits them, its extender filters and scores the nodes, KWOK runs the pods.
 
-Each phase is timed from the first Job created until every pod has succeeded; pods/s
-is pods ÷ that time, and the ratio Ebb ÷ kube-scheduler alone is reported.
+Each phase starts once KWOK has marked every node Ready and is timed from the first Job
+created until every pod has succeeded, or until `--timeout`; pods/s is the pods that
+succeeded ÷ that time, and the ratio Ebb ÷ kube-scheduler alone is reported.
 """
 
 from __future__ import annotations
@@ -119,6 +120,11 @@ def job(i: int, args: argparse.Namespace, ebb: bool) -> dict[str, Any]:
     }
 
 
+def node_ready(raw: dict[str, Any]) -> bool:
+    conditions = (raw.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
 def succeeded(raw: dict[str, Any]) -> int:
     return int((raw.get("status") or {}).get("succeeded") or 0)
 
@@ -133,9 +139,16 @@ async def flow(state: Path, args: argparse.Namespace, ebb: bool) -> dict[str, fl
             await queues(client)
         await client.create(kube.NAMESPACES, {"metadata": {"name": "bench"}})
         jobs = kube.Reflector(client, kube.JOBS, succeeded, namespace="bench", name="jobs")
-        watching = asyncio.create_task(jobs.run())
+        ready = kube.Reflector(client, kube.NODES, node_ready, name="nodes")
+        watching = [asyncio.create_task(r.run()) for r in (jobs, ready)]
         await jobs.wait_synced(60)
-        await asyncio.sleep(10)  # KWOK marks the nodes Ready
+        await ready.wait_synced(60)
+        while True:  # KWOK marks them Ready, ~30/s here
+            if sum(ready.store.values()) >= args.nodes:
+                break
+            await asyncio.sleep(2)
+        print(f"  all nodes Ready after {time.perf_counter() - started:.0f} s", flush=True)
+        ready.stop()
         semaphore = asyncio.Semaphore(48)
 
         async def one(i: int) -> None:
@@ -153,7 +166,8 @@ async def flow(state: Path, args: argparse.Namespace, ebb: bool) -> dict[str, fl
             print(f"  {elapsed:6.0f} s: {done:,} pods succeeded", flush=True)
             await asyncio.sleep(5)
         jobs.stop()
-        watching.cancel()
+        for task in watching:
+            task.cancel()
     return {"seconds": elapsed, "succeeded": float(done), "pods_per_s": done / elapsed}
 
 

@@ -46,7 +46,9 @@ class SchedulerSettings:
     resync_seconds: float = setting(5.0, "Run a scheduling pass at least this often.")
     write_concurrency: int = setting(32, "Concurrent writes to the API server.")
     reason_refresh_seconds: float = setting(
-        30.0, "Rewrite a waiting job's reason (queue position, usage) at most this often."
+        30.0,
+        "Rewrite a waiting job's reason (queue position, usage) at most this often; a running"
+        " job's attempts and array summary go with its next state change or after this long.",
     )
     leader_elect: bool = setting(
         True, "Elect a leader among replicas; only the leader admits and writes job state."

@@ -4,7 +4,8 @@ Admissions and failures are written at once (with the Job's resourceVersion as a
 precondition, so a decision made on a stale view can never admit a job twice) and
 their results are fed straight back into the cache. Published states, reasons and
 attempt records go through a queue that keeps only the latest per job, so a burst
-of status churn never delays an admission.
+of status churn never delays an admission; attempt records and array summaries wait
+for the job's next state or reason publication, or a refresh period.
 """
 
 from __future__ import annotations
@@ -126,6 +127,7 @@ class Writer:
         self._pending: dict[str, Json] = {}  # job key → annotations to publish
         self._ready = asyncio.Event()
         self._last_reason: dict[str, float] = {}
+        self._last_details: dict[str, float] = {}
         self._announced: dict[str, State] = {}
 
     # --- decisions that must land before the next pass ---------------------------------
@@ -239,12 +241,25 @@ class Writer:
             if annotations:
                 self._enqueue(job, annotations)
                 self._announce(job, status, now)
+        details: dict[str, dict[str, str]] = {}
         for key, record in decisions.attempts.items():
-            self._enqueue(jobs[key], {keys.ATTEMPTS: record})
+            details.setdefault(key, {})[keys.ATTEMPTS] = record
         for key, counts in decisions.array_status.items():
             text = orjson.dumps(counts).decode()
             if text != jobs[key].array_status:
-                self._enqueue(jobs[key], {keys.ARRAY_STATUS: text})
+                details.setdefault(key, {})[keys.ARRAY_STATUS] = text
+        for key, annotations in details.items():
+            if key in self._pending or self._details_due(key, now):
+                self._last_details[key] = now
+                self._enqueue(jobs[key], annotations)
+
+    def _details_due(self, key: str, now: float) -> bool:
+        """Attempt records and array summaries change with every pod that ends. Each write
+        changes the Job's resourceVersion, and the Job controller's next status update
+        then conflicts and backs off; so they ride along with the job's next state or
+        reason publication, or are written on their own at most once a refresh period."""
+        last = self._last_details.setdefault(key, now)
+        return now - last >= self._refresh
 
     def _should_publish(self, job: JobInfo, status: Status, now: float) -> bool:
         if status.state is not job.published_state or status.code.value != job.published_code:
@@ -275,6 +290,7 @@ class Writer:
 
     def forget(self, key: str) -> None:
         self._last_reason.pop(key, None)
+        self._last_details.pop(key, None)
         self._announced.pop(key, None)
         self._pending.pop(key, None)
 

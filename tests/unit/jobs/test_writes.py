@@ -1,0 +1,60 @@
+"""What a pass publishes on a Job, and when (no API server: the queue is inspected)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ebb import keys
+from extender.jobs.lifecycle import Code, State, Status
+from extender.jobs.reconcile import Decisions
+from extender.jobs.writes import Writer
+from tests.unit.jobs.factories import job
+
+RUNNING = {keys.STATE: "RUNNING", keys.REASON_CODE: "RUNNING", keys.REASON: "2 pods running"}
+RECORD = '[{"pod":"p-0","exitCode":0}]'
+
+
+class _Events:
+    def __init__(self) -> None:
+        self.recorded: list[tuple[Any, ...]] = []
+
+    def record(self, *args: Any, **kwargs: Any) -> None:
+        self.recorded.append(args)
+
+
+def _writer() -> Writer:
+    return Writer(None, None, _Events(), reason_refresh_seconds=30.0)  # type: ignore[arg-type]
+
+
+def _pass(writer: Writer, status: Status, now: float, **details: Any) -> dict[str, str]:
+    """One pass over a running job; what it queued for the job."""
+    running = job("j", suspend=False, annotations=RUNNING)
+    decisions = Decisions(statuses={running.key: status}, **details)
+    writer._queue_publications({running.key: running}, decisions, now)
+    return dict(writer._pending.pop(running.key, {}))
+
+
+def test_a_running_jobs_attempts_wait_for_a_refresh_period() -> None:
+    writer = _writer()
+    still = Status(State.RUNNING, Code.RUNNING, "2 pods running")
+    attempts = {"attempts": {"ns/j": RECORD}}
+    assert _pass(writer, still, 100.0, **attempts) == {}
+    assert _pass(writer, still, 129.0, **attempts) == {}
+    assert _pass(writer, still, 130.0, **attempts) == {keys.ATTEMPTS: RECORD}
+    # Written: the next change waits a period again.
+    assert _pass(writer, still, 140.0, **attempts) == {}
+
+
+def test_attempts_and_array_summary_go_with_a_state_change_at_once() -> None:
+    writer = _writer()
+    done = Status(State.SUCCEEDED, Code.SUCCEEDED, "all 2 pods succeeded")
+    queued = _pass(
+        writer,
+        done,
+        100.0,
+        attempts={"ns/j": RECORD},
+        array_status={"ns/j": {"SUCCEEDED": 2}},
+    )
+    assert queued[keys.STATE] == "SUCCEEDED"
+    assert queued[keys.ATTEMPTS] == RECORD
+    assert queued[keys.ARRAY_STATUS] == '{"SUCCEEDED":2}'
