@@ -9,8 +9,9 @@ Two phases, each on a fresh private cluster from the same binaries and settings
    environments (a third with fair share over `--shares` share identifiers, priorities
    0-2), `--jobs` Jobs queued while the environments are DISABLED; then they are ENABLED
    and the time until every Job is unsuspended is measured.
-2. Kueue (built by `hack/build-binaries.sh --with-kueue`, run out of cluster with its
-   own generated certificates): the same workload mapped onto Kueue — a ResourceFlavor
+2. Kueue (built by `hack/build-binaries.sh --with-kueue`, run out of cluster, its CRDs'
+   conversion webhooks pointed at it on 127.0.0.1 with a serving certificate for that
+   address from its own CA): the same workload mapped onto Kueue — a ResourceFlavor
    per compute environment (its node label and the batch taint's toleration), a
    ClusterQueue per job queue (in one cohort, the two flavors of its environment
    order, each environment's 100,000 vCPUs split among the 12 queues that use it),
@@ -45,7 +46,7 @@ import yaml
 
 from bench import admission_e2e
 from bench.admission_e2e import ROOT, cluster
-from ebb import keys, kube
+from ebb import keys, kube, tls
 from ebb.kube.resources import SECRETS
 from tests.e2e.cluster import create_node
 
@@ -61,6 +62,7 @@ PRIORITY_CLASSES = kube.Resource(
 CONVERTED = ("localqueues", "clusterqueues", "cohorts", "workloads", "multikueueclusters")
 CES, USERS_PER_CE = 5, 12  # as bench.admission_e2e: queue q uses CEs q % 5 and (q + 1) % 5
 CE_VCPUS = 100_000
+SECRET = "kueue-webhook-server-cert"
 # config/components/manager/controller_manager_config.yaml of Kueue v0.17.0
 SHIPPED_CONCURRENCY = {
     "Job.batch": 5,
@@ -157,19 +159,22 @@ def _ready(url: str) -> bool:
 async def wait_kueue(
     client: kube.KubeClient, proc: subprocess.Popen[bytes], state: Path, port_base: int
 ) -> None:
-    """Until Kueue is ready. Its certificate rotator writes the serving certificate into
-    a Secret that a pod would mount; here it is copied into the certificate directory."""
+    """Until Kueue is ready. Its certificate rotator makes a CA, injects it into the
+    CRDs and issues a serving certificate for its Service's DNS name into a Secret that a
+    pod would mount; out of cluster the API server calls it on 127.0.0.1, which that
+    certificate does not name (every conversion would fail), so the serving certificate
+    written into its certificate directory is one for 127.0.0.1 from the same CA."""
     certs = state / "kueue-certs"
     certs.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"kueue exited; see {state / 'logs' / 'kueue.log'}")
-        secret = await client.get(SECRETS, "kueue-webhook-server-cert", "kueue-system")
-        for name, value in (secret.get("data") or {}).items():
-            path = certs / name
-            if not path.exists():
-                path.write_bytes(base64.b64decode(value))
+        data = (await client.get(SECRETS, SECRET, "kueue-system")).get("data") or {}
+        if not (certs / "tls.crt").exists() and {"ca.crt", "ca.key"} <= data.keys():
+            ca = tls.KeyPair(base64.b64decode(data["ca.crt"]), base64.b64decode(data["ca.key"]))
+            serving = tls.issue(ca, "kueue-webhook", ip_addresses=("127.0.0.1",), server=True)
+            serving.write(certs / "tls.crt", certs / "tls.key")
         if await asyncio.to_thread(_ready, f"http://127.0.0.1:{port_base + 971}/readyz"):
             return
         await asyncio.sleep(0.5)
@@ -190,7 +195,7 @@ async def setup(client: kube.KubeClient, args: argparse.Namespace, kueue_dir: Pa
     for ns in ("kueue-system", "bench"):
         await client.create(kube.NAMESPACES, {"metadata": {"name": ns}})
     # The certificate rotator fills this Secret in; Kueue's manifests create it empty.
-    secret = {"metadata": {"name": "kueue-webhook-server-cert", "namespace": "kueue-system"}}
+    secret = {"metadata": {"name": SECRET, "namespace": "kueue-system"}}
     await client.create(SECRETS, secret, "kueue-system")
     await asyncio.sleep(2)  # let the CRDs become established
 
