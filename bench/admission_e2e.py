@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -24,7 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,9 @@ from tests.e2e.batch import job_body
 from tests.e2e.cluster import create_node
 
 ROOT = Path(__file__).resolve().parent.parent
+STATE = ROOT / ".ebb-bench"
+# The benchmarks' private clusters: clear of `make run` (16,000) and the tests (17,000-30,000).
+PORT_BASE = int(os.environ.get("EBB_BENCH_PORT_BASE", "40000"))
 
 
 def cluster(command: str, state: Path, port_base: int, *extra: str) -> None:
@@ -47,6 +51,20 @@ def cluster(command: str, state: Path, port_base: int, *extra: str) -> None:
         ],
         check=True,
     )
+
+
+@contextlib.contextmanager
+def fresh_cluster(port_base: int, *extra: str) -> Iterator[Path]:
+    """A private local cluster in .ebb-bench (whatever an earlier run left there stopped and
+    removed first), stopped when the block ends; yields its state directory."""
+    if STATE.exists():
+        cluster("down", STATE, port_base)
+        shutil.rmtree(STATE)
+    cluster("up", STATE, port_base, *extra)
+    try:
+        yield STATE
+    finally:
+        cluster("down", STATE, port_base)
 
 
 async def setup(
@@ -221,17 +239,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--shares", type=int, default=5)
     parser.add_argument("--nodes", type=int, default=150)
     parser.add_argument("--timeout", type=float, default=900)
-    parser.add_argument(
-        "--port-base", type=int, default=int(os.environ.get("EBB_BENCH_PORT_BASE", "30000"))
-    )
+    parser.add_argument("--port-base", type=int, default=PORT_BASE)
     args = parser.parse_args(argv)
-    state = ROOT / ".ebb-bench"
-    shutil.rmtree(state, ignore_errors=True)
-    cluster("up", state, args.port_base, "--ebb")
-    try:
+    with fresh_cluster(args.port_base, "--ebb") as state:
         return asyncio.run(run(args, state / "kubeconfig"))
-    finally:
-        cluster("down", state, args.port_base)
 
 
 if __name__ == "__main__":

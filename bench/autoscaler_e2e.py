@@ -4,7 +4,7 @@ Run: python -m bench.autoscaler_e2e [--pods 1000]
 
 Brings up its own local stack (hack/cluster.py up --ebb: the real control plane,
 Ebb's scheduler and autoscaler, moto and the instance-boot bridge, with a 2 s boot
-delay) in .ebb-bench on ports from EBB_BENCH_PORT_BASE (26500), creates a Spot compute
+delay) in .ebb-bench on ports from EBB_BENCH_PORT_BASE (40000), creates a Spot compute
 environment (optimal types, scaleDownDelaySeconds 10) and one Job of N pods (0.5 vCPU,
 1 GiB, 20 s each), measures, and stops the stack.
 """
@@ -14,33 +14,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from bench.admission_e2e import PORT_BASE, fresh_cluster
 from ebb import keys, kube
 
-ROOT = Path(__file__).resolve().parent.parent
 DELAY = 10
-
-
-def cluster(command: str, state: Path, port_base: int) -> None:
-    subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "hack" / "cluster.py"),
-            command,
-            f"--state-dir={state}",
-            f"--port-base={port_base}",
-            *(["--ebb"] if command == "up" else []),
-        ],
-        check=True,
-        capture_output=True,
-    )
 
 
 async def measure(kubeconfig: Path, info: dict[str, Any], pods: int) -> dict[str, float]:
@@ -155,17 +137,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pods", type=int, default=1000)
     args = parser.parse_args()
-    state = ROOT / ".ebb-bench"
-    port_base = int(os.environ.get("EBB_BENCH_PORT_BASE", "26500"))
-    if state.exists():
-        cluster("down", state, port_base)
-        shutil.rmtree(state)
-    cluster("up", state, port_base)
-    try:
+    with fresh_cluster(PORT_BASE, "--ebb") as state:
         info = json.loads((state / "aws.json").read_text())
         result = asyncio.run(measure(state / "kubeconfig", info, args.pods))
-    finally:
-        cluster("down", state, port_base)
     print(f"{args.pods} pods from zero nodes, all started: {result['all_running']:.1f} s")
     print(f"last pod ended at: {result['last_pod_end']:.1f} s after submission")
     print(

@@ -35,7 +35,6 @@ import argparse
 import asyncio
 import base64
 import os
-import shutil
 import subprocess
 import time
 import urllib.request
@@ -45,7 +44,7 @@ from typing import Any
 import yaml
 
 from bench import admission_e2e
-from bench.admission_e2e import ROOT, cluster
+from bench.admission_e2e import PORT_BASE, ROOT, fresh_cluster
 from ebb import keys, kube, tls
 from ebb.kube.resources import SECRETS
 from tests.e2e.cluster import create_node
@@ -366,13 +365,8 @@ async def kueue_run(args: argparse.Namespace, state: Path, kueue_dir: Path) -> d
 
 def kueue_phase(args: argparse.Namespace) -> dict[str, float]:
     binaries = kueue_dir()
-    state = ROOT / ".ebb-bench"
-    shutil.rmtree(state, ignore_errors=True)
-    cluster("up", state, args.port_base, "--ebb")
-    try:
+    with fresh_cluster(args.port_base, "--ebb") as state:
         return asyncio.run(kueue_run(args, state, binaries))
-    finally:
-        cluster("down", state, args.port_base)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -383,9 +377,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--nodes", type=int, default=150)
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--kueue-qps", type=float, default=-1, help="-1: no client rate limit")
-    parser.add_argument(
-        "--port-base", type=int, default=int(os.environ.get("EBB_BENCH_PORT_BASE", "35000"))
-    )
+    parser.add_argument("--port-base", type=int, default=PORT_BASE)
     parser.add_argument(
         "--phases", default="ebb,kueue", help="which to run, in this order (ebb, kueue)"
     )

@@ -25,14 +25,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import shutil
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.admission_e2e import ROOT, cluster
+from bench.admission_e2e import PORT_BASE, fresh_cluster
 from bench.scheduler_memory import start_daemon
 from ebb import keys, kube
 from tests.e2e.cluster import create_node
@@ -172,20 +169,15 @@ async def flow(state: Path, args: argparse.Namespace, ebb: bool) -> dict[str, fl
 
 
 def phase(args: argparse.Namespace, ebb: bool) -> dict[str, float]:
-    state = ROOT / ".ebb-bench"
-    shutil.rmtree(state, ignore_errors=True)
     extender = f"--extender={'ebb' if ebb else 'none'}"
-    cluster("up", state, args.port_base, extender, "--node-lease-seconds=0")
-    daemon: subprocess.Popen[bytes] | None = None
-    try:
-        if ebb:
-            daemon = start_daemon(state, args.port_base)
-        return asyncio.run(flow(state, args, ebb))
-    finally:
-        if daemon is not None:
-            daemon.terminate()
-            daemon.wait(timeout=30)
-        cluster("down", state, args.port_base)
+    with fresh_cluster(args.port_base, extender, "--node-lease-seconds=0") as state:
+        daemon = start_daemon(state, args.port_base) if ebb else None
+        try:
+            return asyncio.run(flow(state, args, ebb))
+        finally:
+            if daemon is not None:
+                daemon.terminate()
+                daemon.wait(timeout=30)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -195,9 +187,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--pods-per-job", type=int, default=10)
     parser.add_argument("--run-seconds", type=float, default=10.0)
     parser.add_argument("--timeout", type=float, default=1800.0)
-    parser.add_argument(
-        "--port-base", type=int, default=int(os.environ.get("EBB_BENCH_PORT_BASE", "35000"))
-    )
+    parser.add_argument("--port-base", type=int, default=PORT_BASE)
     args = parser.parse_args(argv)
     results = {}
     for name, ebb in (("kube-scheduler alone", False), ("ebb", True)):

@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
-import shutil
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
-from bench.admission_e2e import ROOT, cluster, submit
+from bench.admission_e2e import PORT_BASE, ROOT, fresh_cluster, submit
 from ebb import kube
 
 GOAL_MIB = 1024
@@ -118,33 +116,28 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--jobs", type=int, default=100_000)
     parser.add_argument("--settle", type=float, default=60.0, help="seconds of passes to wait")
     parser.add_argument("--timeout", type=float, default=1800.0)
-    parser.add_argument(
-        "--port-base", type=int, default=int(os.environ.get("EBB_BENCH_PORT_BASE", "35000"))
-    )
+    parser.add_argument("--port-base", type=int, default=PORT_BASE)
     args = parser.parse_args(argv)
-    state = ROOT / ".ebb-bench"
-    shutil.rmtree(state, ignore_errors=True)
-    cluster("up", state, args.port_base)
-    daemon: subprocess.Popen[bytes] | None = None
-    try:
-        daemon = start_daemon(state, args.port_base)
-        empty = memory_mib(daemon.pid)
-        print(f"daemon started: {empty['VmRSS']:.0f} MiB resident", flush=True)
-        submit_s = asyncio.run(fill(state, args.jobs))
-        print(f"submitted {args.jobs:,} Jobs in {submit_s:.0f} s", flush=True)
-        start = time.monotonic()
-        while (seen := runnable(args.port_base + 901)) < args.jobs:
-            if time.monotonic() - start > args.timeout:
-                raise SystemExit(f"only {seen:,} Jobs RUNNABLE after {args.timeout:.0f} s")
-            time.sleep(5)
-        print(f"all {args.jobs:,} RUNNABLE {time.monotonic() - start:.0f} s after submission")
-        time.sleep(args.settle)
-        full = memory_mib(daemon.pid)
-    finally:
-        if daemon is not None:
-            daemon.terminate()
-            daemon.wait(timeout=30)
-        cluster("down", state, args.port_base)
+    with fresh_cluster(args.port_base) as state:
+        daemon: subprocess.Popen[bytes] | None = None
+        try:
+            daemon = start_daemon(state, args.port_base)
+            empty = memory_mib(daemon.pid)
+            print(f"daemon started: {empty['VmRSS']:.0f} MiB resident", flush=True)
+            submit_s = asyncio.run(fill(state, args.jobs))
+            print(f"submitted {args.jobs:,} Jobs in {submit_s:.0f} s", flush=True)
+            start = time.monotonic()
+            while (seen := runnable(args.port_base + 901)) < args.jobs:
+                if time.monotonic() - start > args.timeout:
+                    raise SystemExit(f"only {seen:,} Jobs RUNNABLE after {args.timeout:.0f} s")
+                time.sleep(5)
+            print(f"all {args.jobs:,} RUNNABLE {time.monotonic() - start:.0f} s after submission")
+            time.sleep(args.settle)
+            full = memory_mib(daemon.pid)
+        finally:
+            if daemon is not None:
+                daemon.terminate()
+                daemon.wait(timeout=30)
     per_job = (full["VmRSS"] - empty["VmRSS"]) * 1024 * 1024 / args.jobs
     print(
         f"{args.jobs:,} queued Jobs: {full['VmRSS']:.0f} MiB resident (peak {full['VmHWM']:.0f} "
