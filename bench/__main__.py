@@ -28,9 +28,14 @@ BENCHMARKS: tuple[tuple[str, tuple[str, ...], bool, str], ...] = (
     ("simulator", ("--jobs=100000",), True, "the simulator on a 100,000-job burst"),
     ("simulator", ("--compare",), False, "1,000,000 jobs; Ebb against the baselines"),
     ("admission_e2e", (), False, "15,000 Jobs admitted on the local stack"),
-    ("kueue_compare", (), False, "the same 15,000 Jobs: Ebb against Kueue"),
+    ("kueue_compare", ("--timeout", "1500"), False, "the same 15,000 Jobs: Ebb against Kueue"),
     ("scheduler_memory", (), False, "the scheduler daemon's memory with 100,000 Jobs"),
-    ("kwok_scale", (), False, "5,000 nodes, 20,000 pods: Ebb against kube-scheduler"),
+    (
+        "kwok_scale",
+        ("--timeout", "600"),
+        False,
+        "5,000 nodes, 20,000 pods: Ebb against kube-scheduler",
+    ),
     ("autoscaler_e2e", (), False, "scale-up from zero and back on the local stack"),
     ("client_decode", (), False, "Kubernetes clients' decode time (needs .venv-clients)"),
 )
