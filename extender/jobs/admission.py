@@ -9,7 +9,8 @@ The rules, in order:
 1. Capacity. Each compute environment (CE) holds at most its limit (maxvCpus, and
    GPU/memory limits) of admitted pods' requests. Pods already bound to a node count
    against that node's CE; admitted pods not yet bound are counted against the first
-   CE in their queue's order with room (as the extender will place them). DISABLED,
+   CE in their queue's order with room (as the extender will place them), pods of the
+   same queue and request together, the group with the oldest job first. DISABLED,
    INVALID or missing CEs hold nothing.
 2. Queue priority. Queues are served highest `priority` first; queues of equal
    priority take turns, one job each.
@@ -96,6 +97,22 @@ class Demand:
     bound: Mapping[str, int] | None = None  # CE → pods bound there
 
 
+@dataclass(slots=True)
+class _Unbound:
+    """Admitted pods of one queue and request shape not bound yet, and their oldest job."""
+
+    pods: int
+    submitted: float
+    key: str
+
+    def add(self, d: Demand, pods: int) -> None:
+        self.pods += pods
+        self.submitted, self.key = min((self.submitted, self.key), (d.submitted, d.key))
+
+    def oldest(self) -> tuple[float, str]:
+        return self.submitted, self.key
+
+
 @dataclass
 class AdmissionResult:
     grants: dict[str, int] = field(default_factory=dict)  # job → new total pods granted
@@ -172,22 +189,7 @@ class _Pass:
     # --- the pass -----------------------------------------------------------------------
 
     def run(self, demands: Sequence[Demand]) -> AdmissionResult:
-        waiting_by_queue: dict[str, list[Demand]] = {}
-        # 1. What admitted jobs already hold: bound pods where they are, the rest first-fit.
-        unbound: list[tuple[Demand, int]] = []
-        for d in demands:
-            if d.granted > 0:
-                bound_total = 0
-                for ce, pods in (d.bound or {}).items():
-                    self._take(ce, d.request, pods)
-                    bound_total += pods
-                self._account(d, max(d.granted, bound_total))
-                if d.granted > bound_total:
-                    unbound.append((d, d.granted - bound_total))
-            if d.want > d.granted:
-                waiting_by_queue.setdefault(d.queue, []).append(d)
-        for d, pods in sorted(unbound, key=lambda item: (item[0].submitted, item[0].key)):
-            self._hold_unbound(d, pods)
+        waiting_by_queue = self._hold_admitted(demands)
         # 2. New grants, queue priority first.
         levels: dict[int, list[str]] = {}
         for name in waiting_by_queue:
@@ -207,18 +209,57 @@ class _Pass:
         self.result.running_vcpus = self.share_vcpus
         return self.result
 
-    def _hold_unbound(self, d: Demand, pods: int) -> None:
-        queue = self.queues.get(d.queue)
+    def _hold_admitted(self, demands: Sequence[Demand]) -> dict[str, list[Demand]]:
+        """1. What admitted jobs already hold: bound pods where they are, the rest
+        first-fit. Returns the jobs that want more, by queue.
+
+        Every admitted job passes through here on every pass (100,000s of them while a
+        burst's pods wait for instances to boot), so it sums per queue, share and request
+        shape and places the unbound pods by shape — oldest shape first, one first-fit
+        per shape rather than per job."""
+        waiting_by_queue: dict[str, list[Demand]] = {}
+        admitted: dict[tuple[str, str], int] = {}  # (queue, share) → admitted millicores
+        unbound: dict[tuple[str, Resources], _Unbound] = {}  # by (queue, request)
+        for d in demands:
+            granted = d.granted
+            if granted > 0:
+                request = d.request
+                bound_total = 0
+                if d.bound:
+                    for ce, pods in d.bound.items():
+                        self._take(ce, request, pods)
+                        bound_total += pods
+                holder = (d.queue, d.share)
+                held = granted if granted > bound_total else bound_total
+                admitted[holder] = admitted.get(holder, 0) + request.cpu_milli * held
+                if granted > bound_total:
+                    shape = (d.queue, request)
+                    group = unbound.get(shape)
+                    if group is None:
+                        unbound[shape] = _Unbound(granted - bound_total, d.submitted, d.key)
+                    else:
+                        group.add(d, granted - bound_total)
+            if d.want > granted:
+                waiting_by_queue.setdefault(d.queue, []).append(d)
+        for (queue, share), milli in admitted.items():
+            self.queue_vcpus[queue] = self.queue_vcpus.get(queue, 0.0) + milli / 1000
+            self.share_vcpus.setdefault(queue, {})[share] = milli / 1000
+        for (queue, request), group in sorted(unbound.items(), key=lambda g: g[1].oldest()):
+            self._hold_unbound(queue, request, group.pods)
+        return waiting_by_queue
+
+    def _hold_unbound(self, queue_name: str, request: Resources, pods: int) -> None:
+        queue = self.queues.get(queue_name)
         ces = queue.compute_environments if queue else ()
         for ce in ces:
-            n = min(pods, self._fits(ce, d.request))
+            n = min(pods, self._fits(ce, request))
             if n:
-                self._take(ce, d.request, n)
+                self._take(ce, request, n)
                 pods -= n
             if not pods:
                 return
         if ces:  # over the limits (e.g. a CE's maxvCpus was lowered): charge the first
-            self._take(ces[0], d.request, pods)
+            self._take(ces[0], request, pods)
 
     def _serve_level(self, names: list[str], waiting: Mapping[str, list[Demand]]) -> None:
         orders = {name: self._order(name, waiting[name]) for name in names}

@@ -284,3 +284,78 @@ def test_no_starvation_of_a_big_job_under_a_stream_of_small_ones(big: int, small
             if d.key in result.grants:
                 running.append((d.key, small, tick + 7))
     raise AssertionError("the big job was never admitted")
+
+
+def test_admitted_pods_not_bound_yet_hold_the_first_environment_with_room() -> None:
+    # Three admitted jobs wait for a node: 2 + 2 vCPUs fill "first", the third spills to
+    # "second", and the new jobs find 3 vCPUs left there, none in "first".
+    queues = {"q": QueueView("q", 1, ("first", "second"))}
+    limits = {"first": cap(4), "second": cap(5)}
+    admitted = [demand(f"a{i}", n=2, t=i, granted=1) for i in range(3)]
+    waiting = [demand("big", n=2, t=10), demand("small", n=1, t=11)]
+    result = admit(queues, limits, admitted + waiting, now=0)
+    assert result.used["first"].cpu_milli == 4000
+    assert result.used["second"].cpu_milli == 2000 + 2000 + 1000
+    assert result.grants == {"big": 1, "small": 1}
+    assert result.running_vcpus == {"q": {"": 9.0}}
+
+
+def test_the_oldest_group_of_admitted_pods_is_placed_first() -> None:
+    # Pods of one request shape are placed together, the group with the oldest job first:
+    # the 3-vCPU group (oldest job at t=0) takes "first"; the 2-vCPU pods go to "second".
+    queues = {"q": QueueView("q", 1, ("first", "second"))}
+    limits = {"first": cap(4), "second": cap(8)}
+    admitted = [demand("old", n=3, t=0, granted=1)]
+    admitted += [demand(f"two{i}", n=2, t=1 + i, granted=1) for i in range(2)]
+    result = admit(queues, limits, admitted, now=0)
+    assert result.used["first"].cpu_milli == 3000
+    assert result.used["second"].cpu_milli == 4000
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    jobs=st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b"]),  # queue
+            st.sampled_from([1, 2, 3]),  # vCPUs per pod
+            st.integers(0, 3),  # pods admitted
+            st.integers(0, 3),  # of which bound
+            st.integers(0, 2),  # pods more wanted
+        ),
+        max_size=25,
+    ),
+    first=st.integers(0, 12),
+    second=st.integers(0, 30),
+)
+def test_admitted_pods_are_all_held_and_none_counted_twice(
+    jobs: list[tuple[str, int, int, int, int]], first: int, second: int
+) -> None:
+    queues = {"a": QueueView("a", 1, ("first", "second")), "b": QueueView("b", 1, ("second",))}
+    limits = {"first": cap(first), "second": cap(second)}
+    demands = [
+        demand(
+            f"j{i}",
+            queue,
+            n=vcpus,
+            t=i,
+            granted=granted,
+            want=granted + more,
+            bound={"second": min(bound, granted)} if bound and granted else None,
+        )
+        for i, (queue, vcpus, granted, bound, more) in enumerate(jobs)
+    ]
+    result = admit(queues, limits, demands, now=0)
+    held = sum(d.request.cpu_milli * d.granted for d in demands)
+    new = sum(
+        d.request.cpu_milli * (result.grants[d.key] - d.granted)
+        for d in demands
+        if d.key in result.grants
+    )
+    # Every admitted pod and every new grant is charged exactly once.
+    assert sum(u.cpu_milli for u in result.used.values()) == held + new
+    # New grants never overfill: a CE goes over its limit only by pods admitted before.
+    if new:
+        for ce, used in result.used.items():
+            assert used.cpu_milli <= limits[ce].limit.cpu_milli or used.cpu_milli - held <= 0
+    running = sum(v for shares in result.running_vcpus.values() for v in shares.values())
+    assert abs(running * 1000 - (held + new)) < 1e-6
