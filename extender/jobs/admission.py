@@ -156,11 +156,13 @@ class _Pass:
         # Per pass memos: a queue's usable CEs and their limits, waiting texts.
         self._usable: dict[str, tuple[list[str], list[tuple[int, int, int]]]] = {}
         self._texts: dict[tuple[object, ...], str] = {}
+        self._taken = 0  # how many times room was taken: waiting texts are memoised per value
         self._never: dict[tuple[str, int, int, int], tuple[Code, str] | None] = {}
 
     # --- capacity bookkeeping -----------------------------------------------------------
 
     def _take(self, ce: str, request: Resources, pods: int) -> None:
+        self._taken += 1
         room = self.room.setdefault(ce, [0, 0, 0])
         room[0] -= request.cpu_milli * pods
         room[1] -= request.memory * pods
@@ -426,18 +428,16 @@ class _Pass:
             )
 
     def _blocked_on_capacity(self, d: Demand, usable: list[str]) -> None:
-        held = [self.held_for[ce] for ce in usable if ce in self.held_for] if self.held_for else ()
-        if held:
-            self._wait(
-                d,
-                _HEAD,
-                f"capacity is held for job {held[0]}, which has waited longer than "
-                f"{self.starvation:.0f} s at the head of its queue",
-            )
-            return
-        # Many jobs wait on the same full CEs: build each distinct text once.
+        if self.held_for:
+            for ce in usable:
+                holder = self.held_for.get(ce)
+                if holder is not None:
+                    self._wait(d, _HEAD, self._held_text(holder))
+                    return
+        # Many jobs wait on the same full CEs: build each distinct text once (until more
+        # room is taken, a queue's text for a request stays the same).
         r = d.request
-        memo_key = (r.cpu_milli, r.memory, r.gpu, *usable, *(self.room[ce][0] for ce in usable))
+        memo_key = (d.queue, r.cpu_milli, r.memory, r.gpu, self._taken)
         text = self._texts.get(memo_key)
         if text is None:
             parts = []
@@ -451,6 +451,16 @@ class _Pass:
         if self.now - d.runnable_since >= self.starvation:
             for ce in usable:
                 self.held_for.setdefault(ce, d.key)
+
+    def _held_text(self, holder: str) -> str:
+        """(Memoised: once a queue's CEs are held, every job behind it gets this text.)"""
+        text = self._texts.get(("held", holder))
+        if text is None:
+            text = self._texts[("held", holder)] = (
+                f"capacity is held for job {holder}, which has waited longer than "
+                f"{self.starvation:.0f} s at the head of its queue"
+            )
+        return text
 
     def _why_unavailable(self, ce: str) -> str:
         c = self.capacity.get(ce)
