@@ -34,6 +34,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from ebb.model import SchedulingPolicy
 from ebb.resources import Resources, fmt_cpu
@@ -47,6 +48,7 @@ _FULL = Code.WAITING_FOR_CAPACITY
 _HEAD = Code.HEAD_OF_LINE
 _NEVER = Code.MAX_RESOURCE
 _SHAPE = Code.JOB_RESOURCE_REQUIREMENT
+_FIFO = attrgetter("submitted", "key")
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +123,12 @@ class AdmissionResult:
     running_vcpus: dict[str, dict[str, float]] = field(default_factory=dict)  # queue → share →
 
 
+def _reserves(queue: QueueView) -> bool:
+    """Does fair share hold room back for the queue's inactive shares (then whether a
+    job is blocked depends on its share, not only on its shape)?"""
+    return queue.policy is not None and queue.policy.compute_reservation > 0
+
+
 def admit(
     queues: Mapping[str, QueueView],
     capacity: Mapping[str, CapacityLimit],
@@ -158,6 +166,9 @@ class _Pass:
         self._texts: dict[tuple[object, ...], str] = {}
         self._taken = 0  # how many times room was taken: waiting texts are memoised per value
         self._never: dict[tuple[str, int, int, int], tuple[Code, str] | None] = {}
+        # (queue, shape) found no room in this pass; room only shrinks within a pass, so
+        # the queue's later jobs of that shape find none either.
+        self._full: set[tuple[str, int, int, int]] = set()
 
     # --- capacity bookkeeping -----------------------------------------------------------
 
@@ -280,7 +291,7 @@ class _Pass:
     def _order(self, name: str, demands: list[Demand]) -> Iterator[Demand]:
         queue = self.queues.get(name)
         if queue is None or queue.policy is None:
-            yield from sorted(demands, key=lambda d: (d.submitted, d.key))
+            yield from sorted(demands, key=_FIFO)
             return
         yield from self._fair_order(queue, queue.policy, demands)
 
@@ -310,8 +321,9 @@ class _Pass:
     def _reservation_blocks(self, d: Demand) -> str | None:
         """Fair share's computeReservation: room held for shares not active yet."""
         queue = self.queues.get(d.queue)
-        if queue is None or queue.policy is None or queue.policy.compute_reservation <= 0:
+        if queue is None or not _reserves(queue):
             return None
+        assert queue.policy is not None
         active = len(self.share_vcpus.get(d.queue, {}).keys() | {d.share})
         fraction = fairshare.reserved_fraction(queue.policy, active)
         total = sum(
@@ -394,6 +406,11 @@ class _Pass:
                 f"no usable compute environment in queue {d.queue}: {why}",
             )
             return
+        r = d.request
+        shape = (d.queue, r.cpu_milli, r.memory, r.gpu)
+        if shape in self._full:
+            self._blocked_on_capacity(d, usable)
+            return
         pods_needed = d.want - d.granted
         never = self._never_fits(d, usable, limits)
         if never is not None:
@@ -414,6 +431,8 @@ class _Pass:
                 break
         granted_now = pods_needed - left
         if left and (not d.elastic or granted_now == 0):
+            if granted_now == 0 and not _reserves(queue):
+                self._full.add(shape)
             self._blocked_on_capacity(d, usable)
             return
         for ce, n in placed:
