@@ -95,9 +95,9 @@ def crds(kueue_dir: Path, webhook_port: int, serve_v1beta1: bool) -> list[dict[s
     Unless `serve_v1beta1`, the old version v1beta1 is not served — a cluster after the
     migration to v1beta2 (Kueue and this benchmark use v1beta2 only). Served, kube-apiserver
     keeps a second watch cache per CRD in v1beta1 and converts every write into it through
-    the webhook, one event at a time (kubernetes#75731): in the first measured run, 25,589
-    conversions, and on 2 cores that cache and the webhook round trips starved the API
-    server (Workload status applies answered 504 after 34 s)."""
+    the webhook, one event at a time (kubernetes#75731): 25,589 conversions in the first
+    measured run, none without v1beta1. (Kueue's Workload status applies still time out on
+    2 cores without them: BENCHMARKS.md, Scale and simulation (d).)"""
     out = []
     for path in sorted((kueue_dir / "crds").glob("*.yaml")):
         crd = yaml.safe_load(path.read_text())
