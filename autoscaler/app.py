@@ -3,7 +3,6 @@ owns the API client, the reflectors, the AWS clients and the control loops."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -18,6 +17,7 @@ from autoscaler.bootstrap import ClusterInfo
 from autoscaler.controller import Controller, environment_record
 from autoscaler.settings import AutoscalerSettings
 from ebb import kube
+from ebb.background import Background
 from ebb.catalog import shipped_catalog
 from ebb.leader import LeaderElector
 from ebb.model import job_queue_from_raw, node_from_raw, pod_from_raw
@@ -121,21 +121,18 @@ def _run(settings: AutoscalerSettings) -> Callable[[web.Application], AsyncItera
         if leader is not None:
             app[LEADER] = leader
         app[CONTROLLER] = controller
-        tasks = [asyncio.create_task(r.run(), name=f"reflector-{r.name}") for r in reflectors]
-        tasks.append(asyncio.create_task(controller.run(), name="controller"))
-        tasks.append(asyncio.create_task(controller.events.run(), name="events"))
+        background = Background()
+        background.reflect(reflectors)
+        background.spawn(controller.run(), "controller")
+        background.spawn(controller.events.run(), "events")
         if leader is not None:
-            tasks.append(asyncio.create_task(leader.run(), name="leader-election"))
+            background.spawn(leader.run(), "leader-election")
         if settings.interruption_queue_url:
-            tasks.append(asyncio.create_task(controller.consume_notices(), name="notices"))
+            background.spawn(controller.consume_notices(), "notices")
         if settings.catalog_refresh_seconds > 0:
-            tasks.append(asyncio.create_task(controller.refresh_catalog(), name="catalog"))
+            background.spawn(controller.refresh_catalog(), "catalog")
         yield
-        for r in reflectors:
-            r.stop()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await background.stop()
         await client.close()
 
     return ctx

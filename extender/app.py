@@ -16,6 +16,7 @@ import structlog
 from aiohttp import web
 
 from ebb import kube, tls
+from ebb.background import Background
 from ebb.catalog import NodeOverhead
 from ebb.leader import LeaderElector
 from ebb.model import (
@@ -157,23 +158,14 @@ def _job_controller(
         )
         app[JOB_CONTROLLER] = controller
         app[IDENTITY] = identity = _Identity()
-        tasks = [
-            asyncio.create_task(r.run(), name=f"reflector-{r.name}") for r in controller.reflectors
-        ]
-        tasks.append(asyncio.create_task(controller.run(), name="job-controller"))
-        tasks.append(
-            asyncio.create_task(
-                _identify_and_register(app[CLIENT], settings, identity), name="webhooks"
-            )
-        )
+        background = Background()
+        background.reflect(controller.reflectors)
+        background.spawn(controller.run(), "job-controller")
+        background.spawn(_identify_and_register(app[CLIENT], settings, identity), "webhooks")
         if leader is not None:
-            tasks.append(asyncio.create_task(leader.run(), name="leader-election"))
+            background.spawn(leader.run(), "leader-election")
         yield
-        for r in controller.reflectors:
-            r.stop()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await background.stop()
 
     return ctx
 
@@ -249,14 +241,11 @@ def _kubernetes(
             settings=settings,
         )
         reflectors = [app[key] for key in _REFLECTORS]
-        tasks = [asyncio.create_task(r.run(), name=f"reflector-{r.name}") for r in reflectors]
-        tasks.append(asyncio.create_task(_freeze_heap_when_synced(reflectors), name="gc-freeze"))
+        background = Background()
+        background.reflect(reflectors)
+        background.spawn(_freeze_heap_when_synced(reflectors), "gc-freeze")
         yield
-        for r in reflectors:
-            r.stop()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await background.stop()
         await client.close()
 
     return ctx
