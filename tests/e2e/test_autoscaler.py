@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import sys
-import time
 from typing import Any
 
 import orjson
@@ -268,7 +267,6 @@ async def test_a_reclaimed_spot_instance_ends_the_attempt_at_once_and_the_job_is
 
     await wait_for(cordoned, 10, message="node cordoned on the interruption warning")
     assert await asyncio.wait_for(interrupt.wait(), 30) == 0
-    terminated = time.time()  # EC2 terminated the instance just before
     done = await wait_state(kube_client, namespace, "interrupted", "SUCCEEDED", timeout=120)
     assert annotation(done, keys.REASON) == "succeeded after 2 attempt(s)"
     assert (done["status"].get("failed"), done["status"].get("succeeded")) == (1, 1)
@@ -277,9 +275,8 @@ async def test_a_reclaimed_spot_instance_ends_the_attempt_at_once_and_the_job_is
     assert lost["statusReason"] == f"Host EC2 (instance {instance_id}) terminated."
     assert lost["exitCode"] is None  # a host termination has none (nor has it on AWS)
     assert lost["stoppedAt"]
-    stopped = _epoch(lost["stoppedAt"])
-    print(f"attempt 1 stopped {stopped - terminated:+.1f} s after the termination")
-    assert stopped < _epoch(lost["startedAt"]) + 40  # before KWOK would have completed it
+    # Ended before KWOK would have completed it (the autoscaler acts on EC2's notice).
+    assert _epoch(lost["stoppedAt"]) < _epoch(lost["startedAt"]) + 40
     assert (retried["exitCode"], retried["statusReason"]) == (
         0,
         "Essential container in task exited",
