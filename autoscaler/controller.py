@@ -154,8 +154,11 @@ class Controller:
         self._m = _Memory()
         self.events = EventRecorder(client, FIELD_MANAGER)
 
-    def poke(self, *_: object) -> None:
-        self._wake.set()
+    def poke(self, event: kube.Event[Any] | None = None) -> None:
+        """Run a pass now; not for an event that changes nothing the pass reads (as
+        the status this daemon just wrote coming back)."""
+        if event is None or event.old != event.new:
+            self._wake.set()
 
     # --- the loop -------------------------------------------------------------------------
 

@@ -145,8 +145,11 @@ class JobController:
     def reflectors(self) -> tuple[Reflector[Any], ...]:
         return (self.jobs, self.pods)
 
-    def _changed(self, _: Event[Any]) -> None:
-        self._wake.set()
+    def _changed(self, event: Event[Any]) -> None:
+        # A status this controller wrote comes back as an event that changes nothing a
+        # pass reads: no pass for it.
+        if event.old != event.new:
+            self._wake.set()
 
     def _job_changed(self, event: Event[JobInfo]) -> None:
         if event.new is None:
