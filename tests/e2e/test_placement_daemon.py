@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import json
 import signal
-import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -113,7 +112,7 @@ async def daemon(
     cluster: LocalCluster, scheduler_daemon: Any
 ) -> AsyncIterator[tuple[Session, str, str]]:
     """(session, extender URL, ops URL) of the session's scheduler daemon."""
-    context = ssl.create_default_context(cafile=str(cluster.state_dir / "ebb-tls" / "ca.crt"))
+    context = cluster.client_context()
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session:
         yield (
             session,

@@ -69,10 +69,13 @@ CAN_I: list[tuple[str, str, str, tuple[str, ...], bool]] = [
     (SCHEDULER, "patch", "leases.coordination.k8s.io/ebb-scheduler", (IN_EBB,), True),
     (SCHEDULER, "create", "secrets", (IN_EBB,), True),
     (SCHEDULER, "get", "secrets/ebb-scheduler-tls", (IN_EBB,), True),
+    (SCHEDULER, "update", "secrets/ebb-scheduler-tls", (IN_EBB,), True),
+    (SCHEDULER, "update", "secrets/ebb-kube-scheduler-client", (IN_EBB,), True),
     # ... and what it must not do.
     (SCHEDULER, "list", "secrets", (ALL,), False),
     (SCHEDULER, "list", "secrets", (IN_EBB,), False),
     (SCHEDULER, "get", "secrets/other-secret", (IN_EBB,), False),
+    (SCHEDULER, "update", "secrets/other-secret", (IN_EBB,), False),
     (SCHEDULER, "delete", "namespaces", (), False),
     (SCHEDULER, "create", "jobs.batch", (IN_USERS,), False),
     (SCHEDULER, "delete", "jobs.batch", (IN_USERS,), False),
