@@ -116,13 +116,16 @@ def issue(
         usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
     if client:
         usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
+    # Valid a little before now, for clocks behind ours; not so much that the renewal
+    # point (RENEW_AT of the span) is already past for a short lifetime.
+    backdate = min(datetime.timedelta(minutes=5), lifetime / 20)
     builder = (
         x509.CertificateBuilder()
         .subject_name(_name(common_name, organizations))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(_now() - datetime.timedelta(minutes=5))
+        .not_valid_before(_now() - backdate)
         .not_valid_after(_now() + lifetime)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
@@ -263,6 +266,7 @@ async def sync_secret(
     directory: Path,
     common_name: str,
     dns_names: Sequence[str],
+    ip_addresses: Sequence[str] = (),
     lifetime: datetime.timedelta = YEAR,
 ) -> KeyPair:
     """Share one serving certificate between replicas through a Secret, and renew it
@@ -273,14 +277,21 @@ async def sync_secret(
     A Secret without ca.key (one cert-manager fills) is used as it is: its issuer renews."""
 
     def fresh() -> SecretData:
-        load_or_create_serving(directory, common_name, dns_names, (), lifetime)
+        load_or_create_serving(directory, common_name, dns_names, ip_addresses, lifetime)
         return {key: (directory / key).read_bytes() for key in _SECRET_FILES}
 
     def renewed(data: SecretData) -> SecretData | None:
-        if "ca.key" not in data or _still_good(data["tls.crt"], dns_names, ()):
+        if "ca.key" not in data or _still_good(data["tls.crt"], dns_names, ip_addresses):
             return None
         ca = KeyPair(data["ca.crt"], data["ca.key"])
-        pair = issue(ca, common_name, dns_names=dns_names, server=True, lifetime=lifetime)
+        pair = issue(
+            ca,
+            common_name,
+            dns_names=dns_names,
+            ip_addresses=ip_addresses,
+            server=True,
+            lifetime=lifetime,
+        )
         return {**data, "tls.crt": pair.cert_pem, "tls.key": pair.key_pem}
 
     data = await _keep_secret(

@@ -278,6 +278,9 @@ async def _freeze_heap_when_synced(reflectors: Sequence[kube.Reflector[Any]]) ->
     log.info("caches synced; heap frozen", objects=gc.get_freeze_count())
 
 
+LOOPBACK = ("127.0.0.1",)  # out-of-cluster runs call the daemon at https://127.0.0.1
+
+
 async def prepare_tls(settings: SchedulerSettings) -> None:
     """The serving certificate in `tls_dir`, renewed when due: shared through a Secret
     when replicas run, else made (or reused) locally; and kube-scheduler's client
@@ -286,7 +289,7 @@ async def prepare_tls(settings: SchedulerSettings) -> None:
     lifetime = datetime.timedelta(seconds=settings.tls_lifetime_seconds)
     if not settings.tls_secret and not settings.scheduler_client_secret:
         tls.load_or_create_serving(
-            directory, "ebb-scheduler", settings.tls_names, ("127.0.0.1",), lifetime
+            directory, "ebb-scheduler", settings.tls_names, LOOPBACK, lifetime
         )
         return
     access = kube.load_access(settings.kubeconfig or None, settings.context or None, os.environ)
@@ -300,11 +303,12 @@ async def prepare_tls(settings: SchedulerSettings) -> None:
                 directory=directory,
                 common_name="ebb-scheduler",
                 dns_names=settings.tls_names,
+                ip_addresses=LOOPBACK,
                 lifetime=lifetime,
             )
         else:
             ca = tls.load_or_create_serving(
-                directory, "ebb-scheduler", settings.tls_names, ("127.0.0.1",), lifetime
+                directory, "ebb-scheduler", settings.tls_names, LOOPBACK, lifetime
             )
         if settings.scheduler_client_secret:
             if not ca.key_pem or not settings.extender_clients:

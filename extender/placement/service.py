@@ -189,10 +189,9 @@ class EbbExtender:
             return Refusal.NODE_REJECTED, "no such node"
         taint = untolerated_taint(pod.tolerations, node.info.taints)
         if taint is not None:
-            return (
-                Refusal.NODE_REJECTED,
-                f"the pod does not tolerate the taint {'='.join(taint[:2])}:{taint[2]}",
-            )
+            key, value, effect = taint
+            shown = f"{key}={value}:{effect}" if value else f"{key}:{effect}"
+            return Refusal.NODE_REJECTED, f"the pod does not tolerate the taint {shown}"
         verdict = filter_nodes(
             pod, [args.node], self._cache.nodes, self._queues, self._environments
         )
