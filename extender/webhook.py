@@ -179,25 +179,23 @@ def _check_resources(
     known = [capacity[ce] for ce in queue.compute_environments if ce in capacity]
     if not known or any(c.holds_pod(request) for c in known):
         return
-    field = "spec.template.spec.containers[].resources.requests"
+    field = "spec.template.spec.containers[].resources"
     limits = [(ce, capacity[ce].limit) for ce in queue.compute_environments if ce in capacity]
     best = max(limits, key=lambda item: item[1].cpu_milli)
     if request.gpu and all(request.gpu > limit.gpu for _, limit in limits):
         raise Rejected(
-            f"{field}[{keys.GPU_RESOURCE}]: {request.gpu} GPUs per pod, but no compute "
+            f"{field}.requests[{keys.GPU_RESOURCE}]: {request.gpu} GPUs per pod, but no compute "
             f"environment of queue {queue.name} allows that many"
         )
-    if not any(request.fits_in(limit) for _, limit in limits):
+    if all(request.cpu_milli > limit.cpu_milli for _, limit in limits):
         raise Rejected(
-            f"{field}.cpu: {request.vcpus:g} vCPUs per pod exceeds the largest compute "
+            f"{field}.requests.cpu: {request.vcpus:g} vCPUs per pod exceeds the largest compute "
             f"environment of queue {queue.name} ({best[0]}: maxvCpus "
             f"{best[1].cpu_milli // 1000})"
         )
-    kind = "GPU" if request.gpu else "CPU-only"
-    raise Rejected(
-        f"{field}: {request} per pod fits no {kind} instance type that the compute "
-        f"environments of queue {queue.name} may launch (after node overhead)"
-    )
+    # Name the resource that does not fit, and the largest node (or limit) for it.
+    why = [capacity[ce].unfit(ce, request) for ce in queue.compute_environments if ce in capacity]
+    raise Rejected(f"{field}." + "; ".join(w for w in why if w))
 
 
 def validate_update(old: Json, new: Json, username: str, ctx: WebhookContext) -> None:

@@ -29,7 +29,7 @@ import structlog
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ebb import keys, kube, logs
-from ebb.catalog import NodeOverhead, shipped_catalog
+from ebb.catalog import NodeOverheadSettings, shipped_catalog
 from ebb.resources import MIB
 from ebb.settings import load, setting
 
@@ -38,7 +38,7 @@ GOING = ("shutting-down", "terminated", "stopping", "stopped")
 
 
 @dataclass(frozen=True)
-class BridgeSettings:
+class BridgeSettings(NodeOverheadSettings):
     """Turn this cluster's moto instances into KWOK nodes, and back."""
 
     kubeconfig: str = setting("", "Kubeconfig of the local cluster.")
@@ -47,7 +47,6 @@ class BridgeSettings:
     cluster_name: str = setting("ebb", "Only instances tagged ebb.dev/cluster=<this>.")
     boot_seconds: float = setting(2.0, "Seconds from launch until an instance is a node.")
     poll_seconds: float = setting(0.5, "How often to look at EC2.")
-    max_pods: int = setting(110, "Pods per node (as the autoscaler's user data says).")
     log_level: str = setting("info", "Log level.")
 
 
@@ -76,7 +75,7 @@ class Bridge:
         )
         self.ec2 = session.client("ec2", endpoint_url=settings.aws_endpoint_url)
         self.catalog = shipped_catalog()
-        self.overhead = NodeOverhead(max_pods=settings.max_pods)
+        self.overhead = settings.node_overhead()
         self.nodes: dict[str, str] = {}  # instance id -> node name
 
     def _instances(self) -> list[dict[str, Any]]:
