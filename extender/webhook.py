@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import difflib
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -198,6 +199,35 @@ def _check_resources(
     raise Rejected(f"{field}." + "; ".join(w for w in why if w))
 
 
+def unknown_key_warnings(job: Json, old: Json | None = None) -> list[str]:
+    """A warning for each ebb.dev/ label or annotation Ebb does not know (new in this
+    write), naming the closest known key: Ebb ignores such keys, so a misspelt retry
+    strategy would otherwise run the Job without one, silently."""
+    meta, old_meta = job.get("metadata") or {}, (old or {}).get("metadata") or {}
+    warnings = []
+    for part, known, other in (
+        ("labels", keys.JOB_LABELS, keys.JOB_ANNOTATIONS),
+        ("annotations", keys.JOB_ANNOTATIONS, keys.JOB_LABELS),
+    ):
+        entries, before = meta.get(part) or {}, old_meta.get(part) or {}
+        for key in sorted(entries):
+            if (
+                not key.startswith(f"{keys.GROUP}/")
+                or key in known
+                or before.get(key) == entries[key]
+            ):
+                continue
+            where = f"metadata.{part}[{key}]"
+            if key in other:
+                kind = "an annotation" if part == "labels" else "a label"
+                warnings.append(f"{where}: Ebb reads {key} as {kind}, not here; ignored")
+                continue
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            warnings.append(f"{where}: not a key Ebb knows; ignored{hint}")
+    return warnings
+
+
 def validate_update(old: Json, new: Json, username: str, ctx: WebhookContext) -> None:
     old_meta, new_meta = old.get("metadata") or {}, new.get("metadata") or {}
     old_queue = (old_meta.get("labels") or {}).get(keys.QUEUE_LABEL)
@@ -306,8 +336,16 @@ def json_patch(before: Json, after: Json) -> list[Json]:
 # --- AdmissionReview over HTTP --------------------------------------------------------
 
 
-def _response(uid: str, allowed: bool, message: str = "", patch: list[Json] | None = None) -> Json:
+def _response(
+    uid: str,
+    allowed: bool,
+    message: str = "",
+    patch: list[Json] | None = None,
+    warnings: list[str] | None = None,
+) -> Json:
     response: Json = {"uid": uid, "allowed": allowed}
+    if warnings:
+        response["warnings"] = warnings
     if not allowed:
         response["status"] = {"code": 422, "reason": "Invalid", "message": message}
     if patch:
@@ -364,6 +402,8 @@ def review(body: Json, ctx: WebhookContext, *, mutating: bool) -> Json:
                 username = user.get("username", "") if isinstance(user, dict) else ""
                 old = _job_object(request.get("oldObject"), "oldObject")
                 validate_update(old, job, str(username), ctx)
+                REVIEWS.labels(name, "allowed").inc()
+                return _response(uid, True, warnings=unknown_key_warnings(job, old))
             REVIEWS.labels(name, "allowed").inc()
             return _response(uid, True)
         job_spec = validate_new_job(job, ctx)
@@ -379,7 +419,12 @@ def review(body: Json, ctx: WebhookContext, *, mutating: bool) -> Json:
     REVIEWS.labels(name, "allowed").inc()
     if not mutating:
         return _response(uid, True)
-    return _response(uid, True, patch=json_patch(job, mutate(job, job_spec, ctx.scheduler_name)))
+    return _response(
+        uid,
+        True,
+        patch=json_patch(job, mutate(job, job_spec, ctx.scheduler_name)),
+        warnings=unknown_key_warnings(job),
+    )
 
 
 _PREFETCH_LIMIT = 500

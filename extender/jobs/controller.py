@@ -35,7 +35,7 @@ from ebb.model import (
 from extender.jobs import fairshare
 from extender.jobs.admission import CapacityLimit
 from extender.jobs.capacity import capacity_limits
-from extender.jobs.lifecycle import State
+from extender.jobs.lifecycle import Code, State
 from extender.jobs.reconcile import Decisions, Snapshot, reconcile
 from extender.jobs.snapshot import JobInfo, format_time, job_from_raw, parse_time
 from extender.jobs.writes import Writer
@@ -48,6 +48,12 @@ PASS_SECONDS = Histogram(
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 JOBS_BY_STATE = Gauge("ebb_jobs", "Managed Jobs by queue and state.", ["queue", "state"])
+UNPLACEABLE = Counter(
+    "ebb_unplaceable_jobs_total",
+    "Admitted jobs whose pods no node of their queue's compute environments can hold (an "
+    "environment changed after admission; counted once per job), by queue.",
+    ["queue"],
+)
 ATTEMPTS = Counter(
     "ebb_job_attempts_total", "Finished attempts by queue and status reason.", ["queue", "result"]
 )
@@ -118,6 +124,7 @@ class JobController:
         self._last_persist = 0.0
         self._queue_status: dict[str, Any] = {}
         self._counted_attempts: set[str] = set()
+        self._counted_unplaceable: set[str] = set()
         self._last_decision = 0.0  # seconds the last pass took to snapshot and decide
         # Set while this replica may write (always, without leader election).
         self._leading = leading
@@ -314,6 +321,15 @@ class JobController:
             for state_name in State.__members__:
                 JOBS_BY_STATE.labels(queue, state_name).set(states.get(state_name, 0))
         self._queue_status = counts
+
+        unplaceable = {
+            key
+            for key, status in decisions.statuses.items()
+            if status.state is State.STARTING and status.code is Code.JOB_RESOURCE_REQUIREMENT
+        }
+        for key in unplaceable - self._counted_unplaceable:
+            UNPLACEABLE.labels(snap.jobs[key].queue).inc()
+        self._counted_unplaceable = unplaceable  # only jobs still unplaceable: bounded memory
 
         finished: set[str] = set()
         for key, pods in snap.pods_by_job.items():
