@@ -2,7 +2,8 @@
 
 For a Job labelled `ebb.dev/queue` it rejects what can never work — an unknown or
 DISABLED queue, a malformed Ebb annotation, a dependency cycle, a pod bigger than any
-compute environment of the queue — with a message naming the field and the limit.
+compute environment of the queue can hold — with a message naming the field and the
+limit or the largest node; it warns about `ebb.dev/` keys it does not know.
 It then makes the Job Ebb's: suspended (so no pod exists before admission), tolerating
 the batch taint, its pod template stamped with the queue, share and job-id labels,
 its timeout and retry strategy translated, array children given

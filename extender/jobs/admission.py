@@ -7,7 +7,10 @@ returns grants (pods per job) and a reason for every job left waiting. No I/O.
 The rules, in order:
 
 1. Capacity. Each compute environment (CE) holds at most its limit (maxvCpus, and
-   GPU/memory limits) of admitted pods' requests. Pods already bound to a node count
+   GPU/memory limits) of admitted pods' requests; a managed CE's maxvCpus counts the
+   vCPUs of the instances it may launch, so a pod takes the share of an instance it
+   takes on the type within maxvCpus that packs its shape densest (node overhead
+   included), and a pod no such type holds is never admitted. Pods already bound to a node count
    against that node's CE; admitted pods not yet bound are counted against the first
    CE in their queue's order with room (as the extender will place them), pods of the
    same queue and request together, the group with the oldest job first. DISABLED,
