@@ -135,7 +135,7 @@ class CapacityLimit:
             return f"requests: {where} has no instance type"
         for path, attribute, render in _FIT_ORDER:
             need = getattr(request, attribute)
-            largest = max(kind, key=lambda n: getattr(n.usable, attribute))
+            largest = max(kind, key=lambda n: (getattr(n.usable, attribute), n.vcpus))
             have = getattr(largest.usable, attribute)
             if need > have:
                 return (
