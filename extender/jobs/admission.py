@@ -102,14 +102,32 @@ class CapacityLimit:
         """Could a node of this CE hold one pod of `request` (True if the types are unknown)?"""
         return self.nodes is None or any(node.holds(request) for node in self.nodes)
 
-    def pod_cost(self, request: Resources) -> int:
-        """Millicores of maxvCpus one pod of `request` uses up: its CPU request, or (counting
-        instances) the vCPUs of the densest type for its shape over the pods it holds there
-        (rounded down, so k pods of a type holding k fit in exactly its vCPUs)."""
+    def pod_cost(self, request: Resources) -> tuple[int, int]:
+        """What one pod of `request` uses up of maxvCpus, in millicores, and how many pods
+        that count over-admits (see below).
+
+        Not counting instances: its CPU request, and none. Counting instances: the vCPUs of
+        the type that packs its shape densest over the pods one holds (rounded down, so k
+        pods of a type holding k fit exactly its vCPUs); and, since maxvCpus that are not
+        a multiple of that type's vCPUs leave a remainder only smaller, less dense types
+        fill, the pods this share over-counts in a CE of only such pods — the densest
+        type's instances, then the next type's in what is left, and so on: admission
+        keeps that many back, so a CE of one shape is admitted exactly what its whole
+        instances hold."""
         if not self.counts_instances or self.nodes is None:
-            return request.cpu_milli
-        costs = [node.vcpus * 1000 // held for node in self.nodes if (held := node.holds(request))]
-        return min(costs) if costs else request.cpu_milli
+            return request.cpu_milli, 0
+        packing = sorted(
+            ((node.vcpus * 1000, n) for node in self.nodes if (n := node.holds(request))),
+            key=lambda p: (p[0] / p[1], p[0]),
+        )
+        if not packing:
+            return request.cpu_milli, 0
+        cost = packing[0][0] // packing[0][1]
+        room, whole = self.limit.cpu_milli, 0
+        for milli, held in packing:
+            whole += room // milli * held
+            room %= milli
+        return cost, self.limit.cpu_milli // cost - whole
 
     def unfit(self, name: str, request: Resources) -> str | None:
         """Why this CE (`name`) can never run a pod of `request` — the resource that does
@@ -252,7 +270,7 @@ class _Pass:
             else [c.limit.cpu_milli, c.limit.memory, c.limit.gpu, c.limit.cpu_milli]
             for name, c in capacity.items()
         }
-        self._costs: dict[tuple[str, Resources], int] = {}  # (CE, request) → pod_cost
+        self._costs: dict[tuple[str, Resources], tuple[int, int]] = {}  # (CE, request) → pod_cost
         self.result = AdmissionResult()
         self.held_for: dict[str, str] = {}  # CE → job whose starvation reserves it
         self.queue_vcpus: dict[str, float] = {}  # queue → admitted vCPUs (for reservation)
@@ -269,13 +287,13 @@ class _Pass:
 
     # --- capacity bookkeeping -----------------------------------------------------------
 
-    def _cost(self, ce: str, request: Resources) -> int:
-        cost = self._costs.get((ce, request))
-        if cost is None:
+    def _cost(self, ce: str, request: Resources) -> tuple[int, int]:
+        found = self._costs.get((ce, request))
+        if found is None:
             c = self.capacity.get(ce)
-            cost = c.pod_cost(request) if c is not None else request.cpu_milli
-            self._costs[(ce, request)] = cost
-        return cost
+            found = c.pod_cost(request) if c else (request.cpu_milli, 0)
+            self._costs[(ce, request)] = found
+        return found
 
     def _take(self, ce: str, request: Resources, pods: int) -> None:
         self._taken += 1
@@ -283,7 +301,7 @@ class _Pass:
         room[0] -= request.cpu_milli * pods
         room[1] -= request.memory * pods
         room[2] -= request.gpu * pods
-        room[3] -= self._cost(ce, request) * pods
+        room[3] -= self._cost(ce, request)[0] * pods
 
     def _fits(self, ce: str, request: Resources) -> int:
         """How many pods of `request` fit in CE `ce` now. (Hot: plain integer code.)"""
@@ -297,9 +315,9 @@ class _Pass:
             n = min(n, room[1] // request.memory)
         if request.gpu:
             n = min(n, room[2] // request.gpu)
-        cost = self._cost(ce, request)
+        cost, over = self._cost(ce, request)
         if cost:
-            n = min(n, room[3] // cost)
+            n = min(n, room[3] // cost - over)
         return n if n > 0 else 0
 
     def _account(self, demand: Demand, pods: int) -> None:
@@ -571,7 +589,8 @@ class _Pass:
                 c, room = self.capacity[ce].limit, self.room[ce]
                 used = c.cpu_milli - room[0]
                 part = f"{ce} {fmt_cpu(max(used, 0))}/{fmt_cpu(c.cpu_milli)} vCPUs in use"
-                if room[0] >= r.cpu_milli and room[3] < self._cost(ce, r):
+                cost, over = self._cost(ce, r)
+                if room[0] >= r.cpu_milli and room[3] // max(cost, 1) - over < 1:
                     part += " (node overhead included, its instances hold no more such pods)"
                 parts.append(part)
             text = f"waiting for capacity: needs {d.request} per pod; " + ", ".join(parts)

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from ebb import keys
 from ebb.catalog import NodeOverheadSettings, shipped_catalog
 from ebb.model import ComputeEnvironment, JobQueue
@@ -98,8 +101,49 @@ def test_managed_environments_have_only_types_within_max_vcpus_unmanaged_all() -
     assert max(n.vcpus for n in capacity["m"].nodes) == 16
     assert max(n.vcpus for n in capacity["u"].nodes) == 128
     # Unmanaged: its owner brings the nodes; maxvCpus counts pod requests as before.
-    assert capacity["u"].pod_cost(Resources(1000, GIB, 0)) == 1000
-    assert capacity["m"].pod_cost(Resources(1000, GIB, 0)) == 16_000 // 15
+    assert capacity["u"].pod_cost(Resources(1000, GIB, 0)) == (1000, 0)
+    assert capacity["m"].pod_cost(Resources(1000, GIB, 0)) == (16_000 // 15, 0)
+
+
+def test_what_whole_instances_cannot_hold_is_not_admitted() -> None:
+    # maxvCpus 7 of c6i: a c6i.xlarge (3 pods) and a c6i.large (1 pod), not 7/4 x 3 = 5.
+    capacity = limits(ec2("ce", 7))
+    queues = {"q": QueueView("q", 1, ("ce",))}
+    result = admit(queues, capacity, [one_vcpu(f"j{i}", "q", i) for i in range(8)], now=0)
+    assert len(result.grants) == 4
+
+
+TYPES = ("c6i", "m6i", "r6i", "c6i.xlarge", "m6i.2xlarge", "r6i.large")
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    max_vcpus=st.integers(1, 40),
+    types=st.lists(st.sampled_from(TYPES), min_size=1, max_size=3, unique=True),
+    cpu=st.sampled_from([250, 500, 1000, 1500, 2000, 3000, 5000, 7000]),
+    memory_gib=st.sampled_from([1, 2, 4, 8, 16, 30]),
+)
+def test_pods_of_one_shape_never_outnumber_what_instances_within_max_vcpus_hold(
+    max_vcpus: int, types: list[str], cpu: int, memory_gib: int
+) -> None:
+    capacity = limits(ec2("ce", max_vcpus, tuple(types)))
+    request = Resources(cpu, memory_gib * GIB, 0)
+    nodes = capacity["ce"].nodes or ()
+    # The most pods any set of instances whose vCPUs sum to <= maxvCpus holds (exact).
+    best = [0] * (max_vcpus + 1)
+    for v in range(1, max_vcpus + 1):
+        best[v] = max(
+            [best[v - 1]] + [best[v - n.vcpus] + n.holds(request) for n in nodes if n.vcpus <= v]
+        )
+    queues = {"q": QueueView("q", 1, ("ce",))}
+    demands = [
+        Demand(key=f"j{i}", queue="q", request=request, want=1, submitted=i) for i in range(60)
+    ]
+    granted = len(admit(queues, capacity, demands, now=0).grants)
+    assert granted <= best[max_vcpus]
+    if best[max_vcpus] == 0:  # and it says it is misconfigured, not waiting
+        waiting = admit(queues, capacity, demands, now=0).waiting.values()
+        assert {w.code for w in waiting} <= {Code.JOB_RESOURCE_REQUIREMENT, Code.MAX_RESOURCE}
 
 
 # --- the webhook ---------------------------------------------------------------------
