@@ -26,6 +26,7 @@ from tests.e2e.autoscaling import (
 from tests.e2e.cluster import LocalCluster, wait_for
 
 ROUNDS = 10
+RUN = 0.5  # seconds each job runs
 
 
 def job(job_name: str, queue: str, ce: str, **kw: Any) -> dict[str, Any]:
@@ -74,7 +75,7 @@ async def test_a_higher_priority_queue_is_served_before_jobs_the_nodes_cannot_ho
     """maxvCpus 4 of c6i: its instances hold three 1-vCPU pods (c6i.xlarge leaves 3.77
     vCPUs). Eight low-priority jobs, then four high-priority ones: only three low jobs
     are ever admitted at once, and every high job starts before every low job that had
-    not started when the high ones arrived — in each of ROUNDS rounds."""
+    still RUNNABLE when the high ones arrived — in each of ROUNDS rounds."""
     ce = name("four")
     await setup(
         kube.COMPUTE_ENVIRONMENTS,
@@ -88,7 +89,7 @@ async def test_a_higher_priority_queue_is_served_before_jobs_the_nodes_cannot_ho
         lows = [f"r{r}-low{i}" for i in range(8)]
         highs = [f"r{r}-high{i}" for i in range(4)]
         for j in lows:
-            await kube_client.create(kube.JOBS, job(j, low, ce, run_seconds=1.5), namespace)
+            await kube_client.create(kube.JOBS, job(j, low, ce, run_seconds=RUN), namespace)
 
         await wait_for(
             lambda names=lows: watch.started_all(names, 3),
@@ -96,9 +97,12 @@ async def test_a_higher_priority_queue_is_served_before_jobs_the_nodes_cannot_ho
             interval=0.1,
             message=f"round {r}: 3 low jobs running",
         )
-        waiting_lows = [j for j in lows if j not in watch.started]
         for j in highs:
-            await kube_client.create(kube.JOBS, job(j, high, ce, run_seconds=1.5), namespace)
+            await kube_client.create(kube.JOBS, job(j, high, ce, run_seconds=RUN), namespace)
+        # Still RUNNABLE (suspended) once every high-priority job exists.
+        jobs = await watch.poll()
+        waiting_lows = [j for j in lows if jobs[j]["spec"].get("suspend")]
+        assert waiting_lows, f"round {r}: every low job was admitted before the high ones came"
 
         await wait_for(
             lambda names=lows + highs: watch.finished_all(names),
