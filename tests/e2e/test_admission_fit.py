@@ -27,10 +27,11 @@ from tests.e2e.cluster import LocalCluster, wait_for
 
 ROUNDS = 10
 RUN = 0.5  # seconds each job runs
+SAME_PASS = 0.3  # seconds: jobs admitted by one pass are seen starting within this
 
 
 def job(job_name: str, queue: str, ce: str, **kw: Any) -> dict[str, Any]:
-    body = batch_job(job_name, queue, **kw)
+    body = batch_job(job_name, queue, **{"memory": "512Mi", **kw})  # CPU is what binds
     body["spec"]["template"]["spec"]["nodeSelector"] = {keys.COMPUTE_ENVIRONMENT_LABEL: ce}
     return body
 
@@ -110,8 +111,11 @@ async def test_a_higher_priority_queue_is_served_before_jobs_the_nodes_cannot_ho
             interval=0.1,
             message=f"round {r}: all jobs done",
         )
+        # When two slots free up at once, one pass admits the last high job and the next
+        # low one together: they start within a poll of each other. A low job served
+        # ahead of a high one starts a whole job (and the scheduling around it) earlier.
         last_high = max(watch.started[j] for j in highs)
-        early = [j for j in waiting_lows if watch.started[j] < last_high]
+        early = [j for j in waiting_lows if watch.started[j] < last_high - SAME_PASS]
         assert not early, f"round {r}: {early} started before a high-priority job"
         assert watch.peak_admitted <= 3, f"round {r}: {watch.peak_admitted} jobs admitted at once"
     await wait_for(lambda: scaled_to_zero(kube_client, local_aws, ce), 60, message="to zero")
