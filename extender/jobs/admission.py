@@ -10,11 +10,12 @@ The rules, in order:
    GPU/memory limits) of admitted pods' requests; a managed CE's maxvCpus counts the
    vCPUs of the instances it may launch, so a pod takes the share of an instance it
    takes on the type within maxvCpus that packs its shape densest (node overhead
-   included), and a pod no such type holds is never admitted. Pods already bound to a node count
-   against that node's CE; admitted pods not yet bound are counted against the first
-   CE in their queue's order with room (as the extender will place them), pods of the
-   same queue and request together, the group with the oldest job first. DISABLED,
-   INVALID or missing CEs hold nothing.
+   included), and a pod no such type holds is never admitted (`CapacityLimit`).
+   Pods already bound to a node count against that node's CE; admitted pods not yet
+   bound are counted against the first CE in their queue's order with room (as the
+   extender will place them), pods of the same queue and request together, the group
+   with the oldest job first — unless no node of those CEs can hold them (a CE changed
+   since): they hold nothing. DISABLED, INVALID or missing CEs hold nothing.
 2. Queue priority. Queues are served highest `priority` first; queues of equal
    priority take turns, one job each.
 3. Order within a queue. FIFO by creation time, unless the queue has a scheduling
@@ -589,8 +590,7 @@ class _Pass:
                 c, room = self.capacity[ce].limit, self.room[ce]
                 used = c.cpu_milli - room[0]
                 part = f"{ce} {fmt_cpu(max(used, 0))}/{fmt_cpu(c.cpu_milli)} vCPUs in use"
-                cost, over = self._cost(ce, r)
-                if room[0] >= r.cpu_milli and room[3] // max(cost, 1) - over < 1:
+                if r.fits_in(Resources(room[0], room[1], room[2])) and not self._fits(ce, r):
                     part += " (node overhead included, its instances hold no more such pods)"
                 parts.append(part)
             text = f"waiting for capacity: needs {d.request} per pod; " + ", ".join(parts)
