@@ -271,7 +271,7 @@ class _Pass:
             else [c.limit.cpu_milli, c.limit.memory, c.limit.gpu, c.limit.cpu_milli]
             for name, c in capacity.items()
         }
-        self._costs: dict[tuple[str, Resources], tuple[int, int]] = {}  # (CE, request) → pod_cost
+        self._costs: dict[tuple[str, int, int, int], tuple[int, int]] = {}  # see _cost
         self.result = AdmissionResult()
         self.held_for: dict[str, str] = {}  # CE → job whose starvation reserves it
         self.queue_vcpus: dict[str, float] = {}  # queue → admitted vCPUs (for reservation)
@@ -289,11 +289,13 @@ class _Pass:
     # --- capacity bookkeeping -----------------------------------------------------------
 
     def _cost(self, ce: str, request: Resources) -> tuple[int, int]:
-        found = self._costs.get((ce, request))
+        """`pod_cost` of `request` in `ce`, memoised by plain integers (hashing them is
+        cheaper than hashing a Resources)."""
+        key = (ce, request.cpu_milli, request.memory, request.gpu)
+        found = self._costs.get(key)
         if found is None:
             c = self.capacity.get(ce)
-            found = c.pod_cost(request) if c else (request.cpu_milli, 0)
-            self._costs[(ce, request)] = found
+            found = self._costs[key] = c.pod_cost(request) if c else (request.cpu_milli, 0)
         return found
 
     def _take(self, ce: str, request: Resources, pods: int) -> None:
@@ -310,13 +312,15 @@ class _Pass:
         if room is None or ce in self.held_for:
             return 0
         n = UNLIMITED
-        if request.cpu_milli:
-            n = room[0] // request.cpu_milli
-        if request.memory:
-            n = min(n, room[1] // request.memory)
-        if request.gpu:
-            n = min(n, room[2] // request.gpu)
-        cost, over = self._cost(ce, request)
+        cpu, memory, gpu = request.cpu_milli, request.memory, request.gpu
+        if cpu:
+            n = room[0] // cpu
+        if memory:
+            n = min(n, room[1] // memory)
+        if gpu:
+            n = min(n, room[2] // gpu)
+        found = self._costs.get((ce, cpu, memory, gpu))
+        cost, over = found if found is not None else self._cost(ce, request)
         if cost:
             n = min(n, room[3] // cost - over)
         return n if n > 0 else 0
@@ -590,7 +594,13 @@ class _Pass:
                 c, room = self.capacity[ce].limit, self.room[ce]
                 used = c.cpu_milli - room[0]
                 part = f"{ce} {fmt_cpu(max(used, 0))}/{fmt_cpu(c.cpu_milli)} vCPUs in use"
-                if r.fits_in(Resources(room[0], room[1], room[2])) and not self._fits(ce, r):
+                if (
+                    self.capacity[ce].counts_instances
+                    and room[0] >= r.cpu_milli
+                    and room[1] >= r.memory
+                    and room[2] >= r.gpu
+                    and not self._fits(ce, r)
+                ):
                     part += " (node overhead included, its instances hold no more such pods)"
                 parts.append(part)
             text = f"waiting for capacity: needs {d.request} per pod; " + ", ".join(parts)
