@@ -75,7 +75,7 @@ async def test_a_higher_priority_queue_is_served_before_jobs_the_nodes_cannot_ho
 ) -> None:
     """maxvCpus 4 of c6i: its instances hold three 1-vCPU pods (c6i.xlarge leaves 3.77
     vCPUs). Eight low-priority jobs, then four high-priority ones: only three low jobs
-    are ever admitted at once, and every high job starts before every low job that had
+    are ever admitted at once, and every high job starts before every low job that was
     still RUNNABLE when the high ones arrived — in each of ROUNDS rounds."""
     ce = name("four")
     await setup(
@@ -116,8 +116,8 @@ async def test_a_higher_priority_queue_is_served_before_jobs_the_nodes_cannot_ho
         # ahead of a high one starts a whole job (and the scheduling around it) earlier.
         last_high = max(watch.started[j] for j in highs)
         early = [j for j in waiting_lows if watch.started[j] < last_high - SAME_PASS]
-        assert not early, f"round {r}: {early} started before a high-priority job"
         assert watch.peak_admitted <= 3, f"round {r}: {watch.peak_admitted} jobs admitted at once"
+        assert not early, f"round {r}: {early} started before a high-priority job"
     await wait_for(lambda: scaled_to_zero(kube_client, local_aws, ce), 60, message="to zero")
 
 
