@@ -65,6 +65,7 @@ from ebb.model import (
     PodInfo,
     compute_environment_from_raw,
 )
+from ebb.nodeloss import end_lost_pod, lost_message
 from ebb.resources import ZERO, Resources, sum_resources
 
 log = structlog.get_logger("ebb.autoscaler")
@@ -715,7 +716,8 @@ class Controller:
             return
         self._m.listed_at = -1e18  # re-list on the next pass
         metrics.TERMINATIONS.labels(env, reason).inc()
-        if node is not None:
+        # (Else garbage collection deletes the node once its pods are ended.)
+        if node is not None and await self._end_pods(iid, node, env, "shutting-down"):
             await self.client.delete(kube.NODES, node)
         log.info(
             "terminated",
@@ -755,10 +757,52 @@ class Controller:
             env = self._m.instances[iid].environment
             await self._terminate(iid, None, env, REGISTRATION_TIMEOUT, "never became a node")
         for name in garbage.delete_nodes:
-            env = self._m.instances[by_node[name]].environment
-            await self.client.delete(kube.NODES, name)
+            instance = self._m.instances[by_node[name]]
+            await self._instance_gone(
+                instance.instance_id, name, instance.environment, instance.state
+            )
+
+    async def _instance_gone(self, iid: str, node: str, env: str, state: str) -> None:
+        """The instance of one of our nodes is going (EC2 said so in a notice, or in its
+        list): its pods are ended now, and its node deleted unless the instance is only
+        stopping (it may start again, with its node)."""
+        if not await self._end_pods(iid, node, env, state) or state in LIVE_STATES:
+            return
+        if await self.client.delete(kube.NODES, node) is not None:
             metrics.TERMINATIONS.labels(env, INSTANCE_GONE).inc()
-            log.info("deleted node of a gone instance", node=name, instance=by_node[name])
+            log.info("deleted node of a gone instance", node=node, instance=iid, state=state)
+
+    async def _end_pods(self, iid: str, node: str, env: str, state: str) -> bool:
+        """Fail and delete the pods bound to `node`, whose instance is going, as PodGC
+        would (ebb/nodeloss.py) but without its 40 s wait: their attempts end now, as
+        host terminations naming `iid`, and the Job controller replaces them. False if
+        some could not be ended (the caller keeps the node, and tries again later)."""
+        pods = [p for p in self.pods.store.by_index("node", node) if p.active]
+        if not pods:
+            return True
+        message = lost_message(iid, node, state)
+        at = _iso(time.time())
+        results = await asyncio.gather(
+            *(end_lost_pod(self.client, p, message, at) for p in pods),
+            return_exceptions=True,
+        )
+        errors = [str(r) for r in results if isinstance(r, BaseException)]
+        ended = [p.key for p, r in zip(pods, results, strict=True) if r is True]
+        metrics.LOST_PODS.labels(env).inc(len(ended))
+        log.info("ended the pods of a lost node", instance=iid, node=node, state=state, pods=ended)
+        if ended:
+            record = self.environments.store.get(env)
+            if record is not None:
+                self._event(
+                    record.spec,
+                    "PodsLost",
+                    f"{iid} ({node}) is {state}: {len(ended)} pod(s) on it failed "
+                    "(DisruptionTarget) and deleted",
+                    warning=True,
+                )
+        if errors:
+            log.warning("ending pods of a lost node failed; will retry", node=node, errors=errors)
+        return not errors
 
     # --- catalog refresh --------------------------------------------------------------------
 
@@ -844,6 +888,11 @@ class Controller:
                 )
         elif notice.kind == STATE_CHANGE and notice.state in GOING_STATES:
             log.info("instance going away", instance=notice.instance_id, state=notice.state)
+            ours = self._our_nodes().get(notice.instance_id)
+            if ours is not None:
+                await self._instance_gone(
+                    notice.instance_id, ours.name, ours.compute_environment or "", notice.state
+                )
         self.poke()
 
     # --- status, events, metrics -----------------------------------------------------------

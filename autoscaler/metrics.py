@@ -94,3 +94,8 @@ NOTICES_DROPPED = Counter(
     "ebb_autoscaler_notices_dropped_total",
     "SQS messages dropped because they are not EC2 notices Ebb reads (each is logged).",
 )
+LOST_PODS = Counter(
+    "ebb_autoscaler_lost_pods_total",
+    "Pods failed (DisruptionTarget) and deleted because their node's instance went away.",
+    ["compute_environment"],
+)

@@ -125,6 +125,9 @@ class JobController:
         self._queue_status: dict[str, Any] = {}
         self._counted_attempts: set[str] = set()
         self._counted_unplaceable: set[str] = set()
+        # job key → pod name → a finished pod deleted before its attempt was published;
+        # kept until the published record has it (see `_forget_departed`).
+        self._departed: dict[str, dict[str, PodInfo]] = {}
         self._last_decision = 0.0  # seconds the last pass took to snapshot and decide
         # Set while this replica may write (always, without leader election).
         self._leading = leading
@@ -133,6 +136,7 @@ class JobController:
         for reflector in (self.jobs, self.pods, queues, compute_environments, policies):
             reflector.subscribe(self._changed)
         self.jobs.subscribe(self._job_changed)
+        self.pods.subscribe(self._pod_changed)
 
     @property
     def reflectors(self) -> tuple[Reflector[Any], ...]:
@@ -144,6 +148,31 @@ class JobController:
     def _job_changed(self, event: Event[JobInfo]) -> None:
         if event.new is None:
             self.writer.forget(event.key)
+            self._departed.pop(event.key, None)
+
+    def _pod_changed(self, event: Event[PodInfo]) -> None:
+        """A lost node's pods are failed and deleted at once (ebb/nodeloss.py), often
+        before a pass records their attempt: their last state is kept for that (by the
+        leader: only its passes record, and forget)."""
+        pod = event.old
+        if self._leading is not None and not self._leading.is_set():
+            return
+        if event.new is None and pod is not None and pod.phase in ("Succeeded", "Failed"):
+            for key in _job_of_pod(pod):
+                self._departed.setdefault(key, {})[pod.name] = pod
+
+    def _forget_departed(self, snap: Snapshot, decisions: Decisions) -> None:
+        """Departed pods whose job's published record needs no change (it has them, or
+        they are older than the attempts it keeps), or whose job is gone."""
+        for key, pods in snap.departed_by_job.items():
+            if key in decisions.attempts and key in snap.jobs:
+                continue
+            held = self._departed.get(key, {})
+            for pod in pods:
+                if held.get(pod.name) is pod:
+                    del held[pod.name]
+            if not held:
+                self._departed.pop(key, None)
 
     def _read(self) -> tuple[Reflector[Any], ...]:
         """Every reflector a pass reads (the two it owns and the app's shared ones)."""
@@ -198,6 +227,7 @@ class JobController:
         PASS_SECONDS.observe(done - deciding)
         self._last_decision = done - started
         await self.writer.apply(snap.jobs, decisions, now)
+        self._forget_departed(snap, decisions)
         self._observe(snap, decisions, now)
         await self._persist(decisions, now)
         return decisions
@@ -226,6 +256,7 @@ class JobController:
                 n.name: n.compute_environment for n in nodes if n.compute_environment
             },
             node_instance={n.name: n.instance_id for n in nodes if n.instance_id},
+            departed_by_job={key: list(pods.values()) for key, pods in self._departed.items()},
             decayed_usage=self._decayed(now),
             starvation_seconds=self.settings.starvation_seconds,
         )

@@ -35,6 +35,9 @@ class Snapshot:
     capacity: Mapping[str, CapacityLimit]  # CE → what it may hold
     node_compute_environment: Mapping[str, str]  # node → CE (batch nodes)
     node_instance: Mapping[str, str] = field(default_factory=dict)  # node → EC2 instance id
+    # job key → its finished pods deleted before their attempt was published (a lost
+    # node's pods are deleted at once): for the attempt record only.
+    departed_by_job: Mapping[str, Sequence[PodInfo]] = field(default_factory=dict)
     decayed_usage: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     starvation_seconds: float = 600.0
 
@@ -64,8 +67,10 @@ def reconcile(snap: Snapshot) -> Decisions:
     never = _NeverPlaced(snap)
     for key, job in snap.jobs.items():
         pods = snap.pods_by_job.get(key, ())
-        if pods:
-            record = attempt_records.merge(job.attempts_json, pods, snap.node_instance)
+        departed = snap.departed_by_job.get(key, ())
+        if pods or departed:
+            finished = (*departed, *pods) if departed else pods
+            record = attempt_records.merge(job.attempts_json, finished, snap.node_instance)
             if record is not None:
                 out.attempts[key] = record
         status, demand = _job(job, pods, snap, out, never)

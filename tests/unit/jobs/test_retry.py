@@ -124,3 +124,25 @@ def _k8s_rule_matches(rule: dict[str, object], disrupted: bool, exit_code: int) 
 def test_status_reasons() -> None:
     assert status_reason_for(True, "i-abc") == "Host EC2 (instance i-abc) terminated."
     assert status_reason_for(False, None) == CONTAINER_EXITED
+
+
+def test_the_seeds_spot_only_strategy() -> None:
+    """Retry host terminations (Spot reclaims) up to 3 attempts, fail on anything else:
+    DisruptionTarget counts, then any other failure fails the job, in that order."""
+    strategy = parse_retry_strategy(
+        '{"attempts": 3, "evaluateOnExit": [{"onStatusReason": "Host EC2*", "action": "RETRY"},'
+        ' {"onReason": "*", "action": "EXIT"}]}'
+    )
+    assert strategy is not None
+    disruption = [{"type": "DisruptionTarget", "status": "True"}]
+    assert translate(strategy, per_index=False).as_spec_patch() == {
+        "backoffLimit": 2,
+        "podFailurePolicy": {
+            "rules": [
+                {"action": "Count", "onPodConditions": disruption},
+                {"action": "FailJob", "onPodConditions": disruption},
+                {"action": "FailJob", "onExitCodes": {"operator": "NotIn", "values": [0]}},
+            ]
+        },
+        "podReplacementPolicy": "Failed",
+    }
