@@ -38,7 +38,14 @@ from autoscaler.interruptions import (
     NoticeError,
     parse_notice,
 )
-from autoscaler.planner import Environment, Launch, PendingPod, Room, plan_launches
+from autoscaler.planner import (
+    Environment,
+    Launch,
+    PendingPod,
+    Room,
+    plan_launches,
+    routed_pods,
+)
 from autoscaler.scaledown import (
     CORDON,
     IDLE,
@@ -103,6 +110,7 @@ class _Memory:
     batch_last: float = 0.0
     accounted_at: float | None = None
     status: dict[str, dict[str, Any]] = field(default_factory=dict)
+    published: set[str] = field(default_factory=set)  # environments with gauges
     intents: dict[str, list[Mapping[str, Any]]] = field(default_factory=dict)
     launch_backoff: dict[str, float] = field(default_factory=dict)  # environment -> until
     launch_errors: dict[str, str] = field(default_factory=dict)  # environment -> last failure
@@ -142,8 +150,11 @@ class Controller:
         self._m = _Memory()
         self.events = EventRecorder(client, FIELD_MANAGER)
 
-    def poke(self, *_: object) -> None:
-        self._wake.set()
+    def poke(self, event: kube.Event[Any] | None = None) -> None:
+        """Run a pass now; not for an event that changes nothing the pass reads (as
+        the status this daemon just wrote coming back)."""
+        if event is None or event.old != event.new:
+            self._wake.set()
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -152,6 +163,7 @@ class Controller:
         if self._leading is not None and not self._leading.is_set():
             await self._leading.wait()
             self._m.listed_at = -1e18  # take over from a fresh view of EC2
+            self._m.status.clear()  # another leader wrote meanwhile: write it afresh
 
     async def run(self) -> None:
         for reflector in (self.nodes, self.pods, self.environments, self.queues):
@@ -203,7 +215,9 @@ class Controller:
         pending = self._pending_pods()
         sleep = min(self.s.resync_seconds, 5.0)
         plan_ready, wait = self._batch_ready(pending, mono)
-        pending_by_env: dict[str, int] = {}
+        # Counted every pass, so that status and metrics never show pods that are gone;
+        # a plan then adds the pods that later environments must take.
+        pending_by_env = routed_pods(pending)
         if plan_ready:
             started = time.perf_counter()
             plan = plan_launches(views, pending, self._room(ours, live))
@@ -905,6 +919,11 @@ class Controller:
         pending: Mapping[str, int],
     ) -> None:
         self._count_instances(live)
+        for gone in self._m.published - views.keys():  # deleted environments
+            for gauge in metrics.PER_ENVIRONMENT:
+                gauge.remove(gone)
+            self._m.published.discard(gone)
+            self._m.status.pop(gone, None)
         for name, view in views.items():
             mine = [i for i in live.values() if i.environment == name]
             nodes = [ours[i.instance_id] for i in mine if i.instance_id in ours]
@@ -926,9 +945,7 @@ class Controller:
                 "desiredvCpus": desired,
                 "currentvCpus": current,
                 "nodes": len(nodes),
-                "pendingPods": pending.get(
-                    name, self._m.status.get(name, {}).get("pendingPods", 0)
-                ),
+                "pendingPods": pending.get(name, 0),
                 "observedGeneration": view.spec.generation,
                 "unavailableOfferings": unavailable,
                 "lastLaunchError": self._m.launch_errors.get(name, ""),
@@ -937,6 +954,7 @@ class Controller:
             self._resource_metrics(name, mine, nodes)
             metrics.NODES.labels(name).set(len(nodes))
             metrics.PENDING_PODS.labels(name).set(status["pendingPods"])
+            self._m.published.add(name)
             if self._m.status.get(name) == status:
                 continue
             old = self._m.status.get(name, {})

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import gc
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,10 +22,18 @@ from prometheus_client import Counter, Gauge, Histogram
 from ebb import keys
 from ebb.catalog import NodeOverhead, shipped_catalog
 from ebb.events import EventRecorder
-from ebb.kube import JOB_QUEUES, JOBS, PODS, ApiError, KubeClient, Reflector
+from ebb.kube import (
+    JOB_QUEUES,
+    JOBS,
+    PODS,
+    SCHEDULING_POLICIES,
+    ApiError,
+    KubeClient,
+    Reflector,
+    Resource,
+)
 from ebb.kube.reflector import Event
 from ebb.model import (
-    INVALID,
     ComputeEnvironment,
     JobQueue,
     NodeInfo,
@@ -32,7 +41,7 @@ from ebb.model import (
     SchedulingPolicy,
     pod_from_raw,
 )
-from extender.jobs import fairshare
+from extender.jobs import fairshare, status
 from extender.jobs.admission import CapacityLimit
 from extender.jobs.capacity import capacity_limits
 from extender.jobs.lifecycle import Code, State
@@ -122,7 +131,10 @@ class JobController:
         self._usage: dict[str, dict[str, float]] = {}
         self._usage_time: float | None = None
         self._last_persist = 0.0
-        self._queue_status: dict[str, Any] = {}
+        self._counts: dict[str, dict[str, int]] = {}  # queue -> state -> Jobs, last pass
+        # The statuses last written, so that each is written only when it changes.
+        self._written_queues: dict[str, dict[str, Any]] = {}
+        self._written_policies: dict[str, dict[str, Any]] = {}
         self._counted_attempts: set[str] = set()
         self._counted_unplaceable: set[str] = set()
         # job key → pod name → a finished pod deleted before its attempt was published;
@@ -137,13 +149,18 @@ class JobController:
             reflector.subscribe(self._changed)
         self.jobs.subscribe(self._job_changed)
         self.pods.subscribe(self._pod_changed)
+        queues.subscribe(self._forget_status(self._written_queues))
+        policies.subscribe(self._forget_status(self._written_policies))
 
     @property
     def reflectors(self) -> tuple[Reflector[Any], ...]:
         return (self.jobs, self.pods)
 
-    def _changed(self, _: Event[Any]) -> None:
-        self._wake.set()
+    def _changed(self, event: Event[Any]) -> None:
+        # A status this controller wrote comes back as an event that changes nothing a
+        # pass reads: no pass for it.
+        if event.old != event.new:
+            self._wake.set()
 
     def _job_changed(self, event: Event[JobInfo]) -> None:
         if event.new is None:
@@ -174,6 +191,17 @@ class JobController:
             if not held:
                 self._departed.pop(key, None)
 
+    @staticmethod
+    def _forget_status(written: dict[str, dict[str, Any]]) -> Callable[[Event[Any]], None]:
+        """A deleted object's status is forgotten: one created again under its name
+        gets its status written."""
+
+        def forget(event: Event[Any]) -> None:
+            if event.new is None:
+                written.pop(event.key, None)
+
+        return forget
+
     def _read(self) -> tuple[Reflector[Any], ...]:
         """Every reflector a pass reads (the two it owns and the app's shared ones)."""
         return (
@@ -201,6 +229,9 @@ class JobController:
                 if self._leading is not None and not self._leading.is_set():
                     await self._leading.wait()
                     self._load_usage()  # take over the fair-share history as persisted
+                    # Another leader wrote meanwhile: write every status afresh.
+                    self._written_queues.clear()
+                    self._written_policies.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.settings.resync_seconds)
                 self._wake.clear()
@@ -299,59 +330,65 @@ class JobController:
             for name in self.queues.store
         }
         self._usage_time = now
-        if now - self._last_persist < self.settings.share_usage_persist_seconds:
-            return
-        self._last_persist = now
+        usage_due = now - self._last_persist >= self.settings.share_usage_persist_seconds
+        if usage_due:
+            self._last_persist = now
         await asyncio.gather(
-            *(self._write_queue_status(q, now) for q in self.queues.store.values())
+            *(self._write_queue_status(q, now, usage_due) for q in self.queues.store.values()),
+            *(self._write_policy_status(p) for p in self.policies.store.values()),
         )
 
-    async def _write_queue_status(self, queue: JobQueue, now: float) -> None:
-        counts = self._queue_status.get(queue.name, {})
-        problem = self._queue_problem(queue)
-        status: dict[str, Any] = {
-            "status": INVALID if problem else "VALID",
-            "statusReason": problem or "",
-            "observedGeneration": queue.generation,
-            "jobs": counts,
-        }
-        usage = self._usage.get(queue.name)
-        if usage:
-            status["shareUsage"] = {
-                "time": format_time(now),
-                "vcpuSeconds": {k: round(v, 3) for k, v in usage.items()},
-            }
-        try:
-            await self.client.patch(
-                JOB_QUEUES, queue.name, {"status": status}, subresource="status"
+    async def _write_queue_status(self, queue: JobQueue, now: float, usage_due: bool) -> None:
+        """The counts users read are written as soon as they change (at most once a
+        pass); the fair-share history only on its period."""
+        problem = status.queue_problem(queue, self.compute_environments.store, self.policies.store)
+        body = status.queue_status(queue, self._counts.get(queue.name, {}), problem)
+        changed = self._written_queues.get(queue.name) != body
+        usage = (
+            status.share_usage_status(
+                (share for share, _ in queue.share_usage),
+                self._usage.get(queue.name, {}),
+                format_time(now),
             )
-        except ApiError as exc:
-            log.warning("cannot update queue status", queue=queue.name, error=str(exc))
+            if usage_due
+            else None
+        )
+        if not changed and usage is None:
+            return
+        patch = {**body, "shareUsage": usage} if usage is not None else body
+        if await self._patch_status(JOB_QUEUES, queue.name, patch):
+            self._written_queues[queue.name] = body
 
-    def _queue_problem(self, queue: JobQueue) -> str | None:
-        missing = [
-            ce for ce in queue.compute_environments if ce not in self.compute_environments.store
-        ]
-        if missing:
-            return f"computeEnvironmentOrder names missing environment(s): {', '.join(missing)}"
-        if queue.scheduling_policy and queue.scheduling_policy not in self.policies.store:
-            return f"schedulingPolicy {queue.scheduling_policy} does not exist"
-        return None
+    async def _write_policy_status(self, policy: SchedulingPolicy) -> None:
+        body = status.policy_status(policy, self.queues.store.values())
+        if self._written_policies.get(policy.name) == body:
+            return
+        if await self._patch_status(SCHEDULING_POLICIES, policy.name, body):
+            self._written_policies[policy.name] = body
+
+    async def _patch_status(self, resource: Resource, name: str, body: dict[str, Any]) -> bool:
+        try:
+            await self.client.patch(resource, name, {"status": body}, subresource="status")
+        except ApiError as exc:
+            log.warning("cannot update status", resource=resource.plural, name=name, error=str(exc))
+            return False
+        return True
 
     # --- metrics --------------------------------------------------------------------------
 
     def _observe(self, snap: Snapshot, decisions: Decisions, now: float) -> None:
-        counts: dict[str, dict[str, int]] = {q: {} for q in snap.queues}
-        for key, job in snap.jobs.items():
-            status = decisions.statuses.get(key)
-            state = status.state if status else job.published_state or State.SUBMITTED
-            per_queue = counts.setdefault(job.queue, {})
-            per_queue[state.value] = per_queue.get(state.value, 0) + 1
+        def state(key: str, job: JobInfo) -> State:
+            decided = decisions.statuses.get(key)
+            return decided.state if decided else job.published_state or State.SUBMITTED
+
+        counts = status.count_states(
+            snap.queues, ((job.queue, state(key, job)) for key, job in snap.jobs.items())
+        )
         JOBS_BY_STATE.clear()
         for queue, states in counts.items():
-            for state_name in State.__members__:
-                JOBS_BY_STATE.labels(queue, state_name).set(states.get(state_name, 0))
-        self._queue_status = counts
+            for state_name, n in states.items():
+                JOBS_BY_STATE.labels(queue, state_name).set(n)
+        self._counts = counts
 
         unplaceable = {
             key
