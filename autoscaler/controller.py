@@ -63,7 +63,7 @@ from autoscaler.scaledown import (
 from autoscaler.scaledown import SPOT_INTERRUPTION as DRAIN_SPOT_INTERRUPTION
 from autoscaler.settings import AutoscalerSettings
 from ebb import keys, kube
-from ebb.catalog import Catalog, InstanceType, NodeOverhead
+from ebb.catalog import Catalog, InstanceType
 from ebb.events import EventRecorder, ObjectRef
 from ebb.model import (
     ComputeEnvironment,
@@ -73,7 +73,7 @@ from ebb.model import (
     compute_environment_from_raw,
 )
 from ebb.nodeloss import end_lost_pod, lost_message
-from ebb.resources import ZERO, Resources, cpu_millis, memory_bytes, sum_resources
+from ebb.resources import ZERO, Resources, sum_resources
 
 log = structlog.get_logger("ebb.autoscaler")
 FIELD_MANAGER = "ebb-autoscaler"
@@ -144,12 +144,7 @@ class Controller:
         self.environments = environments
         self.queues = queues
         self.cluster = cluster
-        self.overhead = NodeOverhead(
-            max_pods=settings.max_pods,
-            vm_memory_overhead_percent=settings.vm_memory_overhead_percent,
-            eviction_memory_mib=settings.eviction_memory_mib,
-            daemonset=_resources(settings.daemonset_cpu, settings.daemonset_memory),
-        )
+        self.overhead = settings.node_overhead()
         self.ready = False
         self._wake = asyncio.Event()
         self._m = _Memory()
@@ -1031,10 +1026,6 @@ def _draining_reason(node: NodeInfo) -> str | None:
 def _vcpus(catalog: Catalog, instance_type: str | None) -> int:
     t = catalog.get(instance_type or "")
     return t.vcpus if t else 0
-
-
-def _resources(cpu: str, memory: str) -> Resources:
-    return Resources(cpu_millis(cpu or "0"), memory_bytes(memory or "0"), 0)
 
 
 def _iso(epoch: float) -> str:

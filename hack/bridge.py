@@ -36,7 +36,7 @@ import structlog
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ebb import keys, kube, logs
-from ebb.catalog import NodeOverhead, shipped_catalog
+from ebb.catalog import NodeOverheadSettings, shipped_catalog
 from ebb.model import pod_from_raw
 from ebb.nodeloss import end_lost_pod
 from ebb.resources import MIB
@@ -47,7 +47,7 @@ GOING = ("shutting-down", "terminated", "stopping", "stopped")
 
 
 @dataclass(frozen=True)
-class BridgeSettings:
+class BridgeSettings(NodeOverheadSettings):
     """Turn this cluster's moto instances into KWOK nodes, and back."""
 
     kubeconfig: str = setting("", "Kubeconfig of the local cluster.")
@@ -59,7 +59,6 @@ class BridgeSettings:
         3.0, "Seconds from an instance going away until its node's pods and node are removed."
     )
     poll_seconds: float = setting(0.5, "How often to look at EC2.")
-    max_pods: int = setting(110, "Pods per node (as the autoscaler's user data says).")
     log_level: str = setting("info", "Log level.")
 
 
@@ -88,7 +87,7 @@ class Bridge:
         )
         self.ec2 = session.client("ec2", endpoint_url=settings.aws_endpoint_url)
         self.catalog = shipped_catalog()
-        self.overhead = NodeOverhead(max_pods=settings.max_pods)
+        self.overhead = settings.node_overhead()
         self.nodes: dict[str, str] = {}  # instance id -> node name
         self.going_since: dict[str, float] = {}  # instance id -> when EC2 said it goes
 

@@ -44,7 +44,7 @@ from ebb.model import (
 from extender.jobs import fairshare, status
 from extender.jobs.admission import CapacityLimit
 from extender.jobs.capacity import capacity_limits
-from extender.jobs.lifecycle import State
+from extender.jobs.lifecycle import Code, State
 from extender.jobs.reconcile import Decisions, Snapshot, reconcile
 from extender.jobs.snapshot import JobInfo, format_time, job_from_raw, parse_time
 from extender.jobs.writes import Writer
@@ -57,6 +57,12 @@ PASS_SECONDS = Histogram(
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 JOBS_BY_STATE = Gauge("ebb_jobs", "Managed Jobs by queue and state.", ["queue", "state"])
+UNPLACEABLE = Counter(
+    "ebb_unplaceable_jobs_total",
+    "Admitted jobs whose pods no node of their queue's compute environments can hold (an "
+    "environment changed after admission; counted once per job), by queue.",
+    ["queue"],
+)
 ATTEMPTS = Counter(
     "ebb_job_attempts_total", "Finished attempts by queue and status reason.", ["queue", "result"]
 )
@@ -130,6 +136,7 @@ class JobController:
         self._written_queues: dict[str, dict[str, Any]] = {}
         self._written_policies: dict[str, dict[str, Any]] = {}
         self._counted_attempts: set[str] = set()
+        self._counted_unplaceable: set[str] = set()
         # job key → pod name → a finished pod deleted before its attempt was published;
         # kept until the published record has it (see `_forget_departed`).
         self._departed: dict[str, dict[str, PodInfo]] = {}
@@ -382,6 +389,15 @@ class JobController:
             for state_name, n in states.items():
                 JOBS_BY_STATE.labels(queue, state_name).set(n)
         self._counts = counts
+
+        unplaceable = {
+            key
+            for key, status in decisions.statuses.items()
+            if status.state is State.STARTING and status.code is Code.JOB_RESOURCE_REQUIREMENT
+        }
+        for key in unplaceable - self._counted_unplaceable:
+            UNPLACEABLE.labels(snap.jobs[key].queue).inc()
+        self._counted_unplaceable = unplaceable  # only jobs still unplaceable: bounded memory
 
         finished: set[str] = set()
         for key, pods in snap.pods_by_job.items():

@@ -8,10 +8,11 @@ n_to_n gates, and update its attempt record. The controller applies the decision
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ebb.model import JobQueue, PodInfo, SchedulingPolicy
+from ebb.resources import Resources
 from extender.jobs import attempts as attempt_records
 from extender.jobs.admission import CapacityLimit, Demand, QueueView, admit
 from extender.jobs.dependencies import DependencyVerdict, resolve
@@ -63,6 +64,7 @@ class Decisions:
 def reconcile(snap: Snapshot) -> Decisions:
     out = Decisions()
     demands: list[Demand] = []
+    never = _NeverPlaced(snap)
     for key, job in snap.jobs.items():
         pods = snap.pods_by_job.get(key, ())
         departed = snap.departed_by_job.get(key, ())
@@ -71,7 +73,7 @@ def reconcile(snap: Snapshot) -> Decisions:
             record = attempt_records.merge(job.attempts_json, finished, snap.node_instance)
             if record is not None:
                 out.attempts[key] = record
-        status, demand = _job(job, pods, snap, out)
+        status, demand = _job(job, pods, snap, out, never)
         if status is not None:
             out.statuses[key] = status
         if demand is not None:
@@ -119,8 +121,45 @@ def reconcile(snap: Snapshot) -> Decisions:
     return out
 
 
+class _NeverPlaced:
+    """Why an admitted job's pods can never be placed (its queue's environments changed
+    since it was accepted: no node they may have holds its pods), memoised per shape."""
+
+    def __init__(self, snap: Snapshot) -> None:
+        self.snap = snap
+        self._memo: dict[tuple[str, Resources], Status | None] = {}
+
+    def __call__(self, job: JobInfo) -> Status | None:
+        key = (job.queue, job.pod_request)
+        if key not in self._memo:
+            self._memo[key] = self._decide(job.queue, job.pod_request)
+        return self._memo[key]
+
+    def _decide(self, queue_name: str, request: Resources) -> Status | None:
+        queue = self.snap.queues.get(queue_name)
+        if queue is None:
+            return None
+        capacity = self.snap.capacity
+        whys = []
+        for ce in queue.compute_environments:
+            why = capacity[ce].misfit(ce, request) if ce in capacity else None
+            if why is None:
+                return None
+            whys.append(why)
+        return Status(
+            State.STARTING,
+            Code.JOB_RESOURCE_REQUIREMENT,
+            f"admitted, but no node can ever hold its pods, so they hold no capacity: "
+            f"{'; '.join(whys)}",
+        )
+
+
 def _job(
-    job: JobInfo, pods: Sequence[PodInfo], snap: Snapshot, out: Decisions
+    job: JobInfo,
+    pods: Sequence[PodInfo],
+    snap: Snapshot,
+    out: Decisions,
+    never: Callable[[JobInfo], Status | None],
 ) -> tuple[Status | None, Demand | None]:
     """The status of one job outside admission, and its demand if it wants pods."""
     key = job.key
@@ -157,7 +196,10 @@ def _job(
             return None, None
         gated = [p for p in pods if p.scheduling_gated and p.completion_index is not None]
         out.ungate.extend(p.key for p in gated if p.completion_index in verdict.ungated_indexes)
-        return _admitted_status(job, pods), _held(job, pods, snap)
+        status = _admitted_status(job, pods)
+        if status.state is State.STARTING and not job.ready:
+            status = never(job) or status
+        return status, _held(job, pods, snap)
     if not verdict.ready:
         return Status(
             State.PENDING, Code.DEPENDENCY_WAIT, "waiting for " + ", ".join(verdict.waiting_for)
