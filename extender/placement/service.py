@@ -159,29 +159,29 @@ class EbbExtender:
         pod = self._pod_for(args)
         now = time.monotonic()
         self._cache.expire(now)
+        if pod is None:
+            unseen = "Ebb has not seen this pod (neither watched nor filtered)"
+            return refuse(Refusal.UNKNOWN_POD, f"binding {args.pod_key} to {args.node}: {unseen}")
         refusal = self._refusal(pod, args)
         if refusal is not None:
             why, message = refusal
             return refuse(why, f"binding {args.pod_key} to {args.node}: {message}")
         # Assume before the POST: the watch may show the pod bound before the POST returns.
-        if pod is not None and pod.node_name is None:
+        if pod.node_name is None:
             expires = now + self._binding.assumed_pod_ttl
             self._cache.assume(pod.uid, pod.requests, args.node, expires)
         try:
             await self._binding.post(args)
         except (kube.ApiError, aiohttp.ClientError, TimeoutError) as exc:
-            if pod is not None:
-                self._cache.forget(pod.uid)
+            self._cache.forget(pod.uid)
             log.warning("binding failed", pod=args.pod_key, node=args.node, error=str(exc))
             return f"binding {args.pod_key} to {args.node}: {exc}"
-        log.info("bound", pod=args.pod_key, node=args.node, queue=pod.queue if pod else None)
+        log.info("bound", pod=args.pod_key, node=args.node, queue=pod.queue)
         return ""
 
-    def _refusal(self, pod: PodInfo | None, args: BindingArgs) -> tuple[Refusal, str] | None:
+    def _refusal(self, pod: PodInfo, args: BindingArgs) -> tuple[Refusal, str] | None:
         """Why kube-scheduler would never ask this bind: the verb holds the daemon's
         cluster-wide binding right, so it checks what filter would have checked."""
-        if pod is None:
-            return Refusal.UNKNOWN_POD, "Ebb has not seen this pod (neither watched nor filtered)"
         if pod.queue is None and self._batch_only:
             return Refusal.NOT_A_BATCH_POD, "the pod has no Ebb queue label"
         node = self._cache.nodes.get(args.node)
