@@ -47,7 +47,7 @@ from ebb.resources import pod_requests  # noqa: E402
 CLUSTER = [sys.executable, str(ROOT / "hack" / "cluster.py")]
 EXAMPLES = ROOT / "manifests" / "examples"
 TERMINAL = ("SUCCEEDED", "FAILED")
-WAITING = STATES[:5]  # every state but SUCCEEDED and FAILED: zero once all is done
+WAITING = tuple(s for s in STATES if s not in TERMINAL)  # all zero once every job is done
 CATALOG = shipped_catalog()
 VICTIM = "spot-victim"
 NOTICE_SECONDS = 10  # EC2 gives two minutes; the demo has no time to wait that long
