@@ -34,10 +34,11 @@ def instance_in(message: str) -> str | None:
     return match.group(0) if match else None
 
 
-def failed_status(uid: str, message: str, at: str) -> dict[str, Any]:
+def failed_status(uid: str, resource_version: str, message: str, at: str) -> dict[str, Any]:
     """The pods/status patch (strategic merge; conditions merge by type) that ends a lost
-    pod: phase Failed, DisruptionTarget=True since `at` (RFC 3339). The uid makes the
-    patch fail on a newer pod of the same name."""
+    pod: phase Failed, DisruptionTarget=True since `at` (RFC 3339). The uid and
+    resourceVersion make it fail on a newer pod of the same name, or on a pod that
+    changed since it was read (it may have finished meanwhile)."""
     condition = {
         "type": "DisruptionTarget",
         "status": "True",
@@ -45,26 +46,52 @@ def failed_status(uid: str, message: str, at: str) -> dict[str, Any]:
         "message": message,
         "lastTransitionTime": at,
     }
-    return {"metadata": {"uid": uid}, "status": {"phase": "Failed", "conditions": [condition]}}
+    return {
+        "metadata": {"uid": uid, "resourceVersion": resource_version},
+        "status": {"phase": "Failed", "conditions": [condition]},
+    }
+
+
+_FINISHED = ("Succeeded", "Failed")
+_TRIES = 3
 
 
 async def end_lost_pod(client: kube.KubeClient, pod: PodInfo, message: str, at: str) -> bool:
     """Fail, then delete (no grace: nothing is left to stop it) a pod of a lost node, as
-    PodGC does. False when the pod is already gone (or replaced by a newer one)."""
-    try:
-        await client.patch(
-            kube.PODS,
-            pod.name,
-            failed_status(pod.uid, message, at),
-            pod.namespace,
-            patch_type="strategic",
-            subresource="status",
-        )
-        gone = await client.delete(
-            kube.PODS, pod.name, pod.namespace, grace_period_seconds=0, uid=pod.uid
-        )
-    except kube.ApiError as exc:
-        if exc.not_found or exc.conflict:
+    PodGC does. The pod is read afresh and failed only if it has not finished: the API
+    server lets a Succeeded pod be patched to Failed, and a cache a moment behind would
+    turn a success into a lost attempt (and, with the Job controller yet to count it, a
+    second run). False when there was nothing to end: the pod is gone, replaced, or
+    finished before it was lost."""
+    for _ in range(_TRIES):
+        raw = await client.get_or_none(kube.PODS, pod.name, pod.namespace)
+        meta = (raw or {}).get("metadata") or {}
+        if raw is None or meta.get("uid") != pod.uid:
             return False
-        raise
-    return gone is not None
+        if (raw.get("status") or {}).get("phase") in _FINISHED:
+            return False
+        body = failed_status(pod.uid, meta["resourceVersion"], message, at)
+        try:
+            await client.patch(
+                kube.PODS,
+                pod.name,
+                body,
+                pod.namespace,
+                patch_type="strategic",
+                subresource="status",
+            )
+        except kube.ApiError as exc:
+            if exc.not_found:
+                return False
+            if exc.conflict:
+                continue  # it changed since it was read: read it again
+            raise
+        try:
+            await client.delete(
+                kube.PODS, pod.name, pod.namespace, grace_period_seconds=0, uid=pod.uid
+            )
+        except kube.ApiError as exc:
+            if not (exc.not_found or exc.conflict):
+                raise
+        return True
+    raise kube.ApiError(409, "Conflict", f"pod {pod.key} kept changing while it was being ended")

@@ -6,10 +6,11 @@
 `up` starts etcd, kube-apiserver, kube-controller-manager, kube-scheduler (with Ebb's
 scheduler extender configured) and kwok on 127.0.0.1, installs Ebb's CRDs, and writes
 an admin kubeconfig to $EBB_STATE_DIR/kubeconfig. `down` stops exactly the processes
-`up` started, by the PIDs it recorded, and checks none is left. `restart` stops one
-control-plane component by its recorded PID and starts it again with the same flags
-(pass the flags `up` was given), recording the new PID; tests use it to restart
-kube-apiserver under load, which cuts every watch stream. Every setting is a flag and
+`up` started, by the PIDs it recorded, and checks none is left. The cluster's data
+(etcd) outlives `down`, as a stopped cluster's would; `up --fresh` starts an empty one.
+`restart` stops one control-plane component by its recorded PID and starts it again
+with the same flags (pass the flags `up` was given), recording the new PID; tests use it
+to restart kube-apiserver under load, which cuts every watch stream. Every setting is a flag and
 an EBB_* environment variable (see --help).
 """
 
@@ -19,6 +20,7 @@ import base64
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import ssl
 import subprocess
@@ -86,6 +88,11 @@ class ClusterSettings:
         2.0, "Local run: seconds from launch until an instance is a node."
     )
     ebb: bool = setting(False, "Also start Ebb's daemons (the local run).")
+    fresh: bool = setting(
+        False,
+        "Start an empty cluster: stop what this state directory's previous cluster left"
+        " running and delete its data and logs (the certificates and kubeconfig are kept).",
+    )
     extender: str = setting(
         "ebb", "Scheduler extender: 'ebb' (Ebb's daemon) or 'none'.", choices=("ebb", "none")
     )
@@ -333,8 +340,11 @@ class Cluster:
             exited = child.poll() is not None if child is not None else not self._alive(name)
             if exited:
                 tail = _tail(self.logs / f"{name}.log")
+                busy = "address already in use" in tail  # say so: the log's JSON hides it
                 raise SystemExit(
-                    f"{name} failed to start; its log is {self.logs / f'{name}.log'}:\n{tail}"
+                    f"{name} failed to start"
+                    + (" because a port it needs is in use" if busy else "")
+                    + f"; its log is {self.logs / f'{name}.log'}:\n{tail}"
                 )
             try:
                 if check():
@@ -360,6 +370,8 @@ class Cluster:
 
     def up(self) -> None:
         started = time.monotonic()
+        if self.s.fresh:
+            self._clear()
         for d in (self.state, self.logs, self.pids):
             d.mkdir(parents=True, exist_ok=True)
         self.bin_path()
@@ -637,6 +649,17 @@ class Cluster:
             raise SystemExit(f"still running after down: {', '.join(left)}")
         say("stopped " + (", ".join(stopped) if stopped else "nothing (no cluster running)"))
 
+    def _clear(self) -> None:
+        """Stop a cluster still running from this state directory (one `make run KEEP=1`
+        left up, or one a killed run left behind) and delete its data, so that nothing of
+        the previous cluster (Jobs, nodes, the local AWS's instances) is in the new one."""
+        if any(self._alive(n) for n in COMPONENTS + EBB_COMPONENTS):
+            say(f"stopping the cluster still running from {self.state}")
+            self.down()
+        for data in (self.state / "etcd", self.logs):
+            shutil.rmtree(data, ignore_errors=True)
+        self.aws_info.unlink(missing_ok=True)
+
     def restart(self, name: str) -> None:
         starts: dict[str, Callable[[], None]] = {
             "etcd": self._start_etcd,
@@ -721,14 +744,23 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         component, rest = rest[0], rest[1:]
     cluster = Cluster(load(ClusterSettings, rest, os.environ, prog=f"cluster.py {command}"))
-    if command == "up":
-        cluster.up()
-    elif command == "down":
-        cluster.down()
-    elif command == "restart":
-        cluster.restart(component)
-    else:
-        return cluster.status()
+    try:
+        if command == "up":
+            cluster.up()
+        elif command == "down":
+            cluster.down()
+        elif command == "restart":
+            cluster.restart(component)
+        else:
+            return cluster.status()
+    except subprocess.CalledProcessError as failed:
+        # A sentence, not a traceback: which command failed and what it said.
+        said = failed.stderr.strip() if isinstance(failed.stderr, str) else ""
+        what = " ".join([Path(str(failed.cmd[0])).name, *map(str, failed.cmd[1:4])])
+        raise SystemExit(
+            f"cluster.py {command}: `{what} …` exited with "
+            f"{failed.returncode}" + (f": {said}" if said else " (its message is above)")
+        ) from None
     return 0
 
 

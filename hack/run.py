@@ -11,9 +11,15 @@
    afterok dependent, a competing team's sweep, and a job whose Spot instance is
    reclaimed mid-run (injected here) and which is retried.
 3. Shows a live view until every job has finished and capacity is back to zero, then
-   a summary, and writes out/ebb-run.json and out/ebb-run.png (vCPUs requested vs
-   provisioned over time by capacity type, job starts and ends marked).
+   a summary: a table of the jobs (queue, state, attempts, why) and the story checked
+   against what the README says happens (which failures are intended). It writes
+   out/ebb-run.json and out/ebb-run.png (vCPUs requested vs provisioned over time by
+   capacity type, job starts and ends, the Spot reclaim marked).
 4. Stops everything it started, unless --keep (`make run KEEP=1`).
+
+Every run starts from an empty cluster (`cluster.py up --fresh`): one left up by
+`make run KEEP=1`, or by a run that was killed, is stopped and its data deleted first.
+A failure ends the run with a sentence saying what failed and what to do, exit 1.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+import traceback
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +41,51 @@ sys.path.insert(0, str(ROOT))
 
 from ebb import keys, kube  # noqa: E402
 from ebb.catalog import shipped_catalog  # noqa: E402
+from ebb.cli import STATES, table  # noqa: E402
 from ebb.resources import pod_requests  # noqa: E402
 
 CLUSTER = [sys.executable, str(ROOT / "hack" / "cluster.py")]
 EXAMPLES = ROOT / "manifests" / "examples"
 TERMINAL = ("SUCCEEDED", "FAILED")
-STATES = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED", "FAILED")
+WAITING = tuple(s for s in STATES if s not in TERMINAL)  # all zero once every job is done
 CATALOG = shipped_catalog()
 VICTIM = "spot-victim"
+NOTICE_SECONDS = 10  # EC2 gives two minutes; the demo has no time to wait that long
+# The failures the workload is written to have (manifests/examples/workload, README):
+# every other job must SUCCEED.
+INTENDED_FAILURES = {
+    "flaky": "it exits with code 2, which its retry strategy says not to retry",
+    "publish": "it depends on flaky succeeding (afterok), so it fails without starting",
+}
+# After capacity is back at zero, the seconds allowed for the queues' and compute
+# environments' published counts to follow.
+SETTLE_SECONDS = 30
+
+
+class DemoFailed(Exception):
+    """The demo could not go on or did not go as the README says: a sentence for the user."""
+
+
+@dataclass
+class Interruption:
+    instance: str
+    node: str
+    warned_at: float  # seconds into the run: the interruption warning was sent
+    reclaimed_at: float | None = None  # the instance was terminated
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A job at the end of the run, as its Job shows it (annotations and status)."""
+
+    name: str
+    queue: str
+    state: str
+    attempts: int  # pods that ran to an end: status.succeeded + status.failed
+    reason: str
+    status_reasons: tuple[str, ...]  # each recorded attempt's status reason, oldest first
+    children: int | None  # an array job's size
 
 
 @dataclass
@@ -62,9 +106,12 @@ class Run:
     final: dict[str, str] = field(default_factory=dict)
     node_first_seen: dict[str, tuple[float, str, str]] = field(default_factory=dict)
     node_gone: dict[str, float] = field(default_factory=dict)
-    interrupted: str | None = None
+    interruption: Interruption | None = None
     all_done_at: float | None = None
     zero_at: float | None = None
+    # What is not yet zero in the published counts (queue or CE → field → value).
+    counts_left: dict[str, dict[str, int]] = field(default_factory=dict)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -176,15 +223,19 @@ def view(run: Run, by_queue: dict[str, dict[str, int]], total_jobs: int, tty: bo
         + (", ".join(f"{n}× {k}" for k, n in sorted(by_type.items())) or "none")
     )
     lines.append(f"cost so far ${last.cost:.4f}")
-    if run.interrupted:
-        lines.append(f"Spot interruption injected: {run.interrupted}")
+    if run.interruption:
+        i = run.interruption
+        when = f"reclaimed at {i.reclaimed_at:.0f} s" if i.reclaimed_at else "notice given"
+        lines.append(
+            f"Spot interruption injected: {i.instance} (node {i.node}, job {VICTIM}), {when}"
+        )
     text = "\n".join(lines)
     return ("\x1b[H\x1b[J" + text) if tty else text.splitlines()[0]
 
 
 async def interrupt_victim(client: kube.KubeClient, run: Run, info: dict[str, Any]) -> None:
     """Once the victim runs, reclaim its Spot instance as EC2 would (10 s notice)."""
-    if run.interrupted:
+    if run.interruption:
         return
     pods = (
         await client.list(
@@ -199,21 +250,53 @@ async def interrupt_victim(client: kube.KubeClient, run: Run, info: dict[str, An
         instance = provider.rsplit("/", 1)[-1]
         if not instance.startswith("i-"):
             return
-        await asyncio.create_subprocess_exec(
+        proc = await asyncio.create_subprocess_exec(
             sys.executable,
             str(ROOT / "hack" / "interrupt.py"),
             instance,
             f"--aws-endpoint-url={info['endpoint']}",
             f"--queue-url={info['queueUrl']}",
-            "--notice-seconds=10",
+            f"--notice-seconds={NOTICE_SECONDS}",
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
-        run.interrupted = f"{instance} (node {pod['spec']['nodeName']}, job {VICTIM})"
+        run.interruption = Interruption(instance, pod["spec"]["nodeName"], run.elapsed())
+        task = asyncio.create_task(reclaimed(proc, run.interruption, run))
+        run.tasks.add(task)
+        task.add_done_callback(run.tasks.discard)
         return
 
 
-async def watch(state: Path, info: dict[str, Any], total_jobs: int, timeout: float) -> Run:
+async def reclaimed(proc: asyncio.subprocess.Process, interruption: Interruption, run: Run) -> None:
+    """Stamps the moment hack/interrupt.py has terminated the instance (it then exits)."""
+    _, err = await proc.communicate()
+    if proc.returncode == 0:
+        interruption.reclaimed_at = run.elapsed()
+    else:
+        interruption.error = (err.decode(errors="replace").strip().splitlines() or ["?"])[-1]
+
+
+async def counts_left(client: kube.KubeClient) -> dict[str, dict[str, int]]:
+    """What the queues and compute environments still count that should be zero once
+    every job is done and capacity is back to zero."""
+    left: dict[str, dict[str, int]] = {}
+    for queue in (await client.list(kube.JOB_QUEUES)).items:
+        jobs = (queue.get("status") or {}).get("jobs") or {}
+        waiting = {s: int(jobs.get(s, 0)) for s in WAITING if jobs.get(s, 0)}
+        if waiting:
+            left[f"queue {queue['metadata']['name']}"] = waiting
+    for ce in (await client.list(kube.COMPUTE_ENVIRONMENTS)).items:
+        status = ce.get("status") or {}
+        fields = ("desiredvCpus", "currentvCpus", "nodes", "pendingPods")
+        busy = {f: int(status.get(f, 0)) for f in fields if status.get(f, 0)}
+        if busy:
+            left[f"compute environment {ce['metadata']['name']}"] = busy
+    return left
+
+
+async def watch(
+    state: Path, info: dict[str, Any], names: list[str], timeout: float
+) -> tuple[Run, list[Outcome]]:
     access = kube.load_access(str(state / "kubeconfig"), None, {})
     run = Run()
     tty = sys.stdout.isatty()
@@ -222,31 +305,155 @@ async def watch(state: Path, info: dict[str, Any], total_jobs: int, timeout: flo
         while run.elapsed() < timeout:
             by_queue, nodes = await sample(client, run)
             await interrupt_victim(client, run, info)
-            text = view(run, by_queue, total_jobs, tty)
+            text = view(run, by_queue, len(names), tty)
             if tty or run.elapsed() - last_line >= 10:
                 print(text, flush=True)
                 last_line = run.elapsed()
-            finished = sum(s[t] for s in by_queue.values() for t in TERMINAL) >= total_jobs
+            finished = sum(s[t] for s in by_queue.values() for t in TERMINAL) >= len(names)
             if finished and run.all_done_at is None:
                 run.all_done_at = run.elapsed()
             if finished and nodes == 0:
-                run.zero_at = run.elapsed()
-                break
+                run.zero_at = run.zero_at or run.elapsed()
+                run.counts_left = await counts_left(client)
+                if not run.counts_left or run.elapsed() - run.zero_at >= SETTLE_SECONDS:
+                    break
             await asyncio.sleep(2)
-    return run
+        await asyncio.gather(*run.tasks)  # the interruption, long over by now
+        return run, await outcomes(client, names)
 
 
-def summary(run: Run, out: Path) -> dict[str, Any]:
+async def outcomes(client: kube.KubeClient, names: list[str]) -> list[Outcome]:
+    """Each job of the workload as its Job shows it, in the order it was submitted."""
+    jobs = {
+        j["metadata"]["name"]: j
+        for j in (await client.list(kube.JOBS, "default", label_selector=keys.QUEUE_LABEL)).items
+    }
+    found = []
+    for name in names:
+        job = jobs.get(name)
+        if job is None:
+            continue
+        annotations = job["metadata"].get("annotations") or {}
+        spec, status = job["spec"], job.get("status") or {}
+        records = json.loads(annotations.get(keys.ATTEMPTS) or "[]")
+        found.append(
+            Outcome(
+                name=name,
+                queue=job["metadata"]["labels"][keys.QUEUE_LABEL],
+                state=annotations.get(keys.STATE, "SUBMITTED"),
+                attempts=int(status.get("succeeded", 0)) + int(status.get("failed", 0)),
+                reason=annotations.get(keys.REASON, ""),
+                status_reasons=tuple(str(a.get("statusReason", "")) for a in records),
+                children=spec.get("completions")
+                if spec.get("completionMode") == "Indexed"
+                else None,
+            )
+        )
+    return found
+
+
+def reclaimed_reason(instance: str) -> str:
+    """The status reason AWS Batch gives an attempt whose host was reclaimed."""
+    return f"Host EC2 (instance {instance}) terminated."
+
+
+def story(run: Run, jobs: list[Outcome], names: list[str]) -> tuple[list[str], list[str]]:
+    """The README's story checked against what happened: (what went as intended, what
+    did not)."""
+    ok: list[str] = []
+    problems: list[str] = []
+    by_name = {j.name: j for j in jobs}
+    problems += [f"job {n} is gone (it was submitted)" for n in names if n not in by_name]
+    if run.all_done_at is None:
+        busy = ", ".join(f"{j.name} {j.state}" for j in jobs if j.state not in TERMINAL)
+        problems.append(f"not every job finished within the timeout ({busy})")
+    for job in jobs:
+        expected = "FAILED" if job.name in INTENDED_FAILURES else "SUCCEEDED"
+        if job.state in TERMINAL and job.state != expected:
+            problems.append(f"{job.name} ended {job.state}, not {expected}: {job.reason}")
+    flaky, publish, victim = by_name.get("flaky"), by_name.get("publish"), by_name.get(VICTIM)
+    if flaky and flaky.state == "FAILED":
+        if flaky.attempts == 1:
+            ok.append(f"flaky FAILED after 1 attempt, as intended: {INTENDED_FAILURES['flaky']}.")
+        else:
+            problems.append(
+                f"flaky took {flaky.attempts} attempts; its EXIT rule for exit code 2 should "
+                "stop it after 1"
+            )
+    if publish and publish.state == "FAILED":
+        if "flaky" in publish.reason and publish.attempts == 0:
+            ok.append(f"publish FAILED without starting, as intended: {publish.reason}.")
+        else:
+            problems.append(
+                f"publish should fail without starting, naming flaky; it took "
+                f"{publish.attempts} attempt(s) and says: {publish.reason}"
+            )
+    interruption = run.interruption
+    if interruption is None:
+        problems.append(f"no Spot interruption was injected ({VICTIM} never ran on an instance)")
+    elif interruption.error or interruption.reclaimed_at is None:
+        problems.append(f"reclaiming {interruption.instance} failed: {interruption.error}")
+    elif victim and victim.state == "SUCCEEDED":
+        expected_reason = reclaimed_reason(interruption.instance)
+        first = victim.status_reasons[0] if victim.status_reasons else "(none recorded)"
+        if victim.attempts == 2 and first == expected_reason:
+            ok.append(
+                f"{VICTIM}'s Spot instance {interruption.instance} was reclaimed at "
+                f'{interruption.reclaimed_at:.0f} s; attempt 1 ended "{first}" and the retry '
+                "SUCCEEDED, as intended."
+            )
+        else:
+            problems.append(
+                f'{VICTIM} took {victim.attempts} attempt(s) with attempt 1 ending "{first}"; '
+                f'the story is 2: one ending "{expected_reason}", then the retry'
+            )
+    others = [j for j in jobs if j.name not in INTENDED_FAILURES and j.name != VICTIM]
+    if others and all(j.state == "SUCCEEDED" for j in others):
+        ok.append(f"The other {len(others)} jobs SUCCEEDED.")
+    if run.zero_at is None:
+        problems.append("capacity did not come back to zero within the timeout")
+    elif run.counts_left:
+        problems += [
+            f"{what} still counts "
+            + ", ".join(f"{field} {n}" for field, n in counts.items())
+            + f" {SETTLE_SECONDS} s after the last node went"
+            for what, counts in sorted(run.counts_left.items())
+        ]
+    elif run.all_done_at is not None:
+        ok.append(
+            f"Capacity back to zero {run.zero_at - run.all_done_at:.0f} s after the last job "
+            "ended; every queue and compute environment counts 0 jobs waiting or running, "
+            "0 vCPUs, 0 nodes and 0 pending pods."
+        )
+    return ok, problems
+
+
+def jobs_table(jobs: list[Outcome]) -> str:
+    rows = []
+    for job in jobs:
+        why = job.reason
+        if job.status_reasons and job.attempts > 1 and job.children is None:
+            why += f"; attempt 1: {job.status_reasons[0]}"
+        if job.name in INTENDED_FAILURES:
+            why += "  (intended)"
+        attempts = f"{job.attempts} ({job.children} children)" if job.children else job.attempts
+        rows.append([job.name, job.queue, job.state, attempts, why])
+    return table(rows, ["JOB", "QUEUE", "STATE", "ATTEMPTS", "WHY"])
+
+
+def summary(run: Run, jobs: list[Outcome], problems: list[str], out: Path) -> dict[str, Any]:
     hours: dict[str, float] = {}
     for name, (first, instance_type, capacity_type) in run.node_first_seen.items():
         key = f"{instance_type} ({capacity_type})"
         hours[key] = hours.get(key, 0.0) + (run.node_gone.get(name, run.elapsed()) - first) / 3600
     finals: dict[str, int] = {}
-    for state in run.final.values():
-        finals[state] = finals.get(state, 0) + 1
+    for job in jobs:
+        finals[job.state] = finals.get(job.state, 0) + 1
     result = {
         "jobs": finals,
-        "job_states": run.final,
+        "job_states": {j.name: j.state for j in jobs},
+        "job_details": [asdict(j) for j in jobs],
+        "intended_failures": INTENDED_FAILURES,
         "instance_hours": {k: round(v, 4) for k, v in sorted(hours.items())},
         "cost_usd": round(cost_so_far(run, run.elapsed()), 4),
         "peak_nodes": max((s.nodes for s in run.samples), default=0),
@@ -258,7 +465,9 @@ def summary(run: Run, out: Path) -> dict[str, Any]:
         "scale_to_zero_after_last_job_s": (run.zero_at - run.all_done_at)
         if run.zero_at is not None and run.all_done_at is not None
         else None,
-        "spot_interruption": run.interrupted,
+        "counts_left": run.counts_left,
+        "spot_interruption": asdict(run.interruption) if run.interruption else None,
+        "story_problems": problems,
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "ebb-run.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -304,8 +513,26 @@ def plot(run: Run, path: Path) -> None:
     )
     ax.set_ylabel("vCPUs")
     ax.set_title("Ebb local run: capacity rises from zero with the work and ebbs back")
-    ax.legend(loc="upper right", fontsize=8)
     ax.grid(alpha=0.3)
+    interruption = run.interruption
+    if interruption is not None:
+        ax.axvline(interruption.warned_at, color="tab:red", linestyle=":", linewidth=1)
+        if interruption.reclaimed_at is not None:
+            for axis in (ax, jobs_ax):
+                axis.axvline(interruption.reclaimed_at, color="tab:red", linewidth=1.5)
+            ax.annotate(
+                f"Spot instance {interruption.instance} reclaimed\n"
+                f"({VICTIM} was running there)\n"
+                f"dotted: interruption notice, {NOTICE_SECONDS} s before",
+                xy=(interruption.reclaimed_at, 0.97),
+                xycoords=("data", "axes fraction"),
+                xytext=(6, 0),
+                textcoords="offset points",
+                va="top",
+                fontsize=8,
+                color="tab:red",
+            )
+    ax.legend(loc="center right", fontsize=8)
     names = sorted(run.job_starts, key=lambda n: run.job_starts[n])
     for row, name in enumerate(names):
         start, end = run.job_starts[name], run.job_ends.get(name, run.elapsed())
@@ -321,9 +548,13 @@ def plot(run: Run, path: Path) -> None:
 
 
 def kubectl(env: dict[str, str], *args: str, text: str | None = None) -> str:
-    return subprocess.run(
-        ["kubectl", *args], input=text, env=env, check=True, capture_output=True, text=True
-    ).stdout
+    proc = subprocess.run(
+        ["kubectl", *args], input=text, env=env, capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        said = proc.stderr.strip().splitlines()[-1:] or ["no message"]
+        raise DemoFailed(f"`kubectl {' '.join(args)}` failed: {said[0]}")
+    return proc.stdout
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -336,15 +567,47 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     state = Path(args.state_dir).resolve()
     flags = [f"--state-dir={state}", f"--port-base={args.port_base}"]
-    subprocess.run([*CLUSTER, "up", "--ebb", *flags], check=True)
+    logs = state / "logs"
+    keep = args.keep
+    failure, code, started = "", 1, False
     try:
-        return _demo(state, Path(args.out), args.timeout, args.keep)
+        up = subprocess.run([*CLUSTER, "up", "--ebb", "--fresh", *flags], check=False)
+        started = up.returncode == 0
+        if not started:
+            keep = False  # nothing worth keeping: stop whatever did start
+            raise DemoFailed(
+                "the local cluster did not start (hack/cluster.py says why above). "
+                "If a port is taken, choose others, e.g. EBB_PORT_BASE=20000 make run"
+            )
+        _demo(state, Path(args.out), args.timeout, keep)
+    except DemoFailed as failed:
+        failure = f"{failed}."
+    except KeyboardInterrupt:
+        failure, code = "interrupted.", 130
+    except Exception as error:  # a bug in the demo: its traceback goes to a file
+        logs.mkdir(parents=True, exist_ok=True)
+        (logs / "run-error.txt").write_text(traceback.format_exc())
+        failure = (
+            f"it stopped on an unexpected error ({type(error).__name__}: {error}); "
+            f"the traceback is in {logs / 'run-error.txt'}. Please report it."
+        )
     finally:
-        if not args.keep:
-            subprocess.run([*CLUSTER, "down", *flags], check=False)
+        stopped = keep or subprocess.run([*CLUSTER, "down", *flags], check=False).returncode == 0
+    if not stopped and not failure:
+        failure = "stopping the cluster failed (hack/cluster.py says what is left above)."
+    if not failure:
+        return 0
+    if not started:
+        then = ""
+    elif keep:
+        then = f"\nThe cluster is left up to look into (make down stops it); logs: {logs}."
+    else:
+        then = f"\nmake run KEEP=1 leaves the cluster up to look into; logs: {logs}."
+    print(f"\nmake run failed: {failure}{then}", file=sys.stderr)
+    return code
 
 
-def _demo(state: Path, out: Path, timeout: float, keep: bool) -> int:
+def _demo(state: Path, out: Path, timeout: float, keep: bool) -> None:
     path = subprocess.run(
         [str(ROOT / "hack" / "build-binaries.sh"), "--print-path"],
         check=True,
@@ -360,14 +623,24 @@ def _demo(state: Path, out: Path, timeout: float, keep: bool) -> int:
     kubectl(env, "apply", "-f", "-", text=render_environments(info))
     print("compute environments and queues applied (manifests/examples/environments.yaml)")
     created = kubectl(env, "create", "-f", str(EXAMPLES / "workload"))
-    total = created.count("created")
-    print(f"workload submitted with kubectl create -f manifests/examples/workload/: {total} jobs")
-    run = asyncio.run(watch(state, info, total, timeout))
-    result = summary(run, out)
+    names = [line.split()[0].split("/")[-1] for line in created.splitlines() if "created" in line]
+    print(
+        f"workload submitted with kubectl create -f manifests/examples/workload/: {len(names)} jobs"
+    )
+    run, jobs = asyncio.run(watch(state, info, names, timeout))
+    ok, problems = story(run, jobs, names)
+    result = summary(run, jobs, problems, out)
     plot(run, out / "ebb-run.png")
-    print("\nSummary")
-    print(f"  jobs:              {result['jobs']}")
-    print(f"  instance-hours:    {result['instance_hours']}")
+    print("\nSummary\n")
+    print("\n".join(f"  {line}" for line in jobs_table(jobs).splitlines()))
+    print()
+    print(
+        "  jobs:              " + ", ".join(f"{n} {s}" for s, n in sorted(result["jobs"].items()))
+    )
+    print(
+        "  instance-hours:    "
+        + (", ".join(f"{h:.4f} {k}" for k, h in result["instance_hours"].items()) or "none")
+    )
     print(f"  cost:              ${result['cost_usd']:.4f}")
     print(
         f"  peak nodes:        {result['peak_nodes']} "
@@ -375,7 +648,7 @@ def _demo(state: Path, out: Path, timeout: float, keep: bool) -> int:
     )
     print(
         f"  all jobs done at:  {result['all_jobs_done_s']:.0f} s"
-        if result["all_jobs_done_s"]
+        if result["all_jobs_done_s"] is not None
         else "  all jobs done:     not within the timeout"
     )
     if result["scale_to_zero_after_last_job_s"] is not None:
@@ -383,16 +656,23 @@ def _demo(state: Path, out: Path, timeout: float, keep: bool) -> int:
             f"  back to zero:      {result['scale_to_zero_after_last_job_s']:.0f} s after the "
             "last job ended"
         )
-    print(f"  spot interruption: {result['spot_interruption']}")
-    print(f"  written: {out / 'ebb-run.json'}, {out / 'ebb-run.png'}")
+    print(f"  written:           {out / 'ebb-run.json'}, {out / 'ebb-run.png'}")
+    print("\nAs intended:")
+    print("\n".join(f"  - {line}" for line in ok) or "  (nothing)")
+    if problems:
+        print("\nNOT as intended:\n" + "\n".join(f"  - {p}" for p in problems))
     if keep:
         print(
             f"\nThe cluster keeps running:\n  export KUBECONFIG={state / 'kubeconfig'}\n"
             f"  export PATH={Path(sys.executable).parent}:{path}:$PATH\n"
             "  kubectl ebb queues; kubectl ebb jobs; kubectl ebb why <job>\n"
-            "Stop it with: make down"
+            "Stop it with: make down (the next make run starts a fresh one either way)"
         )
-    return 0 if result["back_to_zero_s"] is not None else 1
+    if problems:
+        raise DemoFailed(
+            f"the demo did not go as the README describes ({len(problems)} "
+            f"problem{'s' if len(problems) > 1 else ''} listed above)"
+        )
 
 
 if __name__ == "__main__":

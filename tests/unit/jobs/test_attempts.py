@@ -38,7 +38,7 @@ def lost_pod(
             ],
         },
     }
-    patch = failed_status(f"uid-{name}", message, LOST_AT)["status"]
+    patch = failed_status(f"uid-{name}", "1", message, LOST_AT)["status"]
     raw["status"]["phase"] = patch["phase"]
     raw["status"]["conditions"] += patch["conditions"]
     return pod_from_raw(raw)
@@ -48,7 +48,7 @@ def test_the_lost_message_names_the_instance() -> None:
     message = lost_message("i-0123456789abcdef0", "ip-10-20-1-7.ec2.internal", "shutting-down")
     assert instance_in(message) == "i-0123456789abcdef0"
     assert instance_in("PodGC: node no longer exists") is None
-    condition = failed_status("u", message, LOST_AT)["status"]["conditions"][0]
+    condition = failed_status("u", "1", message, LOST_AT)["status"]["conditions"][0]
     assert condition["type"] == "DisruptionTarget" and condition["status"] == "True"
     assert condition["reason"] == DISRUPTION_REASON == "DeletionByPodGC"
 
