@@ -225,6 +225,9 @@ def scheduling_policy_from_raw(raw: Raw) -> SchedulingPolicy:
 # --- nodes and pods ---------------------------------------------------------------------
 
 
+Toleration = tuple[str, str, str, str]  # (key, operator, value, effect)
+
+
 @dataclass(frozen=True, slots=True)
 class NodeInfo:
     name: str
@@ -311,6 +314,7 @@ class PodInfo:
     labels: tuple[tuple[str, str], ...] = field(default=(), compare=False)
     tolerates_batch_taint: bool = False
     capacity_type_preference: str | None = None
+    tolerations: tuple[Toleration, ...] = field(default=(), compare=False)
 
     @property
     def key(self) -> str:
@@ -391,4 +395,13 @@ def pod_from_raw(raw: Raw) -> PodInfo:
             for t in tolerations
         ),
         capacity_type_preference=annotations.get(keys.CAPACITY_TYPE_PREFERENCE),
+        tolerations=tuple(
+            (
+                str(t.get("key", "")),
+                str(t.get("operator") or "Equal"),
+                str(t.get("value", "")),
+                str(t.get("effect", "")),
+            )
+            for t in tolerations
+        ),
     )

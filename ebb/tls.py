@@ -1,7 +1,8 @@
 """Small X.509 helpers: a CA, certificates signed by it, and TLS server contexts.
 
-Used by the webhook (which creates or loads its own serving certificate) and by the
-local cluster script (API server, client certificates, service-account keys).
+Used by the webhook and extender (which create, load and renew their own serving
+certificate) and by the local cluster script (API server, client certificates,
+service-account keys).
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ import base64
 import datetime
 import ipaddress
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -87,6 +89,12 @@ def make_ca(common_name: str, days: int = 3650) -> KeyPair:
     return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _pem(key))
 
 
+YEAR = datetime.timedelta(days=365)
+# A certificate is renewed once this share of its lifetime has passed: a third of it is
+# left to notice a failed renewal and retry.
+RENEW_AT = 2 / 3
+
+
 def issue(
     ca: KeyPair,
     common_name: str,
@@ -96,7 +104,7 @@ def issue(
     ip_addresses: Sequence[str] = (),
     server: bool = False,
     client: bool = False,
-    days: int = 365,
+    lifetime: datetime.timedelta = YEAR,
 ) -> KeyPair:
     ca_cert = x509.load_pem_x509_certificate(ca.cert_pem)
     ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
@@ -108,14 +116,17 @@ def issue(
         usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
     if client:
         usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
+    # Valid a little before now, for clocks behind ours; not so much that the renewal
+    # point (RENEW_AT of the span) is already past for a short lifetime.
+    backdate = min(datetime.timedelta(minutes=5), lifetime / 20)
     builder = (
         x509.CertificateBuilder()
         .subject_name(_name(common_name, organizations))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(_now() - datetime.timedelta(minutes=5))
-        .not_valid_after(_now() + datetime.timedelta(days=days))
+        .not_valid_before(_now() - backdate)
+        .not_valid_after(_now() + lifetime)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
     )
@@ -136,20 +147,78 @@ def signing_keypair() -> tuple[bytes, bytes]:
     return _pem(key), public
 
 
-def server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+def renewal_due(cert_pem: bytes, now: datetime.datetime) -> bool:
+    """Whether RENEW_AT of the certificate's lifetime has passed at `now`."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+    return now >= start + (end - start) * RENEW_AT
+
+
+HandshakeFailed = Callable[[ssl.SSLError], None]
+
+
+def server_context(
+    cert_file: Path,
+    key_file: Path,
+    *,
+    client_ca: Path | None = None,
+    on_handshake_failure: HandshakeFailed | None = None,
+) -> ssl.SSLContext:
+    """A TLS 1.2+ server context. With `client_ca`, it asks callers for a client
+    certificate and refuses the handshake of one that CA did not issue; a caller may
+    still send none (CERT_OPTIONAL), for the routes that take anyone to decide.
+
+    The context is kept: `load_cert_chain` on it again serves a renewed certificate to
+    every later handshake."""
+    # Not create_default_context: that would trust the system's public CAs for clients.
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(str(cert_file), str(key_file))
+    if client_ca is not None:
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+        ctx.load_verify_locations(cafile=str(client_ca))
+    if on_handshake_failure is not None:
+        ctx.sslobject_class = _reporting_ssl_object(on_handshake_failure)
     return ctx
 
 
+def _reporting_ssl_object(report: HandshakeFailed) -> type[ssl.SSLObject]:
+    """An SSLObject that reports a failed handshake (asyncio drops it silently)."""
+
+    class ReportingSSLObject(ssl.SSLObject):
+        def do_handshake(self) -> None:
+            try:
+                super().do_handshake()
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                raise
+            except ssl.SSLError as exc:
+                report(exc)
+                raise
+
+    return ReportingSSLObject
+
+
+def peer_common_name(ssl_object: ssl.SSLObject | None) -> str | None:
+    """The common name of the client certificate the handshake verified, if any."""
+    if ssl_object is None:
+        return None
+    subject: Any = (ssl_object.getpeercert() or {}).get("subject", ())
+    names = [value for rdn in subject for key, value in rdn if key == "commonName"]
+    return str(names[-1]) if names else None
+
+
 def load_or_create_serving(
-    directory: Path, common_name: str, dns_names: Sequence[str], ip_addresses: Sequence[str]
+    directory: Path,
+    common_name: str,
+    dns_names: Sequence[str],
+    ip_addresses: Sequence[str],
+    lifetime: datetime.timedelta = YEAR,
 ) -> KeyPair:
     """The serving certificate and CA in `directory`, created on first use.
 
-    Returns the CA (whose certificate goes into webhook and extender caBundles).
-    A certificate that expires within 30 days, or lacks a requested name, is reissued.
+    Returns the CA (whose certificate goes into webhook and extender caBundles; it stays,
+    so that they need no update when the serving certificate is renewed). A certificate
+    past RENEW_AT of its lifetime, or lacking a requested name, is reissued.
     """
     directory.mkdir(parents=True, exist_ok=True)
     ca_cert, ca_key = directory / "ca.crt", directory / "ca.key"
@@ -159,19 +228,23 @@ def load_or_create_serving(
     else:
         ca = make_ca(f"{common_name}-ca")
         ca.write(ca_cert, ca_key)
-    if not _still_good(tls_cert, dns_names, ip_addresses):
-        issue(ca, common_name, dns_names=dns_names, ip_addresses=ip_addresses, server=True).write(
-            tls_cert, tls_key
+    if not tls_cert.exists() or not _still_good(tls_cert.read_bytes(), dns_names, ip_addresses):
+        serving = issue(
+            ca,
+            common_name,
+            dns_names=dns_names,
+            ip_addresses=ip_addresses,
+            server=True,
+            lifetime=lifetime,
         )
+        serving.write(tls_cert, tls_key)
     return ca
 
 
-def _still_good(cert_path: Path, dns_names: Sequence[str], ips: Sequence[str]) -> bool:
-    if not cert_path.exists():
+def _still_good(cert_pem: bytes, dns_names: Sequence[str], ips: Sequence[str]) -> bool:
+    if renewal_due(cert_pem, _now()):
         return False
-    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-    if cert.not_valid_after_utc - _now() < datetime.timedelta(days=30):
-        return False
+    cert = x509.load_pem_x509_certificate(cert_pem)
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
@@ -181,7 +254,8 @@ def _still_good(cert_path: Path, dns_names: Sequence[str], ips: Sequence[str]) -
     return set(dns_names) <= have_dns and set(ips) <= have_ips
 
 
-_SECRET_FILES = {"ca.crt": "ca.crt", "tls.crt": "tls.crt", "tls.key": "tls.key", "ca.key": "ca.key"}
+_SECRET_FILES = ("ca.crt", "tls.crt", "tls.key", "ca.key")
+SecretData = dict[str, bytes]
 
 
 async def sync_secret(
@@ -192,39 +266,127 @@ async def sync_secret(
     directory: Path,
     common_name: str,
     dns_names: Sequence[str],
+    ip_addresses: Sequence[str] = (),
+    lifetime: datetime.timedelta = YEAR,
+) -> KeyPair:
+    """Share one serving certificate between replicas through a Secret, and renew it
+    there: use the Secret's if it exists, else create it from a new (or this
+    directory's) certificate; reissue it from the Secret's CA once it is due. Writes the
+    files into `directory` and returns the CA.
+
+    A Secret without ca.key (one cert-manager fills) is used as it is: its issuer renews."""
+
+    def fresh() -> SecretData:
+        load_or_create_serving(directory, common_name, dns_names, ip_addresses, lifetime)
+        return {key: (directory / key).read_bytes() for key in _SECRET_FILES}
+
+    def renewed(data: SecretData) -> SecretData | None:
+        if "ca.key" not in data or _still_good(data["tls.crt"], dns_names, ip_addresses):
+            return None
+        ca = KeyPair(data["ca.crt"], data["ca.key"])
+        pair = issue(
+            ca,
+            common_name,
+            dns_names=dns_names,
+            ip_addresses=ip_addresses,
+            server=True,
+            lifetime=lifetime,
+        )
+        return {**data, "tls.crt": pair.cert_pem, "tls.key": pair.key_pem}
+
+    data = await _keep_secret(
+        client, namespace=namespace, name=name, kind="Opaque", fresh=fresh, renewed=renewed
+    )
+    _write_changed(directory, data)
+    return KeyPair(data["ca.crt"], data.get("ca.key", b""))
+
+
+def _write_changed(directory: Path, data: SecretData) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for key in _SECRET_FILES:
+        path = directory / key
+        if key in data and (not path.exists() or path.read_bytes() != data[key]):
+            path.write_bytes(data[key])
+            path.chmod(0o600)
+
+
+async def sync_client_secret(
+    client: KubeClient,
+    *,
+    namespace: str,
+    name: str,
+    ca: KeyPair,
+    common_name: str,
+    lifetime: datetime.timedelta = YEAR,
 ) -> None:
-    """Share one serving certificate between replicas through a Secret: use the Secret's
-    if it exists, else create it from a new (or this directory's) certificate. A
-    replica that loses the race to create it takes the winner's."""
+    """Keep a client certificate issued by `ca` (tls.crt, tls.key and ca.crt) in a
+    kubernetes.io/tls Secret, for a caller that mounts it (kube-scheduler on EKS), and
+    reissue it once it is due."""
 
-    def write(data: dict[str, str]) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        for key, file_name in _SECRET_FILES.items():
-            if key in data:
-                path = directory / file_name
-                path.write_bytes(base64.b64decode(data[key]))
-                path.chmod(0o600)
+    def fresh() -> SecretData:
+        pair = issue(ca, common_name, client=True, lifetime=lifetime)
+        return {"ca.crt": ca.cert_pem, "tls.crt": pair.cert_pem, "tls.key": pair.key_pem}
 
+    def renewed(data: SecretData) -> SecretData | None:
+        due = data.get("ca.crt") != ca.cert_pem or renewal_due(data["tls.crt"], _now())
+        return fresh() if due else None
+
+    await _keep_secret(
+        client,
+        namespace=namespace,
+        name=name,
+        kind="kubernetes.io/tls",
+        fresh=fresh,
+        renewed=renewed,
+    )
+
+
+async def _keep_secret(
+    client: KubeClient,
+    *,
+    namespace: str,
+    name: str,
+    kind: str,
+    fresh: Callable[[], SecretData],
+    renewed: Callable[[SecretData], SecretData | None],
+) -> SecretData:
+    """The Secret's data: created from `fresh()` when missing, replaced by `renewed(data)`
+    unless that is None. Replicas race; the writes carry resourceVersion preconditions,
+    so one wins and the others take the winner's."""
     existing = await client.get_or_none(SECRETS, name, namespace)
-    if existing is not None:
-        write(existing.get("data") or {})
-        return
-    load_or_create_serving(directory, common_name, dns_names, ())
-    data = {
-        key: base64.b64encode((directory / file_name).read_bytes()).decode()
-        for key, file_name in _SECRET_FILES.items()
-    }
-    body = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "Opaque",
-        "metadata": {"name": name, "namespace": namespace},
-        "data": data,
-    }
+    if existing is None:
+        data = fresh()
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": kind,
+            "metadata": {"name": name, "namespace": namespace},
+            "data": _encode(data),
+        }
+        try:
+            await client.create(SECRETS, body, namespace)
+            return data
+        except ApiError as exc:
+            if not exc.already_exists:
+                raise
+        existing = await client.get(SECRETS, name, namespace)
+    data = _decode(existing)
+    replacement = renewed(data)
+    if replacement is None:
+        return data
     try:
-        await client.create(SECRETS, body, namespace)
+        await client.replace(SECRETS, name, {**existing, "data": _encode(replacement)}, namespace)
+        return replacement
     except ApiError as exc:
-        if not exc.already_exists:
+        if not exc.conflict:
             raise
-        winner = await client.get(SECRETS, name, namespace)
-        write(winner.get("data") or {})
+    return _decode(await client.get(SECRETS, name, namespace))
+
+
+def _encode(data: SecretData) -> dict[str, str]:
+    return {key: base64.b64encode(value).decode() for key, value in data.items()}
+
+
+def _decode(secret: dict[str, Any]) -> SecretData:
+    raw: dict[str, str] = secret.get("data") or {}
+    return {str(key): base64.b64decode(value) for key, value in raw.items()}

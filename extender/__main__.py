@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from pathlib import Path
 
-from ebb import logs, settings, tls
+from ebb import logs, settings
 from ebb.server import serve
-from extender.app import create_app, prepare_tls
+from extender.app import create_app, prepare_tls, serving_context
 from extender.settings import SchedulerSettings
 
 
@@ -26,11 +25,10 @@ def main(argv: list[str] | None = None) -> int:
 
 async def _serve(config: SchedulerSettings) -> None:
     await prepare_tls(config)
-    tls_dir = Path(config.tls_dir)
-    ssl_context = tls.server_context(tls_dir / "tls.crt", tls_dir / "tls.key")
+    ssl_context = serving_context(config)
     extra = [(config.listen_host, config.ops_port, None)] if config.ops_port else []
     await serve(
-        create_app(config),
+        create_app(config, ssl_context),
         config.listen_host,
         config.port,
         ssl_context=ssl_context,

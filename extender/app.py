@@ -4,16 +4,21 @@ own the API client, the reflectors and the control loops."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import gc
 import os
 import socket
+import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import structlog
 from aiohttp import web
+from cryptography import x509
+from prometheus_client import Counter, Gauge
 
 from ebb import kube, tls
 from ebb.background import Background
@@ -31,7 +36,7 @@ from ebb.model import (
     scheduling_policy_from_raw,
 )
 from ebb.server import MAX_BODY_BYTES, add_ops_routes
-from extender import webhook
+from extender import callers, webhook
 from extender.jobs.controller import ControllerSettings, JobController
 from extender.placement.routes import add_routes as add_placement_routes
 from extender.placement.service import EbbExtender, ebb_extender
@@ -60,9 +65,21 @@ PLACEMENT = web.AppKey("placement", EbbExtender)
 _REFLECTORS = (NODES, PODS, QUEUES, COMPUTE_ENVIRONMENTS, POLICIES)
 
 
-def create_app(settings: SchedulerSettings) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY_BYTES)
+def create_app(
+    settings: SchedulerSettings, serving: ssl.SSLContext | None = None
+) -> web.Application:
+    """The daemon's app; with `serving` (the TLS port's context), it keeps that
+    context's certificate renewed."""
+    callers_of = {
+        "/scheduler/": settings.extender_clients,
+        "/webhook/": settings.webhook_clients or None,
+    }
+    app = web.Application(
+        client_max_size=MAX_BODY_BYTES, middlewares=[callers.only_allowed_callers(callers_of)]
+    )
     app[SETTINGS] = settings
+    if serving is not None:
+        app.cleanup_ctx.append(_certificate_renewal(settings, serving))
     app.cleanup_ctx.append(_kubernetes(settings))
     app.cleanup_ctx.append(_job_controller(settings))
     add_ops_routes(app, ready=lambda: _synced(app))
@@ -252,21 +269,113 @@ async def _freeze_heap_when_synced(reflectors: Sequence[kube.Reflector[Any]]) ->
     log.info("caches synced; heap frozen", objects=gc.get_freeze_count())
 
 
+LOOPBACK = ("127.0.0.1",)  # out-of-cluster runs call the daemon at https://127.0.0.1
+
+
 async def prepare_tls(settings: SchedulerSettings) -> None:
-    """The serving certificate in `tls_dir`: shared through a Secret when replicas run,
-    else made (or reused) locally."""
+    """The serving certificate in `tls_dir`, renewed when due: shared through a Secret
+    when replicas run, else made (or reused) locally; and kube-scheduler's client
+    certificate in its Secret, if one is named."""
     directory = Path(settings.tls_dir)
-    if not settings.tls_secret:
-        tls.load_or_create_serving(directory, "ebb-scheduler", settings.tls_names, ("127.0.0.1",))
+    lifetime = datetime.timedelta(seconds=settings.tls_lifetime_seconds)
+    if not settings.tls_secret and not settings.scheduler_client_secret:
+        tls.load_or_create_serving(
+            directory, "ebb-scheduler", settings.tls_names, LOOPBACK, lifetime
+        )
         return
-    namespace, _, name = settings.tls_secret.partition("/")
     access = kube.load_access(settings.kubeconfig or None, settings.context or None, os.environ)
     async with kube.KubeClient(access, user_agent="ebb-scheduler") as client:
-        await tls.sync_secret(
-            client,
-            namespace=namespace,
-            name=name,
-            directory=directory,
-            common_name="ebb-scheduler",
-            dns_names=settings.tls_names,
-        )
+        if settings.tls_secret:
+            namespace, _, name = settings.tls_secret.partition("/")
+            ca = await tls.sync_secret(
+                client,
+                namespace=namespace,
+                name=name,
+                directory=directory,
+                common_name="ebb-scheduler",
+                dns_names=settings.tls_names,
+                ip_addresses=LOOPBACK,
+                lifetime=lifetime,
+            )
+        else:
+            ca = tls.load_or_create_serving(
+                directory, "ebb-scheduler", settings.tls_names, LOOPBACK, lifetime
+            )
+        if settings.scheduler_client_secret:
+            if not ca.key_pem or not settings.extender_clients:
+                raise SystemExit(
+                    "--scheduler-client-secret: needs the CA key (ca.key) in the serving"
+                    " Secret and a name in --extender-clients (with cert-manager, issue"
+                    " kube-scheduler's client certificate with it instead)"
+                )
+            namespace, _, name = settings.scheduler_client_secret.partition("/")
+            await tls.sync_client_secret(
+                client,
+                namespace=namespace,
+                name=name,
+                ca=ca,
+                common_name=settings.extender_clients[0],
+                lifetime=lifetime,
+            )
+
+
+def serving_context(settings: SchedulerSettings) -> ssl.SSLContext:
+    """The TLS context of the webhook and extender port: the serving certificate, and
+    client certificates checked against the daemon's CA (see extender/callers.py)."""
+    directory = Path(settings.tls_dir)
+    return tls.server_context(
+        directory / "tls.crt",
+        directory / "tls.key",
+        client_ca=directory / "ca.crt",
+        on_handshake_failure=callers.handshake_failed,
+    )
+
+
+_CERTIFICATE_EXPIRY = Gauge(
+    "ebb_tls_certificate_expiry_timestamp_seconds",
+    "When the serving certificate this replica hands out expires (Unix time).",
+)
+_CERTIFICATE_LOADS = Counter(
+    "ebb_tls_certificate_loads_total",
+    "Serving certificates loaded into the TLS context without a restart (renewed ones).",
+)
+
+
+def _certificate_renewal(
+    settings: SchedulerSettings, context: ssl.SSLContext
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Every tenth of the certificates' lifetime (at most hourly), redo prepare_tls: the
+    replica that finds a certificate due renews it (one wins the Secret's update), and
+    every replica loads the Secret's certificate into its context, which serves it on
+    every later handshake. The CA stays, so caBundles need no change."""
+    directory = Path(settings.tls_dir)
+    interval = min(settings.tls_lifetime_seconds / 10, 3600.0)
+
+    def expiry(cert_pem: bytes) -> float:
+        return x509.load_pem_x509_certificate(cert_pem).not_valid_after_utc.timestamp()
+
+    async def renew() -> None:
+        served = (directory / "tls.crt").read_bytes()
+        _CERTIFICATE_EXPIRY.set(expiry(served))
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await prepare_tls(settings)
+                current = (directory / "tls.crt").read_bytes()
+                if current != served:
+                    context.load_cert_chain(directory / "tls.crt", directory / "tls.key")
+                    served = current
+                    _CERTIFICATE_LOADS.inc()
+                    _CERTIFICATE_EXPIRY.set(expiry(served))
+                    log.info("serving certificate loaded", expires=expiry(served))
+            except (kube.ApiError, aiohttp.ClientError, OSError, ValueError) as exc:
+                # ssl.SSLError (an OSError): a certificate and key caught mid-write.
+                log.warning("certificate renewal failed; retrying", error=str(exc))
+
+    async def ctx(_: web.Application) -> AsyncIterator[None]:
+        background = Background()
+        background.spawn(renew(), "certificate-renewal")
+        yield
+        await background.stop()
+
+    return ctx

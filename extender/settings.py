@@ -29,6 +29,26 @@ class SchedulerSettings(NodeOverheadSettings):
         ("localhost", "ebb-scheduler.ebb-system.svc"),
         "DNS names for a self-made serving certificate.",
     )
+    tls_lifetime_seconds: float = setting(
+        90 * 86400.0,
+        "Lifetime of the certificates the daemon issues from its CA (serving; kube-scheduler's"
+        " client certificate); each is renewed at two thirds of it and served without a restart.",
+    )
+    extender_clients: tuple[str, ...] = setting(
+        ("kube-scheduler",),
+        "Common names of the client certificates, issued by the CA in --tls-dir, that may call"
+        " the extender verbs; any other caller is refused.",
+    )
+    webhook_clients: tuple[str, ...] = setting(
+        (),
+        "Common names of the client certificates, issued by the CA in --tls-dir, that may call"
+        " the Job webhooks; empty: any caller (on EKS the API server presents none to webhooks).",
+    )
+    scheduler_client_secret: str = setting(
+        "",
+        "namespace/name of a kubernetes.io/tls Secret to keep kube-scheduler's client"
+        " certificate in (the first of --extender-clients, from the CA in --tls-dir; renewed).",
+    )
     webhook_url: str = setting(
         "",
         "Register the Job webhooks at this base URL (out-of-cluster runs).",

@@ -42,6 +42,8 @@ from ebb.settings import load, setting  # noqa: E402
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 # Ebb's own daemons, started by `up --ebb` (the local run); tests start their own.
 EBB_COMPONENTS = ("ebb-scheduler", "moto", "ebb-bridge", "ebb-autoscaler")
+# pki file name -> common name of the client certificates Ebb's CA issues.
+EBB_CLIENTS = {"ebb-extender-client": "kube-scheduler", "ebb-webhook-client": "kube-apiserver"}
 _PYTHON_MODULES = {"ebb-scheduler": "extender", "ebb-autoscaler": "autoscaler"}
 # Ebb's daemons run as their own service accounts (manifests/rbac), as in a cluster.
 SERVICE_ACCOUNTS = ("ebb-scheduler", "ebb-autoscaler")
@@ -206,12 +208,48 @@ class Cluster:
                 pair = tls.issue(ca, cn, organizations=orgs, client=True)
                 pair.write(self.pki / f"{user}.crt", self.pki / f"{user}.key")
         # Ebb's own serving certificate (webhook + extender), shared with the daemon.
-        tls.load_or_create_serving(
+        ebb_ca = tls.load_or_create_serving(
             self.state / "ebb-tls",
             "ebb-scheduler",
             dns_names=("localhost", "ebb-scheduler.ebb-system.svc"),
             ip_addresses=("127.0.0.1",),
         )
+        # The client certificates Ebb's CA issues to its only callers: kube-scheduler (the
+        # extender) and kube-apiserver (the webhooks).
+        for user, cn in EBB_CLIENTS.items():
+            if not (self.pki / f"{user}.crt").exists():
+                pair = tls.issue(ebb_ca, cn, client=True)
+                pair.write(self.pki / f"{user}.crt", self.pki / f"{user}.key")
+
+    def _admission_config(self) -> Path:
+        """kube-apiserver's admission configuration: it shows its client certificate
+        from Ebb's CA to every webhook (Ebb's daemon refuses the webhooks to others)."""
+        kubeconfig = self.state / "webhook-client.kubeconfig"
+        user = {
+            "client-certificate": str(self.pki / "ebb-webhook-client.crt"),
+            "client-key": str(self.pki / "ebb-webhook-client.key"),
+        }
+        kubeconfig.write_text(
+            yaml.safe_dump(
+                {"apiVersion": "v1", "kind": "Config", "users": [{"name": "*", "user": user}]}
+            )
+        )
+        webhooks = {
+            "apiVersion": "apiserver.config.k8s.io/v1",
+            "kind": "WebhookAdmissionConfiguration",
+            "kubeConfigFile": str(kubeconfig),
+        }
+        config = {
+            "apiVersion": "apiserver.config.k8s.io/v1",
+            "kind": "AdmissionConfiguration",
+            "plugins": [
+                {"name": plugin, "configuration": webhooks}
+                for plugin in ("ValidatingAdmissionWebhook", "MutatingAdmissionWebhook")
+            ],
+        }
+        path = self.state / "admission-config.yaml"
+        path.write_text(yaml.safe_dump(config))
+        return path
 
     def write_kubeconfig(self, path: Path, user: str, token: str | None = None) -> None:
         ca = base64.b64encode((self.pki / "ca.crt").read_bytes()).decode()
@@ -405,6 +443,7 @@ class Cluster:
                 "--allow-privileged=true",
                 "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount,DefaultTolerationSeconds,"
                 "MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ResourceQuota",
+                f"--admission-control-config-file={self._admission_config()}",
                 "--max-requests-inflight=1000",
                 "--max-mutating-requests-inflight=500",
                 "--profiling=false",
@@ -452,6 +491,8 @@ class Cluster:
         }
         if self.s.extender == "ebb":
             ca = (self.state / "ebb-tls" / "ca.crt").read_bytes()
+            client_cert = (self.pki / "ebb-extender-client.crt").read_bytes()
+            client_key = (self.pki / "ebb-extender-client.key").read_bytes()
             config["extenders"] = [
                 {
                     "urlPrefix": f"https://127.0.0.1:{self.extender_port}/scheduler",
@@ -461,7 +502,12 @@ class Cluster:
                     "bindVerb": "bind",
                     "weight": 5,
                     "enableHTTPS": True,
-                    "tlsConfig": {"caData": base64.b64encode(ca).decode()},
+                    # Ebb's daemon answers only a client certificate from its CA.
+                    "tlsConfig": {
+                        "caData": base64.b64encode(ca).decode(),
+                        "certData": base64.b64encode(client_cert).decode(),
+                        "keyData": base64.b64encode(client_key).decode(),
+                    },
                     "nodeCacheCapable": True,
                     "ignorable": False,
                     "httpTimeout": "5s",
@@ -511,6 +557,7 @@ class Cluster:
                 f"--ops-port={ops}",
                 f"--tls-dir={self.state / 'ebb-tls'}",
                 f"--webhook-url=https://127.0.0.1:{self.extender_port}",
+                f"--webhook-clients={EBB_CLIENTS['ebb-webhook-client']}",
             ],
         )
         self._wait("ebb-scheduler", lambda: _http_ok(f"http://127.0.0.1:{ops}/readyz"))

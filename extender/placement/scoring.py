@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from ebb import keys
-from ebb.model import ComputeEnvironment, JobQueue, NodeInfo, PodInfo
+from ebb.model import ComputeEnvironment, JobQueue, NodeInfo, PodInfo, Toleration
 from ebb.resources import ZERO, Resources
 
 V_co = TypeVar("V_co", covariant=True)
@@ -320,3 +320,27 @@ def _bands(count: int) -> Sequence[tuple[int, int]]:
         bands.append((high - size + 1, high))
         high -= size
     return bands
+
+
+def untolerated_taint(
+    tolerations: Iterable[Toleration], taints: Iterable[tuple[str, str, str]]
+) -> tuple[str, str, str] | None:
+    """The first taint of a node that keeps the pod off it (NoSchedule or NoExecute, and
+    no toleration matches), as kube-scheduler's TaintToleration filter decides; None if
+    the pod tolerates them all."""
+    held = tuple(tolerations)
+    for key, value, effect in taints:
+        if effect in ("NoSchedule", "NoExecute") and not any(
+            _tolerates(t, key, value, effect) for t in held
+        ):
+            return key, value, effect
+    return None
+
+
+def _tolerates(toleration: Toleration, key: str, value: str, effect: str) -> bool:
+    t_key, operator, t_value, t_effect = toleration
+    if t_effect and t_effect != effect:
+        return False
+    if operator == "Exists":
+        return not t_key or t_key == key
+    return t_key == key and t_value == value

@@ -19,6 +19,7 @@ from prometheus_client import Counter, Gauge
 
 from ebb import kube
 from ebb.model import ComputeEnvironment, JobQueue, NodeInfo, PodInfo
+from extender.callers import Refusal, refuse
 from extender.placement.cache import PlacementCache
 from extender.placement.protocol import BindingArgs, ExtenderArgs, FilterResult, HostPriority
 from extender.placement.scoring import (
@@ -27,6 +28,7 @@ from extender.placement.scoring import (
     filter_nodes,
     node_state,
     score_nodes,
+    untolerated_taint,
 )
 from extender.settings import SchedulerSettings
 
@@ -89,6 +91,7 @@ class EbbExtender:
         *,
         binding: Binding,
         ready: Callable[[], bool],
+        batch_only: bool = False,
     ) -> None:
         self._cache = cache
         self._pods = pods
@@ -97,6 +100,9 @@ class EbbExtender:
         self._binding = binding
         self._binding_slots = asyncio.Semaphore(binding.concurrency)
         self._ready = ready
+        # Behind a kube-scheduler of its own (--scheduler-name) every pod is a batch pod;
+        # behind the cluster's only scheduler, plain pods are bound here too.
+        self._batch_only = batch_only
         # Pods seen in filter requests, by UID: bind learns a pod's requests here when the
         # pod watch has not delivered the pod yet.
         self._recent: dict[str, PodInfo] = {}
@@ -153,19 +159,46 @@ class EbbExtender:
         pod = self._pod_for(args)
         now = time.monotonic()
         self._cache.expire(now)
+        if pod is None:
+            unseen = "Ebb has not seen this pod (neither watched nor filtered)"
+            return refuse(Refusal.UNKNOWN_POD, f"binding {args.pod_key} to {args.node}: {unseen}")
+        refusal = self._refusal(pod, args)
+        if refusal is not None:
+            why, message = refusal
+            return refuse(why, f"binding {args.pod_key} to {args.node}: {message}")
         # Assume before the POST: the watch may show the pod bound before the POST returns.
-        if pod is not None and pod.node_name is None:
+        if pod.node_name is None:
             expires = now + self._binding.assumed_pod_ttl
             self._cache.assume(pod.uid, pod.requests, args.node, expires)
         try:
             await self._binding.post(args)
         except (kube.ApiError, aiohttp.ClientError, TimeoutError) as exc:
-            if pod is not None:
-                self._cache.forget(pod.uid)
+            self._cache.forget(pod.uid)
             log.warning("binding failed", pod=args.pod_key, node=args.node, error=str(exc))
             return f"binding {args.pod_key} to {args.node}: {exc}"
-        log.info("bound", pod=args.pod_key, node=args.node, queue=pod.queue if pod else None)
+        log.info("bound", pod=args.pod_key, node=args.node, queue=pod.queue)
         return ""
+
+    def _refusal(self, pod: PodInfo, args: BindingArgs) -> tuple[Refusal, str] | None:
+        """Why kube-scheduler would never ask this bind: the verb holds the daemon's
+        cluster-wide binding right, so it checks what filter would have checked."""
+        if pod.queue is None and self._batch_only:
+            return Refusal.NOT_A_BATCH_POD, "the pod has no Ebb queue label"
+        node = self._cache.nodes.get(args.node)
+        if node is None:
+            return Refusal.NODE_REJECTED, "no such node"
+        taint = untolerated_taint(pod.tolerations, node.info.taints)
+        if taint is not None:
+            key, value, effect = taint
+            shown = f"{key}={value}:{effect}" if value else f"{key}:{effect}"
+            return Refusal.NODE_REJECTED, f"the pod does not tolerate the taint {shown}"
+        verdict = filter_nodes(
+            pod, [args.node], self._cache.nodes, self._queues, self._environments
+        )
+        if not verdict.kept:
+            reasons = {**verdict.failed, **verdict.unresolvable}
+            return Refusal.NODE_REJECTED, reasons.get(args.node, "filter rejects the node")
+        return None
 
     def _nodes_for(self, args: ExtenderArgs) -> Lookup[NodeState]:
         if args.nodes is None:
@@ -214,4 +247,5 @@ def ebb_extender(
         environments.store,
         binding=binding,
         ready=lambda: all(event.is_set() for event in synced),
+        batch_only=bool(settings.scheduler_name),
     )

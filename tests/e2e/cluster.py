@@ -7,6 +7,7 @@ import base64
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -33,6 +34,15 @@ class LocalCluster:
     @property
     def extender_port(self) -> int:
         return self.port_base + 900
+
+    def client_context(self, who: str = "ebb-extender-client") -> ssl.SSLContext:
+        """A TLS client trusting Ebb's CA and showing the client certificate the local
+        stack gives kube-scheduler (ebb-extender-client) or kube-apiserver
+        (ebb-webhook-client): the only callers Ebb's daemon answers."""
+        context = ssl.create_default_context(cafile=str(self.state_dir / "ebb-tls" / "ca.crt"))
+        pki = self.state_dir / "pki"
+        context.load_cert_chain(pki / f"{who}.crt", pki / f"{who}.key")
+        return context
 
     @property
     def etcd_url(self) -> str:
@@ -121,6 +131,7 @@ def scheduler_daemon_args(
         f"--port={port}",
         f"--ops-port={port + 1}",
         f"--tls-dir={cluster.state_dir / 'ebb-tls'}",
+        "--webhook-clients=kube-apiserver",
     ]
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -272,7 +271,6 @@ async def test_a_cycle_through_jobs_created_a_moment_ago_is_refused(
 async def test_an_oversize_body_is_refused_and_the_daemon_goes_on(
     cluster: LocalCluster, kube_client: kube.KubeClient, namespace: str, queue: str
 ) -> None:
-    context = ssl.create_default_context(cafile=str(cluster.state_dir / "ebb-tls" / "ca.crt"))
     base = f"https://localhost:{cluster.extender_port}"
     # The extender's limit is larger: without nodeCacheCapable, requests carry whole Nodes.
     extender_limit = next(
@@ -280,16 +278,22 @@ async def test_an_oversize_body_is_refused_and_the_daemon_goes_on(
         for f in dataclasses.fields(SchedulerSettings)
         if f.name == "extender_max_body_bytes"
     )
-    limits = {"/webhook/jobs/mutate": MAX_BODY_BYTES, "/scheduler/filter": extender_limit}
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session:
-        for path, limit in limits.items():
+    # path -> (limit, the caller that may call it)
+    limits = {
+        "/webhook/jobs/mutate": (MAX_BODY_BYTES, "ebb-webhook-client"),
+        "/scheduler/filter": (extender_limit, "ebb-extender-client"),
+    }
+    for path, (limit, who) in limits.items():
+        connector = aiohttp.TCPConnector(ssl=cluster.client_context(who))
+        async with aiohttp.ClientSession(connector=connector) as session:
             oversize = b'{"request": "' + b"x" * int(limit) + b'"}'
             async with session.post(base + path, data=oversize) as resp:
                 assert resp.status == 413, await resp.text()
                 assert "body" in (await resp.text()).lower()
-        async with session.post(base + "/webhook/jobs/mutate", data=b'{"request": {"uid"') as resp:
-            assert resp.status == 400
-            assert (await resp.text()).startswith("body: not valid JSON")
+            if path.startswith("/webhook/"):
+                async with session.post(base + path, data=b'{"request": {"uid"') as resp:
+                    assert resp.status == 400
+                    assert (await resp.text()).startswith("body: not valid JSON")
     good = await kube_client.create(kube.JOBS, annotated(queue), namespace)
     assert good["spec"]["suspend"] is True
 

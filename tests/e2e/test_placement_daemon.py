@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import json
 import signal
-import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -100,10 +99,16 @@ async def test_a_pod_ebb_bound_counts_on_its_node_before_the_watch_shows_it(
         finally:
             pods.stop()
             await watch
-        # A failed binding (wrong UID) is reported in Error and leaves nothing assumed.
-        error = await extender.bind(BindingArgs("second", namespace, "not-its-uid", node))
-        assert "Precondition failed" in error or "409" in error
+        # A binding the API server fails (the pod deleted behind the stopped watch) is
+        # reported in Error and leaves nothing assumed.
+        small = raws["small"]["metadata"]
+        await kube_client.delete(kube.PODS, "small", namespace, grace_period_seconds=0)
+        error = await extender.bind(BindingArgs("small", namespace, small["uid"], node))
+        assert "not found" in error.lower() or "Precondition failed" in error, error
         assert assumed() == 0
+        # A pod Ebb has not seen (here: a wrong UID) is refused before the API server.
+        error = await extender.bind(BindingArgs("second", namespace, "not-its-uid", node))
+        assert "Ebb has not seen this pod" in error
     finally:
         await runner.cleanup()
 
@@ -113,7 +118,7 @@ async def daemon(
     cluster: LocalCluster, scheduler_daemon: Any
 ) -> AsyncIterator[tuple[Session, str, str]]:
     """(session, extender URL, ops URL) of the session's scheduler daemon."""
-    context = ssl.create_default_context(cafile=str(cluster.state_dir / "ebb-tls" / "ca.crt"))
+    context = cluster.client_context()
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session:
         yield (
             session,

@@ -8,10 +8,12 @@
   being reclaimed, while it does terminate its own.
 
 - the webhook and the extender speak TLS 1.2 or later only, with a certificate from the
-  cluster's own CA.
+  cluster's own CA;
+- only kube-scheduler (a client certificate from Ebb's CA) can call the extender, only
+  kube-apiserver the webhooks, and bind refuses what kube-scheduler would never ask.
 
 (Non-root and a read-only root filesystem: test_manifests.py. One certificate shared by
-replicas: test_tls_secret.py. Body limits: test_bad_input.py.)"""
+replicas, renewed without a restart: test_tls_secret.py. Body limits: test_bad_input.py.)"""
 
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ import pytest
 import yaml
 
 from autoscaler.interruptions import SPOT_INTERRUPTION, event
-from ebb import keys, kube
+from ebb import keys, kube, tls
 from tests.e2e.autoscaling import (
     LocalAws,
     autoscaler_process,
@@ -38,7 +40,16 @@ from tests.e2e.autoscaling import (
     metric,
     name,
 )
-from tests.e2e.cluster import ROOT, LocalCluster, Process, create_node, wait_for
+from tests.e2e.batch import batch_env, job_body, unique, wait_state
+from tests.e2e.cluster import (
+    ROOT,
+    LocalCluster,
+    Process,
+    create_node,
+    scheduler_process,
+    wait_for,
+)
+from tests.e2e.placement import batch_pod, wait_schedulable
 
 SCHEDULER = "system:serviceaccount:ebb-system:ebb-scheduler"
 AUTOSCALER = "system:serviceaccount:ebb-system:ebb-autoscaler"
@@ -69,10 +80,13 @@ CAN_I: list[tuple[str, str, str, tuple[str, ...], bool]] = [
     (SCHEDULER, "patch", "leases.coordination.k8s.io/ebb-scheduler", (IN_EBB,), True),
     (SCHEDULER, "create", "secrets", (IN_EBB,), True),
     (SCHEDULER, "get", "secrets/ebb-scheduler-tls", (IN_EBB,), True),
+    (SCHEDULER, "update", "secrets/ebb-scheduler-tls", (IN_EBB,), True),
+    (SCHEDULER, "update", "secrets/ebb-kube-scheduler-client", (IN_EBB,), True),
     # ... and what it must not do.
     (SCHEDULER, "list", "secrets", (ALL,), False),
     (SCHEDULER, "list", "secrets", (IN_EBB,), False),
     (SCHEDULER, "get", "secrets/other-secret", (IN_EBB,), False),
+    (SCHEDULER, "update", "secrets/other-secret", (IN_EBB,), False),
     (SCHEDULER, "delete", "namespaces", (), False),
     (SCHEDULER, "create", "jobs.batch", (IN_USERS,), False),
     (SCHEDULER, "delete", "jobs.batch", (IN_USERS,), False),
@@ -359,15 +373,119 @@ async def test_webhook_and_extender_speak_only_tls_1_2_or_later(
         ):
             return resp.status
 
-    assert await post("https", ssl.create_default_context(cafile=ca)) == 200
+    assert await post("https", cluster.client_context()) == 200
     with pytest.raises(aiohttp.ClientError):  # plain HTTP: the TLS listener hangs up
         await post("http", False)
     with pytest.raises(aiohttp.ClientConnectorCertificateError):  # not a public CA's
         await post("https", ssl.create_default_context())
-    old = ssl.create_default_context(cafile=ca)
+    old = cluster.client_context()
     old.minimum_version = ssl.TLSVersion.TLSv1
     old.maximum_version = ssl.TLSVersion.TLSv1_1
     old.set_ciphers("DEFAULT:@SECLEVEL=0")
     with pytest.raises(aiohttp.ClientError):
         await post("https", old)
-    assert await post("https", ssl.create_default_context(cafile=ca)) == 200  # still serving
+    assert await post("https", cluster.client_context()) == 200  # still serving
+    assert await post("https", ssl.create_default_context(cafile=ca)) == 401  # no client cert
+
+
+def refused(ops_url: str, reason: str) -> float:
+    return metric(ops_url, f'ebb_refused_calls_total{{reason="{reason}"}}')
+
+
+async def test_only_kube_scheduler_can_bind_and_only_what_it_would(
+    cluster: LocalCluster,
+    kube_client: kube.KubeClient,
+    namespace: str,
+    scheduler_daemon: Process,
+) -> None:
+    """An intruder that reaches the port binds nothing: no client certificate (401), one
+    from another CA (the handshake fails), kube-scheduler's own certificate but a plain
+    pod (a daemon behind a kube-scheduler of its own binds only batch pods) or a node the
+    pod does not tolerate. Each is counted; kube-scheduler goes on placing batch Jobs."""
+    # A daemon as on EKS, behind a kube-scheduler of its own (--scheduler-name).
+    own = scheduler_process(
+        cluster,
+        name="ebb-scheduler-own",
+        kubeconfig=cluster.state_dir / "ebb-scheduler.kubeconfig",
+        port=cluster.port_base + 910,
+        extra=["--scheduler-name=ebb-scheduler", "--identity=own"],
+    )
+    own.start()
+    try:
+        async with batch_env(kube_client) as env:
+            ce = await env.compute_environment(unique("mtls-ce"))
+            q = await env.queue(unique("mtls-q"), [ce])
+            batch_node = f"{ce}-node-0"
+            await wait_schedulable(kube_client, batch_node)
+            # Pending pods no scheduler touches: one of the queue, one plain.
+            nobody = {"schedulerName": f"nobody-{namespace}"}
+            plain = batch_pod("plain", q, **nobody)
+            plain["metadata"]["labels"] = {}
+            plain["spec"]["tolerations"] = []
+            pods = {}
+            for body in (batch_pod("victim", q, **nobody), plain):
+                made = await kube_client.create(kube.PODS, body, namespace)
+                pods[body["metadata"]["name"]] = made["metadata"]["uid"]
+
+            async def bind(port: int, pod: str, node: str, context: ssl.SSLContext) -> Any:
+                body = {"PodName": pod, "PodNamespace": namespace, "PodUID": pods[pod]}
+                url = f"https://localhost:{port}/scheduler/bind"
+                connector = aiohttp.TCPConnector(ssl=context)
+                async with (
+                    aiohttp.ClientSession(connector=connector) as session,
+                    session.post(url, json={**body, "Node": node}) as resp,
+                ):
+                    return resp.status, await resp.json()
+
+            intruder_ca = tls.make_ca("intruder-ca")
+            intruder = tls.issue(intruder_ca, "kube-scheduler", client=True)
+            intruder.write(cluster.state_dir / "intruder.crt", cluster.state_dir / "intruder.key")
+            foreign = ssl.create_default_context(
+                cafile=str(cluster.state_dir / "ebb-tls" / "ca.crt")
+            )
+            foreign.load_cert_chain(
+                cluster.state_dir / "intruder.crt", cluster.state_dir / "intruder.key"
+            )
+            no_certificate = ssl.create_default_context(
+                cafile=str(cluster.state_dir / "ebb-tls" / "ca.crt")
+            )
+            ops = scheduler_daemon.ops_url
+            port = cluster.extender_port
+            reasons = ("no_client_certificate", "untrusted_certificate", "node_rejected")
+            before = {r: refused(ops, r) for r in reasons}
+            plain_before = refused(own.ops_url, "not_a_batch_pod")
+
+            status, reply = await bind(port, "victim", batch_node, no_certificate)
+            assert status == 401 and "no client certificate" in reply["Error"]
+            with pytest.raises(aiohttp.ClientError):
+                await bind(port, "victim", batch_node, foreign)
+            # kube-scheduler's certificate, but binds kube-scheduler would never ask.
+            status, reply = await bind(port, "plain", batch_node, cluster.client_context())
+            assert status == 200 and "does not tolerate the taint" in reply["Error"], reply
+            status, reply = await bind(
+                cluster.port_base + 910, "plain", batch_node, cluster.client_context()
+            )
+            assert status == 200 and "no Ebb queue" in reply["Error"], reply
+            assert {r: refused(ops, r) - before[r] for r in reasons} == dict.fromkeys(reasons, 1)
+            assert refused(own.ops_url, "not_a_batch_pod") == plain_before + 1
+            log = scheduler_daemon.log_path.read_text(errors="replace")
+            assert '"reason": "untrusted_certificate"' in log
+            for name in pods:
+                pod = await kube_client.get(kube.PODS, name, namespace)
+                assert not pod["spec"].get("nodeName"), f"{name} was bound"
+            # The webhook takes only kube-apiserver's certificate; through the API server,
+            # Jobs are admitted, and kube-scheduler (with its certificate) places them.
+            webhook = f"https://localhost:{port}/webhook/jobs/mutate"
+            for context, status in ((no_certificate, 401), (cluster.client_context(), 403)):
+                connector = aiohttp.TCPConnector(ssl=context)
+                async with (
+                    aiohttp.ClientSession(connector=connector) as session,
+                    session.post(webhook, json={}) as resp,
+                ):
+                    assert resp.status == status
+            await kube_client.create(kube.JOBS, job_body("after", q), namespace)
+            await wait_state(kube_client, namespace, "after", "SUCCEEDED")
+            for name in pods:
+                await kube_client.delete(kube.PODS, name, namespace, grace_period_seconds=0)
+    finally:
+        own.stop()

@@ -1,16 +1,42 @@
-"""The bind verb's slots: binds beyond the slots wait a little, then answer with an Error
-instead of piling up past kube-scheduler's httpTimeout. (Binding against the API server
-itself is tested end to end: tests/e2e/test_placement_daemon.py.)"""
+"""The bind verb: binds beyond the slots wait a little, then answer with an Error instead
+of piling up past kube-scheduler's httpTimeout; a bind kube-scheduler would never ask
+(unknown or plain pod, a node filter rejects) is refused and counted. (Binding against
+the API server itself, and the refusals over mutual TLS, are tested end to end:
+tests/e2e/test_placement_daemon.py, tests/e2e/test_security.py.)"""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
+import pytest
 from prometheus_client import REGISTRY
 
+from ebb.kube import Event, EventType
+from ebb.model import PodInfo
 from extender.placement.cache import PlacementCache
 from extender.placement.protocol import BindingArgs
 from extender.placement.service import Binding, EbbExtender
+from tests.unit.placement_objects import environment, node, pod, queue
+
+
+def extender_with(
+    pods: dict[str, PodInfo], post: Binding, *, batch_only: bool = False
+) -> EbbExtender:
+    """Nodes: `plain` (no environment) and `batch` (of environment ce, 4 CPUs); queue q
+    runs on ce."""
+    cache = PlacementCache()
+    for info in (node("plain"), node("batch", "ce")):
+        cache.on_node(Event(EventType.ADDED, info.name, None, info))
+    return EbbExtender(
+        cache,
+        pods,
+        {"q": queue("q", "ce"), "other": queue("other", "ce2")},
+        {"ce": environment("ce"), "ce2": environment("ce2")},
+        binding=post,
+        ready=lambda: True,
+        batch_only=batch_only,
+    )
 
 
 async def test_binds_beyond_the_slots_are_refused_after_the_wait() -> None:
@@ -21,26 +47,63 @@ async def test_binds_beyond_the_slots_are_refused_after_the_wait() -> None:
         posted.append(args.pod_name)
         await release.wait()
 
-    extender = EbbExtender(
-        PlacementCache(),
-        {},
-        {},
-        {},
-        binding=Binding(slow_post, concurrency=2, wait=0.2, assumed_pod_ttl=30.0),
-        ready=lambda: True,
+    pods = {f"ns/p{i}": pod(f"p{i}", namespace="ns") for i in range(1, 5)}
+    extender = extender_with(
+        pods, Binding(slow_post, concurrency=2, wait=0.2, assumed_pod_ttl=30.0)
     )
     refused = REGISTRY.get_sample_value("ebb_extender_binds_refused_total") or 0.0
     first = [
-        asyncio.create_task(extender.bind(BindingArgs(f"p{i}", "ns", "", "n"))) for i in (1, 2)
+        asyncio.create_task(extender.bind(BindingArgs(f"p{i}", "ns", "", "plain"))) for i in (1, 2)
     ]
     await asyncio.sleep(0.05)
-    error = await extender.bind(BindingArgs("p3", "ns", "", "n"))
+    error = await extender.bind(BindingArgs("p3", "ns", "", "plain"))
     assert error == (
-        "binding ns/p3 to n: 2 bindings in flight and none done within 0.2 s; try again later"
+        "binding ns/p3 to plain: 2 bindings in flight and none done within 0.2 s; try again later"
     )
     assert posted == ["p1", "p2"]  # the refused bind never reached the API server
     assert REGISTRY.get_sample_value("ebb_extender_binds_refused_total") == refused + 1
-    late = asyncio.create_task(extender.bind(BindingArgs("p4", "ns", "", "n")))
+    late = asyncio.create_task(extender.bind(BindingArgs("p4", "ns", "", "plain")))
     release.set()  # a slot frees within the wait: the waiting bind goes through
     assert await asyncio.gather(*first, late) == ["", "", ""]
     assert posted == ["p1", "p2", "p4"]
+
+
+@pytest.mark.parametrize(
+    ("pod_name", "node_name", "batch_only", "reason", "error"),
+    [
+        ("ghost", "plain", False, "unknown_pod", "Ebb has not seen this pod"),
+        ("plain", "plain", True, "not_a_batch_pod", "the pod has no Ebb queue label"),
+        ("plain", "batch", False, "node_rejected", "does not tolerate the taint ebb.dev/batch"),
+        ("big", "batch", False, "node_rejected", "cpu: need 8, allocatable 4"),
+        ("elsewhere", "batch", False, "node_rejected", "not in queue other"),
+        ("fits", "nowhere", False, "node_rejected", "no such node"),
+    ],
+)
+async def test_a_bind_kube_scheduler_would_never_ask_is_refused_and_counted(
+    pod_name: str, node_name: str, *, batch_only: bool, reason: str, error: str
+) -> None:
+    pods = {
+        "ns/plain": pod("plain", namespace="ns"),
+        "ns/big": pod("big", "q", cpu="8", namespace="ns"),
+        "ns/elsewhere": pod("elsewhere", "other", namespace="ns"),
+        "ns/fits": pod("fits", "q", namespace="ns"),
+    }
+    # A plain pod does not tolerate the batch taint.
+    pods["ns/plain"] = dataclasses.replace(pods["ns/plain"], tolerations=())
+    posted: list[str] = []
+
+    async def post(args: BindingArgs) -> None:
+        posted.append(args.pod_name)
+
+    extender = extender_with(
+        pods, Binding(post, concurrency=1, wait=1, assumed_pod_ttl=30), batch_only=batch_only
+    )
+    metric = "ebb_refused_calls_total"
+    before = REGISTRY.get_sample_value(metric, {"reason": reason}) or 0.0
+    answer = await extender.bind(BindingArgs(pod_name, "ns", "", node_name))
+    assert error in answer
+    assert posted == []
+    assert REGISTRY.get_sample_value(metric, {"reason": reason}) == before + 1
+    # The batch pod that fits its queue's environment is bound.
+    assert await extender.bind(BindingArgs("fits", "ns", "", "batch")) == ""
+    assert posted == ["fits"]
