@@ -113,7 +113,7 @@ def pod(
                 "uid": f"uid-{name}",
                 "labels": {"ebb.dev/queue": "q"},
                 "annotations": annotations,
-                "ownerReferences": [{"kind": "Job", "name": job_name, "uid": "u"}],
+                "ownerReferences": [{"kind": "Job", "name": job_name, "uid": f"uid-{job_name}"}],
             },
             "spec": spec,
             "status": status,
