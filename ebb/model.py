@@ -310,6 +310,8 @@ class PodInfo:
     labels: tuple[tuple[str, str], ...] = field(default=(), compare=False)
     tolerates_batch_taint: bool = False
     capacity_type_preference: str | None = None
+    # The Job controller's finalizer: on a finished pod, it has not counted the pod yet.
+    job_tracking: bool = False
 
     @property
     def key(self) -> str:
@@ -331,6 +333,9 @@ class PodInfo:
 def _condition(status: Raw, kind: str) -> Raw | None:
     conditions: list[Raw] = status.get("conditions") or []
     return next((c for c in conditions if c.get("type") == kind), None)
+
+
+JOB_TRACKING_FINALIZER = "batch.kubernetes.io/job-tracking"
 
 
 def pod_from_raw(raw: Raw) -> PodInfo:
@@ -387,4 +392,5 @@ def pod_from_raw(raw: Raw) -> PodInfo:
             for t in tolerations
         ),
         capacity_type_preference=annotations.get(keys.CAPACITY_TYPE_PREFERENCE),
+        job_tracking=JOB_TRACKING_FINALIZER in (meta.get("finalizers") or ()),
     )

@@ -121,17 +121,15 @@ def reconcile(snap: Snapshot) -> Decisions:
 
 
 def _uncounted(job: JobInfo, pods: Sequence[PodInfo]) -> bool:
-    """Has a pod of this Job finished that the Job controller has not yet counted in
-    status.succeeded/failed? Between removing such a pod's finalizer and its status
-    update that counts it, any other write to the Job makes that update conflict, and
-    the Job controller then re-syncs from a cached Job that may predate its own write:
-    it sees neither the pod (no finalizer) nor its count, and starts the slot again
-    (kubernetes#130103) — a second run of a success, or an attempt beyond the limit.
-    Ebb writes nothing to such a Job until the count has landed."""
-    if job.uncounted:
-        return True
-    finished = sum(1 for p in pods if p.phase in _FINISHED and p.job_uid == job.uid)
-    return finished > job.succeeded + job.failed
+    """Has a pod of this Job finished that the Job controller has not counted yet? It
+    lists such a pod in status.uncountedTerminatedPods, removes the pod's finalizer,
+    then counts it in status.succeeded/failed. Any other write to the Job in between
+    makes that last update conflict, and the Job controller then re-syncs from a
+    cached Job that may predate its own first write: it sees neither the pod (no
+    finalizer) nor its count, and starts the slot again (kubernetes#130103) — a second
+    run of a success, or an attempt beyond the limit. Ebb writes nothing to such a Job
+    until the count has landed."""
+    return job.uncounted > 0 or any(p.job_tracking and p.phase in _FINISHED for p in pods)
 
 
 def _job(

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ebb.model import JobQueue, StateTimeLimitAction
 from ebb.resources import Resources
 from extender.jobs.admission import CapacityLimit
@@ -230,12 +232,17 @@ def test_a_job_whose_pod_succeeded_stays_running_until_the_job_is_complete() -> 
 
 
 def test_nothing_moves_while_the_job_controller_has_a_finished_pod_to_count() -> None:
-    # The pod finished; the Job controller has not counted it (in the pod cache first,
-    # then in uncountedTerminatedPods): no state, no record, no summary, no growth.
-    seen = [pod("j", "j-1", phase="Failed", exit_code=3)]
-    for status in ({"active": 1}, {"uncountedTerminatedPods": {"failed": ["uid-j-1"]}}):
+    # The pod finished; the Job controller has not counted it (it still carries its
+    # finalizer; then, finalizer gone, it is in uncountedTerminatedPods): no state, no
+    # record, no summary, no growth.
+    tracked = pod("j", "j-1", phase="Failed", exit_code=3, tracked=True)
+    untracked = pod("j", "j-1", phase="Failed", exit_code=3)
+    for status, seen in (
+        ({"active": 1}, tracked),
+        ({"uncountedTerminatedPods": {"failed": ["uid-j-1"]}}, untracked),
+    ):
         j = job("j", suspend=False, annotations=RUNNING_NOW, status=status)
-        out = reconcile(snapshot(j, pods={"ns/j": seen}))
+        out = reconcile(snapshot(j, pods={"ns/j": [seen]}))
         assert "ns/j" not in out.statuses and "ns/j" not in out.attempts
     arr = job(
         "arr",
@@ -246,9 +253,11 @@ def test_nothing_moves_while_the_job_controller_has_a_finished_pod_to_count() ->
         annotations={"ebb.dev/requested-parallelism": "4", **RUNNING_NOW},
         status={"active": 1},
     )
-    pods = [pod("arr", "arr-0", phase="Succeeded", index=0, exit_code=0), pod("arr", "arr-1")]
+    done = pod("arr", "arr-0", phase="Succeeded", index=0, exit_code=0, tracked=True)
+    pods = [done, pod("arr", "arr-1")]
     out = reconcile(snapshot(arr, pods={"ns/arr": pods}, vcpus=8))
     assert out.admit == {} and out.array_status == {} and "ns/arr" not in out.statuses
+    pods = [replace(done, job_tracking=False), pod("arr", "arr-1")]
     # Counted: it grows, and the summary goes out.
     counted = job(
         "arr",
