@@ -61,9 +61,8 @@ class Decisions:
 def reconcile(snap: Snapshot) -> Decisions:
     out = Decisions()
     demands: list[Demand] = []
-    counting: set[str] = (
-        set()
-    )  # admitted jobs with a finished pod the Job controller has not counted
+    # Admitted jobs with a finished pod the Job controller has not counted yet.
+    counting: set[str] = set()
     for key, job in snap.jobs.items():
         pods = snap.pods_by_job.get(key, ())
         if job.admitted and job.terminal is None and _uncounted(job, pods):
@@ -233,17 +232,16 @@ def _admitted_status(job: JobInfo, pods: Sequence[PodInfo]) -> Status | None:
         text = f"{len(running)} pod(s) running on {where}"
         return Status(State.RUNNING, Code.RUNNING, _progress(job) + text if several else text)
     live = [p for p in pods if p.phase == "Pending" and not p.terminating]
+    code, detail = _pending(live)
     if several and (job.succeeded or job.failed):
         # Children ran and more are to come: the parent stays RUNNING until the Job ends.
-        return Status(State.RUNNING, Code.RUNNING, _progress(job) + _pending_detail(live))
+        return Status(State.RUNNING, Code.RUNNING, _progress(job) + detail)
     if job.succeeded:
         return None  # its pod succeeded: the Job is Complete in a moment
     if job.failed and not live:
         return Status(State.RUNNABLE, Code.RETRY_WAIT, _retry_wait(job, pods))
-    detail = _pending_detail(live)
-    if job.failed:
-        detail = f"attempt {job.failed + 1}: {detail}"
-    return Status(State.STARTING, Code.PODS_PENDING if live else Code.ADMITTED, detail)
+    attempt = f"attempt {job.failed + 1}" if job.failed else "admitted"
+    return Status(State.STARTING, code, f"{attempt}; {detail}")
 
 
 def _progress(job: JobInfo) -> str:
@@ -251,16 +249,16 @@ def _progress(job: JobInfo) -> str:
     return f"{job.succeeded} of {job.completions} succeeded{failed}; "
 
 
-def _pending_detail(live: Sequence[PodInfo]) -> str:
+def _pending(live: Sequence[PodInfo]) -> tuple[Code, str]:
+    """What an admitted job's pods that are not running yet wait for."""
     unplaced = [p for p in live if p.unschedulable]
     if unplaced:
-        return f"{len(unplaced)} pod(s) waiting for a node: {unplaced[0].scheduling_message}"
+        message = unplaced[0].scheduling_message
+        return Code.PODS_PENDING, f"{len(unplaced)} pod(s) waiting for a node: {message}"
     gated = [p for p in live if p.scheduling_gated]
     if gated:
-        return f"{len(gated)} child pod(s) wait for their n_to_n dependency"
-    if live:
-        return f"{len(live)} pod(s) starting"
-    return "admitted; pods starting"
+        return Code.PODS_PENDING, f"{len(gated)} child pod(s) wait for their n_to_n dependency"
+    return Code.ADMITTED, "pods starting"
 
 
 def _retry_wait(job: JobInfo, pods: Sequence[PodInfo]) -> str:

@@ -294,7 +294,7 @@ def test_a_failed_attempt_waiting_for_its_retry_is_runnable_and_keeps_its_admiss
     # The next attempt's pod exists: STARTING, then RUNNING.
     pending = [*failed, pod("r", "r-2", phase="Pending", node=None, cpu="4")]
     status = reconcile(snapshot(retried, pods={"ns/r": pending})).statuses["ns/r"]
-    assert (status.state, status.reason) == (State.STARTING, "attempt 2: 1 pod(s) starting")
+    assert (status.state, status.reason) == (State.STARTING, "attempt 2; pods starting")
 
 
 def test_an_array_parent_stays_running_between_its_children() -> None:
@@ -313,7 +313,7 @@ def test_an_array_parent_stays_running_between_its_children() -> None:
     ]
     status = reconcile(snapshot(arr, pods={"ns/arr": pods})).statuses["ns/arr"]
     assert status.state is State.RUNNING
-    assert status.reason == "1 of 3 succeeded; 1 pod(s) starting"
+    assert status.reason == "1 of 3 succeeded; pods starting"
 
 
 def test_every_state_reconcile_publishes_is_a_transition_of_the_state_machine() -> None:
