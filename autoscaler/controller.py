@@ -38,7 +38,14 @@ from autoscaler.interruptions import (
     NoticeError,
     parse_notice,
 )
-from autoscaler.planner import Environment, Launch, PendingPod, Room, plan_launches
+from autoscaler.planner import (
+    Environment,
+    Launch,
+    PendingPod,
+    Room,
+    plan_launches,
+    routed_pods,
+)
 from autoscaler.scaledown import (
     CORDON,
     IDLE,
@@ -56,7 +63,7 @@ from autoscaler.scaledown import (
 from autoscaler.scaledown import SPOT_INTERRUPTION as DRAIN_SPOT_INTERRUPTION
 from autoscaler.settings import AutoscalerSettings
 from ebb import keys, kube
-from ebb.catalog import Catalog, InstanceType, NodeOverhead
+from ebb.catalog import Catalog, InstanceType
 from ebb.events import EventRecorder, ObjectRef
 from ebb.model import (
     ComputeEnvironment,
@@ -65,7 +72,8 @@ from ebb.model import (
     PodInfo,
     compute_environment_from_raw,
 )
-from ebb.resources import ZERO, Resources, cpu_millis, memory_bytes, sum_resources
+from ebb.nodeloss import end_lost_pod, lost_message
+from ebb.resources import ZERO, Resources, sum_resources
 
 log = structlog.get_logger("ebb.autoscaler")
 FIELD_MANAGER = "ebb-autoscaler"
@@ -102,6 +110,7 @@ class _Memory:
     batch_last: float = 0.0
     accounted_at: float | None = None
     status: dict[str, dict[str, Any]] = field(default_factory=dict)
+    published: set[str] = field(default_factory=set)  # environments with gauges
     intents: dict[str, list[Mapping[str, Any]]] = field(default_factory=dict)
     launch_backoff: dict[str, float] = field(default_factory=dict)  # environment -> until
     launch_errors: dict[str, str] = field(default_factory=dict)  # environment -> last failure
@@ -135,19 +144,17 @@ class Controller:
         self.environments = environments
         self.queues = queues
         self.cluster = cluster
-        self.overhead = NodeOverhead(
-            max_pods=settings.max_pods,
-            vm_memory_overhead_percent=settings.vm_memory_overhead_percent,
-            eviction_memory_mib=settings.eviction_memory_mib,
-            daemonset=_resources(settings.daemonset_cpu, settings.daemonset_memory),
-        )
+        self.overhead = settings.node_overhead()
         self.ready = False
         self._wake = asyncio.Event()
         self._m = _Memory()
         self.events = EventRecorder(client, FIELD_MANAGER)
 
-    def poke(self, *_: object) -> None:
-        self._wake.set()
+    def poke(self, event: kube.Event[Any] | None = None) -> None:
+        """Run a pass now; not for an event that changes nothing the pass reads (as
+        the status this daemon just wrote coming back)."""
+        if event is None or event.old != event.new:
+            self._wake.set()
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -156,6 +163,7 @@ class Controller:
         if self._leading is not None and not self._leading.is_set():
             await self._leading.wait()
             self._m.listed_at = -1e18  # take over from a fresh view of EC2
+            self._m.status.clear()  # another leader wrote meanwhile: write it afresh
 
     async def run(self) -> None:
         for reflector in (self.nodes, self.pods, self.environments, self.queues):
@@ -207,7 +215,9 @@ class Controller:
         pending = self._pending_pods()
         sleep = min(self.s.resync_seconds, 5.0)
         plan_ready, wait = self._batch_ready(pending, mono)
-        pending_by_env: dict[str, int] = {}
+        # Counted every pass, so that status and metrics never show pods that are gone;
+        # a plan then adds the pods that later environments must take.
+        pending_by_env = routed_pods(pending)
         if plan_ready:
             started = time.perf_counter()
             plan = plan_launches(views, pending, self._room(ours, live))
@@ -720,7 +730,8 @@ class Controller:
             return
         self._m.listed_at = -1e18  # re-list on the next pass
         metrics.TERMINATIONS.labels(env, reason).inc()
-        if node is not None:
+        # (Else garbage collection deletes the node once its pods are ended.)
+        if node is not None and await self._end_pods(iid, node, env, "shutting-down"):
             await self.client.delete(kube.NODES, node)
         log.info(
             "terminated",
@@ -760,10 +771,52 @@ class Controller:
             env = self._m.instances[iid].environment
             await self._terminate(iid, None, env, REGISTRATION_TIMEOUT, "never became a node")
         for name in garbage.delete_nodes:
-            env = self._m.instances[by_node[name]].environment
-            await self.client.delete(kube.NODES, name)
+            instance = self._m.instances[by_node[name]]
+            await self._instance_gone(
+                instance.instance_id, name, instance.environment, instance.state
+            )
+
+    async def _instance_gone(self, iid: str, node: str, env: str, state: str) -> None:
+        """The instance of one of our nodes is going (EC2 said so in a notice, or in its
+        list): its pods are ended now, and its node deleted unless the instance is only
+        stopping (it may start again, with its node)."""
+        if not await self._end_pods(iid, node, env, state) or state in LIVE_STATES:
+            return
+        if await self.client.delete(kube.NODES, node) is not None:
             metrics.TERMINATIONS.labels(env, INSTANCE_GONE).inc()
-            log.info("deleted node of a gone instance", node=name, instance=by_node[name])
+            log.info("deleted node of a gone instance", node=node, instance=iid, state=state)
+
+    async def _end_pods(self, iid: str, node: str, env: str, state: str) -> bool:
+        """Fail and delete the pods bound to `node`, whose instance is going, as PodGC
+        would (ebb/nodeloss.py) but without its 40 s wait: their attempts end now, as
+        host terminations naming `iid`, and the Job controller replaces them. False if
+        some could not be ended (the caller keeps the node, and tries again later)."""
+        pods = [p for p in self.pods.store.by_index("node", node) if p.active]
+        if not pods:
+            return True
+        message = lost_message(iid, node, state)
+        at = _iso(time.time())
+        results = await asyncio.gather(
+            *(end_lost_pod(self.client, p, message, at) for p in pods),
+            return_exceptions=True,
+        )
+        errors = [str(r) for r in results if isinstance(r, BaseException)]
+        ended = [p.key for p, r in zip(pods, results, strict=True) if r is True]
+        metrics.LOST_PODS.labels(env).inc(len(ended))
+        log.info("ended the pods of a lost node", instance=iid, node=node, state=state, pods=ended)
+        if ended:
+            record = self.environments.store.get(env)
+            if record is not None:
+                self._event(
+                    record.spec,
+                    "PodsLost",
+                    f"{iid} ({node}) is {state}: {len(ended)} pod(s) on it failed "
+                    "(DisruptionTarget) and deleted",
+                    warning=True,
+                )
+        if errors:
+            log.warning("ending pods of a lost node failed; will retry", node=node, errors=errors)
+        return not errors
 
     # --- catalog refresh --------------------------------------------------------------------
 
@@ -849,6 +902,11 @@ class Controller:
                 )
         elif notice.kind == STATE_CHANGE and notice.state in GOING_STATES:
             log.info("instance going away", instance=notice.instance_id, state=notice.state)
+            ours = self._our_nodes().get(notice.instance_id)
+            if ours is not None:
+                await self._instance_gone(
+                    notice.instance_id, ours.name, ours.compute_environment or "", notice.state
+                )
         self.poke()
 
     # --- status, events, metrics -----------------------------------------------------------
@@ -861,6 +919,11 @@ class Controller:
         pending: Mapping[str, int],
     ) -> None:
         self._count_instances(live)
+        for gone in self._m.published - views.keys():  # deleted environments
+            for gauge in metrics.PER_ENVIRONMENT:
+                gauge.remove(gone)
+            self._m.published.discard(gone)
+            self._m.status.pop(gone, None)
         for name, view in views.items():
             mine = [i for i in live.values() if i.environment == name]
             nodes = [ours[i.instance_id] for i in mine if i.instance_id in ours]
@@ -882,9 +945,7 @@ class Controller:
                 "desiredvCpus": desired,
                 "currentvCpus": current,
                 "nodes": len(nodes),
-                "pendingPods": pending.get(
-                    name, self._m.status.get(name, {}).get("pendingPods", 0)
-                ),
+                "pendingPods": pending.get(name, 0),
                 "observedGeneration": view.spec.generation,
                 "unavailableOfferings": unavailable,
                 "lastLaunchError": self._m.launch_errors.get(name, ""),
@@ -893,6 +954,7 @@ class Controller:
             self._resource_metrics(name, mine, nodes)
             metrics.NODES.labels(name).set(len(nodes))
             metrics.PENDING_PODS.labels(name).set(status["pendingPods"])
+            self._m.published.add(name)
             if self._m.status.get(name) == status:
                 continue
             old = self._m.status.get(name, {})
@@ -964,10 +1026,6 @@ def _draining_reason(node: NodeInfo) -> str | None:
 def _vcpus(catalog: Catalog, instance_type: str | None) -> int:
     t = catalog.get(instance_type or "")
     return t.vcpus if t else 0
-
-
-def _resources(cpu: str, memory: str) -> Resources:
-    return Resources(cpu_millis(cpu or "0"), memory_bytes(memory or "0"), 0)
 
 
 def _iso(epoch: float) -> str:

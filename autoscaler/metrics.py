@@ -54,6 +54,19 @@ COST = Gauge(
     ["compute_environment"],
 )
 NODES = Gauge("ebb_autoscaler_nodes", "Nodes per compute environment.", ["compute_environment"])
+# The gauges labelled by compute environment alone: a deleted environment's are removed.
+PER_ENVIRONMENT = (
+    PENDING_PODS,
+    DESIRED_VCPUS,
+    PROVISIONED_VCPUS,
+    PROVISIONED_MEMORY,
+    PROVISIONED_GPUS,
+    REQUESTED_VCPUS,
+    REQUESTED_MEMORY,
+    REQUESTED_GPUS,
+    COST,
+    NODES,
+)
 LAUNCHES = Counter(
     "ebb_autoscaler_launches_total",
     "Instances launched, by why.",
@@ -93,4 +106,9 @@ EC2_RETRIES = Counter(
 NOTICES_DROPPED = Counter(
     "ebb_autoscaler_notices_dropped_total",
     "SQS messages dropped because they are not EC2 notices Ebb reads (each is logged).",
+)
+LOST_PODS = Counter(
+    "ebb_autoscaler_lost_pods_total",
+    "Pods failed (DisruptionTarget) and deleted because their node's instance went away.",
+    ["compute_environment"],
 )

@@ -28,7 +28,7 @@ GPU pods only go to types with NVIDIA GPUs; CPU pods never go to types with GPUs
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ebb.catalog import UNKNOWN_BUCKET, InstanceType
@@ -147,10 +147,7 @@ def plan_launches(
     room: Sequence[Room] = (),
 ) -> LaunchPlan:
     groups = _group(pods)
-    pending: dict[str, int] = {}
-    for g in groups:
-        if g.environments:
-            pending[g.environments[0]] = pending.get(g.environments[0], 0) + len(g.keys)
+    pending = routed_pods(pods)
     on_existing, awaited = _use_existing_room(groups, room)
     waiting: dict[str, str] = {}
     launches: list[Launch] = []
@@ -180,6 +177,16 @@ def plan_launches(
     for env in environments.values():
         launches.extend(_keep_min_vcpus(env, used.get(env.name, (0, 0))[0]))
     return LaunchPlan(tuple(launches), on_existing, waiting, pending, awaited)
+
+
+def routed_pods(pods: Iterable[PendingPod]) -> dict[str, int]:
+    """Pending pods by the first compute environment of their queue: what is waiting
+    there before a plan says which pods the later environments must take."""
+    out: dict[str, int] = {}
+    for pod in pods:
+        if pod.environments:
+            out[pod.environments[0]] = out.get(pod.environments[0], 0) + 1
+    return out
 
 
 def _group(pods: Sequence[PendingPod]) -> list[_Group]:

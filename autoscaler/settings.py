@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ebb.catalog import NodeOverheadSettings
 from ebb.settings import setting
 
 
 @dataclass(frozen=True)
-class AutoscalerSettings:
+class AutoscalerSettings(NodeOverheadSettings):
     """Ebb autoscaler daemon: launches and terminates EC2 capacity for batch pods."""
 
     kubeconfig: str = setting("", "Kubeconfig to use; empty: in-cluster service account.")
@@ -74,11 +75,3 @@ class AutoscalerSettings:
         "How often to refresh instance specs and prices from EC2 and the Price List API "
         "(0: never; use the shipped snapshot, as with moto, whose prices are placeholders).",
     )
-    max_pods: int = setting(110, "Pods per node (kubelet maxPods, passed in user data).")
-    vm_memory_overhead_percent: float = setting(
-        7.5, "Share of an instance's memory the hypervisor and kernel keep."
-    )
-    eviction_memory_mib: int = setting(100, "Kubelet hard eviction threshold (memory, MiB).")
-    daemonset_cpu: str = setting("150m", "CPU requests of the DaemonSet pods on every node.")
-    daemonset_memory: str = setting("200Mi", "Memory requests of the DaemonSet pods.")
-    daemonset_pods: int = setting(3, "Number of DaemonSet pods on every node.")

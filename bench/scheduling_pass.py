@@ -17,9 +17,10 @@ import time
 from typing import Any
 from unittest import mock
 
-from ebb.model import JobQueue, SchedulingPolicy, ShareWeight
-from ebb.resources import Resources
-from extender.jobs.admission import CapacityLimit, QueueView, admit
+from ebb.catalog import NodeOverhead, shipped_catalog
+from ebb.model import ComputeEnvironment, JobQueue, SchedulingPolicy, ShareWeight
+from extender.jobs.admission import QueueView, admit
+from extender.jobs.capacity import capacity_limits
 from extender.jobs.reconcile import Snapshot, reconcile
 from extender.jobs.snapshot import job_from_raw
 
@@ -81,7 +82,15 @@ def build(jobs: int) -> Snapshot:
         )
         for q in range(QUEUES)
     }
-    capacity = {f"ce{c}": CapacityLimit(Resources(2_000_000, 2**50, 0)) for c in range(CES)}
+    # As the daemon builds them: managed environments of the shipped catalog's types.
+    capacity = capacity_limits(
+        (
+            ComputeEnvironment(f"ce{c}", "EC2", max_vcpus=2000, instance_types=("optimal",))
+            for c in range(CES)
+        ),
+        shipped_catalog(),
+        NodeOverhead(),
+    )
     infos = {}
     for i in range(jobs + 2000):
         info = job_from_raw(raw_job(i, i % QUEUES, admitted=i >= jobs))

@@ -18,7 +18,8 @@ from importlib import resources
 from typing import Final
 
 from ebb import keys
-from ebb.resources import MIB, ZERO, Resources
+from ebb.resources import MIB, ZERO, Resources, cpu_millis, memory_bytes
+from ebb.settings import setting
 
 X86_64: Final = "x86_64"
 ARM64: Final = "arm64"
@@ -205,6 +206,12 @@ class NodeOverhead:
     vm_memory_overhead_percent: float = 7.5
     eviction_memory_mib: int = 100
     daemonset: Resources = ZERO
+    daemonset_pods: int = 0
+
+    @property
+    def pod_slots(self) -> int:
+        """Pods of jobs a node takes besides its DaemonSet pods."""
+        return self.max_pods - self.daemonset_pods
 
     def capacity(self, t: InstanceType) -> Resources:
         lost = math.ceil(t.memory_mib * self.vm_memory_overhead_percent / 100)
@@ -223,3 +230,31 @@ class NodeOverhead:
 
     def usable(self, t: InstanceType) -> Resources:
         return self.allocatable(t) - self.daemonset
+
+
+@dataclass(frozen=True)
+class NodeOverheadSettings:
+    """The settings of the node overhead model, declared once for every daemon that sizes
+    nodes: the scheduler (what admission thinks a node holds), the autoscaler (what it
+    launches for, and tells the kubelet) and the local bridge (what a node offers) must
+    agree, or admission admits pods that no launched node can hold."""
+
+    max_pods: int = setting(110, "Pods per node (kubelet maxPods, passed in user data).")
+    vm_memory_overhead_percent: float = setting(
+        7.5, "Share of an instance's memory the hypervisor and kernel keep."
+    )
+    eviction_memory_mib: int = setting(100, "Kubelet hard eviction threshold (memory, MiB).")
+    daemonset_cpu: str = setting("150m", "CPU requests of the DaemonSet pods on every node.")
+    daemonset_memory: str = setting("200Mi", "Memory requests of the DaemonSet pods.")
+    daemonset_pods: int = setting(3, "Number of DaemonSet pods on every node.")
+
+    def node_overhead(self) -> NodeOverhead:
+        return NodeOverhead(
+            max_pods=self.max_pods,
+            vm_memory_overhead_percent=self.vm_memory_overhead_percent,
+            eviction_memory_mib=self.eviction_memory_mib,
+            daemonset=Resources(
+                cpu_millis(self.daemonset_cpu or "0"), memory_bytes(self.daemonset_memory or "0"), 0
+            ),
+            daemonset_pods=self.daemonset_pods,
+        )

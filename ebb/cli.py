@@ -88,7 +88,7 @@ class Cli:
                     spec["priority"],
                     spec.get("schedulingPolicy") or "-",
                     ces,
-                    *(counts.get(s, 0) for s in STATES),
+                    *(counts.get(s, "-") for s in STATES),
                     status.get("status", ""),
                 ]
             )
@@ -112,10 +112,10 @@ class Cli:
                     status.get("status", "-"),
                     spec.get("minvCpus", 0),
                     spec["maxvCpus"],
-                    status.get("desiredvCpus", 0),
-                    status.get("currentvCpus", 0),
-                    status.get("nodes", 0),
-                    status.get("pendingPods", 0),
+                    *(
+                        status.get(field, "-")
+                        for field in ("desiredvCpus", "currentvCpus", "nodes", "pendingPods")
+                    ),
                     (status.get("statusReason") or "")[:60],
                 ]
             )
@@ -317,6 +317,10 @@ class Cli:
         if raw is None:
             return
         status = raw.get("status") or {}
+        if "desiredvCpus" not in status:
+            unmanaged = raw["spec"].get("type") == "UNMANAGED"
+            add(1, f"autoscaler, {ce}: " + ("UNMANAGED" if unmanaged else "nothing published yet"))
+            return
         add(
             1,
             f"autoscaler, {ce}: desired {status.get('desiredvCpus', 0)} / current "

@@ -36,6 +36,30 @@ N_TO_N_GATE: Final = "ebb.dev/n-to-n"
 ATTEMPTS: Final = "ebb.dev/attempts"
 ARRAY_STATUS: Final = "ebb.dev/array-status"
 
+# Every ebb.dev/ key a Job may carry (the webhook warns about any other: a misspelt key
+# would otherwise be ignored without a word).
+JOB_LABELS: Final = frozenset({QUEUE_LABEL, SHARE_LABEL})
+JOB_ANNOTATIONS: Final = frozenset(
+    {
+        DEPENDS_ON,
+        SCHEDULING_PRIORITY,
+        RETRY_STRATEGY,
+        TIMEOUT_SECONDS,
+        CANCEL,
+        TERMINATE,
+        CAPACITY_TYPE_PREFERENCE,
+        ARRAY_DEPENDENCY,
+        STATE,
+        REASON,
+        REASON_CODE,
+        STATE_SINCE,
+        ADMITTED_AT,
+        REQUESTED_PARALLELISM,
+        ATTEMPTS,
+        ARRAY_STATUS,
+    }
+)
+
 # Nodes.
 COMPUTE_ENVIRONMENT_LABEL: Final = "ebb.dev/compute-environment"
 CAPACITY_TYPE_LABEL: Final = "ebb.dev/capacity-type"

@@ -307,6 +307,7 @@ class PodInfo:
     finished: str | None
     reason: str  # pod status reason (DeadlineExceeded, ...)
     exits: tuple[ContainerExit, ...] = ()
+    disrupted_at: str | None = None  # when DisruptionTarget became True
     labels: tuple[tuple[str, str], ...] = field(default=(), compare=False)
     tolerates_batch_taint: bool = False
     capacity_type_preference: str | None = None
@@ -385,6 +386,9 @@ def pod_from_raw(raw: Raw) -> PodInfo:
         finished=finished or None,
         reason=str(status.get("reason", "")),
         exits=tuple(exits),
+        disrupted_at=disruption.get("lastTransitionTime")
+        if disruption.get("status") == "True"
+        else None,
         labels=tuple(sorted(labels.items())),
         tolerates_batch_taint=any(
             t.get("key") == keys.BATCH_NODE_TAINT

@@ -17,7 +17,6 @@ from aiohttp import web
 
 from ebb import kube, tls
 from ebb.background import Background
-from ebb.catalog import NodeOverhead
 from ebb.leader import LeaderElector
 from ebb.model import (
     ComputeEnvironment,
@@ -31,7 +30,6 @@ from ebb.model import (
     pod_from_raw,
     scheduling_policy_from_raw,
 )
-from ebb.resources import Resources, cpu_millis, memory_bytes
 from ebb.server import MAX_BODY_BYTES, add_ops_routes
 from extender import webhook
 from extender.jobs.controller import ControllerSettings, JobController
@@ -145,14 +143,7 @@ def _job_controller(
                 write_concurrency=settings.write_concurrency,
                 reason_refresh_seconds=settings.reason_refresh_seconds,
                 silence_timeout=settings.watch_silence_timeout,
-                overhead=NodeOverhead(
-                    max_pods=settings.max_pods,
-                    daemonset=Resources(
-                        cpu_millis(settings.daemonset_cpu),
-                        memory_bytes(settings.daemonset_memory),
-                        0,
-                    ),
-                ),
+                overhead=settings.node_overhead(),
             ),
             leading=leader.leading if leader else None,
         )

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ebb.catalog import NodeOverheadSettings
 from ebb.settings import setting
 
 
 @dataclass(frozen=True)
-class SchedulerSettings:
+class SchedulerSettings(NodeOverheadSettings):
     """Ebb scheduler daemon: job queues, admission, webhook and scheduler extender."""
 
     kubeconfig: str = setting("", "Kubeconfig to use; empty: in-cluster service account.")
@@ -55,11 +56,6 @@ class SchedulerSettings:
     )
     leader_election_namespace: str = setting("ebb-system", "Namespace of the leader Lease.")
     identity: str = setting("", "This replica's name in the Lease (default: host name and PID).")
-    # The node overhead model: must match the autoscaler's, so that what admission
-    # thinks fits an instance type is what the autoscaler can launch for.
-    max_pods: int = setting(110, "Pods per node (kubelet maxPods).")
-    daemonset_cpu: str = setting("150m", "CPU requests of the DaemonSet pods on every node.")
-    daemonset_memory: str = setting("200Mi", "Memory requests of the DaemonSet pods.")
     log_level: str = setting("info", "Log level.", choices=("debug", "info", "warning", "error"))
     log_json: bool = setting(True, "Log one JSON object per line (false: human-readable).")
     watch_silence_timeout: float = setting(

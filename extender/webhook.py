@@ -2,7 +2,8 @@
 
 For a Job labelled `ebb.dev/queue` it rejects what can never work — an unknown or
 DISABLED queue, a malformed Ebb annotation, a dependency cycle, a pod bigger than any
-compute environment of the queue — with a message naming the field and the limit.
+compute environment of the queue can hold — with a message naming the field and the
+limit or the largest node; it warns about `ebb.dev/` keys it does not know.
 It then makes the Job Ebb's: suspended (so no pod exists before admission), tolerating
 the batch taint, its pod template stamped with the queue, share and job-id labels,
 its timeout and retry strategy translated, array children given
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import difflib
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -179,25 +181,52 @@ def _check_resources(
     known = [capacity[ce] for ce in queue.compute_environments if ce in capacity]
     if not known or any(c.holds_pod(request) for c in known):
         return
-    field = "spec.template.spec.containers[].resources.requests"
+    field = "spec.template.spec.containers[].resources"
     limits = [(ce, capacity[ce].limit) for ce in queue.compute_environments if ce in capacity]
     best = max(limits, key=lambda item: item[1].cpu_milli)
     if request.gpu and all(request.gpu > limit.gpu for _, limit in limits):
         raise Rejected(
-            f"{field}[{keys.GPU_RESOURCE}]: {request.gpu} GPUs per pod, but no compute "
+            f"{field}.requests[{keys.GPU_RESOURCE}]: {request.gpu} GPUs per pod, but no compute "
             f"environment of queue {queue.name} allows that many"
         )
-    if not any(request.fits_in(limit) for _, limit in limits):
+    if all(request.cpu_milli > limit.cpu_milli for _, limit in limits):
         raise Rejected(
-            f"{field}.cpu: {request.vcpus:g} vCPUs per pod exceeds the largest compute "
+            f"{field}.requests.cpu: {request.vcpus:g} vCPUs per pod exceeds the largest compute "
             f"environment of queue {queue.name} ({best[0]}: maxvCpus "
             f"{best[1].cpu_milli // 1000})"
         )
-    kind = "GPU" if request.gpu else "CPU-only"
-    raise Rejected(
-        f"{field}: {request} per pod fits no {kind} instance type that the compute "
-        f"environments of queue {queue.name} may launch (after node overhead)"
-    )
+    # Name the resource that does not fit, and the largest node (or limit) for it.
+    why = [capacity[ce].unfit(ce, request) for ce in queue.compute_environments if ce in capacity]
+    raise Rejected(f"{field}." + "; ".join(w for w in why if w))
+
+
+def unknown_key_warnings(job: Json, old: Json | None = None) -> list[str]:
+    """A warning for each ebb.dev/ label or annotation Ebb does not know (new in this
+    write), naming the closest known key: Ebb ignores such keys, so a misspelt retry
+    strategy would otherwise run the Job without one, silently."""
+    meta, old_meta = job.get("metadata") or {}, (old or {}).get("metadata") or {}
+    warnings = []
+    for part, known, other in (
+        ("labels", keys.JOB_LABELS, keys.JOB_ANNOTATIONS),
+        ("annotations", keys.JOB_ANNOTATIONS, keys.JOB_LABELS),
+    ):
+        entries, before = meta.get(part) or {}, old_meta.get(part) or {}
+        for key in sorted(entries):
+            if (
+                not key.startswith(f"{keys.GROUP}/")
+                or key in known
+                or before.get(key) == entries[key]
+            ):
+                continue
+            where = f"metadata.{part}[{key}]"
+            if key in other:
+                kind = "an annotation" if part == "labels" else "a label"
+                warnings.append(f"{where}: Ebb reads {key} as {kind}, not here; ignored")
+                continue
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            warnings.append(f"{where}: not a key Ebb knows; ignored{hint}")
+    return warnings
 
 
 def validate_update(old: Json, new: Json, username: str, ctx: WebhookContext) -> None:
@@ -308,8 +337,16 @@ def json_patch(before: Json, after: Json) -> list[Json]:
 # --- AdmissionReview over HTTP --------------------------------------------------------
 
 
-def _response(uid: str, allowed: bool, message: str = "", patch: list[Json] | None = None) -> Json:
+def _response(
+    uid: str,
+    allowed: bool,
+    message: str = "",
+    patch: list[Json] | None = None,
+    warnings: list[str] | None = None,
+) -> Json:
     response: Json = {"uid": uid, "allowed": allowed}
+    if warnings:
+        response["warnings"] = warnings
     if not allowed:
         response["status"] = {"code": 422, "reason": "Invalid", "message": message}
     if patch:
@@ -366,6 +403,8 @@ def review(body: Json, ctx: WebhookContext, *, mutating: bool) -> Json:
                 username = user.get("username", "") if isinstance(user, dict) else ""
                 old = _job_object(request.get("oldObject"), "oldObject")
                 validate_update(old, job, str(username), ctx)
+                REVIEWS.labels(name, "allowed").inc()
+                return _response(uid, True, warnings=unknown_key_warnings(job, old))
             REVIEWS.labels(name, "allowed").inc()
             return _response(uid, True)
         job_spec = validate_new_job(job, ctx)
@@ -381,7 +420,12 @@ def review(body: Json, ctx: WebhookContext, *, mutating: bool) -> Json:
     REVIEWS.labels(name, "allowed").inc()
     if not mutating:
         return _response(uid, True)
-    return _response(uid, True, patch=json_patch(job, mutate(job, job_spec, ctx.scheduler_name)))
+    return _response(
+        uid,
+        True,
+        patch=json_patch(job, mutate(job, job_spec, ctx.scheduler_name)),
+        warnings=unknown_key_warnings(job),
+    )
 
 
 _PREFETCH_LIMIT = 500

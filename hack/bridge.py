@@ -7,8 +7,15 @@ An instance of this cluster that has been running for --boot-seconds becomes a K
 named by its private DNS name, providerID aws:///<zone>/<instance-id>, the labels and
 taints its user data asks the kubelet for (as a real node would read them), the
 standard instance-type and zone labels, and capacity and allocatable from Ebb's
-catalog and overhead model. A node whose instance is terminated is deleted (the real
-pod GC then fails its pods with DisruptionTarget).
+catalog and overhead model.
+
+An instance that goes away takes its kubelet with it, and KWOK (which would go on
+running the node's pods to completion) must not outlive it: --node-loss-seconds after
+EC2 reports the instance going, the bridge fails the node's pods with DisruptionTarget
+and deletes them, as PodGC would (ebb/nodeloss.py), then deletes the node, as the
+cloud's node lifecycle controller would. Ebb's autoscaler does both at once when it
+hears of the instance (its SQS notice or its EC2 listing), so the bridge only catches
+what the autoscaler does not own; the real cloud and PodGC take a minute or more.
 """
 
 from __future__ import annotations
@@ -29,7 +36,9 @@ import structlog
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ebb import keys, kube, logs
-from ebb.catalog import NodeOverhead, shipped_catalog
+from ebb.catalog import NodeOverheadSettings, shipped_catalog
+from ebb.model import pod_from_raw
+from ebb.nodeloss import end_lost_pod
 from ebb.resources import MIB
 from ebb.settings import load, setting
 
@@ -38,7 +47,7 @@ GOING = ("shutting-down", "terminated", "stopping", "stopped")
 
 
 @dataclass(frozen=True)
-class BridgeSettings:
+class BridgeSettings(NodeOverheadSettings):
     """Turn this cluster's moto instances into KWOK nodes, and back."""
 
     kubeconfig: str = setting("", "Kubeconfig of the local cluster.")
@@ -46,8 +55,10 @@ class BridgeSettings:
     region: str = setting("us-east-1", "AWS region.")
     cluster_name: str = setting("ebb", "Only instances tagged ebb.dev/cluster=<this>.")
     boot_seconds: float = setting(2.0, "Seconds from launch until an instance is a node.")
+    node_loss_seconds: float = setting(
+        3.0, "Seconds from an instance going away until its node's pods and node are removed."
+    )
     poll_seconds: float = setting(0.5, "How often to look at EC2.")
-    max_pods: int = setting(110, "Pods per node (as the autoscaler's user data says).")
     log_level: str = setting("info", "Log level.")
 
 
@@ -76,8 +87,9 @@ class Bridge:
         )
         self.ec2 = session.client("ec2", endpoint_url=settings.aws_endpoint_url)
         self.catalog = shipped_catalog()
-        self.overhead = NodeOverhead(max_pods=settings.max_pods)
+        self.overhead = settings.node_overhead()
         self.nodes: dict[str, str] = {}  # instance id -> node name
+        self.going_since: dict[str, float] = {}  # instance id -> when EC2 said it goes
 
     def _instances(self) -> list[dict[str, Any]]:
         pages = self.ec2.get_paginator("describe_instances").paginate(
@@ -96,18 +108,31 @@ class Bridge:
         known = {raw["InstanceId"] for raw in instances}
         for iid in [i for i in self.nodes if i not in known]:
             # EC2 has never heard of it (a restarted moto): the cloud would delete it.
-            await self.client.delete(kube.NODES, self.nodes.pop(iid))
+            await self._node_lost(iid)
+        self.going_since = {i: t for i, t in self.going_since.items() if i in known}
         for raw in instances:
             iid, state = raw["InstanceId"], raw["State"]["Name"]
             if state in GOING:
-                if iid in self.nodes:
-                    name = self.nodes.pop(iid)
-                    await self.client.delete(kube.NODES, name)
-                    log.info("instance gone; node deleted", instance=iid, node=name)
+                since = self.going_since.setdefault(iid, now)
+                if iid in self.nodes and now - since >= self.s.node_loss_seconds:
+                    await self._node_lost(iid)
                 continue
             booted = now - raw["LaunchTime"].timestamp() >= self.s.boot_seconds
             if state == "running" and booted and iid not in self.nodes:
                 await self._register(raw)
+
+    async def _node_lost(self, iid: str) -> None:
+        name = self.nodes[iid]
+        listed = await self.client.list(kube.PODS, field_selector=f"spec.nodeName={name}")
+        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        message = "PodGC: node no longer exists (the local stand-in for PodGC: hack/bridge.py)"
+        pods = [pod_from_raw(raw) for raw in listed.items]
+        pods = [p for p in pods if p.phase not in ("Succeeded", "Failed")]
+        for pod in pods:
+            await end_lost_pod(self.client, pod, message, at)
+        await self.client.delete(kube.NODES, name)
+        del self.nodes[iid]
+        log.info("instance gone; pods and node deleted", instance=iid, node=name, pods=len(pods))
 
     async def _register(self, raw: dict[str, Any]) -> None:
         iid, zone = raw["InstanceId"], raw["Placement"]["AvailabilityZone"]

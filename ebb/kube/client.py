@@ -250,10 +250,15 @@ class KubeClient:
         *,
         propagation: str = "Background",
         grace_period_seconds: int | None = None,
+        uid: str | None = None,
     ) -> Json | None:
+        """None when there was nothing to delete. With `uid`, only that object (another
+        of the same name: 409 Conflict)."""
         options: Json = {"propagationPolicy": propagation}
         if grace_period_seconds is not None:
             options["gracePeriodSeconds"] = grace_period_seconds
+        if uid is not None:
+            options["preconditions"] = {"uid": uid}
         try:
             return await self.request("DELETE", res.path(namespace, name), body=options)
         except ApiError as exc:

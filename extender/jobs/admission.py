@@ -7,11 +7,15 @@ returns grants (pods per job) and a reason for every job left waiting. No I/O.
 The rules, in order:
 
 1. Capacity. Each compute environment (CE) holds at most its limit (maxvCpus, and
-   GPU/memory limits) of admitted pods' requests. Pods already bound to a node count
-   against that node's CE; admitted pods not yet bound are counted against the first
-   CE in their queue's order with room (as the extender will place them), pods of the
-   same queue and request together, the group with the oldest job first. DISABLED,
-   INVALID or missing CEs hold nothing.
+   GPU/memory limits) of admitted pods' requests; a managed CE's maxvCpus counts the
+   vCPUs of the instances it may launch, so a pod takes the share of an instance it
+   takes on the type within maxvCpus that packs its shape densest (node overhead
+   included), and a pod no such type holds is never admitted (`CapacityLimit`).
+   Pods already bound to a node count against that node's CE; admitted pods not yet
+   bound are counted against the first CE in their queue's order with room (as the
+   extender will place them), pods of the same queue and request together, the group
+   with the oldest job first — unless no node of those CEs can hold them (a CE changed
+   since): they hold nothing. DISABLED, INVALID or missing CEs hold nothing.
 2. Queue priority. Queues are served highest `priority` first; queues of equal
    priority take turns, one job each.
 3. Order within a queue. FIFO by creation time, unless the queue has a scheduling
@@ -32,12 +36,13 @@ The rules, in order:
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 
+from ebb import keys
 from ebb.model import SchedulingPolicy
-from ebb.resources import Resources, fmt_cpu
+from ebb.resources import Resources, fmt_cpu, fmt_memory
 from extender.jobs import fairshare
 from extender.jobs.lifecycle import Code, State, Status
 
@@ -52,23 +57,130 @@ _FIFO = attrgetter("submitted", "key")
 
 
 @dataclass(frozen=True, slots=True)
+class NodeShape:
+    """One instance type a CE may launch, as admission weighs it: its vCPUs (what
+    maxvCpus counts) and what pods can use on it (after the node overhead)."""
+
+    name: str
+    vcpus: int
+    usable: Resources
+    pod_slots: int
+
+    def holds(self, request: Resources) -> int:
+        """How many pods of `request` one such node holds (GPU pods on GPU types only)."""
+        if (self.usable.gpu > 0) != (request.gpu > 0):
+            return 0
+        n = self.pod_slots
+        for need, have in (
+            (request.cpu_milli, self.usable.cpu_milli),
+            (request.memory, self.usable.memory),
+            (request.gpu, self.usable.gpu),
+        ):
+            if need:
+                n = min(n, have // need)
+        return max(n, 0)
+
+
+@dataclass(frozen=True, slots=True)
 class CapacityLimit:
     """What a CE may hold; `unavailable` says why it holds nothing (disabled, ...).
-    `shapes`: what one node of each type it may launch offers pods (empty: unknown)."""
+    `nodes`: the instance types it may launch (None: unknown). With `counts_instances`
+    (a managed CE: maxvCpus counts the vCPUs of the instances it launches, as in AWS
+    Batch) `nodes` only has types within maxvCpus, and a pod takes the share of an
+    instance it takes on the type that packs its shape densest — so the pods admitted
+    are pods that nodes within maxvCpus can hold, node overhead included."""
 
     limit: Resources
     unavailable: str | None = None
-    shapes: tuple[Resources, ...] = ()
+    nodes: tuple[NodeShape, ...] | None = None
+    counts_instances: bool = False
 
     def holds_pod(self, request: Resources) -> bool:
-        """Could one pod of `request` ever run here (GPU pods on GPU types only)?"""
-        if not request.fits_in(self.limit):
-            return False
-        if not self.shapes:
-            return True
-        return any(
-            request.fits_in(shape) and (shape.gpu > 0) == (request.gpu > 0) for shape in self.shapes
+        """Could one pod of `request` ever run here?"""
+        return request.fits_in(self.limit) and self.node_holds(request)
+
+    def node_holds(self, request: Resources) -> bool:
+        """Could a node of this CE hold one pod of `request` (True if the types are unknown)?"""
+        return self.nodes is None or any(node.holds(request) for node in self.nodes)
+
+    def pod_cost(self, request: Resources) -> tuple[int, int]:
+        """What one pod of `request` uses up of maxvCpus, in millicores, and how many pods
+        that count over-admits (see below).
+
+        Not counting instances: its CPU request, and none. Counting instances: the vCPUs of
+        the type that packs its shape densest over the pods one holds (rounded down, so k
+        pods of a type holding k fit exactly its vCPUs); and, since maxvCpus that are not
+        a multiple of that type's vCPUs leave a remainder only smaller, less dense types
+        fill, the pods this share over-counts in a CE of only such pods — the densest
+        type's instances, then the next type's in what is left, and so on: admission
+        keeps that many back, so a CE of one shape is admitted exactly what its whole
+        instances hold."""
+        if not self.counts_instances or self.nodes is None:
+            return request.cpu_milli, 0
+        packing = sorted(
+            ((node.vcpus * 1000, n) for node in self.nodes if (n := node.holds(request))),
+            key=lambda p: (p[0] / p[1], p[0]),
         )
+        if not packing:
+            return request.cpu_milli, 0
+        cost = packing[0][0] // packing[0][1]
+        room, whole = self.limit.cpu_milli, 0
+        for milli, held in packing:
+            whole += room // milli * held
+            room %= milli
+        return cost, self.limit.cpu_milli // cost - whole
+
+    def unfit(self, name: str, request: Resources) -> str | None:
+        """Why this CE (`name`) can never run a pod of `request` — the resource that does
+        not fit and the largest node (or the limit) for it — or None if it can."""
+        if self.holds_pod(request):
+            return None
+        return self.misfit(name, request) or self._over_limit(name, request)
+
+    def misfit(self, name: str, request: Resources) -> str | None:
+        """Which resource of `request` no node of this CE (`name`) can hold, naming the
+        largest node for it (None: some node holds it, or the types are unknown)."""
+        if self.nodes is None or self.node_holds(request):
+            return None
+        where = f"compute environment {name}"
+        if self.counts_instances:
+            where += f" within maxvCpus {self.limit.cpu_milli // 1000}"
+        kind = [n for n in self.nodes if (n.usable.gpu > 0) == (request.gpu > 0)]
+        if not kind:
+            if request.gpu:
+                return f"requests.{keys.GPU_RESOURCE}: {where} has no instance type with GPUs"
+            if self.nodes:
+                return f"requests: {where} has only GPU instance types (for GPU pods only)"
+            return f"requests: {where} has no instance type"
+        for path, attribute, render in _FIT_ORDER:
+            need = getattr(request, attribute)
+            largest = max(kind, key=lambda n: (getattr(n.usable, attribute), n.vcpus))
+            have = getattr(largest.usable, attribute)
+            if need > have:
+                return (
+                    f"{path} {render(need)} exceeds what any node of {where} can hold: "
+                    f"{largest.name} has {render(have)} usable"
+                )
+        largest = max(kind, key=lambda n: (n.usable.cpu_milli, n.usable.memory))
+        return f"requests: no node of {where} holds {request}: {largest.name} has {largest.usable}"
+
+    def _over_limit(self, name: str, request: Resources) -> str:
+        for path, attribute, render in _FIT_ORDER:
+            need, limit = getattr(request, attribute), getattr(self.limit, attribute)
+            if need > limit:
+                return (
+                    f"{path} {render(need)} exceeds compute environment {name}'s limit "
+                    f"of {render(limit)}"
+                )
+        return f"requests: compute environment {name} cannot hold {request}"
+
+
+# Scarcest first: a pod too big in GPUs or memory is named for that, not for its CPUs.
+_FIT_ORDER: tuple[tuple[str, str, Callable[[int], str]], ...] = (
+    (f"requests.{keys.GPU_RESOURCE}", "gpu", lambda n: f"{n} GPUs"),
+    ("requests.memory", "memory", lambda b: f"{fmt_memory(b)} of memory"),
+    ("requests.cpu", "cpu_milli", lambda m: f"{fmt_cpu(m)} vCPUs"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,11 +263,15 @@ class _Pass:
         self.capacity = capacity
         self.now = now
         self.starvation = starvation_seconds
-        # Room left per CE, as mutable [cpu, memory, gpu].
+        # Room left per CE, as mutable [cpu, memory, gpu, maxvCpus] (the last in millicores
+        # of instance vCPUs, taken by `pod_cost`; the first in requested millicores).
         self.room: dict[str, list[int]] = {
-            name: [0, 0, 0] if c.unavailable else [c.limit.cpu_milli, c.limit.memory, c.limit.gpu]
+            name: [0, 0, 0, 0]
+            if c.unavailable
+            else [c.limit.cpu_milli, c.limit.memory, c.limit.gpu, c.limit.cpu_milli]
             for name, c in capacity.items()
         }
+        self._costs: dict[tuple[str, int, int, int], tuple[int, int]] = {}  # see _cost
         self.result = AdmissionResult()
         self.held_for: dict[str, str] = {}  # CE → job whose starvation reserves it
         self.queue_vcpus: dict[str, float] = {}  # queue → admitted vCPUs (for reservation)
@@ -172,12 +288,23 @@ class _Pass:
 
     # --- capacity bookkeeping -----------------------------------------------------------
 
+    def _cost(self, ce: str, request: Resources) -> tuple[int, int]:
+        """`pod_cost` of `request` in `ce`, memoised by plain integers (hashing them is
+        cheaper than hashing a Resources)."""
+        key = (ce, request.cpu_milli, request.memory, request.gpu)
+        found = self._costs.get(key)
+        if found is None:
+            c = self.capacity.get(ce)
+            found = self._costs[key] = c.pod_cost(request) if c else (request.cpu_milli, 0)
+        return found
+
     def _take(self, ce: str, request: Resources, pods: int) -> None:
         self._taken += 1
-        room = self.room.setdefault(ce, [0, 0, 0])
+        room = self.room.setdefault(ce, [0, 0, 0, 0])
         room[0] -= request.cpu_milli * pods
         room[1] -= request.memory * pods
         room[2] -= request.gpu * pods
+        room[3] -= self._cost(ce, request)[0] * pods
 
     def _fits(self, ce: str, request: Resources) -> int:
         """How many pods of `request` fit in CE `ce` now. (Hot: plain integer code.)"""
@@ -185,12 +312,17 @@ class _Pass:
         if room is None or ce in self.held_for:
             return 0
         n = UNLIMITED
-        if request.cpu_milli:
-            n = room[0] // request.cpu_milli
-        if request.memory:
-            n = min(n, room[1] // request.memory)
-        if request.gpu:
-            n = min(n, room[2] // request.gpu)
+        cpu, memory, gpu = request.cpu_milli, request.memory, request.gpu
+        if cpu:
+            n = room[0] // cpu
+        if memory:
+            n = min(n, room[1] // memory)
+        if gpu:
+            n = min(n, room[2] // gpu)
+        found = self._costs.get((ce, cpu, memory, gpu))
+        cost, over = found if found is not None else self._cost(ce, request)
+        if cost:
+            n = min(n, room[3] // cost - over)
         return n if n > 0 else 0
 
     def _account(self, demand: Demand, pods: int) -> None:
@@ -264,6 +396,8 @@ class _Pass:
     def _hold_unbound(self, queue_name: str, request: Resources, pods: int) -> None:
         queue = self.queues.get(queue_name)
         ces = queue.compute_environments if queue else ()
+        if not any(ce in self.capacity and self.capacity[ce].node_holds(request) for ce in ces):
+            return  # no node can ever hold them (the CE changed since): they hold nothing
         for ce in ces:
             n = min(pods, self._fits(ce, request))
             if n:
@@ -381,14 +515,10 @@ class _Pass:
                 ),
             )
         elif not any(self.capacity[ce].holds_pod(r) for ce in within):
-            kind = "GPU" if r.gpu else "CPU-only"
-            verdict = (
-                _SHAPE,
-                (
-                    f"needs {r} per pod but no {kind} instance type of queue {d.queue}'s compute "
-                    f"environments ({', '.join(within)}) can hold it; it can never run"
-                ),
+            why = "; ".join(
+                self.capacity[ce].unfit(ce, r) or f"{ce} cannot hold it" for ce in within
             )
+            verdict = (_SHAPE, f"needs {r} per pod but {why}; it can never run")
         self._never[memo_key] = verdict
         return verdict
 
@@ -461,9 +591,18 @@ class _Pass:
         if text is None:
             parts = []
             for ce in usable:
-                c = self.capacity[ce].limit
-                used = c.cpu_milli - self.room[ce][0]
-                parts.append(f"{ce} {fmt_cpu(max(used, 0))}/{fmt_cpu(c.cpu_milli)} vCPUs in use")
+                c, room = self.capacity[ce].limit, self.room[ce]
+                used = c.cpu_milli - room[0]
+                part = f"{ce} {fmt_cpu(max(used, 0))}/{fmt_cpu(c.cpu_milli)} vCPUs in use"
+                if (
+                    self.capacity[ce].counts_instances
+                    and room[0] >= r.cpu_milli
+                    and room[1] >= r.memory
+                    and room[2] >= r.gpu
+                    and not self._fits(ce, r)
+                ):
+                    part += " (node overhead included, its instances hold no more such pods)"
+                parts.append(part)
             text = f"waiting for capacity: needs {d.request} per pod; " + ", ".join(parts)
             self._texts[memo_key] = text
         self._wait(d, _FULL, text)

@@ -1,7 +1,14 @@
 """Every attempt of a job, as recorded on the Job (annotation `ebb.dev/attempts`):
 pod, node, array index, exit code, reason, AWS-style status reason, start and stop.
 The Job controller's counters (status.succeeded + status.failed) give the total; the
-record keeps the details of the most recent attempts."""
+record keeps the details of the most recent attempts.
+
+An attempt whose host went away (the pod's DisruptionTarget condition) stopped when
+that condition was set, and has no exit code (`exitCode: null`): its container never
+exited, it was lost with the instance, and AWS Batch reports no exit code for a host
+termination either. Its instance is the node's, or — the node being gone by then — the
+one the condition's message names (Ebb's autoscaler writes it, ebb/nodeloss.py).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +19,7 @@ from typing import Any
 import orjson
 
 from ebb.model import PodInfo
+from ebb.nodeloss import instance_in
 from extender.jobs.retry import ATTEMPT_TIMED_OUT, status_reason_for
 
 KEEP = 20
@@ -35,7 +43,9 @@ def from_pod(pod: PodInfo, instance_of: Mapping[str, str]) -> Attempt | None:
     """The attempt a finished pod was; None while it runs."""
     if pod.phase not in ("Succeeded", "Failed"):
         return None
-    instance = instance_of.get(pod.node_name or "") or pod.node_name
+    instance = (
+        instance_of.get(pod.node_name or "") or instance_in(pod.disruption_message) or pod.node_name
+    )
     if pod.reason == "DeadlineExceeded":
         status_reason = ATTEMPT_TIMED_OUT
     elif pod.phase == "Succeeded":
@@ -54,7 +64,7 @@ def from_pod(pod: PodInfo, instance_of: Mapping[str, str]) -> Attempt | None:
         reason=reason,
         statusReason=status_reason,
         startedAt=pod.started,
-        stoppedAt=pod.finished,
+        stoppedAt=pod.finished or (pod.disrupted_at if pod.disrupted else None),
     )
 
 

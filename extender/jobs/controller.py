@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import gc
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,10 +22,18 @@ from prometheus_client import Counter, Gauge, Histogram
 from ebb import keys
 from ebb.catalog import NodeOverhead, shipped_catalog
 from ebb.events import EventRecorder
-from ebb.kube import JOB_QUEUES, JOBS, PODS, ApiError, KubeClient, Reflector
+from ebb.kube import (
+    JOB_QUEUES,
+    JOBS,
+    PODS,
+    SCHEDULING_POLICIES,
+    ApiError,
+    KubeClient,
+    Reflector,
+    Resource,
+)
 from ebb.kube.reflector import Event
 from ebb.model import (
-    INVALID,
     ComputeEnvironment,
     JobQueue,
     NodeInfo,
@@ -32,10 +41,10 @@ from ebb.model import (
     SchedulingPolicy,
     pod_from_raw,
 )
-from extender.jobs import fairshare
+from extender.jobs import fairshare, status
 from extender.jobs.admission import CapacityLimit
 from extender.jobs.capacity import capacity_limits
-from extender.jobs.lifecycle import State
+from extender.jobs.lifecycle import Code, State
 from extender.jobs.reconcile import Decisions, Snapshot, reconcile
 from extender.jobs.snapshot import JobInfo, format_time, job_from_raw, parse_time
 from extender.jobs.writes import Writer
@@ -48,6 +57,12 @@ PASS_SECONDS = Histogram(
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 JOBS_BY_STATE = Gauge("ebb_jobs", "Managed Jobs by queue and state.", ["queue", "state"])
+UNPLACEABLE = Counter(
+    "ebb_unplaceable_jobs_total",
+    "Admitted jobs whose pods no node of their queue's compute environments can hold (an "
+    "environment changed after admission; counted once per job), by queue.",
+    ["queue"],
+)
 ATTEMPTS = Counter(
     "ebb_job_attempts_total", "Finished attempts by queue and status reason.", ["queue", "result"]
 )
@@ -116,8 +131,15 @@ class JobController:
         self._usage: dict[str, dict[str, float]] = {}
         self._usage_time: float | None = None
         self._last_persist = 0.0
-        self._queue_status: dict[str, Any] = {}
+        self._counts: dict[str, dict[str, int]] = {}  # queue -> state -> Jobs, last pass
+        # The statuses last written, so that each is written only when it changes.
+        self._written_queues: dict[str, dict[str, Any]] = {}
+        self._written_policies: dict[str, dict[str, Any]] = {}
         self._counted_attempts: set[str] = set()
+        self._counted_unplaceable: set[str] = set()
+        # job key → pod name → a finished pod deleted before its attempt was published;
+        # kept until the published record has it (see `_forget_departed`).
+        self._departed: dict[str, dict[str, PodInfo]] = {}
         self._last_decision = 0.0  # seconds the last pass took to snapshot and decide
         # Set while this replica may write (always, without leader election).
         self._leading = leading
@@ -126,17 +148,59 @@ class JobController:
         for reflector in (self.jobs, self.pods, queues, compute_environments, policies):
             reflector.subscribe(self._changed)
         self.jobs.subscribe(self._job_changed)
+        self.pods.subscribe(self._pod_changed)
+        queues.subscribe(self._forget_status(self._written_queues))
+        policies.subscribe(self._forget_status(self._written_policies))
 
     @property
     def reflectors(self) -> tuple[Reflector[Any], ...]:
         return (self.jobs, self.pods)
 
-    def _changed(self, _: Event[Any]) -> None:
-        self._wake.set()
+    def _changed(self, event: Event[Any]) -> None:
+        # A status this controller wrote comes back as an event that changes nothing a
+        # pass reads: no pass for it.
+        if event.old != event.new:
+            self._wake.set()
 
     def _job_changed(self, event: Event[JobInfo]) -> None:
         if event.new is None:
             self.writer.forget(event.key)
+            self._departed.pop(event.key, None)
+
+    def _pod_changed(self, event: Event[PodInfo]) -> None:
+        """A lost node's pods are failed and deleted at once (ebb/nodeloss.py), often
+        before a pass records their attempt: their last state is kept for that (by the
+        leader: only its passes record, and forget)."""
+        pod = event.old
+        if self._leading is not None and not self._leading.is_set():
+            return
+        if event.new is None and pod is not None and pod.phase in ("Succeeded", "Failed"):
+            for key in _job_of_pod(pod):
+                self._departed.setdefault(key, {})[pod.name] = pod
+
+    def _forget_departed(self, snap: Snapshot, decisions: Decisions) -> None:
+        """Departed pods whose job's published record needs no change (it has them, or
+        they are older than the attempts it keeps), or whose job is gone."""
+        for key, pods in snap.departed_by_job.items():
+            if key in decisions.attempts and key in snap.jobs:
+                continue
+            held = self._departed.get(key, {})
+            for pod in pods:
+                if held.get(pod.name) is pod:
+                    del held[pod.name]
+            if not held:
+                self._departed.pop(key, None)
+
+    @staticmethod
+    def _forget_status(written: dict[str, dict[str, Any]]) -> Callable[[Event[Any]], None]:
+        """A deleted object's status is forgotten: one created again under its name
+        gets its status written."""
+
+        def forget(event: Event[Any]) -> None:
+            if event.new is None:
+                written.pop(event.key, None)
+
+        return forget
 
     def _read(self) -> tuple[Reflector[Any], ...]:
         """Every reflector a pass reads (the two it owns and the app's shared ones)."""
@@ -165,6 +229,9 @@ class JobController:
                 if self._leading is not None and not self._leading.is_set():
                     await self._leading.wait()
                     self._load_usage()  # take over the fair-share history as persisted
+                    # Another leader wrote meanwhile: write every status afresh.
+                    self._written_queues.clear()
+                    self._written_policies.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.settings.resync_seconds)
                 self._wake.clear()
@@ -191,6 +258,7 @@ class JobController:
         PASS_SECONDS.observe(done - deciding)
         self._last_decision = done - started
         await self.writer.apply(snap.jobs, decisions, now)
+        self._forget_departed(snap, decisions)
         self._observe(snap, decisions, now)
         await self._persist(decisions, now)
         return decisions
@@ -219,6 +287,7 @@ class JobController:
                 n.name: n.compute_environment for n in nodes if n.compute_environment
             },
             node_instance={n.name: n.instance_id for n in nodes if n.instance_id},
+            departed_by_job={key: list(pods.values()) for key, pods in self._departed.items()},
             decayed_usage=self._decayed(now),
             starvation_seconds=self.settings.starvation_seconds,
         )
@@ -261,59 +330,74 @@ class JobController:
             for name in self.queues.store
         }
         self._usage_time = now
-        if now - self._last_persist < self.settings.share_usage_persist_seconds:
-            return
-        self._last_persist = now
+        usage_due = now - self._last_persist >= self.settings.share_usage_persist_seconds
+        if usage_due:
+            self._last_persist = now
         await asyncio.gather(
-            *(self._write_queue_status(q, now) for q in self.queues.store.values())
+            *(self._write_queue_status(q, now, usage_due) for q in self.queues.store.values()),
+            *(self._write_policy_status(p) for p in self.policies.store.values()),
         )
 
-    async def _write_queue_status(self, queue: JobQueue, now: float) -> None:
-        counts = self._queue_status.get(queue.name, {})
-        problem = self._queue_problem(queue)
-        status: dict[str, Any] = {
-            "status": INVALID if problem else "VALID",
-            "statusReason": problem or "",
-            "observedGeneration": queue.generation,
-            "jobs": counts,
-        }
-        usage = self._usage.get(queue.name)
-        if usage:
-            status["shareUsage"] = {
-                "time": format_time(now),
-                "vcpuSeconds": {k: round(v, 3) for k, v in usage.items()},
-            }
-        try:
-            await self.client.patch(
-                JOB_QUEUES, queue.name, {"status": status}, subresource="status"
+    async def _write_queue_status(self, queue: JobQueue, now: float, usage_due: bool) -> None:
+        """The counts users read are written as soon as they change (at most once a
+        pass); the fair-share history only on its period."""
+        problem = status.queue_problem(queue, self.compute_environments.store, self.policies.store)
+        body = status.queue_status(queue, self._counts.get(queue.name, {}), problem)
+        changed = self._written_queues.get(queue.name) != body
+        usage = (
+            status.share_usage_status(
+                (share for share, _ in queue.share_usage),
+                self._usage.get(queue.name, {}),
+                format_time(now),
             )
-        except ApiError as exc:
-            log.warning("cannot update queue status", queue=queue.name, error=str(exc))
+            if usage_due
+            else None
+        )
+        if not changed and usage is None:
+            return
+        patch = {**body, "shareUsage": usage} if usage is not None else body
+        if await self._patch_status(JOB_QUEUES, queue.name, patch):
+            self._written_queues[queue.name] = body
 
-    def _queue_problem(self, queue: JobQueue) -> str | None:
-        missing = [
-            ce for ce in queue.compute_environments if ce not in self.compute_environments.store
-        ]
-        if missing:
-            return f"computeEnvironmentOrder names missing environment(s): {', '.join(missing)}"
-        if queue.scheduling_policy and queue.scheduling_policy not in self.policies.store:
-            return f"schedulingPolicy {queue.scheduling_policy} does not exist"
-        return None
+    async def _write_policy_status(self, policy: SchedulingPolicy) -> None:
+        body = status.policy_status(policy, self.queues.store.values())
+        if self._written_policies.get(policy.name) == body:
+            return
+        if await self._patch_status(SCHEDULING_POLICIES, policy.name, body):
+            self._written_policies[policy.name] = body
+
+    async def _patch_status(self, resource: Resource, name: str, body: dict[str, Any]) -> bool:
+        try:
+            await self.client.patch(resource, name, {"status": body}, subresource="status")
+        except ApiError as exc:
+            log.warning("cannot update status", resource=resource.plural, name=name, error=str(exc))
+            return False
+        return True
 
     # --- metrics --------------------------------------------------------------------------
 
     def _observe(self, snap: Snapshot, decisions: Decisions, now: float) -> None:
-        counts: dict[str, dict[str, int]] = {q: {} for q in snap.queues}
-        for key, job in snap.jobs.items():
-            status = decisions.statuses.get(key)
-            state = status.state if status else job.published_state or State.SUBMITTED
-            per_queue = counts.setdefault(job.queue, {})
-            per_queue[state.value] = per_queue.get(state.value, 0) + 1
+        def state(key: str, job: JobInfo) -> State:
+            decided = decisions.statuses.get(key)
+            return decided.state if decided else job.published_state or State.SUBMITTED
+
+        counts = status.count_states(
+            snap.queues, ((job.queue, state(key, job)) for key, job in snap.jobs.items())
+        )
         JOBS_BY_STATE.clear()
         for queue, states in counts.items():
-            for state_name in State.__members__:
-                JOBS_BY_STATE.labels(queue, state_name).set(states.get(state_name, 0))
-        self._queue_status = counts
+            for state_name, n in states.items():
+                JOBS_BY_STATE.labels(queue, state_name).set(n)
+        self._counts = counts
+
+        unplaceable = {
+            key
+            for key, status in decisions.statuses.items()
+            if status.state is State.STARTING and status.code is Code.JOB_RESOURCE_REQUIREMENT
+        }
+        for key in unplaceable - self._counted_unplaceable:
+            UNPLACEABLE.labels(snap.jobs[key].queue).inc()
+        self._counted_unplaceable = unplaceable  # only jobs still unplaceable: bounded memory
 
         finished: set[str] = set()
         for key, pods in snap.pods_by_job.items():

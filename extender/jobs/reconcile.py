@@ -8,10 +8,11 @@ n_to_n gates, and update its attempt record. The controller applies the decision
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ebb.model import JobQueue, PodInfo, SchedulingPolicy
+from ebb.resources import Resources
 from extender.jobs import attempts as attempt_records
 from extender.jobs.admission import CapacityLimit, Demand, QueueView, admit
 from extender.jobs.dependencies import DependencyVerdict, resolve
@@ -35,6 +36,9 @@ class Snapshot:
     capacity: Mapping[str, CapacityLimit]  # CE → what it may hold
     node_compute_environment: Mapping[str, str]  # node → CE (batch nodes)
     node_instance: Mapping[str, str] = field(default_factory=dict)  # node → EC2 instance id
+    # job key → its finished pods deleted before their attempt was published (a lost
+    # node's pods are deleted at once): for the attempt record only.
+    departed_by_job: Mapping[str, Sequence[PodInfo]] = field(default_factory=dict)
     decayed_usage: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     starvation_seconds: float = 600.0
 
@@ -63,15 +67,18 @@ def reconcile(snap: Snapshot) -> Decisions:
     demands: list[Demand] = []
     # Admitted jobs with a finished pod the Job controller has not counted yet.
     counting: set[str] = set()
+    never = _NeverPlaced(snap)
     for key, job in snap.jobs.items():
         pods = snap.pods_by_job.get(key, ())
+        departed = snap.departed_by_job.get(key, ())
         if job.admitted and job.terminal is None and _uncounted(job, pods):
             counting.add(key)
-        elif pods:
-            record = attempt_records.merge(job.attempts_json, pods, snap.node_instance)
+        elif pods or departed:
+            finished = (*departed, *pods) if departed else pods
+            record = attempt_records.merge(job.attempts_json, finished, snap.node_instance)
             if record is not None:
                 out.attempts[key] = record
-        status, demand = _job(job, pods, snap, out, key in counting)
+        status, demand = _job(job, pods, snap, out, never, counting=key in counting)
         if status is not None:
             out.statuses[key] = status
         if demand is not None:
@@ -131,8 +138,47 @@ def _uncounted(job: JobInfo, pods: Sequence[PodInfo]) -> bool:
     return job.uncounted > 0 or any(p.job_tracking and p.phase in _FINISHED for p in pods)
 
 
+class _NeverPlaced:
+    """Why an admitted job's pods can never be placed (its queue's environments changed
+    since it was accepted: no node they may have holds its pods), memoised per shape."""
+
+    def __init__(self, snap: Snapshot) -> None:
+        self.snap = snap
+        self._memo: dict[tuple[str, Resources], Status | None] = {}
+
+    def __call__(self, job: JobInfo) -> Status | None:
+        key = (job.queue, job.pod_request)
+        if key not in self._memo:
+            self._memo[key] = self._decide(job.queue, job.pod_request)
+        return self._memo[key]
+
+    def _decide(self, queue_name: str, request: Resources) -> Status | None:
+        queue = self.snap.queues.get(queue_name)
+        if queue is None:
+            return None
+        capacity = self.snap.capacity
+        whys = []
+        for ce in queue.compute_environments:
+            why = capacity[ce].misfit(ce, request) if ce in capacity else None
+            if why is None:
+                return None
+            whys.append(why)
+        return Status(
+            State.STARTING,
+            Code.JOB_RESOURCE_REQUIREMENT,
+            f"admitted, but no node can ever hold its pods, so they hold no capacity: "
+            f"{'; '.join(whys)}",
+        )
+
+
 def _job(
-    job: JobInfo, pods: Sequence[PodInfo], snap: Snapshot, out: Decisions, counting: bool
+    job: JobInfo,
+    pods: Sequence[PodInfo],
+    snap: Snapshot,
+    out: Decisions,
+    never: Callable[[JobInfo], Status | None],
+    *,
+    counting: bool,
 ) -> tuple[Status | None, Demand | None]:
     """The status of one job outside admission, and its demand if it wants pods.
     `counting`: a finished pod is not counted yet: its outcome is not known, the state
@@ -172,6 +218,8 @@ def _job(
         gated = [p for p in pods if p.scheduling_gated and p.completion_index is not None]
         out.ungate.extend(p.key for p in gated if p.completion_index in verdict.ungated_indexes)
         status = None if counting else _admitted_status(job, pods)
+        if status is not None and status.state is State.STARTING and not job.ready:
+            status = never(job) or status
         return status, _held(job, pods, snap)
     if not verdict.ready:
         return Status(

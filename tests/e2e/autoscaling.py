@@ -171,7 +171,8 @@ def batch_job(
     memory: str = "2Gi",
     gpu: int = 0,
     run_seconds: float = 2,
-    retry_disruptions: bool = False,
+    exit_code: int = 0,
+    annotations: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     requests: dict[str, Any] = {"cpu": cpu, "memory": memory}
     if gpu:
@@ -183,7 +184,10 @@ def batch_job(
         "template": {
             "metadata": {
                 "labels": {keys.QUEUE_LABEL: queue},
-                "annotations": {"kwok.ebb.dev/run-seconds": str(run_seconds)},
+                "annotations": {
+                    "kwok.ebb.dev/run-seconds": str(run_seconds),
+                    "kwok.ebb.dev/exit-code": str(exit_code),
+                },
             },
             "spec": {
                 "restartPolicy": "Never",
@@ -200,12 +204,8 @@ def batch_job(
             },
         },
     }
-    if retry_disruptions:
-        # What AWS Batch's retry strategy "Host EC2*" -> RETRY becomes.
-        spec["podFailurePolicy"] = {
-            "rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]
-        }
-    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name}, "spec": spec}
+    meta = {"name": name, "annotations": annotations or {}}
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": spec}
 
 
 async def job_succeeded(client: kube.KubeClient, namespace: str, name: str) -> bool:

@@ -4,9 +4,11 @@ instance-boot bridge, with the daemon as a real subprocess."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import sys
 from typing import Any
 
+import orjson
 import pytest
 
 from ebb import catalog, keys, kube
@@ -19,6 +21,7 @@ from tests.e2e.autoscaling import (
     compute_environment,
     environment_nodes,
     event_reasons,
+    events_of,
     has_event,
     job_queue,
     job_succeeded,
@@ -195,7 +198,19 @@ async def test_insufficient_capacity_on_the_first_type_falls_back(
     )
 
 
-async def test_spot_interruption_cordons_and_the_job_is_retried_and_succeeds(
+# The seed's Spot-only retry strategy: retry host terminations, fail on anything else.
+SPOT_ONLY = orjson.dumps(
+    {
+        "attempts": 3,
+        "evaluateOnExit": [
+            {"onStatusReason": "Host EC2*", "action": "RETRY"},
+            {"onReason": "*", "action": "EXIT"},
+        ],
+    }
+).decode()
+
+
+async def test_a_reclaimed_spot_instance_ends_the_attempt_at_once_and_the_job_is_retried(
     kube_client: kube.KubeClient, namespace: str, local_aws: LocalAws, setup: Any
 ) -> None:
     ce = name("spot")
@@ -203,11 +218,23 @@ async def test_spot_interruption_cordons_and_the_job_is_retried_and_succeeds(
         kube.COMPUTE_ENVIRONMENTS, compute_environment(ce, local_aws, instanceTypes=["c6i"])
     )
     await setup(kube.JOB_QUEUES, job_queue(f"{ce}-q", ce))
+    strategy = {keys.RETRY_STRATEGY: SPOT_ONLY}
+    # Under the same strategy, a container that exits 1 is not retried.
     await kube_client.create(
         kube.JOBS,
-        # Longer than the pod GC can take to fail the pods of a lost node (up to 20 s to
-        # notice, a 40 s quarantine, up to 20 s to act), so the pod is still running then.
-        batch_job("interrupted", f"{ce}-q", run_seconds=100, retry_disruptions=True),
+        batch_job("exits", f"{ce}-q", run_seconds=1, exit_code=1, annotations=strategy),
+        namespace,
+    )
+    exits = await wait_state(kube_client, namespace, "exits", "FAILED", timeout=120)
+    assert exits["status"]["failed"] == 1
+    assert annotation(exits, keys.REASON_CODE) == "FAILED:EXIT_RULE"
+    (only,) = orjson.loads(annotation(exits, keys.ATTEMPTS))
+    assert (only["exitCode"], only["statusReason"]) == (1, "Essential container in task exited")
+
+    # KWOK would complete the pod after 40 s: only a prompt end of the attempt retries it.
+    await kube_client.create(
+        kube.JOBS,
+        batch_job("interrupted", f"{ce}-q", run_seconds=40, annotations=strategy),
         namespace,
     )
 
@@ -240,16 +267,36 @@ async def test_spot_interruption_cordons_and_the_job_is_retried_and_succeeds(
 
     await wait_for(cordoned, 10, message="node cordoned on the interruption warning")
     assert await asyncio.wait_for(interrupt.wait(), 30) == 0
-    await wait_for(lambda: job_succeeded(kube_client, namespace, "interrupted"), 300)
-    # backoffLimit is 0: the job survives only because the lost pod failed with the
-    # DisruptionTarget condition, which its podFailurePolicy ignores (Host EC2* -> RETRY).
-    job = await kube_client.get(kube.JOBS, "interrupted", namespace)
-    assert not job["status"].get("failed")
-    pods = await pods_of(kube_client, namespace, "interrupted")
-    assert pod["metadata"]["uid"] not in {p["metadata"]["uid"] for p in pods}
-    (retried,) = pods
-    assert retried["status"]["phase"] == "Succeeded"
-    assert retried["spec"]["nodeName"] != node["metadata"]["name"]
+    done = await wait_state(kube_client, namespace, "interrupted", "SUCCEEDED", timeout=120)
+    assert annotation(done, keys.REASON) == "succeeded after 2 attempt(s)"
+    assert (done["status"].get("failed"), done["status"].get("succeeded")) == (1, 1)
+    lost, retried = orjson.loads(annotation(done, keys.ATTEMPTS))
+    assert lost["pod"] == pod["metadata"]["name"]
+    assert lost["statusReason"] == f"Host EC2 (instance {instance_id}) terminated."
+    assert lost["exitCode"] is None  # a host termination has none (nor has it on AWS)
+    assert lost["stoppedAt"]
+    # Ended before KWOK would have completed it (the autoscaler acts on EC2's notice).
+    assert _epoch(lost["stoppedAt"]) < _epoch(lost["startedAt"]) + 40
+    assert (retried["exitCode"], retried["statusReason"]) == (
+        0,
+        "Essential container in task exited",
+    )
+    assert retried["node"] != node["metadata"]["name"]
+    # The autoscaler ended it (the bridge's stand-in for PodGC names no instance).
+    events = await events_of(kube_client, ce)
+    assert any(e["reason"] == "PodsLost" and instance_id in e["message"] for e in events), [
+        (e["reason"], e["message"]) for e in events
+    ]
+    assert not [
+        p
+        for p in await pods_of(kube_client, namespace, "interrupted")
+        if p["spec"].get("nodeName") == node["metadata"]["name"]
+    ]
+    await wait_for(lambda: scaled_to_zero(kube_client, local_aws, ce), 60, message="to zero")
+
+
+def _epoch(timestamp: str) -> float:
+    return datetime.datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
 
 
 KILL_MOMENTS = {

@@ -91,9 +91,10 @@ async def test_webhook_rejects_unknown_and_disabled_queues_and_oversized_pods(
         with pytest.raises(kube.ApiError) as info:
             # c6i.large: 2 vCPUs, of which ~1.78 are left after kube-reserved and DaemonSets.
             await kube_client.create(kube.JOBS, job_body("d", tiny, cpu="1900m"), namespace)
-        assert "fits no CPU-only instance type that the compute environments of queue" in (
-            info.value.message
-        )
+        assert (
+            f"requests.cpu 1.9 vCPUs exceeds what any node of compute environment {small} can "
+            "hold: c6i.large has 1.78 vCPUs usable"
+        ) in info.value.message
 
 
 async def test_only_ebb_may_unsuspend_a_queued_job(

@@ -31,7 +31,7 @@ from ebb.model import JobQueue
 from ebb.resources import Resources
 from ebb.server import MAX_BODY_BYTES
 from extender import webhook
-from extender.jobs.admission import CapacityLimit
+from extender.jobs.admission import CapacityLimit, NodeShape
 from extender.jobs.snapshot import JobInfo
 from extender.placement.routes import add_routes as add_placement_routes
 from extender.settings import SchedulerSettings
@@ -56,7 +56,9 @@ QUEUES = {
     "off": JobQueue("off", 1, ("ce",), state="DISABLED"),
 }
 CAPACITY = {
-    "ce": CapacityLimit(Resources(16_000, 64 * GIB, 0), shapes=(Resources(4_000, 14 * GIB),))
+    "ce": CapacityLimit(
+        Resources(16_000, 64 * GIB, 0), nodes=(NodeShape("m.xl", 4, Resources(4_000, 14 * GIB), 8),)
+    )
 }
 JOBS: dict[str, JobInfo] = {
     "ns/b": job_info("b", annotations={keys.DEPENDS_ON: "a"}),

@@ -17,6 +17,7 @@ from autoscaler.planner import (
     PendingPod,
     Room,
     plan_launches,
+    routed_pods,
 )
 from ebb.catalog import NodeOverhead, shipped_catalog
 from ebb.model import ComputeEnvironment
@@ -150,6 +151,17 @@ def test_overflow_to_the_next_environment_in_queue_order() -> None:
         per_env[launch.environment] = per_env.get(launch.environment, 0) + launch.pods
     assert per_env["first"] >= 4 and per_env["first"] + per_env["second"] == 20
     assert sum(x.vcpus for x in plan.launches if x.environment == "first") <= 8
+
+
+def test_pending_pods_count_on_their_first_environment_until_a_plan_spills_them() -> None:
+    waiting = pods(3, envs=("first", "second")) + pods(2, envs=("second",), p="q")
+    assert routed_pods(waiting) == {"first": 3, "second": 2}
+    assert routed_pods(pods(1, envs=())) == {}
+    full = {"first": env(ce("first", max_vcpus=0)), "second": env(ce("second"))}
+    # The plan adds the pods that the full first environment leaves to the second.
+    assert plan_launches(full, waiting).pending == {"first": 3, "second": 5}
+    # No pod pending: nothing is, anywhere (the status then reads 0, not its last value).
+    assert routed_pods([]) == {} and plan_launches(full, []).pending == {}
 
 
 def test_disabled_or_invalid_environment_launches_nothing() -> None:

@@ -23,7 +23,8 @@ def test_cpu_environment_holds_no_gpu_pods_and_no_pod_bigger_than_its_types() ->
     assert limit.holds_pod(Resources(3000, 4 * GIB, 0))  # c6i.xlarge: 4 vCPU, 8 GiB
     assert not limit.holds_pod(Resources(4000, 4 * GIB, 0))  # overhead leaves < 4 vCPUs
     assert not limit.holds_pod(Resources(1000, GIB, 1))
-    assert len(limit.shapes) == 1  # the large type holds nothing the xlarge does not
+    assert limit.nodes is not None
+    assert [n.name for n in limit.nodes] == ["c6i.large", "c6i.xlarge"]
 
 
 def test_gpu_environment_limits_gpus_by_its_types_or_max_gpus() -> None:

@@ -166,3 +166,25 @@ def test_a_job_without_retry_strategy_runs_once_unless_its_author_chose_a_limit(
     # A retry strategy decides, whatever the limit.
     retried = mutate(raw_job("j"), JobSpec(retry=parse_retry_strategy('{"attempts": 3}')))
     assert retried["spec"]["backoffLimit"] == 2
+
+
+def test_the_seeds_spot_only_strategy() -> None:
+    """Retry host terminations (Spot reclaims) up to 3 attempts, fail on anything else:
+    DisruptionTarget counts, then any other failure fails the job, in that order."""
+    strategy = parse_retry_strategy(
+        '{"attempts": 3, "evaluateOnExit": [{"onStatusReason": "Host EC2*", "action": "RETRY"},'
+        ' {"onReason": "*", "action": "EXIT"}]}'
+    )
+    assert strategy is not None
+    disruption = [{"type": "DisruptionTarget", "status": "True"}]
+    assert translate(strategy, per_index=False).as_spec_patch() == {
+        "backoffLimit": 2,
+        "podFailurePolicy": {
+            "rules": [
+                {"action": "Count", "onPodConditions": disruption},
+                {"action": "FailJob", "onPodConditions": disruption},
+                {"action": "FailJob", "onExitCodes": {"operator": "NotIn", "values": [0]}},
+            ]
+        },
+        "podReplacementPolicy": "Failed",
+    }

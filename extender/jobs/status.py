@@ -1,0 +1,97 @@
+"""What the scheduler daemon publishes on JobQueues and SchedulingPolicies. Pure: built
+from plain snapshots, so that the printer columns and `kubectl ebb` show what the last
+pass counted, nothing older.
+
+The statuses are written as JSON merge patches, which keep any key a patch leaves out:
+so every job state is always written (a state that fell to 0 reads 0), and a share
+whose usage decayed away is written as null (which removes it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any
+
+from ebb.model import INVALID, VALID, JobQueue, SchedulingPolicy
+from extender.jobs.lifecycle import State
+
+STATES = tuple(State.__members__)
+# The schema's bounds for weightFactor; an object stored before its CEL rule existed may
+# still hold 0, which would give that share all the capacity.
+MIN_WEIGHT, MAX_WEIGHT = 0.0001, 999.9999
+_NAMES_SHOWN = 10  # queue names listed in a policy's statusReason
+
+
+def count_states(
+    queues: Iterable[str], jobs: Iterable[tuple[str, State]]
+) -> dict[str, dict[str, int]]:
+    """Jobs per queue and state (from (queue, state) pairs); every state of every queue
+    is present, 0 included. Queues that only Jobs name are counted too."""
+    counts = {queue: dict.fromkeys(STATES, 0) for queue in queues}
+    for queue, state in jobs:
+        per_queue = counts.get(queue)
+        if per_queue is None:
+            per_queue = counts[queue] = dict.fromkeys(STATES, 0)
+        per_queue[state.value] += 1
+    return counts
+
+
+def queue_problem(
+    queue: JobQueue, environments: Collection[str], policies: Collection[str]
+) -> str | None:
+    missing = [ce for ce in queue.compute_environments if ce not in environments]
+    if missing:
+        return f"computeEnvironmentOrder names missing environment(s): {', '.join(missing)}"
+    if queue.scheduling_policy and queue.scheduling_policy not in policies:
+        return f"schedulingPolicy {queue.scheduling_policy} does not exist"
+    return None
+
+
+def queue_status(queue: JobQueue, counts: Mapping[str, int], problem: str | None) -> dict[str, Any]:
+    """A queue's status without its fair-share history (which is written on its own
+    period): what users read, written whenever it changes."""
+    return {
+        "status": INVALID if problem else VALID,
+        "statusReason": problem or "",
+        "observedGeneration": queue.generation,
+        "jobs": {state: counts.get(state, 0) for state in STATES},
+    }
+
+
+def share_usage_status(
+    held: Iterable[str], usage: Mapping[str, float], time: str
+) -> dict[str, Any] | None:
+    """status.shareUsage for a merge patch: the shares in `usage`, and null for those the
+    queue holds (`held`) that decayed away. None when there is nothing to write."""
+    values: dict[str, float | None] = dict.fromkeys(held)
+    values.update({share: round(v, 3) for share, v in usage.items()})
+    if not values:
+        return None
+    return {"time": time, "vcpuSeconds": values}
+
+
+def policy_problem(policy: SchedulingPolicy) -> str | None:
+    for i, entry in enumerate(policy.shares):
+        if not MIN_WEIGHT <= entry.weight <= MAX_WEIGHT:
+            return (
+                f"shareDistribution[{i}].weightFactor ({entry.identifier}) is {entry.weight:g}; "
+                f"allowed: {MIN_WEIGHT} to {MAX_WEIGHT}"
+            )
+    return None
+
+
+def policy_status(policy: SchedulingPolicy, queues: Iterable[JobQueue]) -> dict[str, Any]:
+    """VALID with the queues that use the policy, or INVALID with what is wrong."""
+    problem = policy_problem(policy)
+    if problem:
+        reason = problem
+    else:
+        users = sorted(q.name for q in queues if q.scheduling_policy == policy.name)
+        shown = ", ".join(users[:_NAMES_SHOWN])
+        more = f" and {len(users) - _NAMES_SHOWN} more" if len(users) > _NAMES_SHOWN else ""
+        reason = f"used by queue(s) {shown}{more}" if users else "used by no queue"
+    return {
+        "status": INVALID if problem else VALID,
+        "statusReason": reason,
+        "observedGeneration": policy.generation,
+    }

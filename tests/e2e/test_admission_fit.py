@@ -1,0 +1,179 @@
+"""Admission counts what the nodes a compute environment may have can hold (maxvCpus
+counts instance vCPUs, pods request what the node overhead leaves), and the webhook
+refuses — naming the resource and the largest node — what no node can hold. The real
+control plane, the local AWS, the bridge and the autoscaler: the node overhead is the
+real one."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from typing import Any
+
+import orjson
+import pytest
+
+from ebb import keys, kube
+from tests.e2e.autoscaling import (
+    LocalAws,
+    batch_job,
+    compute_environment,
+    job_queue,
+    name,
+    scaled_to_zero,
+)
+from tests.e2e.batch import annotation
+from tests.e2e.cluster import LocalCluster, wait_for
+
+ROUNDS = 10
+RUN = 0.5  # seconds each job runs
+
+
+def job(job_name: str, queue: str, ce: str, **kw: Any) -> dict[str, Any]:
+    body = batch_job(job_name, queue, **{"memory": "512Mi", **kw})  # CPU is what binds
+    body["spec"]["template"]["spec"]["nodeSelector"] = {keys.COMPUTE_ENVIRONMENT_LABEL: ce}
+    return body
+
+
+class Watch:
+    """Polls the namespace's Jobs and pods: when each job started (a pod Running or done,
+    first seen) and the most jobs admitted and unfinished at once."""
+
+    def __init__(self, client: kube.KubeClient, namespace: str) -> None:
+        self.client, self.namespace = client, namespace
+        self.started: dict[str, float] = {}
+        self.peak_admitted = 0
+
+    async def poll(self) -> dict[str, dict[str, Any]]:
+        listed = await self.client.list(kube.JOBS, self.namespace)
+        jobs = {j["metadata"]["name"]: j for j in listed.items}
+        admitted = [j for j in jobs.values() if not j["spec"].get("suspend") and not done(j)]
+        self.peak_admitted = max(self.peak_admitted, len(admitted))
+        now = time.monotonic()
+        for pod in (await self.client.list(kube.PODS, self.namespace)).items:
+            owner = pod["metadata"]["labels"].get("batch.kubernetes.io/job-name", "")
+            if pod.get("status", {}).get("phase") in ("Running", "Succeeded"):
+                self.started.setdefault(owner, now)
+        return jobs
+
+    async def started_all(self, names: list[str], at_least: int) -> bool:
+        await self.poll()
+        return sum(n in self.started for n in names) >= at_least
+
+    async def finished_all(self, names: list[str]) -> dict[str, dict[str, Any]] | None:
+        jobs = await self.poll()
+        return jobs if all(done(jobs[n]) for n in names) else None
+
+
+def done(job: dict[str, Any]) -> bool:
+    return bool((job.get("status") or {}).get("succeeded"))
+
+
+async def test_a_higher_priority_queue_is_served_before_jobs_the_nodes_cannot_hold_yet(
+    kube_client: kube.KubeClient, namespace: str, local_aws: LocalAws, setup: Any
+) -> None:
+    """maxvCpus 4 of c6i: its instances hold three 1-vCPU pods (c6i.xlarge leaves 3.77
+    vCPUs). Eight low-priority jobs, then four high-priority ones: only three low jobs
+    are ever admitted at once (so none holds capacity its nodes cannot give it, to start
+    ahead of the high ones), and every high job is admitted before every low job that was
+    still RUNNABLE when the high ones arrived — in each of ROUNDS rounds."""
+    ce = name("four")
+    await setup(
+        kube.COMPUTE_ENVIRONMENTS,
+        compute_environment(ce, local_aws, type="EC2", maxvCpus=4, instanceTypes=["c6i"]),
+    )
+    low, high = f"{ce}-low", f"{ce}-high"
+    await setup(kube.JOB_QUEUES, job_queue(low, ce, priority=1))
+    await setup(kube.JOB_QUEUES, job_queue(high, ce, priority=100))
+    watch = Watch(kube_client, namespace)
+    for r in range(ROUNDS):
+        lows = [f"r{r}-low{i}" for i in range(8)]
+        highs = [f"r{r}-high{i}" for i in range(4)]
+        for j in lows:
+            await kube_client.create(kube.JOBS, job(j, low, ce, run_seconds=RUN), namespace)
+
+        await wait_for(
+            lambda names=lows: watch.started_all(names, 3),
+            60,
+            interval=0.1,
+            message=f"round {r}: 3 low jobs running",
+        )
+        for j in highs:
+            await kube_client.create(kube.JOBS, job(j, high, ce, run_seconds=RUN), namespace)
+        # Still RUNNABLE (suspended) once every high-priority job exists.
+        jobs = await watch.poll()
+        waiting_lows = [j for j in lows if jobs[j]["spec"].get("suspend")]
+        assert waiting_lows, f"round {r}: every low job was admitted before the high ones came"
+
+        jobs = await wait_for(
+            lambda names=lows + highs: watch.finished_all(names),
+            90,
+            interval=0.1,
+            message=f"round {r}: all jobs done",
+        )
+        # Served in order: ebb.dev/admitted-at is the time of the pass that admitted a job
+        # (one pass may admit the last high job and the next low ones together, when
+        # several slots free up at once; which pod KWOK then marks Running first is noise).
+        admitted = {j: annotation(jobs[j], keys.ADMITTED_AT) for j in highs + waiting_lows}
+        last_high = max(admitted[j] for j in highs)
+        early = [j for j in waiting_lows if admitted[j] < last_high]
+        assert watch.peak_admitted <= 3, f"round {r}: {watch.peak_admitted} jobs admitted at once"
+        assert not early, f"round {r}: {early} admitted before a high-priority job ({admitted})"
+    await wait_for(lambda: scaled_to_zero(kube_client, local_aws, ce), 60, message="to zero")
+
+
+def kubectl_create(
+    cluster: LocalCluster, namespace: str, body: dict[str, Any]
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["kubectl", f"--kubeconfig={cluster.kubeconfig}", "-n", namespace, "create", "-f", "-"],
+        input=orjson.dumps(body).decode(),
+        env=cluster.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_the_webhook_names_what_does_not_fit_and_warns_about_unknown_keys(
+    kube_client: kube.KubeClient,
+    namespace: str,
+    local_aws: LocalAws,
+    setup: Any,
+    cluster: LocalCluster,
+) -> None:
+    ce = name("sixteen")
+    await setup(
+        kube.COMPUTE_ENVIRONMENTS,
+        compute_environment(ce, local_aws, type="EC2", maxvCpus=16, instanceTypes=["c6i", "m6i"]),
+    )
+    q = f"{ce}-q"
+    await setup(kube.JOB_QUEUES, job_queue(q, ce))
+    # 16 vCPUs: c6i.4xlarge and m6i.4xlarge have 16, of which 15.74 are left for pods.
+    with pytest.raises(kube.ApiError) as refused:
+        await kube_client.create(kube.JOBS, job("wide", q, ce, cpu="16"), namespace)
+    assert (
+        f"requests.cpu 16 vCPUs exceeds what any node of compute environment {ce} within "
+        "maxvCpus 16 can hold: m6i.4xlarge has 15.74 vCPUs usable"
+    ) in refused.value.message
+    with pytest.raises(kube.ApiError) as refused:
+        await kube_client.create(kube.JOBS, job("huge", q, ce, memory="2Ti"), namespace)
+    assert "requests.memory 2048Gi of memory exceeds what any node" in refused.value.message
+    assert "m6i.4xlarge has" in refused.value.message
+    assert "requests.cpu" not in refused.value.message
+    assert not (await kube_client.list(kube.JOBS, namespace)).items
+
+    misspelt = job("typo", q, ce, run_seconds=0.5)
+    misspelt["metadata"]["annotations"] = {"ebb.dev/retry-stratgy": '{"attempts": 2}'}
+    created = await asyncio.to_thread(kubectl_create, cluster, namespace, misspelt)
+    assert created.returncode == 0, created.stderr
+    assert (
+        "Warning: metadata.annotations[ebb.dev/retry-stratgy]: not a key Ebb knows; ignored "
+        "(did you mean ebb.dev/retry-strategy?)"
+    ) in created.stderr
+    plain = await asyncio.to_thread(
+        kubectl_create, cluster, namespace, job("plain", q, ce, run_seconds=0.5)
+    )
+    assert plain.returncode == 0 and "Warning" not in plain.stderr, plain.stderr
