@@ -315,6 +315,8 @@ class PodInfo:
     tolerates_batch_taint: bool = False
     capacity_type_preference: str | None = None
     tolerations: tuple[Toleration, ...] = field(default=(), compare=False)
+    # The Job controller's finalizer: on a finished pod, it has not counted the pod yet.
+    job_tracking: bool = False
 
     @property
     def key(self) -> str:
@@ -336,6 +338,9 @@ class PodInfo:
 def _condition(status: Raw, kind: str) -> Raw | None:
     conditions: list[Raw] = status.get("conditions") or []
     return next((c for c in conditions if c.get("type") == kind), None)
+
+
+JOB_TRACKING_FINALIZER = "batch.kubernetes.io/job-tracking"
 
 
 def pod_from_raw(raw: Raw) -> PodInfo:
@@ -404,4 +409,5 @@ def pod_from_raw(raw: Raw) -> PodInfo:
             )
             for t in tolerations
         ),
+        job_tracking=JOB_TRACKING_FINALIZER in (meta.get("finalizers") or ()),
     )

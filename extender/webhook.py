@@ -36,7 +36,7 @@ from ebb.resources import QuantityError, pod_requests
 from extender.jobs.admission import CapacityLimit
 from extender.jobs.dependencies import find_cycle
 from extender.jobs.lifecycle import State
-from extender.jobs.retry import translate
+from extender.jobs.retry import effective_strategy, translate
 from extender.jobs.snapshot import JobInfo
 
 log = structlog.get_logger("ebb.webhook")
@@ -289,10 +289,10 @@ def mutate(job: Json, job_spec: JobSpec, scheduler_name: str = "") -> Json:
     is_array = indexed and (spec.get("completions") or 0) > 1
     if job_spec.timeout_seconds is not None:
         pod["activeDeadlineSeconds"] = job_spec.timeout_seconds
-    if job_spec.retry is not None:
+    strategy = effective_strategy(job_spec.retry, spec)
+    if strategy is not None:
         pod["restartPolicy"] = "Never"
-        fields = translate(job_spec.retry, per_index=is_array)
-        spec.update(fields.as_spec_patch())
+        spec.update(translate(strategy, per_index=is_array).as_spec_patch())
     if job_spec.sequential:
         spec["parallelism"] = 1
     if any(d.type is DependencyType.N_TO_N for d in job_spec.depends_on):

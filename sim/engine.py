@@ -398,6 +398,7 @@ class Simulation:
             ready=job.active,
             succeeded=job.succeeded,
             failed=job.failed,
+            uncounted=0,
             terminating=0,
             started=None,
             completed_indexes="",

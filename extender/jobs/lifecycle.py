@@ -1,22 +1,35 @@
 """The job state machine: AWS Batch's states, on a Kubernetes Job.
 
-    SUBMITTED ──► PENDING ──► RUNNABLE ──► STARTING ◄──► RUNNING
-        │            │           │    ▲        │            │
-        │            │           │    └────────┤            │
-        ▼            ▼           ▼             ▼            ▼
-      FAILED      FAILED      FAILED    SUCCEEDED | FAILED  SUCCEEDED | FAILED
+    SUBMITTED ──► PENDING ──► RUNNABLE ──► STARTING ──► RUNNING
+                                  ▲            │           │
+                                  └────────────┴───────────┘
+                                  a failed attempt waits for its retry
+
+    every state above ──► FAILED;  RUNNABLE, STARTING, RUNNING ──► SUCCEEDED
+    (SUBMITTED may go to any later state: Ebb first sees the Job there; RUNNABLE
+    may go straight to RUNNING: the pod ran before a pass saw it pending.)
 
 SUBMITTED   the Job exists; Ebb has not looked at it yet (set by the webhook).
 PENDING     waiting for its dependencies.
-RUNNABLE    dependencies met, suspended, waiting for admission (queue order, quota).
-STARTING    admitted (unsuspended); no pod running yet (being scheduled, capacity
-            being launched, or between retry attempts).
-RUNNING     at least one pod running.
+RUNNABLE    dependencies met, suspended, waiting for admission (queue order, quota);
+            or admitted, with a failed attempt waiting for its retry (AWS Batch moves
+            a job with attempts left back to RUNNABLE): the Job controller has not
+            created the next attempt's pod yet. It keeps its admission meanwhile.
+STARTING    admitted (unsuspended); its pods exist, none running yet (being scheduled,
+            capacity being launched).
+RUNNING     at least one pod running, or (several pods) some have finished and the
+            Job goes on; a job whose pod succeeded stays where it was until the Job is
+            Complete.
 SUCCEEDED   the Job is Complete.
 FAILED      the Job Failed — attempts exhausted, an EXIT rule, a timeout, a failed
             dependency, cancelled or terminated.
 
-STARTING/RUNNING → RUNNABLE happens only if someone suspends an admitted Job again.
+RUNNING never goes back to STARTING: an array parent whose children have started
+stays RUNNING until it ends, its children's states counted in ebb.dev/array-status
+(as AWS Batch's array summary). RUNNING/STARTING → RUNNABLE is a failed attempt
+waiting for its retry (or someone suspending an admitted Job again). While the Job
+controller has not yet counted a pod that finished, the state does not move: the
+pod's outcome (success, retry, attempts exhausted) is not known yet.
 Every state comes with a reason: a machine-readable code and a sentence.
 """
 
@@ -48,7 +61,7 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     _S.PENDING: frozenset({_S.RUNNABLE, _S.FAILED}),
     _S.RUNNABLE: frozenset({_S.STARTING, _S.RUNNING, _S.SUCCEEDED, _S.FAILED}),
     _S.STARTING: frozenset({_S.RUNNING, _S.RUNNABLE, _S.SUCCEEDED, _S.FAILED}),
-    _S.RUNNING: frozenset({_S.STARTING, _S.RUNNABLE, _S.SUCCEEDED, _S.FAILED}),
+    _S.RUNNING: frozenset({_S.RUNNABLE, _S.SUCCEEDED, _S.FAILED}),
     _S.SUCCEEDED: frozenset(),
     _S.FAILED: frozenset(),
 }
@@ -76,6 +89,7 @@ class Code(Enum):
     NO_QUEUE = "MISCONFIGURATION:JOB_QUEUE_NOT_FOUND"
     ADMITTED = "ADMITTED"
     PODS_PENDING = "STARTING:PODS_PENDING"
+    RETRY_WAIT = "RUNNABLE:RETRY_WAIT"
     RUNNING = "RUNNING"
     SUCCEEDED = "SUCCEEDED"
     ATTEMPTS_EXHAUSTED = "FAILED:ATTEMPTS_EXHAUSTED"

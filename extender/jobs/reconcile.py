@@ -22,6 +22,7 @@ from extender.jobs.snapshot import JobInfo, parse_index_ranges
 
 # Enum member lookups are slow on Python 3.11 and these run once per job.
 _RUNNABLE = State.RUNNABLE
+_FINISHED = ("Succeeded", "Failed")
 _NO_DEPENDENCIES = DependencyVerdict(ready=True)
 
 
@@ -64,21 +65,25 @@ class Decisions:
 def reconcile(snap: Snapshot) -> Decisions:
     out = Decisions()
     demands: list[Demand] = []
+    # Admitted jobs with a finished pod the Job controller has not counted yet.
+    counting: set[str] = set()
     never = _NeverPlaced(snap)
     for key, job in snap.jobs.items():
         pods = snap.pods_by_job.get(key, ())
         departed = snap.departed_by_job.get(key, ())
-        if pods or departed:
+        if job.admitted and job.terminal is None and _uncounted(job, pods):
+            counting.add(key)
+        elif pods or departed:
             finished = (*departed, *pods) if departed else pods
             record = attempt_records.merge(job.attempts_json, finished, snap.node_instance)
             if record is not None:
                 out.attempts[key] = record
-        status, demand = _job(job, pods, snap, out, never)
+        status, demand = _job(job, pods, snap, out, never, counting=key in counting)
         if status is not None:
             out.statuses[key] = status
         if demand is not None:
             demands.append(demand)
-        if job.is_array:
+        if job.is_array and key not in counting:
             out.array_status[key] = _array_summary(job, pods, out.statuses.get(key))
     queue_views = {
         name: QueueView(
@@ -96,7 +101,7 @@ def reconcile(snap: Snapshot) -> Decisions:
     for d in demands:
         job = snap.jobs[d.key]
         granted = result.grants.get(d.key)
-        if granted is not None and granted > d.granted:
+        if granted is not None and granted > d.granted and d.key not in counting:
             out.admit[d.key] = granted
             if not job.admitted:
                 out.statuses[d.key] = Status(
@@ -119,6 +124,18 @@ def reconcile(snap: Snapshot) -> Decisions:
     # writes only the first ones writes those.
     out.admit = {key: out.admit[key] for key in result.grants if key in out.admit}
     return out
+
+
+def _uncounted(job: JobInfo, pods: Sequence[PodInfo]) -> bool:
+    """Has a pod of this Job finished that the Job controller has not counted yet? It
+    lists such a pod in status.uncountedTerminatedPods, removes the pod's finalizer,
+    then counts it in status.succeeded/failed. Any other write to the Job in between
+    makes that last update conflict, and the Job controller then re-syncs from a
+    cached Job that may predate its own first write: it sees neither the pod (no
+    finalizer) nor its count, and starts the slot again (kubernetes#130103) — a second
+    run of a success, or an attempt beyond the limit. Ebb writes nothing to such a Job
+    until the count has landed."""
+    return job.uncounted > 0 or any(p.job_tracking and p.phase in _FINISHED for p in pods)
 
 
 class _NeverPlaced:
@@ -160,8 +177,12 @@ def _job(
     snap: Snapshot,
     out: Decisions,
     never: Callable[[JobInfo], Status | None],
+    *,
+    counting: bool,
 ) -> tuple[Status | None, Demand | None]:
-    """The status of one job outside admission, and its demand if it wants pods."""
+    """The status of one job outside admission, and its demand if it wants pods.
+    `counting`: a finished pod is not counted yet: its outcome is not known, the state
+    stays."""
     key = job.key
     if job.terminal == "Complete":
         return Status(State.SUCCEEDED, Code.SUCCEEDED, _succeeded_reason(job)), None
@@ -196,8 +217,8 @@ def _job(
             return None, None
         gated = [p for p in pods if p.scheduling_gated and p.completion_index is not None]
         out.ungate.extend(p.key for p in gated if p.completion_index in verdict.ungated_indexes)
-        status = _admitted_status(job, pods)
-        if status.state is State.STARTING and not job.ready:
+        status = None if counting else _admitted_status(job, pods)
+        if status is not None and status.state is State.STARTING and not job.ready:
             status = never(job) or status
         return status, _held(job, pods, snap)
     if not verdict.ready:
@@ -249,31 +270,60 @@ def _held(job: JobInfo, pods: Sequence[PodInfo], snap: Snapshot) -> Demand:
     )
 
 
-def _admitted_status(job: JobInfo, pods: Sequence[PodInfo]) -> Status:
+def _admitted_status(job: JobInfo, pods: Sequence[PodInfo]) -> Status | None:
+    """An admitted job's state from its pods, once the Job controller has counted every
+    finished one. None: it stays where it is."""
     running = [p for p in pods if p.phase == "Running" and not p.terminating]
+    several = (job.completions or 1) > 1
     if running:
         where = ", ".join(sorted({p.node_name or "?" for p in running})[:3])
-        return Status(State.RUNNING, Code.RUNNING, f"{len(running)} pod(s) running on {where}")
-    pending = [p for p in pods if p.phase == "Pending" and not p.terminating]
-    unplaced = [p for p in pending if p.unschedulable]
+        text = f"{len(running)} pod(s) running on {where}"
+        return Status(State.RUNNING, Code.RUNNING, _progress(job) + text if several else text)
+    live = [p for p in pods if p.phase == "Pending" and not p.terminating]
+    code, detail = _pending(live)
+    if several and (job.succeeded or job.failed):
+        # Children ran and more are to come: the parent stays RUNNING until the Job ends.
+        return Status(State.RUNNING, Code.RUNNING, _progress(job) + detail)
+    if job.succeeded:
+        return None  # its pod succeeded: the Job is Complete in a moment
+    if job.failed and not live:
+        return Status(State.RUNNABLE, Code.RETRY_WAIT, _retry_wait(job, pods))
+    attempt = f"attempt {job.failed + 1}" if job.failed else "admitted"
+    return Status(State.STARTING, code, f"{attempt}; {detail}")
+
+
+def _progress(job: JobInfo) -> str:
+    failed = f", {job.failed} failed attempt(s)" if job.failed else ""
+    return f"{job.succeeded} of {job.completions} succeeded{failed}; "
+
+
+def _pending(live: Sequence[PodInfo]) -> tuple[Code, str]:
+    """What an admitted job's pods that are not running yet wait for."""
+    unplaced = [p for p in live if p.unschedulable]
     if unplaced:
-        return Status(
-            State.STARTING,
-            Code.PODS_PENDING,
-            f"{len(unplaced)} pod(s) waiting for a node: {unplaced[0].scheduling_message}",
-        )
-    gated = [p for p in pending if p.scheduling_gated]
+        message = unplaced[0].scheduling_message
+        return Code.PODS_PENDING, f"{len(unplaced)} pod(s) waiting for a node: {message}"
+    gated = [p for p in live if p.scheduling_gated]
     if gated:
-        return Status(
-            State.STARTING,
-            Code.PODS_PENDING,
-            f"{len(gated)} child pod(s) wait for their n_to_n dependency",
+        return Code.PODS_PENDING, f"{len(gated)} child pod(s) wait for their n_to_n dependency"
+    return Code.ADMITTED, "pods starting"
+
+
+def _retry_wait(job: JobInfo, pods: Sequence[PodInfo]) -> str:
+    """Which attempt failed and how, and what the next one waits for."""
+    failed = [p for p in pods if p.phase == "Failed"]
+    last = max(failed, key=lambda p: p.finished or "", default=None)
+    how = ""
+    if last is not None and last.disrupted:
+        how = " (host terminated)"
+    elif last is not None:
+        how = (
+            f" (exit code {last.exit_code})" if last.exit_code is not None else f" ({last.reason})"
         )
-    if job.failed and not pending:
-        return Status(
-            State.STARTING, Code.PODS_PENDING, f"retrying after {job.failed} failed attempt(s)"
-        )
-    return Status(State.STARTING, Code.ADMITTED, "admitted; pods starting")
+    return (
+        f"attempt {job.failed} failed{how}; attempt {job.failed + 1} waits for the Job "
+        "controller to create its pod (its retry backoff)"
+    )
 
 
 def _timed_out(job: JobInfo, pods: Sequence[PodInfo]) -> str | None:

@@ -16,10 +16,17 @@ what a rule can look at:
 
 Array jobs (Indexed, more than one completion) retry each child on its own:
 backoffLimitPerIndex, and EXIT fails the child (FailIndex), as AWS fails one child.
+
+A job without a retry strategy runs once on AWS Batch; a Job without a backoffLimit is
+retried 6 times by Kubernetes. A Job in an Ebb queue without `ebb.dev/retry-strategy`
+whose backoffLimit is that default runs once, as if it carried `{"attempts": 1}`; any
+other backoffLimit (or a backoffLimitPerIndex) is its author's and is kept. (Admission
+webhooks see Jobs after defaulting: an explicit `backoffLimit: 6` is the default.)
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
@@ -32,6 +39,8 @@ ATTEMPT_TIMED_OUT = "Job attempt duration exceeded timeout"
 _HOST_EXAMPLE = HOST_TERMINATED.format(instance="i-0123456789abcdef0")
 _MAX_CODE = 255
 _UNLIMITED = 2**31 - 1
+KUBERNETES_DEFAULT_BACKOFF_LIMIT = 6
+ONE_ATTEMPT = RetryStrategy(attempts=1)
 
 
 def expand_exit_codes(glob: str) -> frozenset[int]:
@@ -75,6 +84,21 @@ class RetryFields:
             # Required with a podFailurePolicy: replace a pod only once it has failed.
             patch["podReplacementPolicy"] = "Failed"
         return patch
+
+
+def effective_strategy(
+    strategy: RetryStrategy | None, job_spec: Mapping[str, Any]
+) -> RetryStrategy | None:
+    """The retry strategy Ebb applies to a Job (`job_spec`: its spec, after the API
+    server's defaulting): its own; AWS Batch's one attempt if its author chose no
+    retries; None if the author chose Kubernetes' (a backoffLimit other than the
+    default, or a backoffLimitPerIndex)."""
+    if strategy is not None:
+        return strategy
+    if job_spec.get("backoffLimitPerIndex") is not None:
+        return None
+    limit = job_spec.get("backoffLimit", KUBERNETES_DEFAULT_BACKOFF_LIMIT)
+    return ONE_ATTEMPT if limit == KUBERNETES_DEFAULT_BACKOFF_LIMIT else None
 
 
 def translate(strategy: RetryStrategy, *, per_index: bool) -> RetryFields:

@@ -52,6 +52,7 @@ class JobInfo:
     succeeded: int
     failed: int
     terminating: int
+    uncounted: int  # finished pods the Job controller is still moving into its counters
     started: float | None
     completed_indexes: str
     failed_indexes: str
@@ -123,6 +124,7 @@ def job_from_raw(raw: Mapping[str, Any]) -> JobInfo | None:
         elif kind == "FailureTarget":
             failure_target = True
     template_spec = ((spec.get("template") or {}).get("spec")) or {}
+    uncounted: Mapping[str, list[str]] = status.get("uncountedTerminatedPods") or {}
     published = annotations.get(keys.STATE)
     completions = spec.get("completions")
     return JobInfo(
@@ -150,6 +152,7 @@ def job_from_raw(raw: Mapping[str, Any]) -> JobInfo | None:
         succeeded=_int(status.get("succeeded"), 0),
         failed=_int(status.get("failed"), 0),
         terminating=_int(status.get("terminating"), 0),
+        uncounted=sum(len(uids or ()) for uids in uncounted.values()),
         started=parse_time(status.get("startTime")),
         completed_indexes=str(status.get("completedIndexes") or ""),
         failed_indexes=str(status.get("failedIndexes") or ""),

@@ -24,6 +24,7 @@ from ebb.events import EventRecorder, ObjectRef
 from ebb.kube import JOBS, PODS, ApiError, KubeClient, Reflector
 from extender.jobs.lifecycle import CONDITION_REASONS, State, Status
 from extender.jobs.reconcile import Decisions, Failure
+from extender.jobs.retry import ONE_ATTEMPT, effective_strategy
 from extender.jobs.snapshot import JobInfo, format_time
 
 log = structlog.get_logger("ebb.jobs")
@@ -190,6 +191,11 @@ class Writer:
             "metadata": {"labels": labels},
             "spec": {"tolerations": tolerations},
         }
+        # backoffLimit is the one retry field a Job's update may change; (a retry strategy
+        # needs the webhook: podFailurePolicy, backoffLimitPerIndex and restartPolicy are
+        # immutable.) A job without one runs once, as the webhook makes it.
+        if effective_strategy(job.spec.retry, raw["spec"]) is ONE_ATTEMPT:
+            body["spec"]["backoffLimit"] = 0
         return body
 
     async def _fail(self, job: JobInfo, failure: Failure, now: float) -> None:
@@ -311,13 +317,19 @@ class Writer:
                 continue
             key, annotations = next(iter(self._pending.items()))
             del self._pending[key]
-            namespace, name = key.split("/", 1)
-            written = await self._write("publish", self._publish_call(namespace, name, annotations))
+            job = self._jobs.store.get(key)
+            if job is None or (job.uncounted and job.terminal is None):
+                continue  # gone, or see below: the next pass decides again
+            written = await self._write("publish", self._publish_call(job, annotations))
             if written is not None:
                 self._jobs.apply_write(written)
 
-    def _publish_call(
-        self, namespace: str, name: str, annotations: dict[str, str]
-    ) -> Callable[[], Any]:
-        body = {"metadata": {"annotations": annotations}}
-        return lambda: self._client.patch(JOBS, name, body, namespace)
+    def _publish_call(self, job: JobInfo, annotations: dict[str, str]) -> Callable[[], Any]:
+        """A write on the Job as last seen, never while the Job controller is moving
+        finished pods into its counters (uncountedTerminatedPods): a write between its
+        two status updates makes the second conflict, and from its then stale view it
+        runs the pod's slot again (kubernetes#130103). The version precondition makes
+        that hold although the queue may hold a publication a while: if the Job changed
+        since, the write conflicts and the next pass decides again."""
+        body = {"metadata": {"resourceVersion": job.resource_version, "annotations": annotations}}
+        return lambda: self._client.patch(JOBS, job.name, body, job.namespace)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+from typing import Any
+
 import orjson
 import pytest
 
 from ebb import keys, kube
+from extender.jobs.lifecycle import State, allowed
 from tests.e2e.batch import annotation, batch_env, job_body, unique, wait_state
 from tests.e2e.cluster import wait_for
 
@@ -138,3 +143,101 @@ async def test_a_suspended_job_the_webhook_never_saw_is_managed(
         template = done["spec"]["template"]
         assert template["metadata"]["labels"][keys.QUEUE_LABEL] == q
         assert keys.BATCH_TOLERATION in template["spec"]["tolerations"]
+
+
+@pytest.mark.parametrize("webhook", [True, False], ids=["webhook", "created-without-webhook"])
+async def test_a_job_without_retry_strategy_runs_once(
+    kube_client: kube.KubeClient, namespace: str, webhook: bool
+) -> None:
+    """AWS Batch runs a job without retryStrategy once; Kubernetes' default backoffLimit
+    would run it 7 times. A limit its author wrote is kept."""
+    async with batch_env(kube_client) as env:
+        ce = await env.compute_environment(unique("ce"))
+        q = await env.queue(unique("q"), [ce])
+        for name, limit in (("once", None), ("chosen", 1)):
+            body = job_body(name, q, exit_code=1, suspend=None if webhook else True)
+            if limit is None:
+                del body["spec"]["backoffLimit"]  # Kubernetes' default, 6
+            else:
+                body["spec"]["backoffLimit"] = limit
+            if not webhook:  # the webhook does not see it; put in a queue after
+                del body["metadata"]["labels"][keys.QUEUE_LABEL]
+            await kube_client.create(kube.JOBS, body, namespace)
+            if not webhook:
+                await kube_client.patch(
+                    kube.JOBS, name, {"metadata": {"labels": {keys.QUEUE_LABEL: q}}}, namespace
+                )
+        once = await wait_state(kube_client, namespace, "once", "FAILED", timeout=90)
+        chosen = await wait_state(kube_client, namespace, "chosen", "FAILED", timeout=90)
+        assert once["spec"]["backoffLimit"] == 0
+        assert once["status"]["failed"] == 1
+        assert annotation(once, keys.REASON_CODE) == "FAILED:ATTEMPTS_EXHAUSTED"
+        assert chosen["spec"]["backoffLimit"] == 1
+        assert chosen["status"]["failed"] == 2
+        for name, runs in (("once", 1), ("chosen", 2)):
+            pods = await kube_client.list(kube.PODS, namespace, label_selector=f"job-name={name}")
+            assert len(pods.items) == runs, [p["metadata"]["name"] for p in pods.items]
+
+
+async def test_states_do_not_flap_and_a_retry_waits_runnable_holding_its_admission(
+    kube_client: kube.KubeClient, namespace: str
+) -> None:
+    """Every state a watch of the Jobs sees, in order: a job whose pod succeeded goes
+    from RUNNING to SUCCEEDED (never back to STARTING); a failed attempt waiting for
+    its retry is RUNNABLE, holding its admission (a job behind it is not admitted)."""
+    seen: dict[str, list[tuple[str, str, str]]] = {}
+
+    def published(raw: dict[str, Any]) -> tuple[str, tuple[str, str, str]]:
+        ann = raw["metadata"].get("annotations") or {}
+        return raw["metadata"]["name"], (
+            ann.get(keys.STATE, ""),
+            ann.get(keys.REASON_CODE, ""),
+            ann.get(keys.REASON, ""),
+        )
+
+    def record(event: kube.Event[tuple[str, tuple[str, str, str]]]) -> None:
+        if event.new is not None:
+            name, state = event.new
+            states = seen.setdefault(name, [])
+            if not states or states[-1][:2] != state[:2]:
+                states.append(state)
+
+    watch = kube.Reflector(kube_client, kube.JOBS, published, namespace=namespace, name="states")
+    watch.subscribe(record)
+    task = asyncio.create_task(watch.run())
+    try:
+        async with batch_env(kube_client) as env:
+            ce = await env.compute_environment(unique("ce"), max_vcpus=2)
+            q = await env.queue(unique("q"), [ce])
+            await kube_client.create(kube.JOBS, job_body("ok", q, run_seconds=2), namespace)
+            retry = {keys.RETRY_STRATEGY: '{"attempts": 2}'}
+            body = job_body("retried", q, cpu="2", exit_code=3, annotations=retry)
+            await kube_client.create(kube.JOBS, body, namespace)
+
+            async def retry_wait() -> bool:
+                return any(s[1] == "RUNNABLE:RETRY_WAIT" for s in seen.get("retried", ()))
+
+            await wait_for(retry_wait, 60, message="the failed attempt waiting for its retry")
+            await kube_client.create(kube.JOBS, job_body("behind", q, cpu="1"), namespace)
+            # The Job controller waits 10 s before the next attempt: meanwhile the retried
+            # job holds its 2 vCPUs and the job behind it waits.
+            await asyncio.sleep(3)
+            behind = await kube_client.get(kube.JOBS, "behind", namespace)
+            retried = await kube_client.get(kube.JOBS, "retried", namespace)
+            if annotation(retried, keys.REASON_CODE) == "RUNNABLE:RETRY_WAIT":
+                assert behind["spec"]["suspend"] is True
+                assert annotation(behind, keys.STATE) == "RUNNABLE"
+            await wait_state(kube_client, namespace, "ok", "SUCCEEDED")
+            await wait_state(kube_client, namespace, "retried", "FAILED", timeout=90)
+            await wait_state(kube_client, namespace, "behind", "SUCCEEDED", timeout=60)
+    finally:
+        watch.stop()
+        await asyncio.gather(task, return_exceptions=True)
+    ok = [s for s, _, _ in seen["ok"]]
+    assert ok[-2:] == ["RUNNING", "SUCCEEDED"], seen["ok"]
+    for name, states in seen.items():
+        for (before, _, _), (after, _, _) in itertools.pairwise(states):
+            assert allowed(State(before), State(after)), (name, states)
+    waits = [reason for _, code, reason in seen["retried"] if code == "RUNNABLE:RETRY_WAIT"]
+    assert waits and waits[0].startswith("attempt 1 failed (exit code 3); attempt 2 waits"), seen
+    assert [s for s, _, _ in seen["retried"]][-1] == "FAILED"

@@ -80,6 +80,7 @@ def pod(
     disrupted: bool = False,
     gated: bool = False,
     cpu: str = "1",
+    tracked: bool = False,
 ) -> PodInfo:
     annotations = {} if index is None else {"batch.kubernetes.io/job-completion-index": str(index)}
     status: dict[str, Any] = {"phase": phase, "reason": reason, "startTime": "2026-01-01T00:01:00Z"}
@@ -114,6 +115,7 @@ def pod(
                 "labels": {"ebb.dev/queue": "q"},
                 "annotations": annotations,
                 "ownerReferences": [{"kind": "Job", "name": job_name, "uid": "u"}],
+                "finalizers": ["batch.kubernetes.io/job-tracking"] if tracked else [],
             },
             "spec": spec,
             "status": status,

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ebb.model import JobQueue, StateTimeLimitAction
 from ebb.resources import Resources
 from extender.jobs.admission import CapacityLimit
@@ -216,3 +218,133 @@ def test_admissions_are_listed_in_the_order_admission_granted_them() -> None:
     jobs = [job(f"j{i}", cpu="1", created=f"2026-01-01T00:00:0{9 - i}Z") for i in range(4)]
     out = reconcile(snapshot(*jobs, vcpus=8))
     assert list(out.admit) == ["ns/j3", "ns/j2", "ns/j1", "ns/j0"]
+
+
+RUNNING_NOW = {"ebb.dev/state": "RUNNING", "ebb.dev/reason-code": "RUNNING"}
+
+
+def test_a_job_whose_pod_succeeded_stays_running_until_the_job_is_complete() -> None:
+    # Counted by the Job controller, the Job not Complete yet: no STARTING in between.
+    j = job("j", suspend=False, annotations=RUNNING_NOW, status={"succeeded": 1})
+    out = reconcile(snapshot(j, pods={"ns/j": [pod("j", "j-1", phase="Succeeded", exit_code=0)]}))
+    assert "ns/j" not in out.statuses
+    assert "ns/j" in out.attempts  # its record may go out: nothing is in flight
+
+
+def test_nothing_moves_while_the_job_controller_has_a_finished_pod_to_count() -> None:
+    # The pod finished; the Job controller has not counted it (it still carries its
+    # finalizer; then, finalizer gone, it is in uncountedTerminatedPods): no state, no
+    # record, no summary, no growth.
+    tracked = pod("j", "j-1", phase="Failed", exit_code=3, tracked=True)
+    untracked = pod("j", "j-1", phase="Failed", exit_code=3)
+    for status, seen in (
+        ({"active": 1}, tracked),
+        ({"uncountedTerminatedPods": {"failed": ["uid-j-1"]}}, untracked),
+    ):
+        j = job("j", suspend=False, annotations=RUNNING_NOW, status=status)
+        out = reconcile(snapshot(j, pods={"ns/j": [seen]}))
+        assert "ns/j" not in out.statuses and "ns/j" not in out.attempts
+    arr = job(
+        "arr",
+        indexed=True,
+        completions=4,
+        parallelism=1,
+        suspend=False,
+        annotations={"ebb.dev/requested-parallelism": "4", **RUNNING_NOW},
+        status={"active": 1},
+    )
+    done = pod("arr", "arr-0", phase="Succeeded", index=0, exit_code=0, tracked=True)
+    pods = [done, pod("arr", "arr-1")]
+    out = reconcile(snapshot(arr, pods={"ns/arr": pods}, vcpus=8))
+    assert out.admit == {} and out.array_status == {} and "ns/arr" not in out.statuses
+    pods = [replace(done, job_tracking=False), pod("arr", "arr-1")]
+    # Counted: it grows, and the summary goes out.
+    counted = job(
+        "arr",
+        indexed=True,
+        completions=4,
+        parallelism=1,
+        suspend=False,
+        annotations={"ebb.dev/requested-parallelism": "4", **RUNNING_NOW},
+        status={"active": 1, "succeeded": 1},
+    )
+    out = reconcile(snapshot(counted, pods={"ns/arr": pods}, vcpus=8))
+    assert out.admit == {"ns/arr": 3}
+    assert out.array_status["ns/arr"]["SUCCEEDED"] == 1
+
+
+def test_a_failed_attempt_waiting_for_its_retry_is_runnable_and_keeps_its_admission() -> None:
+    retried = job(
+        "r",
+        cpu="4",
+        suspend=False,
+        annotations={"ebb.dev/retry-strategy": '{"attempts": 3}', **RUNNING_NOW},
+        status={"failed": 1},
+    )
+    behind = job("b", cpu="1")
+    failed = [pod("r", "r-1", phase="Failed", exit_code=3, cpu="4")]
+    out = reconcile(snapshot(retried, behind, pods={"ns/r": failed}))
+    status = out.statuses["ns/r"]
+    assert (status.state, status.code) == (State.RUNNABLE, Code.RETRY_WAIT)
+    assert status.reason.startswith("attempt 1 failed (exit code 3); attempt 2 waits for")
+    # It holds its admission: the CE is full, it is not admitted again, nothing else is.
+    assert out.admit == {}
+    assert out.statuses["ns/b"].code is Code.WAITING_FOR_CAPACITY
+    assert out.used == {"ce": 4.0}
+    # The next attempt's pod exists: STARTING, then RUNNING.
+    pending = [*failed, pod("r", "r-2", phase="Pending", node=None, cpu="4")]
+    status = reconcile(snapshot(retried, pods={"ns/r": pending})).statuses["ns/r"]
+    assert (status.state, status.reason) == (State.STARTING, "attempt 2; pods starting")
+
+
+def test_an_array_parent_stays_running_between_its_children() -> None:
+    arr = job(
+        "arr",
+        indexed=True,
+        completions=3,
+        parallelism=1,
+        suspend=False,
+        annotations={"ebb.dev/array-dependency": "SEQUENTIAL", **RUNNING_NOW},
+        status={"succeeded": 1, "active": 1},
+    )
+    pods = [
+        pod("arr", "arr-0", phase="Succeeded", index=0, exit_code=0),
+        pod("arr", "arr-1", phase="Pending", node=None, index=1),
+    ]
+    status = reconcile(snapshot(arr, pods={"ns/arr": pods})).statuses["ns/arr"]
+    assert status.state is State.RUNNING
+    assert status.reason == "1 of 3 succeeded; pods starting"
+
+
+def test_every_state_reconcile_publishes_is_a_transition_of_the_state_machine() -> None:
+    from extender.jobs.lifecycle import allowed
+
+    cases = [
+        # (status, pods): a single pod's life, with a failed attempt and its retry.
+        ({"active": 1}, [pod("j", "j-1", phase="Pending", node=None)]),
+        ({"active": 1}, [pod("j", "j-1")]),
+        ({"failed": 1}, [pod("j", "j-1", phase="Failed", exit_code=1)]),
+        (
+            {"failed": 1, "active": 1},
+            [pod("j", "j-1", phase="Failed", exit_code=1), pod("j", "j-2", phase="Pending")],
+        ),
+        ({"failed": 1, "active": 1}, [pod("j", "j-2")]),
+        ({"failed": 1, "succeeded": 1}, [pod("j", "j-2", phase="Succeeded", exit_code=0)]),
+        (
+            {"failed": 1, "succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]},
+            [],
+        ),
+    ]
+    published: State | None = State.STARTING
+    for status, pods in cases:
+        j = job(
+            "j",
+            suspend=False,
+            annotations={"ebb.dev/state": published.value if published else ""},
+            status=status,
+        )
+        out = reconcile(snapshot(j, pods={"ns/j": pods}))
+        new = out.statuses["ns/j"].state if "ns/j" in out.statuses else published
+        assert new is not None and allowed(published, new), (published, new, status)
+        published = new
+    assert published is State.SUCCEEDED

@@ -126,6 +126,48 @@ def test_status_reasons() -> None:
     assert status_reason_for(False, None) == CONTAINER_EXITED
 
 
+def test_a_job_without_retry_strategy_runs_once_unless_its_author_chose_a_limit() -> None:
+    from ebb.jobspec import JobSpec
+    from extender.webhook import mutate
+    from tests.unit.jobs.factories import raw_job
+
+    def mutated(**spec: object) -> dict[str, object]:
+        raw = raw_job("j")
+        raw["spec"].update(spec)
+        raw["spec"]["template"]["spec"]["restartPolicy"] = "OnFailure"
+        out = mutate(raw, JobSpec())
+        pod_spec = out["spec"]["template"]["spec"]
+        return {k: out["spec"].get(k) for k in ("backoffLimit", "backoffLimitPerIndex")} | {
+            "restartPolicy": pod_spec["restartPolicy"]
+        }
+
+    # Kubernetes' default (what an admission webhook sees when none was written): AWS's one.
+    once = {"backoffLimit": 0, "backoffLimitPerIndex": None, "restartPolicy": "Never"}
+    assert mutated(backoffLimit=6) == once
+    assert mutated() == once
+    # Chosen by the author: kept, with the restart policy.
+    assert mutated(backoffLimit=2) == {
+        "backoffLimit": 2,
+        "backoffLimitPerIndex": None,
+        "restartPolicy": "OnFailure",
+    }
+    assert (
+        mutated(backoffLimit=2**31 - 1, backoffLimitPerIndex=1, completionMode="Indexed")[
+            "backoffLimitPerIndex"
+        ]
+        == 1
+    )
+    # An array: one attempt per child.
+    assert mutated(backoffLimit=6, completionMode="Indexed", completions=3) == {
+        "backoffLimit": 2**31 - 1,
+        "backoffLimitPerIndex": 0,
+        "restartPolicy": "Never",
+    }
+    # A retry strategy decides, whatever the limit.
+    retried = mutate(raw_job("j"), JobSpec(retry=parse_retry_strategy('{"attempts": 3}')))
+    assert retried["spec"]["backoffLimit"] == 2
+
+
 def test_the_seeds_spot_only_strategy() -> None:
     """Retry host terminations (Spot reclaims) up to 3 attempts, fail on anything else:
     DisruptionTarget counts, then any other failure fails the job, in that order."""

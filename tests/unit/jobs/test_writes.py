@@ -58,3 +58,38 @@ def test_attempts_and_array_summary_go_with_a_state_change_at_once() -> None:
     assert queued[keys.STATE] == "SUCCEEDED"
     assert queued[keys.ATTEMPTS] == RECORD
     assert queued[keys.ARRAY_STATUS] == '{"SUCCEEDED":2}'
+
+
+class _Client:
+    def __init__(self) -> None:
+        self.patches: list[tuple[str, Any]] = []
+
+    async def patch(self, resource: Any, name: str, body: Any, namespace: str) -> Any:
+        self.patches.append((name, body))
+        return None  # as if it conflicted: nothing to feed back
+
+
+class _Jobs:
+    def __init__(self, *infos: Any) -> None:
+        self.store = {i.key: i for i in infos}
+
+
+async def test_publications_hold_while_the_job_controller_counts_a_finished_pod() -> None:
+    import asyncio
+
+    settled = job("a", suspend=False, status={"succeeded": 1})
+    counting = job("b", suspend=False, status={"uncountedTerminatedPods": {"succeeded": ["u"]}})
+    client = _Client()
+    writer = Writer(client, _Jobs(settled, counting), _Events())  # type: ignore[arg-type]
+    publisher = asyncio.create_task(writer._publisher())
+    for j in (settled, counting):
+        writer._enqueue(j, {keys.REASON: "x"})
+    for _ in range(5):
+        await asyncio.sleep(0)
+    publisher.cancel()
+    # Only the settled Job, and on the version seen: if the Job controller wrote
+    # meanwhile (uncountedTerminatedPods), the write conflicts instead of landing.
+    assert client.patches == [
+        ("a", {"metadata": {"resourceVersion": "1", "annotations": {keys.REASON: "x"}}})
+    ]
+    assert writer._pending == {}  # the next pass decides again
