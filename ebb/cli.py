@@ -218,9 +218,12 @@ class Cli:
         if queue is None:
             add(1, f"queue {queue_name} does not exist")
             return out
-        if state in ("RUNNABLE", "STARTING", "SUBMITTED"):
+        # A job RUNNABLE between attempts keeps its admission: what it waits for is the
+        # Job controller's next pod, not its queue.
+        retrying = ann.get(keys.REASON_CODE) == keys.RETRY_WAIT_CODE
+        if state in ("RUNNABLE", "STARTING", "SUBMITTED") and not retrying:
             await self._queue(queue, job, add)
-        if state in ("STARTING", "RUNNING", "FAILED"):
+        if state in ("STARTING", "RUNNING", "FAILED") or retrying:
             await self._pods(job, add)
         if state == "STARTING":
             for ce in self._environments(queue):

@@ -28,6 +28,8 @@ ARRAY_DEPENDENCY: Final = "ebb.dev/array-dependency"
 STATE: Final = "ebb.dev/state"
 REASON: Final = "ebb.dev/reason"
 REASON_CODE: Final = "ebb.dev/reason-code"
+# The reason code of a job between attempts: RUNNABLE, still holding its admission.
+RETRY_WAIT_CODE: Final = "RUNNABLE:RETRY_WAIT"
 STATE_SINCE: Final = "ebb.dev/since"
 ADMITTED_AT: Final = "ebb.dev/admitted-at"
 # An array job's own parallelism, kept while Ebb raises spec.parallelism as it admits.

@@ -38,6 +38,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from ebb import keys
+
 
 class State(Enum):
     SUBMITTED = "SUBMITTED"
@@ -89,7 +91,7 @@ class Code(Enum):
     NO_QUEUE = "MISCONFIGURATION:JOB_QUEUE_NOT_FOUND"
     ADMITTED = "ADMITTED"
     PODS_PENDING = "STARTING:PODS_PENDING"
-    RETRY_WAIT = "RUNNABLE:RETRY_WAIT"
+    RETRY_WAIT = keys.RETRY_WAIT_CODE
     RUNNING = "RUNNING"
     SUCCEEDED = "SUCCEEDED"
     ATTEMPTS_EXHAUSTED = "FAILED:ATTEMPTS_EXHAUSTED"

@@ -12,7 +12,8 @@ import pytest
 from ebb import keys, kube
 from extender.jobs.lifecycle import State, allowed
 from tests.e2e.batch import annotation, batch_env, job_body, unique, wait_state
-from tests.e2e.cluster import wait_for
+from tests.e2e.cluster import LocalCluster, wait_for
+from tests.e2e.test_kubectl_plugin import kubectl_ebb
 
 pytestmark = pytest.mark.usefixtures("scheduler_daemon")
 
@@ -180,7 +181,7 @@ async def test_a_job_without_retry_strategy_runs_once(
 
 
 async def test_states_do_not_flap_and_a_retry_waits_runnable_holding_its_admission(
-    kube_client: kube.KubeClient, namespace: str
+    cluster: LocalCluster, kube_client: kube.KubeClient, namespace: str
 ) -> None:
     """Every state a watch of the Jobs sees, in order: a job whose pod succeeded goes
     from RUNNING to SUCCEEDED (never back to STARTING); a failed attempt waiting for
@@ -227,6 +228,10 @@ async def test_states_do_not_flap_and_a_retry_waits_runnable_holding_its_admissi
             if annotation(retried, keys.REASON_CODE) == "RUNNABLE:RETRY_WAIT":
                 assert behind["spec"]["suspend"] is True
                 assert annotation(behind, keys.STATE) == "RUNNABLE"
+                # `kubectl ebb why` shows the failed attempt's pod, not a queue position.
+                why = kubectl_ebb(cluster, "why", "retried", "-n", namespace)
+                assert "attempt 1 failed" in why and "pod retried-" in why, why
+                assert "position" not in why and "queue " not in why, why
             await wait_state(kube_client, namespace, "ok", "SUCCEEDED")
             await wait_state(kube_client, namespace, "retried", "FAILED", timeout=90)
             await wait_state(kube_client, namespace, "behind", "SUCCEEDED", timeout=60)
