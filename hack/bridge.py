@@ -108,18 +108,26 @@ class Bridge:
         known = {raw["InstanceId"] for raw in instances}
         for iid in [i for i in self.nodes if i not in known]:
             # EC2 has never heard of it (a restarted moto): the cloud would delete it.
-            await self._node_lost(iid)
+            await self._lose(iid)
         self.going_since = {i: t for i, t in self.going_since.items() if i in known}
         for raw in instances:
             iid, state = raw["InstanceId"], raw["State"]["Name"]
             if state in GOING:
                 since = self.going_since.setdefault(iid, now)
                 if iid in self.nodes and now - since >= self.s.node_loss_seconds:
-                    await self._node_lost(iid)
+                    await self._lose(iid)
                 continue
             booted = now - raw["LaunchTime"].timestamp() >= self.s.boot_seconds
             if state == "running" and booted and iid not in self.nodes:
                 await self._register(raw)
+
+    async def _lose(self, iid: str) -> None:
+        """One gone instance's failure to end its pods must not keep the instances that
+        are booting meanwhile from becoming nodes: it is logged and tried next step."""
+        try:
+            await self._node_lost(iid)
+        except (kube.ApiError, OSError, TimeoutError):
+            log.exception("ending a gone instance's pods and node failed; next step retries")
 
     async def _node_lost(self, iid: str) -> None:
         name = self.nodes[iid]
