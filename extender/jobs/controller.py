@@ -180,9 +180,10 @@ class JobController:
 
     def _forget_departed(self, snap: Snapshot, decisions: Decisions) -> None:
         """Departed pods whose job's published record needs no change (it has them, or
-        they are older than the attempts it keeps), or whose job is gone."""
+        they are older than the attempts it keeps), or whose job is gone. A job whose
+        record waits for the Job controller to count a finished pod keeps them."""
         for key, pods in snap.departed_by_job.items():
-            if key in decisions.attempts and key in snap.jobs:
+            if key in snap.jobs and (key in decisions.attempts or key in decisions.counting):
                 continue
             held = self._departed.get(key, {})
             for pod in pods:

@@ -56,6 +56,9 @@ class Decisions:
     admit: dict[str, int] = field(default_factory=dict)  # job → pods (parallelism) granted
     fail: dict[str, Failure] = field(default_factory=dict)
     ungate: list[str] = field(default_factory=list)  # pod keys
+    # Jobs with a finished pod the Job controller has not counted yet: nothing is decided
+    # or written for them this pass (their attempt record included).
+    counting: set[str] = field(default_factory=set)
     attempts: dict[str, str] = field(default_factory=dict)  # job → new attempts record
     array_status: dict[str, dict[str, int]] = field(default_factory=dict)
     running_vcpus: dict[str, dict[str, float]] = field(default_factory=dict)  # queue → share →
@@ -65,8 +68,7 @@ class Decisions:
 def reconcile(snap: Snapshot) -> Decisions:
     out = Decisions()
     demands: list[Demand] = []
-    # Admitted jobs with a finished pod the Job controller has not counted yet.
-    counting: set[str] = set()
+    counting = out.counting
     never = _NeverPlaced(snap)
     for key, job in snap.jobs.items():
         pods = snap.pods_by_job.get(key, ())

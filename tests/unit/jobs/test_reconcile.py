@@ -244,6 +244,8 @@ def test_nothing_moves_while_the_job_controller_has_a_finished_pod_to_count() ->
         j = job("j", suspend=False, annotations=RUNNING_NOW, status=status)
         out = reconcile(snapshot(j, pods={"ns/j": [seen]}))
         assert "ns/j" not in out.statuses and "ns/j" not in out.attempts
+        # Said so: the controller keeps the departed pods of such a job for its record.
+        assert out.counting == {"ns/j"}
     arr = job(
         "arr",
         indexed=True,
