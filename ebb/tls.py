@@ -229,16 +229,26 @@ def load_or_create_serving(
         ca = make_ca(f"{common_name}-ca")
         ca.write(ca_cert, ca_key)
     if not tls_cert.exists() or not _still_good(tls_cert.read_bytes(), dns_names, ip_addresses):
-        serving = issue(
-            ca,
-            common_name,
-            dns_names=dns_names,
-            ip_addresses=ip_addresses,
-            server=True,
-            lifetime=lifetime,
-        )
-        serving.write(tls_cert, tls_key)
+        _serving(ca, common_name, dns_names, ip_addresses, lifetime).write(tls_cert, tls_key)
     return ca
+
+
+def _serving(
+    ca: KeyPair,
+    common_name: str,
+    dns_names: Sequence[str],
+    ip_addresses: Sequence[str],
+    lifetime: datetime.timedelta,
+) -> KeyPair:
+    """A serving certificate for these names, issued by `ca`."""
+    return issue(
+        ca,
+        common_name,
+        dns_names=dns_names,
+        ip_addresses=ip_addresses,
+        server=True,
+        lifetime=lifetime,
+    )
 
 
 def _still_good(cert_pem: bytes, dns_names: Sequence[str], ips: Sequence[str]) -> bool:
@@ -284,14 +294,7 @@ async def sync_secret(
         if "ca.key" not in data or _still_good(data["tls.crt"], dns_names, ip_addresses):
             return None
         ca = KeyPair(data["ca.crt"], data["ca.key"])
-        pair = issue(
-            ca,
-            common_name,
-            dns_names=dns_names,
-            ip_addresses=ip_addresses,
-            server=True,
-            lifetime=lifetime,
-        )
+        pair = _serving(ca, common_name, dns_names, ip_addresses, lifetime)
         return {**data, "tls.crt": pair.cert_pem, "tls.key": pair.key_pem}
 
     data = await _keep_secret(
