@@ -7,7 +7,9 @@ not running, and cancel or terminate jobs.
 
 Tables by default; `-o json|yaml` for machines. Honours --kubeconfig, --context, -n.
 It reads only what Ebb publishes on the objects, so it works from any machine that
-can reach the API server.
+can reach the API server, with the user's own rights: a tenant with Ebb's roles
+(manifests/rbac/ebb-user-roles.yaml) sees their namespace's jobs and the queues, and
+what the API server refuses them is said in a sentence naming the role that grants it.
 """
 
 from __future__ import annotations
@@ -29,6 +31,19 @@ from ebb.jobspec import SpecError, parse_depends_on
 
 Json = dict[str, Any]
 STATES = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED", "FAILED")
+# The roles that grant what the plugin reads and writes (docs/operations.md).
+VIEW_ROLE = "ClusterRole ebb-view, bound by a ClusterRoleBinding (queues are cluster-wide)"
+
+
+def _edit_role(namespace: str) -> str:
+    return f"ClusterRole ebb-edit, bound by a RoleBinding in namespace {namespace}"
+
+
+def _who_cannot(exc: kube.ApiError) -> str:
+    """The API server's 403 message from `User "x" cannot ...` on: its start names the
+    object, which the sentence around it already does."""
+    _, found, rest = exc.message.partition("forbidden: ")
+    return rest if found else exc.message
 
 
 def _annotations(obj: Json) -> dict[str, str]:
@@ -214,21 +229,32 @@ class Cli:
 
         if state == "PENDING":
             await self._dependencies(ann, add)
-        queue = await self.client.get_or_none(kube.JOB_QUEUES, queue_name)
-        if queue is None:
-            add(1, f"queue {queue_name} does not exist")
-            return out
+        queue = await self._visible_queue(queue_name, add)
         # A job RUNNABLE between attempts keeps its admission: what it waits for is the
         # Job controller's next pod, not its queue.
         retrying = ann.get(keys.REASON_CODE) == keys.RETRY_WAIT_CODE
-        if state in ("RUNNABLE", "STARTING", "SUBMITTED") and not retrying:
+        if queue and state in ("RUNNABLE", "STARTING", "SUBMITTED") and not retrying:
             await self._queue(queue, job, add)
         if state in ("STARTING", "RUNNING", "FAILED") or retrying:
             await self._pods(job, add)
-        if state == "STARTING":
+        if queue and state == "STARTING":
             for ce in self._environments(queue):
                 await self._autoscaler(ce, add)
         return out
+
+    async def _visible_queue(self, name: str, add: Any) -> Json | None:
+        """The job's queue, or None and a line saying it is gone or not the user's to read
+        (a tenant without ebb-view still learns about their own job and its pods)."""
+        try:
+            queue = await self.client.get_or_none(kube.JOB_QUEUES, name)
+        except kube.ApiError as exc:
+            if not exc.forbidden:
+                raise
+            add(1, f"queue {name}: not visible to you; reading it takes {VIEW_ROLE}")
+            return None
+        if queue is None:
+            add(1, f"queue {name} does not exist")
+        return queue
 
     async def _dependencies(self, ann: dict[str, str], add: Any) -> None:
         try:
@@ -336,11 +362,18 @@ class Cli:
             add(2, f"unavailable for now: {offering}")
         if status.get("lastLaunchError"):
             add(2, f"last launch failed: {status['lastLaunchError']}")
-        events = (
-            await self.client.list(
-                kube.EVENTS, "default", field_selector=f"involvedObject.name={ce}"
-            )
-        ).items
+        try:
+            events = (
+                await self.client.list(
+                    kube.EVENTS, "default", field_selector=f"involvedObject.name={ce}"
+                )
+            ).items
+        except kube.ApiError as exc:
+            if not exc.forbidden:
+                raise
+            # A cluster-scoped object's Events are in namespace default, not a tenant's.
+            add(2, f"events of {ce}: not visible to you (they are in namespace default)")
+            return
         for event in events[-3:]:
             add(2, f"event {event.get('reason')}: {event.get('message')}")
 
@@ -440,22 +473,50 @@ async def _run(args: argparse.Namespace) -> None:
     access = kube.load_access(args.kubeconfig, args.context, os.environ)
     namespace = args.namespace or access.namespace
     async with kube.KubeClient(access, user_agent="kubectl-ebb") as client:
-        cli = Cli(client, namespace, args.output)
-        match args.command:
-            case "queues":
-                await cli.queues()
-            case "ces":
-                await cli.ces()
-            case "jobs":
-                await cli.jobs(args.queue, args.state, args.all_namespaces)
-            case "why":
-                await cli.why(args.job)
-            case "describe":
-                await cli.describe(args.job)
-            case "cancel":
-                await cli.stop(args.job, keys.CANCEL, args.reason, "cancel")
-            case "terminate":
-                await cli.stop(args.job, keys.TERMINATE, args.reason, "termination")
+        try:
+            await _command(Cli(client, namespace, args.output), args)
+        except kube.ApiError as exc:
+            if not exc.forbidden:
+                raise
+            raise SystemExit(_refusal(args, namespace, exc)) from None
+
+
+def _refusal(args: argparse.Namespace, namespace: str, exc: kube.ApiError) -> str:
+    """A 403 as a sentence: what the user tried, what the API server said, and which of
+    Ebb's roles grants it."""
+    match args.command:
+        case "queues" | "ces":
+            what = "job queues" if args.command == "queues" else "compute environments"
+            tried, role = f"list {what}", VIEW_ROLE
+        case "jobs" if args.all_namespaces:
+            tried = "list jobs in all namespaces"
+            role = f"ClusterRole ebb-admin (without -A: the jobs of namespace {namespace})"
+        case "jobs":
+            tried, role = f"list jobs in namespace {namespace}", _edit_role(namespace)
+        case _:
+            verb = "read" if args.command in ("why", "describe") else args.command
+            tried, role = f"{verb} job {namespace}/{args.job}", _edit_role(namespace)
+    return (
+        f"error: you may not {tried} ({_who_cannot(exc)}); that takes {role} (docs/operations.md)"
+    )
+
+
+async def _command(cli: Cli, args: argparse.Namespace) -> None:
+    match args.command:
+        case "queues":
+            await cli.queues()
+        case "ces":
+            await cli.ces()
+        case "jobs":
+            await cli.jobs(args.queue, args.state, args.all_namespaces)
+        case "why":
+            await cli.why(args.job)
+        case "describe":
+            await cli.describe(args.job)
+        case "cancel":
+            await cli.stop(args.job, keys.CANCEL, args.reason, "cancel")
+        case "terminate":
+            await cli.stop(args.job, keys.TERMINATE, args.reason, "termination")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -61,6 +61,8 @@ CONTROLLERS = (
     "taint-eviction-controller",
     "daemonset-controller",
     "node-lifecycle-controller",
+    # Fills the built-in view/edit roles with Ebb's aggregated ones (manifests/rbac).
+    "clusterrole-aggregation-controller",
 )
 
 

@@ -17,18 +17,24 @@ from tests.e2e.cluster import LocalCluster
 pytestmark = pytest.mark.usefixtures("scheduler_daemon")
 
 
-def kubectl_ebb(cluster: LocalCluster, *args: str) -> str:
+def run_kubectl_ebb(
+    cluster: LocalCluster, kubeconfig: Path, *args: str
+) -> subprocess.CompletedProcess[str]:
     env = cluster.env()
     # kubectl finds plugins named kubectl-* on PATH: the package installs kubectl-ebb.
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env["PATH"]
-    proc = subprocess.run(
-        ["kubectl", "ebb", f"--kubeconfig={cluster.kubeconfig}", *args],
+    return subprocess.run(
+        ["kubectl", "ebb", f"--kubeconfig={kubeconfig}", *args],
         env=env,
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def kubectl_ebb(cluster: LocalCluster, *args: str) -> str:
+    proc = run_kubectl_ebb(cluster, cluster.kubeconfig, *args)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
