@@ -13,12 +13,14 @@ from typing import Any
 
 from ebb import keys
 from ebb.resources import ZERO, Resources, from_resource_list, pod_requests
+from ebb.selector import LabelSelector, parse_or_closed
 
 UNMANAGED = "UNMANAGED"
 ENABLED = "ENABLED"
 DISABLED = "DISABLED"
 VALID = "VALID"
 INVALID = "INVALID"
+NAMESPACES_SELECTED = "NamespacesSelected"  # JobQueue condition: its selector selects some
 
 Raw = Mapping[str, Any]
 
@@ -137,15 +139,27 @@ class JobQueue:
     # Fair share history (decayed vCPU-seconds per share) as last persisted in status.
     share_usage: tuple[tuple[str, float], ...] = ()
     share_usage_time: str = ""
+    # Which namespaces may submit to it (None: every namespace).
+    namespace_selector: LabelSelector | None = None
+    # A Job without ebb.dev/share takes its namespace's name as its share identifier.
+    share_from_namespace: bool = False
+    # The NamespacesSelected condition as last written: (status, lastTransitionTime).
+    namespaces_condition: tuple[str, str] = ("", "")
 
     @property
     def enabled(self) -> bool:
         return self.state == ENABLED
 
+    def admits(self, namespace: Mapping[str, str]) -> bool:
+        """Does namespaceSelector select a namespace with these labels?"""
+        return self.namespace_selector is None or self.namespace_selector.matches(namespace)
+
 
 def job_queue_from_raw(raw: Raw) -> JobQueue:
     meta, spec = _meta(raw), raw.get("spec") or {}
-    usage = (raw.get("status") or {}).get("shareUsage") or {}
+    status = raw.get("status") or {}
+    usage = status.get("shareUsage") or {}
+    condition = _condition(status, NAMESPACES_SELECTED) or {}
     order = sorted(
         spec.get("computeEnvironmentOrder") or (),
         key=lambda e: (int(e.get("order", 0)), str(e.get("computeEnvironment", ""))),
@@ -170,6 +184,12 @@ def job_queue_from_raw(raw: Raw) -> JobQueue:
             sorted((str(k), float(v)) for k, v in (usage.get("vcpuSeconds") or {}).items())
         ),
         share_usage_time=str(usage.get("time", "")),
+        namespace_selector=parse_or_closed(spec.get("namespaceSelector"), "spec.namespaceSelector"),
+        share_from_namespace=bool(spec.get("shareIdentifierFromNamespace")),
+        namespaces_condition=(
+            str(condition.get("status", "")),
+            str(condition.get("lastTransitionTime", "")),
+        ),
     )
 
 
@@ -177,6 +197,8 @@ def job_queue_from_raw(raw: Raw) -> JobQueue:
 class ShareWeight:
     identifier: str  # exact, or a prefix ending in "*"
     weight: float
+    # Which namespaces may use the identifiers it governs (None: every namespace).
+    namespace_selector: LabelSelector | None = None
 
     def matches(self, share: str) -> bool:
         if self.identifier.endswith("*"):
@@ -193,17 +215,23 @@ class SchedulingPolicy:
     generation: int = 0
 
     def weight_for(self, share: str) -> float:
-        """weightFactor of a share identifier: an exact entry wins, then the longest
-        matching wildcard prefix, else 1 (AWS Batch's default)."""
-        best: ShareWeight | None = None
-        for entry in self.shares:
+        """weightFactor of a share identifier (1, AWS Batch's default, if no entry
+        governs it)."""
+        found = self.entry_for(share)
+        return found[1].weight if found is not None else 1.0
+
+    def entry_for(self, share: str) -> tuple[int, ShareWeight] | None:
+        """The shareDistribution entry (and its index) that governs a share identifier:
+        an exact entry wins, then the longest matching wildcard prefix."""
+        best: tuple[int, ShareWeight] | None = None
+        for i, entry in enumerate(self.shares):
             if entry.identifier == share:
-                return entry.weight
+                return i, entry
             if entry.matches(share) and (
-                best is None or len(entry.identifier) > len(best.identifier)
+                best is None or len(entry.identifier) > len(best[1].identifier)
             ):
-                best = entry
-        return best.weight if best is not None else 1.0
+                best = i, entry
+        return best
 
 
 def scheduling_policy_from_raw(raw: Raw) -> SchedulingPolicy:
@@ -214,11 +242,37 @@ def scheduling_policy_from_raw(raw: Raw) -> SchedulingPolicy:
         share_decay_seconds=int(fair.get("shareDecaySeconds", 0)),
         compute_reservation=int(fair.get("computeReservation", 0)),
         shares=tuple(
-            ShareWeight(str(s["shareIdentifier"]), float(s.get("weightFactor", 1.0)))
-            for s in fair.get("shareDistribution") or ()
+            ShareWeight(
+                str(s["shareIdentifier"]),
+                float(s.get("weightFactor", 1.0)),
+                parse_or_closed(
+                    s.get("namespaceSelector"),
+                    f"spec.fairsharePolicy.shareDistribution[{i}].namespaceSelector",
+                ),
+            )
+            for i, s in enumerate(fair.get("shareDistribution") or ())
             if s.get("shareIdentifier")
         ),
         generation=int(meta.get("generation", 0)),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceInfo:
+    """What tenancy reads of a namespace: its labels, and whether it is being deleted."""
+
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    terminating: bool = False
+
+
+def namespace_from_raw(raw: Raw) -> NamespaceInfo:
+    meta = _meta(raw)
+    return NamespaceInfo(
+        name=str(meta.get("name", "")),
+        labels=dict(meta.get("labels") or {}),
+        terminating=meta.get("deletionTimestamp") is not None
+        or (raw.get("status") or {}).get("phase") == "Terminating",
     )
 
 

@@ -26,11 +26,13 @@ from ebb.leader import LeaderElector
 from ebb.model import (
     ComputeEnvironment,
     JobQueue,
+    NamespaceInfo,
     NodeInfo,
     PodInfo,
     SchedulingPolicy,
     compute_environment_from_raw,
     job_queue_from_raw,
+    namespace_from_raw,
     node_from_raw,
     pod_from_raw,
     scheduling_policy_from_raw,
@@ -57,12 +59,13 @@ PODS = web.AppKey("pods", kube.Reflector[PodInfo])
 QUEUES = web.AppKey("queues", kube.Reflector[JobQueue])
 COMPUTE_ENVIRONMENTS = web.AppKey("compute_environments", kube.Reflector[ComputeEnvironment])
 POLICIES = web.AppKey("policies", kube.Reflector[SchedulingPolicy])
+NAMESPACES = web.AppKey("namespaces", kube.Reflector[NamespaceInfo])
 JOB_CONTROLLER = web.AppKey("job_controller", JobController)
 LEADER = web.AppKey("leader", LeaderElector)
 SETTINGS = web.AppKey("settings", SchedulerSettings)
 IDENTITY = web.AppKey("identity", _Identity)
 PLACEMENT = web.AppKey("placement", EbbExtender)
-_REFLECTORS = (NODES, PODS, QUEUES, COMPUTE_ENVIRONMENTS, POLICIES)
+_REFLECTORS = (NODES, PODS, QUEUES, COMPUTE_ENVIRONMENTS, POLICIES, NAMESPACES)
 
 
 def create_app(
@@ -122,6 +125,11 @@ def _webhook_context(app: web.Application) -> webhook.WebhookContext:
         if raw is not None:
             app[COMPUTE_ENVIRONMENTS].apply_write(raw)
 
+    async def refresh_namespace(name: str) -> None:
+        raw = await app[CLIENT].get_or_none(kube.NAMESPACES, name)
+        if raw is not None:
+            app[NAMESPACES].apply_write(raw)
+
     return webhook.WebhookContext(
         queue=queues.get,
         queue_names=lambda: list(queues),
@@ -132,6 +140,9 @@ def _webhook_context(app: web.Application) -> webhook.WebhookContext:
         capacity=app[JOB_CONTROLLER].capacity,
         admitter=lambda: app[IDENTITY].username,
         scheduler_name=app[SETTINGS].scheduler_name,
+        namespace=app[NAMESPACES].store.get,
+        refresh_namespace=refresh_namespace,
+        policy=app[POLICIES].store.get,
     )
 
 
@@ -154,6 +165,7 @@ def _job_controller(
             compute_environments=app[COMPUTE_ENVIRONMENTS],
             policies=app[POLICIES],
             nodes=app[NODES],
+            namespaces=app[NAMESPACES],
             settings=ControllerSettings(
                 resync_seconds=settings.resync_seconds,
                 starvation_seconds=settings.starvation_seconds,
@@ -239,6 +251,9 @@ def _kubernetes(
             scheduling_policy_from_raw,
             name="schedulingpolicies",
             silence_timeout=silence,
+        )
+        app[NAMESPACES] = kube.Reflector(
+            client, kube.NAMESPACES, namespace_from_raw, name="namespaces", silence_timeout=silence
         )
         app[PLACEMENT] = ebb_extender(
             client,

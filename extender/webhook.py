@@ -31,8 +31,9 @@ from ebb import keys
 from ebb.jobspec import DependencyType, JobSpec, SpecError, parse_job_spec
 from ebb.kube import KubeClient
 from ebb.kube.resources import MUTATING_WEBHOOKS, VALIDATING_WEBHOOKS
-from ebb.model import JobQueue
+from ebb.model import JobQueue, NamespaceInfo, SchedulingPolicy
 from ebb.resources import QuantityError, pod_requests
+from extender.jobs import tenancy
 from extender.jobs.admission import CapacityLimit
 from extender.jobs.dependencies import find_cycle
 from extender.jobs.lifecycle import State
@@ -70,6 +71,28 @@ class WebhookContext:
     capacity: Callable[[], Mapping[str, CapacityLimit]]
     admitter: Callable[[], str]  # the username Ebb writes as
     scheduler_name: str = ""  # the kube-scheduler batch pods should use ("": the default)
+    namespace: Callable[[str], NamespaceInfo | None] = lambda _: None
+    refresh_namespace: Callable[[str], Awaitable[None]] = lambda _: _nothing()
+    policy: Callable[[str], SchedulingPolicy | None] = lambda _: None
+
+    def tenancy_refusal(self, job: Json, queue: JobQueue) -> tenancy.Refusal | None:
+        """Why the Job's namespace may not use its queue or its share (tenancy.check)."""
+        meta = job.get("metadata") or {}
+        name = str(meta.get("namespace", ""))
+        namespace = self.namespace(name) or NamespaceInfo(name)
+        policy = self.policy(queue.scheduling_policy) if queue.scheduling_policy else None
+        return tenancy.check(namespace, queue, job_share(job, queue), policy)
+
+
+async def _nothing() -> None:
+    return None
+
+
+def job_share(job: Json, queue: JobQueue | None) -> str:
+    """The Job's effective share identifier (its label, or its namespace's name)."""
+    meta = job.get("metadata") or {}
+    share = str((meta.get("labels") or {}).get(keys.SHARE_LABEL, ""))
+    return tenancy.effective_share(share, str(meta.get("namespace", "")), queue)
 
 
 class Rejected(Exception):
@@ -86,16 +109,27 @@ def validate_new_job(job: Json, ctx: WebhookContext) -> JobSpec:
     queue_name = (meta.get("labels") or {}).get(keys.QUEUE_LABEL, "")
     queue = ctx.queue(queue_name)
     if queue is None:
-        existing = ", ".join(sorted(ctx.queue_names())) or "none"
+        namespace_name = str(meta.get("namespace", ""))
+        namespace = ctx.namespace(namespace_name) or NamespaceInfo(namespace_name)
+        # Only the queues this namespace may use: other tenants' queues are not its business.
+        open_to_it = [
+            name
+            for name in sorted(ctx.queue_names())
+            if (q := ctx.queue(name)) is not None and q.admits(namespace.labels)
+        ]
         raise Rejected(
             f"metadata.labels[{keys.QUEUE_LABEL}]: job queue {queue_name!r} does not "
-            f"exist (existing queues: {existing})"
+            f"exist (queues open to namespace {namespace_name}: "
+            f"{', '.join(open_to_it) or 'none'})"
         )
     if not queue.enabled:
         raise Rejected(
             f"metadata.labels[{keys.QUEUE_LABEL}]: job queue {queue_name!r} is "
             "DISABLED and accepts no new jobs"
         )
+    refusal = ctx.tenancy_refusal(job, queue)
+    if refusal is not None:
+        raise Rejected(str(refusal))
     try:
         job_spec = parse_job_spec(meta.get("annotations") or {})
     except SpecError as exc:
@@ -243,6 +277,13 @@ def validate_update(old: Json, new: Json, username: str, ctx: WebhookContext) ->
             f"metadata.labels[{keys.QUEUE_LABEL}]: is immutable "
             f"({old_queue!r} → {new_queue!r}); delete and recreate the Job"
         )
+    old_share = (old_meta.get("labels") or {}).get(keys.SHARE_LABEL)
+    new_share = (new_meta.get("labels") or {}).get(keys.SHARE_LABEL)
+    queue = ctx.queue(new_queue) if new_queue else None
+    if queue is not None and (old_queue != new_queue or old_share != new_share):
+        refusal = ctx.tenancy_refusal(new, queue)
+        if refusal is not None:
+            raise Rejected(str(refusal))
     old_ann, new_ann = old_meta.get("annotations") or {}, new_meta.get("annotations") or {}
     for key in _IMMUTABLE:
         if old_ann.get(key) != new_ann.get(key):
@@ -259,9 +300,10 @@ def validate_update(old: Json, new: Json, username: str, ctx: WebhookContext) ->
 # --- mutation -------------------------------------------------------------------------
 
 
-def mutate(job: Json, job_spec: JobSpec, scheduler_name: str = "") -> Json:
+def mutate(job: Json, job_spec: JobSpec, scheduler_name: str = "", share: str = "") -> Json:
     """The Job as Ebb runs it (see the module docstring). With `scheduler_name`, its
-    pods go to that kube-scheduler (the one configured with Ebb's extender)."""
+    pods go to that kube-scheduler (the one configured with Ebb's extender); `share`, its
+    effective share identifier, is labelled on it (so a namespace's share shows)."""
     out = copy.deepcopy(job)
     meta = out.setdefault("metadata", {})
     spec = out.setdefault("spec", {})
@@ -275,6 +317,8 @@ def mutate(job: Json, job_spec: JobSpec, scheduler_name: str = "") -> Json:
     template_meta = template.setdefault("metadata", {})
     template_labels = template_meta.setdefault("labels", {})
     template_labels[keys.QUEUE_LABEL] = labels[keys.QUEUE_LABEL]
+    if share:
+        labels[keys.SHARE_LABEL] = share
     if labels.get(keys.SHARE_LABEL):
         template_labels[keys.SHARE_LABEL] = labels[keys.SHARE_LABEL]
     if meta.get("name"):
@@ -408,6 +452,7 @@ def review(body: Json, ctx: WebhookContext, *, mutating: bool) -> Json:
             REVIEWS.labels(name, "allowed").inc()
             return _response(uid, True)
         job_spec = validate_new_job(job, ctx)
+        queue_name = str(((job.get("metadata") or {}).get("labels") or {}).get(keys.QUEUE_LABEL))
     except Rejected as exc:
         REVIEWS.labels(name, "rejected").inc()
         log.info(
@@ -423,7 +468,9 @@ def review(body: Json, ctx: WebhookContext, *, mutating: bool) -> Json:
     return _response(
         uid,
         True,
-        patch=json_patch(job, mutate(job, job_spec, ctx.scheduler_name)),
+        patch=json_patch(
+            job, mutate(job, job_spec, ctx.scheduler_name, job_share(job, ctx.queue(queue_name)))
+        ),
         warnings=unknown_key_warnings(job),
     )
 
@@ -447,12 +494,17 @@ async def prefetch(body: Json, ctx: WebhookContext) -> None:
     if isinstance(queue_name, str) and ctx.queue(queue_name) is None:
         await ctx.refresh_queue(queue_name)
     queue = ctx.queue(queue_name) if isinstance(queue_name, str) else None
+    namespace = str(meta.get("namespace", ""))
+    # A namespace created (or relabelled) a moment ago: ask before refusing, or listing.
+    if ctx.namespace(namespace) is None or (
+        queue is not None and ctx.tenancy_refusal({"metadata": meta}, queue) is not None
+    ):
+        await ctx.refresh_namespace(namespace)
     if queue is not None:
         known = ctx.capacity()
         for ce in queue.compute_environments:
             if ce not in known:
                 await ctx.refresh_compute_environment(ce)
-    namespace = str(meta.get("namespace", ""))
     try:
         pending = [d.job for d in parse_job_spec(meta.get("annotations") or {}).depends_on]
     except SpecError:

@@ -36,12 +36,13 @@ from ebb.kube.reflector import Event
 from ebb.model import (
     ComputeEnvironment,
     JobQueue,
+    NamespaceInfo,
     NodeInfo,
     PodInfo,
     SchedulingPolicy,
     pod_from_raw,
 )
-from extender.jobs import fairshare, status
+from extender.jobs import fairshare, status, tenancy
 from extender.jobs.admission import CapacityLimit
 from extender.jobs.capacity import capacity_limits
 from extender.jobs.lifecycle import Code, State
@@ -93,6 +94,7 @@ class JobController:
         compute_environments: Reflector[ComputeEnvironment],
         policies: Reflector[SchedulingPolicy],
         nodes: Reflector[NodeInfo],
+        namespaces: Reflector[NamespaceInfo],
         settings: ControllerSettings,
         leading: asyncio.Event | None = None,
     ) -> None:
@@ -102,6 +104,7 @@ class JobController:
         self.compute_environments = compute_environments
         self.policies = policies
         self.nodes = nodes
+        self.namespaces = namespaces
         self.jobs: Reflector[JobInfo] = Reflector(
             client,
             JOBS,
@@ -145,7 +148,7 @@ class JobController:
         self._leading = leading
         self.catalog = shipped_catalog()
         self.overhead = settings.overhead
-        for reflector in (self.jobs, self.pods, queues, compute_environments, policies):
+        for reflector in (self.jobs, self.pods, queues, compute_environments, policies, namespaces):
             reflector.subscribe(self._changed)
         self.jobs.subscribe(self._job_changed)
         self.pods.subscribe(self._pod_changed)
@@ -212,6 +215,7 @@ class JobController:
             self.compute_environments,
             self.policies,
             self.nodes,
+            self.namespaces,
         )
 
     def synced(self) -> bool:
@@ -291,6 +295,7 @@ class JobController:
             departed_by_job={key: list(pods.values()) for key, pods in self._departed.items()},
             decayed_usage=self._decayed(now),
             starvation_seconds=self.settings.starvation_seconds,
+            namespaces=dict(self.namespaces.store.items()),
         )
 
     # --- fair-share history --------------------------------------------------------------
@@ -343,7 +348,10 @@ class JobController:
         """The counts users read are written as soon as they change (at most once a
         pass); the fair-share history only on its period."""
         problem = status.queue_problem(queue, self.compute_environments.store, self.policies.store)
-        body = status.queue_status(queue, self._counts.get(queue.name, {}), problem)
+        condition = tenancy.namespaces_condition(
+            queue, self.namespaces.store.values(), format_time(now)
+        )
+        body = status.queue_status(queue, self._counts.get(queue.name, {}), problem, [condition])
         changed = self._written_queues.get(queue.name) != body
         usage = (
             status.share_usage_status(

@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from ebb.model import JobQueue, PodInfo, SchedulingPolicy
+from ebb.model import JobQueue, NamespaceInfo, PodInfo, SchedulingPolicy
 from ebb.resources import Resources
 from extender.jobs import attempts as attempt_records
+from extender.jobs import tenancy
 from extender.jobs.admission import CapacityLimit, Demand, QueueView, admit
 from extender.jobs.dependencies import DependencyVerdict, resolve
 from extender.jobs.lifecycle import Code, State, Status, failed_code
@@ -41,6 +42,8 @@ class Snapshot:
     departed_by_job: Mapping[str, Sequence[PodInfo]] = field(default_factory=dict)
     decayed_usage: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     starvation_seconds: float = 600.0
+    # name → namespace (tenancy: labels, Terminating); one not here has no labels.
+    namespaces: Mapping[str, NamespaceInfo] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +73,7 @@ def reconcile(snap: Snapshot) -> Decisions:
     demands: list[Demand] = []
     counting = out.counting
     never = _NeverPlaced(snap)
+    refusal = _Refused(snap)
     for key, job in snap.jobs.items():
         pods = snap.pods_by_job.get(key, ())
         departed = snap.departed_by_job.get(key, ())
@@ -80,7 +84,9 @@ def reconcile(snap: Snapshot) -> Decisions:
             record = attempt_records.merge(job.attempts_json, finished, snap.node_instance)
             if record is not None:
                 out.attempts[key] = record
-        status, demand = _job(job, pods, snap, out, never, counting=key in counting)
+        status, demand = _job(
+            job, pods, snap, out, never, refusal=refusal, counting=key in counting
+        )
         if status is not None:
             out.statuses[key] = status
         if demand is not None:
@@ -180,6 +186,7 @@ def _job(
     out: Decisions,
     never: Callable[[JobInfo], Status | None],
     *,
+    refusal: Callable[[JobInfo], Status | None],
     counting: bool,
 ) -> tuple[Status | None, Demand | None]:
     """The status of one job outside admission, and its demand if it wants pods.
@@ -227,6 +234,9 @@ def _job(
         return Status(
             State.PENDING, Code.DEPENDENCY_WAIT, "waiting for " + ", ".join(verdict.waiting_for)
         ), None
+    refused = refusal(job)
+    if refused is not None:
+        return refused, None
     want = min(job.requested_parallelism, job.remaining)
     if want <= 0:
         return None, None
@@ -236,12 +246,45 @@ def _job(
         queue=job.queue,
         request=job.pod_request,
         want=want,
-        share=job.share,
+        share=_share(job, snap),
         priority=job.spec.scheduling_priority,
         submitted=job.created,
         runnable_since=since,
         elastic=job.elastic,
     )
+
+
+def _share(job: JobInfo, snap: Snapshot) -> str:
+    return tenancy.effective_share(job.share, job.namespace, snap.queues.get(job.queue))
+
+
+class _Refused:
+    """Why a job its namespace may not run in its queue, or with its share, is never
+    admitted (it got past the webhook: created suspended, or labelled later): it waits
+    RUNNABLE with why, and goes on once the namespace's labels (or the rules) allow it.
+    Memoised per (namespace, queue, share): many jobs share them."""
+
+    def __init__(self, snap: Snapshot) -> None:
+        self.snap = snap
+        self._memo: dict[tuple[str, str, str], Status | None] = {}
+
+    def __call__(self, job: JobInfo) -> Status | None:
+        key = (job.namespace, job.queue, _share(job, self.snap))
+        if key not in self._memo:
+            self._memo[key] = self._decide(*key)
+        return self._memo[key]
+
+    def _decide(self, namespace_name: str, queue_name: str, share: str) -> Status | None:
+        queue = self.snap.queues.get(queue_name)
+        if queue is None:
+            return None  # admission says the queue does not exist
+        namespace = self.snap.namespaces.get(namespace_name) or NamespaceInfo(namespace_name)
+        policies = self.snap.policies
+        policy = policies.get(queue.scheduling_policy) if queue.scheduling_policy else None
+        refusal = tenancy.check(namespace, queue, share, policy)
+        if refusal is None:
+            return None
+        return Status(_RUNNABLE, refusal.code, f"not admitted: {refusal}", 0, queue_name)
 
 
 def _held(job: JobInfo, pods: Sequence[PodInfo], snap: Snapshot) -> Demand:
@@ -263,7 +306,7 @@ def _held(job: JobInfo, pods: Sequence[PodInfo], snap: Snapshot) -> Demand:
         request=job.pod_request,
         want=want,
         granted=holding,
-        share=job.share,
+        share=_share(job, snap),
         priority=job.spec.scheduling_priority,
         submitted=job.created,
         runnable_since=snap.now,

@@ -9,7 +9,7 @@ whose usage decayed away is written as null (which removes it).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from ebb.model import INVALID, VALID, JobQueue, SchedulingPolicy
@@ -44,18 +44,28 @@ def queue_problem(
         return f"computeEnvironmentOrder names missing environment(s): {', '.join(missing)}"
     if queue.scheduling_policy and queue.scheduling_policy not in policies:
         return f"schedulingPolicy {queue.scheduling_policy} does not exist"
+    if queue.namespace_selector is not None and queue.namespace_selector.problem:
+        return queue.namespace_selector.problem
     return None
 
 
-def queue_status(queue: JobQueue, counts: Mapping[str, int], problem: str | None) -> dict[str, Any]:
+def queue_status(
+    queue: JobQueue,
+    counts: Mapping[str, int],
+    problem: str | None,
+    conditions: Sequence[Mapping[str, Any]] = (),
+) -> dict[str, Any]:
     """A queue's status without its fair-share history (which is written on its own
     period): what users read, written whenever it changes."""
-    return {
+    body = {
         "status": INVALID if problem else VALID,
         "statusReason": problem or "",
         "observedGeneration": queue.generation,
         "jobs": {state: counts.get(state, 0) for state in STATES},
     }
+    if conditions:
+        body["conditions"] = list(conditions)
+    return body
 
 
 def share_usage_status(
@@ -71,12 +81,23 @@ def share_usage_status(
 
 
 def policy_problem(policy: SchedulingPolicy) -> str | None:
+    first: dict[str, int] = {}
     for i, entry in enumerate(policy.shares):
         if not MIN_WEIGHT <= entry.weight <= MAX_WEIGHT:
             return (
                 f"shareDistribution[{i}].weightFactor ({entry.identifier}) is {entry.weight:g}; "
                 f"allowed: {MIN_WEIGHT} to {MAX_WEIGHT}"
             )
+        if entry.namespace_selector is not None and entry.namespace_selector.problem:
+            return entry.namespace_selector.problem
+        # The API server keeps identifiers unique; an object stored before that rule
+        # existed may not be: the first entry governs, the later one is a conflict.
+        if entry.identifier in first:
+            return (
+                f"shareDistribution[{i}].shareIdentifier: {entry.identifier} is also "
+                f"shareDistribution[{first[entry.identifier]}]; each identifier at most once"
+            )
+        first[entry.identifier] = i
     return None
 
 

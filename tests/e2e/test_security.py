@@ -66,6 +66,7 @@ CAN_I: list[tuple[str, str, str, tuple[str, ...], bool]] = [
     (SCHEDULER, "patch", "pods", (IN_USERS,), True),
     (SCHEDULER, "create", "pods", (IN_USERS, "--subresource=binding"), True),
     (SCHEDULER, "list", "nodes", (), True),
+    (SCHEDULER, "watch", "namespaces", (), True),
     (SCHEDULER, "create", "events.events.k8s.io", (IN_USERS,), True),
     (SCHEDULER, "watch", "computeenvironments.ebb.dev", (), True),
     (SCHEDULER, "patch", "jobqueues.ebb.dev", ("--subresource=status",), True),
