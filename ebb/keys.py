@@ -38,6 +38,21 @@ N_TO_N_GATE: Final = "ebb.dev/n-to-n"
 ATTEMPTS: Final = "ebb.dev/attempts"
 ARRAY_STATUS: Final = "ebb.dev/array-status"
 
+# What Ebb publishes on a Job: only Ebb writes these (its webhook drops them from a new
+# Job and refuses anyone else's change), so a tenant cannot forge its own history.
+PUBLISHED_ANNOTATIONS: Final = frozenset(
+    {
+        STATE,
+        REASON,
+        REASON_CODE,
+        STATE_SINCE,
+        ADMITTED_AT,
+        REQUESTED_PARALLELISM,
+        ATTEMPTS,
+        ARRAY_STATUS,
+    }
+)
+
 # Every ebb.dev/ key a Job may carry (the webhook warns about any other: a misspelt key
 # would otherwise be ignored without a word).
 JOB_LABELS: Final = frozenset({QUEUE_LABEL, SHARE_LABEL})
@@ -51,15 +66,8 @@ JOB_ANNOTATIONS: Final = frozenset(
         TERMINATE,
         CAPACITY_TYPE_PREFERENCE,
         ARRAY_DEPENDENCY,
-        STATE,
-        REASON,
-        REASON_CODE,
-        STATE_SINCE,
-        ADMITTED_AT,
-        REQUESTED_PARALLELISM,
-        ATTEMPTS,
-        ARRAY_STATUS,
     }
+    | PUBLISHED_ANNOTATIONS
 )
 
 # Nodes.

@@ -288,9 +288,23 @@ def validate_update(old: Json, new: Json, username: str, ctx: WebhookContext) ->
     for key in _IMMUTABLE:
         if old_ann.get(key) != new_ann.get(key):
             raise Rejected(f"metadata.annotations[{key}]: is immutable once the Job exists")
-    was_suspended = bool((old.get("spec") or {}).get("suspend"))
-    now_suspended = bool((new.get("spec") or {}).get("suspend"))
-    if was_suspended and not now_suspended and username != ctx.admitter():
+    if username == ctx.admitter():
+        return
+    for key in sorted(keys.PUBLISHED_ANNOTATIONS):
+        if old_ann.get(key) != new_ann.get(key):
+            raise Rejected(
+                f"metadata.annotations[{key}]: is written by Ebb only (it publishes the "
+                "job's state and history there)"
+            )
+    old_spec, new_spec = old.get("spec") or {}, new.get("spec") or {}
+    if old_queue and old_spec.get("parallelism") != new_spec.get("parallelism"):
+        raise Rejected(
+            f"spec.parallelism: Ebb sets it for Jobs of queue {old_queue!r} as it admits "
+            "their pods; the array's own parallelism is fixed when the Job is created"
+        )
+    was_suspended = bool(old_spec.get("suspend"))
+    now_suspended = bool(new_spec.get("suspend"))
+    if was_suspended and not now_suspended:
         raise Rejected(
             f"spec.suspend: only Ebb admits Jobs of queue {new_queue!r}; it starts "
             "when its turn comes (cancel it with the ebb.dev/cancel annotation)"
@@ -309,6 +323,8 @@ def mutate(job: Json, job_spec: JobSpec, scheduler_name: str = "", share: str = 
     spec = out.setdefault("spec", {})
     labels = meta.get("labels") or {}
     annotations = meta.setdefault("annotations", {})
+    for key in keys.PUBLISHED_ANNOTATIONS:  # a new Job has no history to show
+        annotations.pop(key, None)
     annotations[keys.STATE] = State.SUBMITTED.value
     annotations[keys.REASON] = "submitted; waiting for the scheduler"
     annotations[keys.REASON_CODE] = "SUBMITTED"

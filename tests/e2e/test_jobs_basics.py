@@ -114,3 +114,12 @@ async def test_only_ebb_may_unsuspend_a_queued_job(
                 kube.JOBS, "mine", {"metadata": {"labels": {keys.QUEUE_LABEL: "other"}}}, namespace
             )
         assert "is immutable" in info.value.message
+        # What Ebb publishes is Ebb's: no one else may write it, nor widen the array.
+        with pytest.raises(kube.ApiError) as info:
+            await kube_client.patch(
+                kube.JOBS, "mine", {"metadata": {"annotations": {keys.STATE: "RUNNING"}}}, namespace
+            )
+        assert f"metadata.annotations[{keys.STATE}]: is written by Ebb only" in info.value.message
+        with pytest.raises(kube.ApiError) as info:
+            await kube_client.patch(kube.JOBS, "mine", {"spec": {"parallelism": 5}}, namespace)
+        assert "spec.parallelism: Ebb sets it" in info.value.message

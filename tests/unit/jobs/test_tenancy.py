@@ -336,3 +336,55 @@ def test_the_webhook_labels_a_namespace_share() -> None:
     patch = json.loads(base64.b64decode(response["patch"]))
     meta = next(op["value"] for op in patch if op["path"] == "/metadata")
     assert meta["labels"][keys.SHARE_LABEL] == "a"
+
+
+def _queued(**annotations: str) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": "j",
+            "namespace": "a",
+            "labels": {keys.QUEUE_LABEL: "q"},
+            "annotations": {keys.STATE: "RUNNABLE", **annotations},
+        },
+        "spec": {"suspend": True, "parallelism": 2, "completions": 10},
+    }
+
+
+@pytest.mark.parametrize("key", sorted(keys.PUBLISHED_ANNOTATIONS))
+def test_only_ebb_writes_what_it_publishes_on_a_job(key: str) -> None:
+    ctx = context(job_queue_from_raw({"metadata": {"name": "q"}, "spec": {"priority": 1}}), a={})
+    old = _queued()
+    forged = _queued(**{key: "SUCCEEDED" if key != keys.STATE else "RUNNING"})
+    with pytest.raises(webhook.Rejected, match=rf"metadata.annotations\[{key}\]: is written by"):
+        webhook.validate_update(old, forged, "alice", ctx)
+    webhook.validate_update(old, forged, "ebb", ctx)  # Ebb's own write
+
+
+def test_a_tenant_cannot_raise_a_queued_arrays_parallelism() -> None:
+    ctx = context(job_queue_from_raw({"metadata": {"name": "q"}, "spec": {"priority": 1}}), a={})
+    old, wider = _queued(), _queued()
+    wider["spec"]["parallelism"] = 10
+    with pytest.raises(webhook.Rejected, match=r"spec.parallelism: Ebb sets it for Jobs of"):
+        webhook.validate_update(old, wider, "alice", ctx)
+    webhook.validate_update(old, wider, "ebb", ctx)
+
+
+def test_a_new_job_starts_without_a_forged_history() -> None:
+    q = job_queue_from_raw({"metadata": {"name": "q"}, "spec": {"priority": 1}})
+    forged = {keys.ATTEMPTS: "[]", keys.ADMITTED_AT: "2020-01-01T00:00:00Z", keys.STATE: "X"}
+    obj = {
+        "metadata": {
+            "name": "j",
+            "namespace": "a",
+            "labels": {keys.QUEUE_LABEL: "q"},
+            "annotations": forged,
+        },
+        "spec": {"template": {"spec": {"containers": [{"name": "c"}]}}},
+    }
+    body = {"request": {"uid": "u", "operation": "CREATE", "object": obj}}
+    response = webhook.review(body, context(q, a={}), mutating=True)["response"]
+    assert response["allowed"]
+    patch = json.loads(base64.b64decode(response["patch"]))
+    annotations = next(op["value"] for op in patch if op["path"] == "/metadata")["annotations"]
+    assert keys.ATTEMPTS not in annotations and keys.ADMITTED_AT not in annotations
+    assert annotations[keys.STATE] == "SUBMITTED"
