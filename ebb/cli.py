@@ -460,7 +460,7 @@ def parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, parents=[common], help=text)
         cmd.add_argument("job")
     for name, text in (
-        ("cancel", "cancel a job that has not started"),
+        ("cancel", "cancel a job not admitted (SUBMITTED, PENDING, RUNNABLE)"),
         ("terminate", "stop a job, running or not"),
     ):
         cmd = sub.add_parser(name, parents=[common], help=text)

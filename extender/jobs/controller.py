@@ -61,7 +61,8 @@ JOBS_BY_STATE = Gauge("ebb_jobs", "Managed Jobs by queue and state.", ["queue", 
 UNPLACEABLE = Counter(
     "ebb_unplaceable_jobs_total",
     "Admitted jobs whose pods no node of their queue's compute environments can hold (an "
-    "environment changed after admission; counted once per job), by queue.",
+    "environment changed after admission: put back in their queue unless a pod is bound; "
+    "counted once per job), by queue.",
     ["queue"],
 )
 ATTEMPTS = Counter(
@@ -399,7 +400,7 @@ class JobController:
                 JOBS_BY_STATE.labels(queue, state_name).set(n)
         self._counts = counts
 
-        unplaceable = {
+        unplaceable = decisions.requeue.keys() | {
             key
             for key, status in decisions.statuses.items()
             if status.state is State.STARTING and status.code is Code.JOB_RESOURCE_REQUIREMENT

@@ -15,6 +15,8 @@ RUNNABLE    dependencies met, suspended, waiting for admission (queue order, quo
             or admitted, with a failed attempt waiting for its retry (AWS Batch moves
             a job with attempts left back to RUNNABLE): the Job controller has not
             created the next attempt's pod yet. It keeps its admission meanwhile.
+            Or admitted, then suspended again by Ebb: its environments changed so that
+            no node they may have can hold its pods, and none was bound to a node.
 STARTING    admitted (unsuspended); its pods exist, none running yet (being scheduled,
             capacity being launched).
 RUNNING     at least one pod running, or (several pods) some have finished and the
@@ -27,9 +29,9 @@ FAILED      the Job Failed — attempts exhausted, an EXIT rule, a timeout, a fa
 RUNNING never goes back to STARTING: an array parent whose children have started
 stays RUNNING until it ends, its children's states counted in ebb.dev/array-status
 (as AWS Batch's array summary). RUNNING/STARTING → RUNNABLE is a failed attempt
-waiting for its retry (or someone suspending an admitted Job again). While the Job
-controller has not yet counted a pod that finished, the state does not move: the
-pod's outcome (success, retry, attempts exhausted) is not known yet.
+waiting for its retry, a job put back in its queue, or someone suspending an admitted
+Job again. While the Job controller has not yet counted a pod that finished, the state
+does not move: the pod's outcome (success, retry, attempts exhausted) is not known yet.
 Every state comes with a reason: a machine-readable code and a sentence.
 """
 

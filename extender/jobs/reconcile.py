@@ -1,9 +1,11 @@
 """One scheduling pass over a snapshot of every managed Job: pure, no I/O, no clock.
 
 `reconcile(snapshot)` decides, for every job, its state and reason and what to do:
-admit it (and with how many pods), fail it (cancelled, invalid, a failed dependency,
-a state time limit), terminate it (on request, or an attempt that timed out), lift
-n_to_n gates, and update its attempt record. The controller applies the decisions.
+admit it (and with how many pods), put it back in its queue (admitted, but no node
+its environments may have can hold its pods and none is placed), fail it (cancelled,
+invalid, a failed dependency, a state time limit), terminate it (on request, or an
+attempt that timed out), lift n_to_n gates, and update its attempt record. The
+controller applies the decisions.
 """
 
 from __future__ import annotations
@@ -57,6 +59,9 @@ class Failure:
 class Decisions:
     statuses: dict[str, Status] = field(default_factory=dict)
     admit: dict[str, int] = field(default_factory=dict)  # job → pods (parallelism) granted
+    # Admitted jobs to suspend again, with the RUNNABLE status they wait in: no node their
+    # environments may have can hold their pods (changed since admission) and none is bound.
+    requeue: dict[str, Status] = field(default_factory=dict)
     fail: dict[str, Failure] = field(default_factory=dict)
     ungate: list[str] = field(default_factory=list)  # pod keys
     # Jobs with a finished pod the Job controller has not counted yet: nothing is decided
@@ -74,6 +79,7 @@ def reconcile(snap: Snapshot) -> Decisions:
     counting = out.counting
     never = _NeverPlaced(snap)
     refusal = _Refused(snap)
+    requeue: set[str] = set()
     for key, job in snap.jobs.items():
         pods = snap.pods_by_job.get(key, ())
         departed = snap.departed_by_job.get(key, ())
@@ -85,7 +91,14 @@ def reconcile(snap: Snapshot) -> Decisions:
             if record is not None:
                 out.attempts[key] = record
         status, demand = _job(
-            job, pods, snap, out, never, refusal=refusal, counting=key in counting
+            job,
+            pods,
+            snap,
+            out,
+            never,
+            refusal=refusal,
+            requeue=requeue,
+            counting=key in counting,
         )
         if status is not None:
             out.statuses[key] = status
@@ -108,6 +121,13 @@ def reconcile(snap: Snapshot) -> Decisions:
     out.used = {ce: r.cpu_milli / 1000 for ce, r in result.used.items()}
     for d in demands:
         job = snap.jobs[d.key]
+        if d.key in requeue:
+            # Asked for as a job not admitted: admission says why it waits (it grants
+            # nothing, as no node can hold it), as it would of one just submitted.
+            waiting = result.waiting.get(d.key)
+            if waiting is not None:
+                out.requeue[d.key] = out.statuses[d.key] = waiting
+            continue
         granted = result.grants.get(d.key)
         if granted is not None and granted > d.granted and d.key not in counting:
             out.admit[d.key] = granted
@@ -187,11 +207,13 @@ def _job(
     never: Callable[[JobInfo], Status | None],
     *,
     refusal: Callable[[JobInfo], Status | None],
+    requeue: set[str],
     counting: bool,
 ) -> tuple[Status | None, Demand | None]:
     """The status of one job outside admission, and its demand if it wants pods.
     `counting`: a finished pod is not counted yet: its outcome is not known, the state
-    stays."""
+    stays. An admitted job to put back in its queue is added to `requeue`, its demand
+    that of a job not admitted."""
     key = job.key
     if job.terminal == "Complete":
         return Status(State.SUCCEEDED, Code.SUCCEEDED, _succeeded_reason(job)), None
@@ -208,8 +230,9 @@ def _job(
     if job.terminate is not None:
         out.fail[key] = Failure(Code.TERMINATED, f"terminated: {job.terminate}", started)
         return None, None
-    if job.cancel is not None and not started:
-        out.fail[key] = Failure(Code.CANCELLED, f"cancelled: {job.cancel}", False)
+    if job.cancel is not None and not job.admitted:
+        # (AWS Batch cancels a job until it is STARTING: one put back in its queue too.)
+        out.fail[key] = Failure(Code.CANCELLED, f"cancelled: {job.cancel}", started)
         return None, None
     verdict = (
         resolve(job, lambda name: snap.jobs.get(f"{job.namespace}/{name}"))
@@ -224,11 +247,16 @@ def _job(
         if timed_out is not None:
             out.fail[key] = Failure(Code.TIMEOUT, timed_out, True)
             return None, None
-        gated = [p for p in pods if p.scheduling_gated and p.completion_index is not None]
-        out.ungate.extend(p.key for p in gated if p.completion_index in verdict.ungated_indexes)
         status = None if counting else _admitted_status(job, pods)
         if status is not None and status.state is State.STARTING and not job.ready:
-            status = never(job) or status
+            unplaceable = never(job)
+            queued = _waiting(job, snap) if unplaceable and _unplaced(job, pods) else None
+            if queued is not None:
+                requeue.add(key)
+                return None, queued
+            status = unplaceable or status
+        gated = [p for p in pods if p.scheduling_gated and p.completion_index is not None]
+        out.ungate.extend(p.key for p in gated if p.completion_index in verdict.ungated_indexes)
         return status, _held(job, pods, snap)
     if not verdict.ready:
         return Status(
@@ -237,12 +265,17 @@ def _job(
     refused = refusal(job)
     if refused is not None:
         return refused, None
+    return None, _waiting(job, snap)
+
+
+def _waiting(job: JobInfo, snap: Snapshot) -> Demand | None:
+    """The demand of a job not admitted (None: it wants no pod)."""
     want = min(job.requested_parallelism, job.remaining)
     if want <= 0:
-        return None, None
+        return None
     since = job.since if job.published_state is _RUNNABLE and job.since else snap.now
-    return None, Demand(
-        key=key,
+    return Demand(
+        key=job.key,
         queue=job.queue,
         request=job.pod_request,
         want=want,
@@ -285,6 +318,25 @@ class _Refused:
         if refusal is None:
             return None
         return Status(_RUNNABLE, refusal.code, f"not admitted: {refusal}", 0, queue_name)
+
+
+def _unplaced(job: JobInfo, pods: Sequence[PodInfo]) -> bool:
+    """May this admitted job be suspended again without stopping anything that runs?
+    Suspending a Job makes the Job controller delete its unfinished pods (uncounted: it
+    removes their finalizer first), so: no pod bound to a node, and each unfinished pod
+    one kube-scheduler found no node for (or still gated). Every pod the Job counts as
+    active must be in view: one the pod cache has not seen yet may be bound. (The
+    write's resourceVersion precondition keeps a pod that became ready meanwhile.)"""
+    unfinished = 0
+    for pod in pods:
+        if pod.phase in _FINISHED:
+            continue
+        if pod.node_name or pod.phase != "Pending":
+            return False
+        if not (pod.unschedulable or pod.scheduling_gated or pod.terminating):
+            return False
+        unfinished += 1
+    return unfinished >= job.active
 
 
 def _held(job: JobInfo, pods: Sequence[PodInfo], snap: Snapshot) -> Demand:

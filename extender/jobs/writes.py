@@ -74,6 +74,19 @@ def admission_patch(job: JobInfo, pods: int, status: Status | None, now: float) 
     }
 
 
+def requeue_patch(job: JobInfo, status: Status, now: float) -> Json:
+    """Suspends an admitted Job again (the Job controller deletes its pods), publishing
+    why it waits. On the Job as the pass saw it: if it changed since (a pod became
+    ready, say), the write conflicts and the next pass decides again."""
+    return {
+        "metadata": {
+            "resourceVersion": job.resource_version,
+            "annotations": status_annotations(job, status, now),
+        },
+        "spec": {"suspend": True},
+    }
+
+
 def status_annotations(job: JobInfo, status: Status, now: float) -> dict[str, str]:
     changed = status.state is not job.published_state or status.code.value != job.published_code
     since = now if changed or job.since is None else job.since
@@ -138,6 +151,7 @@ class Writer:
             self._admit(jobs[key], pods, decisions.statuses.get(key), now)
             for key, pods in itertools.islice(decisions.admit.items(), MAX_ADMISSIONS_PER_PASS)
         ]
+        ops += [self._requeue(jobs[key], status, now) for key, status in decisions.requeue.items()]
         ops += [self._fail(jobs[key], failure, now) for key, failure in decisions.fail.items()]
         ops += [self._ungate(pod) for pod in decisions.ungate]
         await asyncio.gather(*ops)
@@ -198,6 +212,18 @@ class Writer:
             body["spec"]["backoffLimit"] = 0
         return body
 
+    async def _requeue(self, job: JobInfo, status: Status, now: float) -> None:
+        body = requeue_patch(job, status, now)
+        written = await self._write(
+            "requeue", lambda: self._client.patch(JOBS, job.name, body, job.namespace)
+        )
+        if written is not None:
+            self._jobs.apply_write(written)
+            log.info(
+                "job back in its queue", job=job.key, code=status.code.value, reason=status.reason
+            )
+            self._announce(job, status, now)
+
     async def _fail(self, job: JobInfo, failure: Failure, now: float) -> None:
         body = failure_status(job, failure, now)
         written = await self._write(
@@ -237,8 +263,8 @@ class Writer:
         self, jobs: Mapping[str, JobInfo], decisions: Decisions, now: float
     ) -> None:
         for key, status in decisions.statuses.items():
-            if key in decisions.admit:
-                continue  # published with the admission itself
+            if key in decisions.admit or key in decisions.requeue:
+                continue  # published with the admission (or the suspension) itself
             job = jobs[key]
             annotations: dict[str, str] = {}
             if self._should_publish(job, status, now):

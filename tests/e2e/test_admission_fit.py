@@ -21,10 +21,13 @@ from tests.e2e.autoscaling import (
     compute_environment,
     job_queue,
     name,
+    pods_of,
     scaled_to_zero,
 )
 from tests.e2e.batch import annotation
 from tests.e2e.cluster import LocalCluster, wait_for
+from tests.e2e.test_kubectl_plugin import kubectl_ebb
+from tests.e2e.test_truth import parse_tables
 
 ROUNDS = 10
 RUN = 0.5  # seconds each job runs
@@ -177,3 +180,94 @@ async def test_the_webhook_names_what_does_not_fit_and_warns_about_unknown_keys(
         kubectl_create, cluster, namespace, job("plain", q, ce, run_seconds=0.5)
     )
     assert plain.returncode == 0 and "Warning" not in plain.stderr, plain.stderr
+
+
+def ebb_job(cluster: LocalCluster, namespace: str, job_name: str) -> dict[str, Any]:
+    """The job as `kubectl ebb jobs -o json` shows it."""
+    listed = orjson.loads(kubectl_ebb(cluster, "jobs", "-n", namespace, "-o", "json"))
+    return next(j for j in listed if j["name"] == job_name)
+
+
+async def test_an_admitted_job_its_environment_can_no_longer_hold_waits_runnable_until_widened(
+    kube_client: kube.KubeClient,
+    namespace: str,
+    local_aws: LocalAws,
+    setup: Any,
+    cluster: LocalCluster,
+) -> None:
+    """A 6-vCPU job is admitted to c6i.2xlarge (7.77 vCPUs for pods), which EC2 cannot
+    launch now, so its pod waits for a node; then the environment is narrowed to
+    c6i.xlarge (3.77). As in AWS Batch, the job goes back to RUNNABLE with
+    MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT and the largest node named, its pod gone
+    (nothing left for the autoscaler to launch for) and the counts say so; widened to
+    c6i.4xlarge, it is admitted again and runs."""
+    ce = name("shrink")
+    local_aws.faults(
+        [
+            {
+                "action": "RunInstances",
+                "match": {"InstanceType": "c6i.2xlarge"},
+                "error": "InsufficientInstanceCapacity",
+                "status": 500,
+                "times": -1,
+            }
+        ]
+    )
+    await setup(
+        kube.COMPUTE_ENVIRONMENTS,
+        compute_environment(ce, local_aws, type="EC2", maxvCpus=16, instanceTypes=["c6i.2xlarge"]),
+    )
+    q = f"{ce}-q"
+    await setup(kube.JOB_QUEUES, job_queue(q, ce))
+    await kube_client.create(kube.JOBS, job("six", q, ce, cpu="6", run_seconds=0.5), namespace)
+
+    async def admitted_and_unplaced() -> bool:
+        pods = await pods_of(kube_client, namespace, "six")
+        return any(
+            c.get("reason") == "Unschedulable"
+            for p in pods
+            for c in (p.get("status") or {}).get("conditions") or ()
+        )
+
+    await wait_for(admitted_and_unplaced, 60, message="six admitted, its pod unplaced")
+    await kube_client.patch(
+        kube.COMPUTE_ENVIRONMENTS, ce, {"spec": {"instanceTypes": ["c6i.xlarge"]}}
+    )
+
+    async def back_in_its_queue() -> dict[str, Any] | None:
+        shown = await asyncio.to_thread(ebb_job, cluster, namespace, "six")
+        return shown if shown["state"] == "RUNNABLE" else None
+
+    shown = await wait_for(back_in_its_queue, 60, message="six RUNNABLE again")
+    assert shown["reasonCode"] == "MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT", shown
+    why = await asyncio.to_thread(kubectl_ebb, cluster, "why", "six", "-n", namespace)
+    assert (
+        f"RUNNABLE: position 1 in queue {q}: needs cpu=6 memory=512Mi per pod but requests.cpu "
+        f"6 vCPUs exceeds what any node of compute environment {ce} within maxvCpus 16 can "
+        "hold: c6i.xlarge has 3.77 vCPUs usable"
+    ) in why, why
+    raw = await kube_client.get(kube.JOBS, "six", namespace)
+    assert raw["spec"]["suspend"] is True
+
+    async def settled_waiting() -> bool:
+        queues = parse_tables(cluster.kubectl("get", "jq", q, "-o", "wide"))
+        row = next(iter(queues.values()))[q]
+        environments = parse_tables(kubectl_ebb(cluster, "ces"))[""]
+        return (
+            not await pods_of(kube_client, namespace, "six")
+            and (row["RUNNABLE"], row["STARTING"]) == ("1", "0")
+            and environments[ce]["PENDING-PODS"] == "0"
+        )
+
+    await wait_for(settled_waiting, 60, message="no pod left; RUNNABLE 1, STARTING 0, 0 pending")
+
+    await kube_client.patch(
+        kube.COMPUTE_ENVIRONMENTS, ce, {"spec": {"instanceTypes": ["c6i.4xlarge"]}}
+    )
+
+    async def succeeded() -> bool:
+        shown = await asyncio.to_thread(ebb_job, cluster, namespace, "six")
+        return bool(shown["state"] == "SUCCEEDED")
+
+    await wait_for(succeeded, 90, message="six SUCCEEDED once widened")
+    await wait_for(lambda: scaled_to_zero(kube_client, local_aws, ce), 60, message="to zero")

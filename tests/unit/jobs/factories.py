@@ -79,6 +79,7 @@ def pod(
     reason: str = "",
     disrupted: bool = False,
     gated: bool = False,
+    unschedulable: bool = False,
     cpu: str = "1",
     tracked: bool = False,
 ) -> PodInfo:
@@ -97,8 +98,13 @@ def pod(
                 },
             }
         ]
+    conditions = status.setdefault("conditions", [])
     if disrupted:
-        status["conditions"] = [{"type": "DisruptionTarget", "status": "True"}]
+        conditions.append({"type": "DisruptionTarget", "status": "True"})
+    if unschedulable:  # as kube-scheduler marks a pod it found no node for
+        conditions.append(
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "x"}
+        )
     spec: dict[str, Any] = {
         "containers": [{"name": "main", "resources": {"requests": {"cpu": cpu}}}]
     }

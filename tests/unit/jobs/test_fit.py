@@ -4,6 +4,7 @@ instance after the node overhead."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from hypothesis import given, settings
@@ -11,14 +12,15 @@ from hypothesis import strategies as st
 
 from ebb import keys
 from ebb.catalog import NodeOverheadSettings, shipped_catalog
-from ebb.model import ComputeEnvironment, JobQueue
+from ebb.model import ComputeEnvironment, JobQueue, PodInfo, StateTimeLimitAction
 from ebb.resources import Resources
 from extender import webhook
 from extender.jobs.admission import CapacityLimit, Demand, QueueView, admit
 from extender.jobs.capacity import capacity_limits
 from extender.jobs.lifecycle import Code, State
 from extender.jobs.reconcile import Snapshot, reconcile
-from tests.unit.jobs.factories import job, raw_job
+from extender.jobs.snapshot import JobInfo
+from tests.unit.jobs.factories import job, pod, raw_job
 
 GIB = 2**30
 OVERHEAD = NodeOverheadSettings().node_overhead()  # what the daemons use by default
@@ -74,24 +76,89 @@ def test_a_pod_no_instance_within_max_vcpus_holds_waits_with_the_largest_node_na
     assert result.grants == {"small": 1}
 
 
-def test_an_admitted_job_no_node_can_hold_holds_nothing_and_says_why() -> None:
-    # Admitted before its environment shrank to maxvCpus 16: its pod can never be placed.
-    big = job("big", cpu="16", suspend=False)
-    small = job("small", created="2026-01-01T00:00:01Z")
-    snap = Snapshot(
-        now=1_767_225_660.0,
-        jobs={big.key: big, small.key: small},
-        pods_by_job={},
-        queues={"q": JobQueue("q", 1, ("ce",))},
+SHRUNK = limits(ec2("ce", 16, ("c6i", "m6i")))  # holds no 16-vCPU pod
+NOW = 1_767_225_660.0  # 2026-01-01T00:01:00Z
+
+
+def shrunk(*jobs: JobInfo, pods: Sequence[PodInfo] = (), **queue: Any) -> Snapshot:
+    """Jobs of queue q, whose environment no longer holds the 16-vCPU job "big"'s pods."""
+    return Snapshot(
+        now=NOW,
+        jobs={j.key: j for j in jobs},
+        pods_by_job={"ns/big": list(pods)} if pods else {},
+        queues={"q": JobQueue("q", 1, ("ce",), **queue)},
         policies={},
-        capacity=limits(ec2("ce", 16, ("c6i", "m6i"))),
-        node_compute_environment={},
+        capacity=SHRUNK,
+        node_compute_environment={"node-1": "ce"},
     )
-    decisions = reconcile(snap)
-    assert decisions.admit == {small.key: 1}  # the 16 vCPUs are not held by "big"
-    status = decisions.statuses[big.key]
+
+
+def big(**kw: Any) -> JobInfo:
+    """Admitted (with 16 vCPUs per pod) before its environment shrank."""
+    return job("big", cpu="16", suspend=False, **kw)
+
+
+def test_an_admitted_job_no_node_can_hold_goes_back_to_its_queue_and_says_why() -> None:
+    small = job("small", created="2026-01-01T00:00:01Z")
+    unplaced = pod("big", "big-1", phase="Pending", node=None, cpu="16", unschedulable=True)
+    for pods in ((), (unplaced,)):  # its pod not created yet, or found no node
+        decisions = reconcile(shrunk(big(status={"active": len(pods)}), small, pods=pods))
+        assert decisions.admit == {small.key: 1}  # the 16 vCPUs are not held by "big"
+        status = decisions.requeue["ns/big"]
+        assert decisions.statuses["ns/big"] is status
+        assert (status.state, status.code) == (State.RUNNABLE, Code.JOB_RESOURCE_REQUIREMENT)
+        assert status.reason == (
+            "position 1 in queue q: needs cpu=16 memory=1Gi per pod but requests.cpu 16 vCPUs "
+            "exceeds what any node of compute environment ce within maxvCpus 16 can hold: "
+            "m6i.4xlarge has 15.74 vCPUs usable; it can never run"
+        )
+
+
+def test_a_job_with_a_bound_or_running_pod_is_never_put_back() -> None:
+    for phase in ("Pending", "Running"):
+        bound = pod("big", "big-1", phase=phase, node="node-1", cpu="16")
+        decisions = reconcile(shrunk(big(status={"active": 1}), pods=[bound]))
+        assert not decisions.requeue
+        assert "ns/big" not in decisions.admit
+    # Bound, not running yet: it says why it may never run, and holds no capacity.
+    status = reconcile(
+        shrunk(big(status={"active": 1}), pods=[pod("big", "b", phase="Pending", cpu="16")])
+    ).statuses["ns/big"]
     assert (status.state, status.code) == (State.STARTING, Code.JOB_RESOURCE_REQUIREMENT)
-    assert "m6i.4xlarge has 15.74 vCPUs usable" in status.reason
+
+
+def test_a_job_whose_pods_the_scheduler_has_not_tried_or_not_seen_waits_a_pass() -> None:
+    untried = pod("big", "big-1", phase="Pending", node=None, cpu="16")
+    unplaced = pod("big", "big-1", phase="Pending", node=None, cpu="16", unschedulable=True)
+    for j, pods in (
+        (big(status={"active": 1}), [untried]),  # kube-scheduler may still bind it
+        (big(status={"active": 2}), [unplaced]),  # one pod not in view
+    ):
+        decisions = reconcile(shrunk(j, pods=pods))
+        assert not decisions.requeue
+        assert decisions.statuses["ns/big"].state is State.STARTING
+
+
+def test_a_job_put_back_is_cancelled_by_its_queues_state_time_limit_or_on_request() -> None:
+    # Suspended again (its startTime stays), RUNNABLE for the misconfiguration since 00:00.
+    waited = {
+        keys.STATE: "RUNNABLE",
+        keys.REASON_CODE: Code.JOB_RESOURCE_REQUIREMENT.value,
+        keys.STATE_SINCE: "2026-01-01T00:00:00Z",
+    }
+    ran = {"startTime": "2025-12-31T23:59:00Z"}
+    back = job("big", cpu="16", annotations=waited, status=ran)
+    limit = StateTimeLimitAction(Code.JOB_RESOURCE_REQUIREMENT.value, "RUNNABLE", 60, "CANCEL")
+    failure = reconcile(shrunk(back, state_time_limit_actions=(limit,))).fail["ns/big"]
+    assert failure.code is Code.STATE_TIME_LIMIT
+    assert failure.message == (
+        "cancelled by queue q: RUNNABLE for MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT longer "
+        "than 60 s"
+    )
+    # AWS Batch cancels a RUNNABLE job; its pods are gone, so it fails outright.
+    cancel = {**waited, keys.CANCEL: "not needed"}
+    cancelled = job("big", cpu="16", annotations=cancel, status=ran)
+    assert reconcile(shrunk(cancelled)).fail["ns/big"].code is Code.CANCELLED
 
 
 def test_managed_environments_have_only_types_within_max_vcpus_unmanaged_all() -> None:

@@ -93,3 +93,19 @@ async def test_publications_hold_while_the_job_controller_counts_a_finished_pod(
         ("a", {"metadata": {"resourceVersion": "1", "annotations": {keys.REASON: "x"}}})
     ]
     assert writer._pending == {}  # the next pass decides again
+
+
+async def test_a_job_put_back_is_suspended_on_the_version_seen_with_why() -> None:
+    admitted = job("j", suspend=False, annotations=RUNNING)
+    waiting = Status(State.RUNNABLE, Code.JOB_RESOURCE_REQUIREMENT, "no node holds it")
+    decisions = Decisions(statuses={admitted.key: waiting}, requeue={admitted.key: waiting})
+    client = _Client()
+    writer = Writer(client, _Jobs(admitted), _Events())  # type: ignore[arg-type]
+    await writer.apply({admitted.key: admitted}, decisions, 100.0)
+    [(name, body)] = client.patches
+    assert name == "j" and body["spec"] == {"suspend": True}
+    # If the Job changed since the pass saw it (a pod became ready), this conflicts.
+    assert body["metadata"]["resourceVersion"] == admitted.resource_version
+    assert body["metadata"]["annotations"][keys.STATE] == "RUNNABLE"
+    assert body["metadata"]["annotations"][keys.REASON_CODE] == waiting.code.value
+    assert writer._pending == {}  # published with the suspension, not again
