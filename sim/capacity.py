@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from autoscaler.environments import Unavailable, environment
 from autoscaler.planner import Environment, PendingPod, Room, plan_launches
-from autoscaler.scaledown import CORDON, TERMINATE, NodeState, plan_scale_down
+from autoscaler.scaledown import NodeActionKind, NodeState, plan_scale_down
 from ebb.catalog import Catalog, NodeOverhead
 from ebb.model import ComputeEnvironment
 from sim.cloud import Instance
@@ -211,9 +211,9 @@ class EbbCapacity(CapacityPolicy):
         )
         for action in actions:
             instance = by_name[action.node]
-            if action.kind == CORDON:
+            if action.kind == NodeActionKind.CORDON:
                 out.cordon.append((instance, action.reason))
-            elif action.kind == TERMINATE:
+            elif action.kind == NodeActionKind.TERMINATE:
                 out.terminate.append((instance, action.reason))
         # As the daemon: wake when the next idle node's delay is over, soon while draining.
         due = [view.now + 1.0 for s in states if s.draining is not None]
