@@ -32,7 +32,8 @@ from autoscaler.settings import AutoscalerSettings
 from autoscaler.timestamps import epoch, rfc3339
 from ebb import keys, kube
 from ebb.model import NodeInfo, PodInfo
-from ebb.nodeloss import end_lost_pod, lost_message
+from ebb.nodeloss import lost_message
+from ebb.podgc import end_lost_pod
 
 log = structlog.get_logger("ebb.autoscaler")
 
