@@ -42,7 +42,13 @@ from autoscaler.notices import NoticeConsumer
 from autoscaler.pending import pending_pods
 from autoscaler.planner import Environment, PendingPod, Room, plan_launches, routed_pods
 from autoscaler.room import NodeRoom, room
-from autoscaler.scaledown import LIVE_STATES, NodeState, next_scale_down, plan_scale_down
+from autoscaler.scaledown import (
+    LIVE_STATES,
+    NodeSeen,
+    next_scale_down,
+    plan_scale_down,
+    track_nodes,
+)
 from autoscaler.settings import AutoscalerSettings
 from autoscaler.status import environment_status
 from autoscaler.wake import next_wake
@@ -315,7 +321,7 @@ class Controller:
     ) -> float | None:
         """Cordon, uncordon and terminate; returns when the next decision is due."""
         memory = self.node_actions.memory
-        states = []
+        seen = []
         by_name: dict[str, tuple[str, NodeInfo]] = {}
         for iid, node in ours.items():
             if iid not in live or not node.compute_environment:
@@ -324,31 +330,20 @@ class Controller:
             batch = sum(
                 1 for p in self.pods.store.by_index("node", node.name) if p.active and p.queue
             )
-            # A node pending pods are expected to land on is not idle either: it was
-            # launched for them, and kube-scheduler may still be backing off from them.
-            if batch or node.name in self._awaited_nodes:
-                memory.idle_since.pop(node.name, None)
-            else:
-                memory.idle_since.setdefault(node.name, now)
-            reason = draining_reason(node) or memory.cordoned.get(node.name)
-            if reason is None:
-                memory.draining_since.pop(node.name, None)
-            else:
-                memory.draining_since.setdefault(node.name, now)
-            states.append(
-                NodeState(
+            seen.append(
+                NodeSeen(
                     node.name,
                     node.compute_environment,
                     t.vcpus if t else 0,
                     t.price(live[iid].capacity_type) if t else 0.0,
                     batch,
-                    memory.idle_since.get(node.name),
-                    reason,
-                    memory.draining_since.get(node.name),
+                    node.name in self._awaited_nodes,
+                    draining_reason(node) or memory.cordoned.get(node.name),
                 )
             )
             by_name[node.name] = (iid, node)
-        memory.forget_all_but(set(by_name))
+        states = track_nodes(seen, memory.idle_since, memory.draining_since, now)
+        memory.remember(states)
         vcpus: dict[str, int] = {}
         for i in live.values():
             t = self.catalog.get(i.instance_type)

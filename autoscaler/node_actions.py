@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,7 @@ from autoscaler.scaledown import (
     NodeAction,
     NodeActionKind,
     NodeRecord,
+    NodeState,
     plan_garbage,
 )
 from autoscaler.settings import AutoscalerSettings
@@ -47,10 +48,15 @@ class NodeMemory:
     draining_since: dict[str, float] = field(default_factory=dict)
     cordoned: dict[str, str] = field(default_factory=dict)  # until the watch shows the taint
 
-    def forget_all_but(self, names: set[str]) -> None:
-        for memory in (self.idle_since, self.draining_since, self.cordoned):
-            for gone in set(memory) - names:
-                del memory[gone]
+    def remember(self, nodes: Iterable[NodeState]) -> None:
+        """Keep the times of this pass's nodes (track_nodes), and forget gone nodes."""
+        nodes = list(nodes)
+        self.idle_since = {n.name: n.idle_since for n in nodes if n.idle_since is not None}
+        self.draining_since = {
+            n.name: n.draining_since for n in nodes if n.draining_since is not None
+        }
+        names = {n.name for n in nodes}
+        self.cordoned = {k: v for k, v in self.cordoned.items() if k in names}
 
 
 def draining_reason(node: NodeInfo) -> str | None:

@@ -48,6 +48,43 @@ class NodeState:
 
 
 @dataclass(frozen=True, slots=True)
+class NodeSeen:
+    """A node as one pass sees it, before the times the daemon remembers are added."""
+
+    name: str
+    environment: str
+    vcpus: int
+    price: float  # USD per hour
+    batch_pods: int
+    awaited: bool  # the last plan put pending pods on it: not idle either
+    draining: str | None  # the reason it drains (its taint, or a cordon not yet seen)
+
+
+def track_nodes(
+    nodes: Iterable[NodeSeen],
+    idle_since: Mapping[str, float],
+    draining_since: Mapping[str, float],
+    now: float,
+) -> list[NodeState]:
+    """Since when each node has been idle and draining: as remembered from earlier
+    passes, or from `now` for a node that just became so. The daemon remembers what this
+    returns (and nothing about nodes that are gone)."""
+    return [
+        NodeState(
+            n.name,
+            n.environment,
+            n.vcpus,
+            n.price,
+            n.batch_pods,
+            None if n.batch_pods or n.awaited else idle_since.get(n.name, now),
+            n.draining,
+            None if n.draining is None else draining_since.get(n.name, now),
+        )
+        for n in nodes
+    ]
+
+
+@dataclass(frozen=True, slots=True)
 class NodeAction:
     node: str
     kind: NodeActionKind

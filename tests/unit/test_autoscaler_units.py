@@ -14,7 +14,7 @@ from autoscaler.launch_intent import LaunchIntent, intent_from_raw
 from autoscaler.pending import pending_pods
 from autoscaler.planner import PendingPod, Room
 from autoscaler.room import NodeRoom, in_flight, room
-from autoscaler.scaledown import NodeState, next_scale_down
+from autoscaler.scaledown import NodeSeen, NodeState, next_scale_down, track_nodes
 from autoscaler.status import environment_status
 from autoscaler.wake import next_wake
 from ebb.catalog import NodeOverhead, shipped_catalog
@@ -242,3 +242,27 @@ def test_an_invalid_environment_says_why() -> None:
     assert status["status"] == "INVALID"
     assert status["statusReason"] == view.problem and view.problem
     assert status["lastLaunchError"] == "x"
+
+
+# --- since when nodes are idle and draining --------------------------------------------------
+
+
+def test_a_node_is_idle_from_the_pass_that_first_saw_it_without_batch_pods() -> None:
+    seen = [
+        NodeSeen("new-idle", "ce", 2, 0.1, 0, False, None),
+        NodeSeen("still-idle", "ce", 2, 0.1, 0, False, None),
+        NodeSeen("busy", "ce", 2, 0.1, 1, False, None),
+        NodeSeen("awaited", "ce", 2, 0.1, 0, True, None),  # pods are on their way to it
+        NodeSeen("draining", "ce", 2, 0.1, 0, False, "idle"),
+    ]
+    idle = {"still-idle": 10.0, "busy": 10.0, "awaited": 10.0}
+    states = {s.name: s for s in track_nodes(seen, idle, {"draining": 40.0}, 50.0)}
+    assert {n: s.idle_since for n, s in states.items()} == {
+        "new-idle": 50.0,
+        "still-idle": 10.0,
+        "busy": None,
+        "awaited": None,
+        "draining": 50.0,
+    }
+    assert {n: s.draining_since for n, s in states.items() if s.draining} == {"draining": 40.0}
+    assert states["new-idle"].draining_since is None
