@@ -128,7 +128,7 @@ def _run(settings: AutoscalerSettings) -> Callable[[web.Application], AsyncItera
         if leader is not None:
             background.spawn(leader.run(), "leader-election")
         if settings.interruption_queue_url:
-            background.spawn(controller.consume_notices(), "notices")
+            background.spawn(controller.notices.run(), "notices")
         if settings.catalog_refresh_seconds > 0:
             background.spawn(controller.refresh_catalog(), "catalog")
         yield

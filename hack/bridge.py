@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ebb import keys, kube, logs
 from ebb.catalog import NodeOverheadSettings, shipped_catalog
 from ebb.model import pod_from_raw
-from ebb.nodeloss import end_lost_pod
+from ebb.podgc import end_lost_pod
 from ebb.resources import MIB
 from ebb.settings import load, setting
 

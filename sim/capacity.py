@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from autoscaler.environments import Unavailable, environment
 from autoscaler.planner import Environment, PendingPod, Room, plan_launches
-from autoscaler.scaledown import CORDON, TERMINATE, NodeState, plan_scale_down
+from autoscaler.scaledown import NodeActionKind, NodeState, next_scale_down, plan_scale_down
 from ebb.catalog import Catalog, NodeOverhead
 from ebb.model import ComputeEnvironment
 from sim.cloud import Instance
@@ -211,21 +211,20 @@ class EbbCapacity(CapacityPolicy):
         )
         for action in actions:
             instance = by_name[action.node]
-            if action.kind == CORDON:
+            if action.kind == NodeActionKind.CORDON:
                 out.cordon.append((instance, action.reason))
-            elif action.kind == TERMINATE:
+            elif action.kind == NodeActionKind.TERMINATE:
                 out.terminate.append((instance, action.reason))
-        # As the daemon: wake when the next idle node's delay is over, soon while draining.
-        due = [view.now + 1.0 for s in states if s.draining is not None]
+        # As the daemon: wake when the next idle node's delay is over, soon while draining;
+        # and (no watch tells the simulator) when a node cordoned now may be terminated.
+        due = [
+            next_scale_down(
+                states, self.environments, view.now, orphan_delay_seconds=ORPHAN_DELAY_SECONDS
+            )
+        ]
         if out.cordon:
             due.append(view.now + DRAIN_GRACE_SECONDS)
-        due.extend(
-            s.idle_since + self.idle_delay(by_name[s.name])
-            for s in states
-            if s.draining is None and s.idle_since is not None
-        )
-        later = [d for d in due if d > view.now]
-        out.due = min(later, default=None)
+        out.due = min((d for d in due if d is not None), default=None)
 
     def idle_delay(self, instance: Instance) -> float:
         spec = self.environments.get(instance.environment)

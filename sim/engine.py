@@ -46,6 +46,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from autoscaler.batch_window import BatchWindow
 from autoscaler.environments import Unavailable
 from autoscaler.planner import PendingPod
 from ebb.catalog import Catalog, NodeOverhead, shipped_catalog
@@ -281,8 +282,7 @@ class Simulation:
         self._admission_due = math.inf
         self._last_admission = -math.inf
         self._autoscaler_due = math.inf
-        self._batch_start: float | None = None
-        self._batch_last = 0.0
+        self._batch = BatchWindow(settings.autoscaler_batch_idle, settings.autoscaler_batch_max)
         self._instance_numbers = itertools.count(1)
         self._open_jobs = 0  # submitted and not terminal (nor never runnable)
         self._last_progress = 0.0
@@ -905,18 +905,11 @@ class Simulation:
     def _unschedulable(self) -> None:
         """A pod was found to fit no node: batch arrivals as the daemon does (plan once
         none came for the idle window, or when the maximum window is over)."""
-        if self._batch_start is None:
-            self._batch_start = self.now
-        self._batch_last = self.now
-        self._autoscaler_wanted(self._batch_due(self._batch_start))
+        self._batch = self._batch.arrived(self.now)
+        self._autoscaler_wanted(self._batch.closes_at())
 
-    def _batch_due(self, start: float) -> float:
-        return min(
-            self._batch_last + self.s.autoscaler_batch_idle, start + self.s.autoscaler_batch_max
-        )
-
-    def _autoscaler_wanted(self, when: float) -> None:
-        if when < self._autoscaler_due:
+    def _autoscaler_wanted(self, when: float | None) -> None:
+        if when is not None and when < self._autoscaler_due:
             self._autoscaler_due = when
             self._push(when, self._autoscaler_event, None)
 
@@ -926,10 +919,10 @@ class Simulation:
         self._autoscaler_due = math.inf
         for key in [k for k, until in self._unavailable.items() if until <= self.now]:
             del self._unavailable[key]
-        start = self._batch_start
-        plan = start is None or self.now >= self._batch_due(start)
+        plan = self._batch.ready(self.now)
+        closes_at = self._batch.closes_at()
         if plan:
-            self._batch_start = None
+            self._batch = self._batch.closed()
         # Between batches the pass only scales down (as the daemon's does).
         pending = self._pending_pods() if plan else []
         view = ClusterView(
@@ -946,8 +939,8 @@ class Simulation:
         self._apply(decision)
         if decision.due is not None:
             self._autoscaler_wanted(decision.due)
-        if start is not None and not plan:
-            self._autoscaler_wanted(self._batch_due(start))
+        if not plan:
+            self._autoscaler_wanted(closes_at)
         elif self._blocked_groups:
             self._autoscaler_wanted(self.now + self.policy.resync_seconds)
 

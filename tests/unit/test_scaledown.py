@@ -6,18 +6,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from autoscaler.scaledown import (
-    CORDON,
     IDLE,
     SPOT_INTERRUPTION,
-    TERMINATE,
-    UNCORDON,
     InstanceState,
+    NodeActionKind,
     NodeRecord,
     NodeState,
     plan_garbage,
     plan_scale_down,
 )
 from ebb.model import ComputeEnvironment
+
+CORDON, TERMINATE, UNCORDON = (
+    NodeActionKind.CORDON,
+    NodeActionKind.TERMINATE,
+    NodeActionKind.UNCORDON,
+)
 
 CE = ComputeEnvironment(name="ce", type="SPOT", max_vcpus=64, instance_types=("c6i",))
 

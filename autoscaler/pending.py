@@ -1,0 +1,37 @@
+"""The view of pending pods: which pods wait for capacity, as the planner sees them.
+Pure code."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from autoscaler.planner import PendingPod
+from ebb.model import JobQueue, PodInfo
+
+
+def waits_for_capacity(pod: PodInfo) -> bool:
+    """A batch pod kube-scheduler found no node for, and that new capacity could take:
+    not gated (not admitted yet), not going away."""
+    return bool(
+        pod.queue
+        and pod.node_name is None
+        and pod.phase == "Pending"
+        and pod.unschedulable
+        and pod.tolerates_batch_taint
+        and not pod.scheduling_gated
+        and not pod.terminating
+    )
+
+
+def pending_pods(pods: Iterable[PodInfo], queues: Mapping[str, JobQueue]) -> list[PendingPod]:
+    """The pods that wait for capacity, each with its queue's compute environments and
+    priority (none, for a queue that is gone)."""
+    out = []
+    for pod in pods:
+        if not waits_for_capacity(pod):
+            continue
+        queue = queues.get(pod.queue or "")
+        envs = queue.compute_environments if queue is not None else ()
+        priority = queue.priority if queue is not None else 0
+        out.append(PendingPod(pod.key, pod.requests, envs, priority, pod.created))
+    return out
