@@ -42,7 +42,7 @@ e2e: venv binaries
 	EBB_REQUIRE_E2E=1 $(PYTEST) tests/e2e -q
 
 test: venv binaries lint typecheck
-	EBB_REQUIRE_E2E=1 $(PYTEST) tests -q
+	EBB_REQUIRE_E2E=1 $(PYTEST) tests -q --durations=30
 
 run: venv binaries
 	$(BIN)/python hack/run.py $(if $(KEEP),--keep,)
