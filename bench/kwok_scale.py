@@ -210,9 +210,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--run-seconds", type=float, default=10.0)
     parser.add_argument("--timeout", type=float, default=1800.0)
     parser.add_argument("--port-base", type=int, default=PORT_BASE)
+    parser.add_argument(
+        "--phase",
+        choices=("both", "kube-scheduler alone", "ebb"),
+        default="both",
+        help="run one phase only (no ratio then): e.g. the Job controller's counts under Ebb",
+    )
     args = parser.parse_args(argv)
     results = {}
     for name, ebb in (("kube-scheduler alone", False), ("ebb", True)):
+        if args.phase not in ("both", name):
+            continue
         print(f"{name}: {args.pods:,} pods on {args.nodes:,} KWOK nodes", flush=True)
         results[name] = phase(args, ebb)
         r = results[name]
@@ -223,6 +231,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{name}: the Job controller's "
             + "; ".join(f"{key} {r[key]:,.0f}" for key in JOB_CONTROLLER_LINES)
         )
+    if len(results) < 2:
+        return results
     ratio = results["ebb"]["pods_per_s"] / results["kube-scheduler alone"]["pods_per_s"]
     print(f"Ebb ÷ kube-scheduler alone: {ratio:.2f}")
     return {**results, "ebb_over_kube_scheduler": ratio}
