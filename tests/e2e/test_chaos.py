@@ -323,14 +323,31 @@ def finished(job: dict[str, Any]) -> str:
 
 async def orphans(client: kube.KubeClient, aws: LocalAws, ces: list[str]) -> list[str]:
     """Live instances of these environments without a node, and their nodes without a
-    live instance."""
-    live = {i["InstanceId"] for ce in ces for i in await asyncio.to_thread(aws.live, ce)}
-    nodes = await nodes_of(client, ces)
-    with_node = {
-        n["spec"].get("providerID", "").rsplit("/", 1)[-1]: n["metadata"]["name"] for n in nodes
-    }
-    out = [f"instance {iid} has no node" for iid in live if iid not in with_node]
-    out += [f"node {node} has no instance" for iid, node in with_node.items() if iid not in live]
+    live instance. EC2 and the API server cannot be read at one instant, and a scale-down
+    terminates an instance, then deletes its node: so each is read twice, interleaved
+    (instances, nodes, instances, nodes), and only what both readings agree on counts."""
+
+    async def live() -> set[str]:
+        return {i["InstanceId"] for ce in ces for i in await asyncio.to_thread(aws.live, ce)}
+
+    async def with_node() -> dict[str, str]:
+        return {
+            n["spec"].get("providerID", "").rsplit("/", 1)[-1]: n["metadata"]["name"]
+            for n in await nodes_of(client, ces)
+        }
+
+    live_1, nodes_1 = await live(), await with_node()
+    live_2, nodes_2 = await live(), await with_node()
+    out = [
+        f"instance {iid} has no node"
+        for iid in sorted(live_1 & live_2)
+        if iid not in nodes_1 and iid not in nodes_2
+    ]
+    out += [
+        f"node {node} has no instance"
+        for iid, node in sorted(nodes_1.items())
+        if iid in nodes_2 and iid not in live_1 | live_2
+    ]
     return out
 
 
