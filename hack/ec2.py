@@ -52,7 +52,7 @@ from werkzeug.serving import make_server
 
 REGION = "us-east-1"
 ZONES = ("us-east-1a", "us-east-1b", "us-east-1c")
-K8S_VERSIONS = ("1.35",)
+K8S_VERSIONS = ("1.35", "1.36")
 QUEUE = "ebb-interruptions"
 Reply = tuple[str, list[tuple[str, str]], bytes]  # WSGI status, headers, body
 

@@ -48,19 +48,9 @@ T = TypeVar("T")
 KILLS_PER_DAEMON = 6
 CHAOS_WINDOW_SECONDS = (4.0, 100.0)  # kills and the restart happen in this window
 SUCCEEDED, FAILED = "SUCCEEDED", "FAILED"
-# After kube-apiserver restarts, the Job controller's cache of Jobs lags its own status
-# writes for 20-45 s (its watches refused while the new server's authorization warms
-# up); a slot whose count was in flight then runs again with no other writer
-# (kubernetes#130103). Such an extra attempt is told by its pod's creation inside this
-# window after the restart, and at most RESTART_RERUN_BOUND Jobs may show it (0-3 in
-# the runs recorded in the README); any other extra attempt fails the test.
-RESTART_LAG_SECONDS = 60.0
-RESTART_RERUN_BOUND = 5
-# Still seen once in a clean-clone `make test` with no restart near it (seed 950043112):
-# 8 indexes of a plain array run a second time after they succeeded, the extra pods
-# never counted by the Job controller (its count equals the completions). Until that is
-# found and fixed (issue 15), such Jobs are named and bounded; more is not that.
-RERUN_BOUND = 3
+# The Job controller defers a sync while its caches are behind its own writes
+# (kube-controller-manager's log line for it; StaleControllerConsistencyJob, Kubernetes 1.36).
+STALE_SYNC = "is not as new as written version"
 
 
 @dataclass(frozen=True)
@@ -198,7 +188,6 @@ class Chaos:
     rng: random.Random
     kills: dict[str, int] = field(default_factory=dict)
     apiserver_restarts: int = 0
-    apiserver_down: tuple[float, float] | None = None  # epoch seconds: restart began, ready
     log: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
 
@@ -229,9 +218,7 @@ class Chaos:
         await self.at(moment)
         revision = await asyncio.to_thread(cluster.compact_etcd)
         self.note(f"etcd compacted at revision {revision}; restarting kube-apiserver")
-        down = time.time()
         await asyncio.to_thread(cluster.restart, "kube-apiserver")
-        self.apiserver_down = (down, time.time())
         self.apiserver_restarts += 1
         self.note("kube-apiserver ready again")
 
@@ -336,14 +323,31 @@ def finished(job: dict[str, Any]) -> str:
 
 async def orphans(client: kube.KubeClient, aws: LocalAws, ces: list[str]) -> list[str]:
     """Live instances of these environments without a node, and their nodes without a
-    live instance."""
-    live = {i["InstanceId"] for ce in ces for i in await asyncio.to_thread(aws.live, ce)}
-    nodes = await nodes_of(client, ces)
-    with_node = {
-        n["spec"].get("providerID", "").rsplit("/", 1)[-1]: n["metadata"]["name"] for n in nodes
-    }
-    out = [f"instance {iid} has no node" for iid in live if iid not in with_node]
-    out += [f"node {node} has no instance" for iid, node in with_node.items() if iid not in live]
+    live instance. EC2 and the API server cannot be read at one instant, and a scale-down
+    terminates an instance, then deletes its node: so each is read twice, interleaved
+    (instances, nodes, instances, nodes), and only what both readings agree on counts."""
+
+    async def live() -> set[str]:
+        return {i["InstanceId"] for ce in ces for i in await asyncio.to_thread(aws.live, ce)}
+
+    async def with_node() -> dict[str, str]:
+        return {
+            n["spec"].get("providerID", "").rsplit("/", 1)[-1]: n["metadata"]["name"]
+            for n in await nodes_of(client, ces)
+        }
+
+    live_1, nodes_1 = await live(), await with_node()
+    live_2, nodes_2 = await live(), await with_node()
+    out = [
+        f"instance {iid} has no node"
+        for iid in sorted(live_1 & live_2)
+        if iid not in nodes_1 and iid not in nodes_2
+    ]
+    out += [
+        f"node {node} has no instance"
+        for iid, node in sorted(nodes_1.items())
+        if iid in nodes_2 and iid not in live_1 | live_2
+    ]
     return out
 
 
@@ -452,8 +456,7 @@ async def test_chaos_loses_no_job_and_orphans_no_instance(
         await asyncio.gather(watch, job_watch_task, return_exceptions=True)
         local_aws.faults([])
 
-    lost, overrun, rerun, beyond_limit, mismatched = [], [], [], [], []
-    after_restart: list[str] = []  # extra attempts told by the restart's signature
+    lost, overrun, mismatched = [], [], []
     by_name = {j["metadata"]["name"]: j for j in jobs}
     assert set(by_name) == set(work.expected)
     for job_name, expected in work.expected.items():
@@ -469,56 +472,25 @@ async def test_chaos_loses_no_job_and_orphans_no_instance(
             ran = sorted(
                 f"{p.name}@{p.node}:{p.phase}" for p in ledger.pods.values() if p.job == job_name
             )
-            line = f"{job_name}: {seen} pods per index, {counted} counted; allowed {want}: {ran}"
-            # Kubernetes' Job controller runs a completed pod's slot again when a write
-            # to the Job lands between its two status updates that count the pod
-            # (kubernetes#130103): every extra attempt then follows a success.
-            extra = [
-                pod
-                for i in range(expected.indexes)
-                for pod in sorted(ledger.slot(job_name, i), key=lambda p: p.created)[
-                    expected.pods_per_index :
-                ]
-            ]
-            if chaos.apiserver_down is not None and all(
-                chaos.apiserver_down[0]
-                <= pod.created
-                <= chaos.apiserver_down[1] + RESTART_LAG_SECONDS
-                for pod in extra
-            ):
-                after_restart.append(line)
-            elif expected.state == SUCCEEDED and (
-                counted == want
-                or all(
-                    sum(p.phase == "Failed" for p in ledger.slot(job_name, i)) == 0
-                    for i in range(expected.indexes)
-                )
-            ):
-                # Succeeded, and the extra pods are not attempts the Job controller
-                # counted (or none failed): its slots run again after success.
-                rerun.append(line)
-            elif limit_set_by_ebb(job, expected) == expected.pods_per_index - 1:
-                # Ebb set the limit its retry strategy calls for, and Ebb creates no pods:
-                # the Job controller went past the limit it was given (its count of failed
-                # pods per index lags under this churn). Counted apart, like re-runs.
-                beyond_limit.append(line)
-            else:
-                overrun.append(line)
+            overrun.append(
+                f"{job_name}: {seen} pods per index, {counted} counted; allowed {want}: {ran}"
+            )
         elif seen != [expected.pods_per_index] * expected.indexes or counted != want:
             mismatched.append(f"{job_name}: {seen} pods per index, {counted} counted; want {want}")
     pods_run = sum(1 for p in ledger.pods.values() if p.node)
-    # Pods the Job controller created in excess and deleted before they were placed
-    # (its informer behind its own writes under load); they ran nothing.
+    # Pods the Job controller created in excess and deleted before they were placed; they
+    # ran nothing.
     unplaced = ledger.never_placed()
+    deferred = (
+        (cluster.state_dir / "logs" / "kube-controller-manager.log").read_text().count(STALE_SYNC)
+    )
     print(
         f"chaos: seed {seed}; {len(work.jobs)} jobs, {pods_run} pods run in {elapsed:.0f} s "
         f"({len(unplaced)} more created and deleted unplaced: {unplaced[:5]}); "
         f"kills {chaos.kills}; kube-apiserver restarts {chaos.apiserver_restarts}; "
-        f"lost {len(lost)}; over their attempts {len(overrun)}; completed work run again "
-        f"by the Job controller {len(rerun)}; past the limit Ebb set it "
-        f"{len(beyond_limit)}; run again after the API server restart {len(after_restart)}; "
-        f"other attempt counts {len(mismatched)}; "
-        f"orphans {len(left)}"
+        f"lost {len(lost)}; over their attempts or run again {len(overrun)}; "
+        f"other attempt counts {len(mismatched)}; orphans {len(left)}; "
+        f"Job controller syncs deferred behind its own writes (session so far) {deferred}"
     )
     total_writes, in_flight = sum(writes.writes.values()), sum(writes.in_flight.values())
     print(
@@ -526,17 +498,8 @@ async def test_chaos_loses_no_job_and_orphans_no_instance(
         f"{total_writes / len(work.jobs):.2f} per Job; {in_flight} while the Job had pods "
         f"in flight ({in_flight / len(work.jobs):.2f} per Job)"
     )
-    for line in after_restart:
-        print(f"  run again within {RESTART_LAG_SECONDS:.0f} s of the API server restart: {line}")
-    for line in rerun:
-        print(f"  run again after success (kubernetes#130103): {line}")
-    for line in beyond_limit:
-        print(f"  the Job controller past the backoff limit Ebb set: {line}")
     assert not lost, lost[:20]
     assert not overrun, overrun[:20]
-    assert len(rerun) <= RERUN_BOUND, rerun
-    assert len(after_restart) <= RESTART_RERUN_BOUND, after_restart
-    assert not beyond_limit, beyond_limit
     assert not mismatched, mismatched[:20]
     assert all(n >= 5 for n in chaos.kills.values()) and len(chaos.kills) == 2, chaos.kills
     assert chaos.apiserver_restarts == 1
@@ -548,15 +511,6 @@ async def test_chaos_loses_no_job_and_orphans_no_instance(
         return all(gone) and not await nodes_of(kube_client, [spot, on_demand])
 
     await wait_for(at_zero, 120, interval=1, message="every instance terminated, every node gone")
-
-
-def limit_set_by_ebb(job: dict[str, Any], expected: Expected) -> int | None:
-    """The retries Ebb's translation of the retry strategy left on the Job: per index for
-    arrays, for the whole Job otherwise."""
-    spec = job.get("spec") or {}
-    field = "backoffLimitPerIndex" if expected.indexes > 1 else "backoffLimit"
-    value = spec.get(field)
-    return int(value) if isinstance(value, int) else None
 
 
 async def no_orphans(client: kube.KubeClient, aws: LocalAws, ces: list[str]) -> bool:
