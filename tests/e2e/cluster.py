@@ -85,6 +85,13 @@ class LocalCluster:
             raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr}")
         return proc.stdout + (proc.stderr if not check else "")
 
+    def can_i(self, who: str, verb: str, resource: str, *scope: str) -> bool:
+        """`kubectl auth can-i` as `who` (impersonated by the cluster's admin)."""
+        answer = self.kubectl("auth", "can-i", verb, resource, *scope, f"--as={who}", check=False)
+        first = answer.splitlines()[0].strip()
+        assert first in ("yes", "no"), answer
+        return first == "yes"
+
 
 def _post_json(url: str, body: dict[str, Any]) -> dict[str, Any]:
     request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
