@@ -123,6 +123,46 @@ def parse_array_dependency(value: str | None) -> bool:
     return True
 
 
+MAX_NODES = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class MultiNode:
+    """A multi-node parallel job: `nodes` pods, one per node, all or nothing."""
+
+    nodes: int
+    main_node_index: int = 0
+
+
+def parse_multi_node(nodes: str | None, main_index: str | None) -> MultiNode | None:
+    if nodes is None:
+        if main_index is not None:
+            raise SpecError(f"{keys.MAIN_NODE_INDEX}: needs {keys.NODES} (a multi-node job)")
+        return None
+    try:
+        count = _integer(nodes)
+    except ValueError:
+        raise SpecError(
+            f"{keys.NODES}: {nodes!r} is not an integer (allowed: 1-{MAX_NODES})"
+        ) from None
+    if not 1 <= count <= MAX_NODES:
+        raise SpecError(f"{keys.NODES}: {count} is out of range (allowed: 1-{MAX_NODES})")
+    if main_index is None:
+        return MultiNode(count)
+    try:
+        main = _integer(main_index)
+    except ValueError:
+        raise SpecError(
+            f"{keys.MAIN_NODE_INDEX}: {main_index!r} is not an integer (allowed: 0-{count - 1})"
+        ) from None
+    if not 0 <= main < count:
+        raise SpecError(
+            f"{keys.MAIN_NODE_INDEX}: {main} is out of range (allowed: 0-{count - 1}, "
+            f"the job has {count} nodes)"
+        )
+    return MultiNode(count, main)
+
+
 # --- retry strategies (AWS Batch's RetryStrategy) ---------------------------------------
 
 _GLOB_TEXT = re.compile(r"^[A-Za-z0-9.: \t]*\*?$")
@@ -222,6 +262,7 @@ class JobSpec:
     timeout_seconds: int | None = None
     capacity_type: str | None = None
     sequential: bool = False
+    multi_node: MultiNode | None = None
 
 
 def parse_job_spec(annotations: Mapping[str, str]) -> JobSpec:
@@ -233,4 +274,7 @@ def parse_job_spec(annotations: Mapping[str, str]) -> JobSpec:
         timeout_seconds=parse_timeout(annotations.get(keys.TIMEOUT_SECONDS)),
         capacity_type=parse_capacity_type(annotations.get(keys.CAPACITY_TYPE_PREFERENCE)),
         sequential=parse_array_dependency(annotations.get(keys.ARRAY_DEPENDENCY)),
+        multi_node=parse_multi_node(
+            annotations.get(keys.NODES), annotations.get(keys.MAIN_NODE_INDEX)
+        ),
     )

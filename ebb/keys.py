@@ -23,6 +23,10 @@ CANCEL: Final = "ebb.dev/cancel"
 TERMINATE: Final = "ebb.dev/terminate"
 CAPACITY_TYPE_PREFERENCE: Final = "ebb.dev/capacity-type"
 ARRAY_DEPENDENCY: Final = "ebb.dev/array-dependency"
+# A multi-node parallel job (a gang): its node count, equal to completions and parallelism;
+# also stamped on its pod template as a label, so placement knows the gang's size.
+NODES: Final = "ebb.dev/nodes"
+MAIN_NODE_INDEX: Final = "ebb.dev/main-node-index"
 
 # Job annotations published by Ebb.
 STATE: Final = "ebb.dev/state"
@@ -66,6 +70,8 @@ JOB_ANNOTATIONS: Final = frozenset(
         TERMINATE,
         CAPACITY_TYPE_PREFERENCE,
         ARRAY_DEPENDENCY,
+        NODES,
+        MAIN_NODE_INDEX,
     }
     | PUBLISHED_ANNOTATIONS
 )

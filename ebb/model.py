@@ -371,6 +371,7 @@ class PodInfo:
     tolerations: tuple[Toleration, ...] = field(default=(), compare=False)
     # The Job controller's finalizer: on a finished pod, it has not counted the pod yet.
     job_tracking: bool = False
+    gang_size: int | None = None  # a multi-node job's pod: its job's node count
 
     @property
     def key(self) -> str:
@@ -464,4 +465,5 @@ def pod_from_raw(raw: Raw) -> PodInfo:
             for t in tolerations
         ),
         job_tracking=JOB_TRACKING_FINALIZER in (meta.get("finalizers") or ()),
+        gang_size=int(gang) if (gang := labels.get(keys.NODES, "")).isdigit() else None,
     )

@@ -97,6 +97,14 @@ class SchedulerSettings(NodeOverheadSettings):
         "Seconds a bind waits for a free binding slot before it answers kube-scheduler with "
         "an Error (the pod is retried); keep it well under the extender's httpTimeout.",
     )
+    gang_hold: float = setting(
+        12.0,
+        "Seconds the bind verb holds a multi-node job's pods (each on the node chosen for "
+        "it) waiting for the rest of the gang before it binds them all; a gang not complete "
+        "by then is released and retried. Keep it under the extender's httpTimeout and "
+        "above kube-scheduler's podMaxBackoffSeconds (10 s by default), so every pod of the "
+        "gang comes round while the first is held.",
+    )
     assumed_pod_ttl: float = setting(
         30.0,
         "Seconds a pod the extender bound counts on its node before the pod watch shows it "

@@ -34,7 +34,7 @@ from ebb.kube.resources import MUTATING_WEBHOOKS, VALIDATING_WEBHOOKS
 from ebb.model import JobQueue, NamespaceInfo, SchedulingPolicy
 from ebb.resources import QuantityError, pod_requests
 from extender.jobs import tenancy
-from extender.jobs.admission import CapacityLimit
+from extender.jobs.admission import CapacityLimit, gang_misfit
 from extender.jobs.dependencies import find_cycle
 from extender.jobs.lifecycle import State
 from extender.jobs.retry import effective_strategy, translate
@@ -136,7 +136,11 @@ def validate_new_job(job: Json, ctx: WebhookContext) -> JobSpec:
         raise Rejected(_annotation_path(str(exc))) from None
     indexed = spec.get("completionMode") == "Indexed"
     completions = spec.get("completions")
-    is_array = indexed and isinstance(completions, int) and completions > 1
+    if job_spec.multi_node is not None:
+        _check_multi_node(meta, spec, job_spec.multi_node.nodes)
+    is_array = (
+        indexed and isinstance(completions, int) and completions > 1 and job_spec.multi_node is None
+    )
     if indexed and isinstance(completions, int) and completions > MAX_ARRAY_SIZE:
         raise Rejected(
             f"spec.completions: {completions} children exceed the array job limit "
@@ -163,7 +167,41 @@ def validate_new_job(job: Json, ctx: WebhookContext) -> JobSpec:
             )
     _check_dependencies(meta, job_spec, is_array, completions, ctx)
     _check_resources(template_spec, queue, ctx.capacity())
+    if job_spec.multi_node is not None:
+        misfit = gang_misfit(
+            queue.compute_environments,
+            ctx.capacity(),
+            pod_requests(template_spec),
+            job_spec.multi_node.nodes,
+        )
+        if misfit is not None:
+            raise Rejected(f"metadata.annotations[{keys.NODES}]: {misfit}")
     return job_spec
+
+
+_DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def _check_multi_node(meta: Json, spec: Json, nodes: int) -> None:
+    """A multi-node job is an Indexed Job of `nodes` pods all running at once, named so
+    that its pods' DNS names (`<job>-<index>.<job>`, its headless Service) exist."""
+    where = f"metadata.annotations[{keys.NODES}]"
+    if spec.get("completionMode") != "Indexed":
+        raise Rejected(f"spec.completionMode: a multi-node job ({where}) must be Indexed")
+    for part in ("completions", "parallelism"):
+        if spec.get(part) != nodes:
+            raise Rejected(
+                f"spec.{part}: must equal {where} ({nodes}) for a multi-node job "
+                f"(got {spec.get(part)})"
+            )
+    name = str(meta.get("name") or "")
+    if not _DNS_LABEL.match(name) or len(name) > 52:
+        raise Rejected(
+            f"metadata.name: a multi-node job's name names its headless Service and its pods' "
+            f"hostnames, so it must be a DNS label of at most 52 characters (lowercase "
+            f"letters, digits and '-', starting with a letter; generateName is not "
+            f"supported); got {name!r}"
+        )
 
 
 def _annotation_path(message: str) -> str:
@@ -346,7 +384,7 @@ def mutate(job: Json, job_spec: JobSpec, scheduler_name: str = "", share: str = 
     if keys.BATCH_TOLERATION not in tolerations:
         tolerations.append(dict(keys.BATCH_TOLERATION))
     indexed = spec.get("completionMode") == "Indexed"
-    is_array = indexed and (spec.get("completions") or 0) > 1
+    is_array = indexed and (spec.get("completions") or 0) > 1 and job_spec.multi_node is None
     if job_spec.timeout_seconds is not None:
         pod["activeDeadlineSeconds"] = job_spec.timeout_seconds
     strategy = effective_strategy(job_spec.retry, spec)
@@ -359,24 +397,54 @@ def mutate(job: Json, job_spec: JobSpec, scheduler_name: str = "", share: str = 
         gates = pod.setdefault("schedulingGates", [])
         if {"name": keys.N_TO_N_GATE} not in gates:
             gates.append({"name": keys.N_TO_N_GATE})
-    if indexed:
-        _export_array_index(pod)
+    if job_spec.multi_node is not None:
+        name, namespace = str(meta.get("name")), str(meta.get("namespace") or "default")
+        template_labels[keys.NODES] = str(job_spec.multi_node.nodes)
+        pod["subdomain"] = name  # the headless Service Ebb creates when it admits the job
+        main = job_spec.multi_node.main_node_index
+        _export_env(
+            pod,
+            {
+                "AWS_BATCH_JOB_NUM_NODES": _value(str(job_spec.multi_node.nodes)),
+                "AWS_BATCH_JOB_NODE_INDEX": _COMPLETION_INDEX,
+                "AWS_BATCH_JOB_MAIN_NODE_INDEX": _value(str(main)),
+                "AWS_BATCH_JOB_MAIN_NODE_PRIVATE_IPV4_ADDRESS": _value(
+                    main_node_address(name, namespace, main)
+                ),
+            },
+        )
+    elif indexed:
+        _export_env(pod, {"AWS_BATCH_JOB_ARRAY_INDEX": _COMPLETION_INDEX})
     return out
 
 
-def _export_array_index(pod: Json) -> None:
-    env_var = {
-        "name": "AWS_BATCH_JOB_ARRAY_INDEX",
-        "valueFrom": {
-            "fieldRef": {
-                "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"
-            }
-        },
+def main_node_address(job: str, namespace: str, main_index: int) -> str:
+    """The main pod's DNS name: Indexed Job pods are named `<job>-<index>` as hostnames,
+    and `<job>` is the subdomain their headless Service publishes them under. (Its IP is
+    not known before the pod is placed; the name resolves once it is.)"""
+    return f"{job}-{main_index}.{job}.{namespace}.svc"
+
+
+_COMPLETION_INDEX: Json = {
+    "valueFrom": {
+        "fieldRef": {
+            "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+        }
     }
+}
+
+
+def _value(text: str) -> Json:
+    return {"value": text}
+
+
+def _export_env(pod: Json, variables: Mapping[str, Json]) -> None:
+    """Give every container these variables, unless it sets them itself."""
     for container in pod.get("containers") or ():
         env = container.setdefault("env", [])
-        if not any(e.get("name") == "AWS_BATCH_JOB_ARRAY_INDEX" for e in env):
-            env.append(env_var)
+        for name, source in variables.items():
+            if not any(e.get("name") == name for e in env):
+                env.append({"name": name, **source})
 
 
 def json_patch(before: Json, after: Json) -> list[Json]:

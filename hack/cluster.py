@@ -512,7 +512,7 @@ class Cluster:
                     },
                     "nodeCacheCapable": True,
                     "ignorable": False,
-                    "httpTimeout": "5s",
+                    "httpTimeout": "15s",
                 }
             ]
         path = self.state / "kube-scheduler-config.yaml"

@@ -19,6 +19,7 @@ from ebb.kube.resources import (
     NODES,
     PODS,
     SCHEDULING_POLICIES,
+    SERVICES,
     Resource,
 )
 
@@ -33,6 +34,7 @@ __all__ = [
     "NODES",
     "PODS",
     "SCHEDULING_POLICIES",
+    "SERVICES",
     "ApiError",
     "ClusterAccess",
     "ConfigError",

@@ -31,6 +31,11 @@ The rules, in order:
    they get as many pods as fit (raising `parallelism`), up to what they ask for, and
    keep the pods they have — so a wide job runs in waves instead of waiting for room
    for all of it. (Kubernetes Jobs have no gang semantics to preserve.)
+6. Multi-node jobs (gangs, `exclusive`) are not: all their pods are admitted at once, in
+   one CE (as AWS Batch runs a multi-node job in one environment), or none. Each pod has
+   a node of its own, so in a CE counting instances it takes a whole instance's vCPUs
+   (the smallest type that holds it). A gang no CE of its queue may ever hold waits
+   with `MAX_RESOURCE` (the webhook refuses it up front).
 """
 
 from __future__ import annotations
@@ -103,7 +108,7 @@ class CapacityLimit:
         """Could a node of this CE hold one pod of `request` (True if the types are unknown)?"""
         return self.nodes is None or any(node.holds(request) for node in self.nodes)
 
-    def pod_cost(self, request: Resources) -> tuple[int, int]:
+    def pod_cost(self, request: Resources, exclusive: bool = False) -> tuple[int, int]:
         """What one pod of `request` uses up of maxvCpus, in millicores, and how many pods
         that count over-admits (see below).
 
@@ -117,6 +122,9 @@ class CapacityLimit:
         instances hold."""
         if not self.counts_instances or self.nodes is None:
             return request.cpu_milli, 0
+        if exclusive:  # a node of its own: the smallest type that holds it, all of it
+            sizes = [node.vcpus * 1000 for node in self.nodes if node.holds(request)]
+            return (min(sizes), 0) if sizes else (request.cpu_milli, 0)
         packing = sorted(
             ((node.vcpus * 1000, n) for node in self.nodes if (n := node.holds(request))),
             key=lambda p: (p[0] / p[1], p[0]),
@@ -129,6 +137,21 @@ class CapacityLimit:
             whole += room // milli * held
             room %= milli
         return cost, self.limit.cpu_milli // cost - whole
+
+    def exclusive_pods(self, request: Resources) -> int:
+        """How many pods of `request`, each on a node of its own, this CE may ever hold."""
+        if not self.holds_pod(request):
+            return 0
+        n = UNLIMITED
+        for need, limit in (
+            (request.cpu_milli, self.limit.cpu_milli),
+            (request.memory, self.limit.memory),
+            (request.gpu, self.limit.gpu),
+            (self.pod_cost(request, exclusive=True)[0], self.limit.cpu_milli),
+        ):
+            if need:
+                n = min(n, limit // need)
+        return n
 
     def unfit(self, name: str, request: Resources) -> str | None:
         """Why this CE (`name`) can never run a pod of `request` — the resource that does
@@ -183,6 +206,27 @@ _FIT_ORDER: tuple[tuple[str, str, Callable[[int], str]], ...] = (
 )
 
 
+def gang_misfit(
+    names: Sequence[str], capacity: Mapping[str, CapacityLimit], request: Resources, nodes: int
+) -> str | None:
+    """Why no compute environment of `names` may ever hold a gang of `nodes` pods of
+    `request`, one per node, naming the one that holds most; None if one may (or none
+    is known)."""
+    held = [(ce, capacity[ce].exclusive_pods(request)) for ce in names if ce in capacity]
+    if not held:
+        return None
+    ce, most = max(held, key=lambda h: h[1])
+    if most >= nodes:
+        return None
+    c = capacity[ce]
+    cost = c.pod_cost(request, exclusive=True)[0]
+    per_node = f"{fmt_cpu(cost)} vCPUs per node" if c.counts_instances else f"{request} per node"
+    return (
+        f"{nodes} nodes exceed what compute environment {ce} may ever hold: at most {most} "
+        f"nodes for pods of {request} within maxvCpus {c.limit.cpu_milli // 1000} ({per_node})"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class QueueView:
     name: str
@@ -209,6 +253,7 @@ class Demand:
     runnable_since: float = 0.0
     elastic: bool = False  # array job: may be granted part of `want`
     bound: Mapping[str, int] | None = None  # CE → pods bound there
+    exclusive: bool = False  # multi-node job: all pods in one CE, or none; a node per pod
 
 
 @dataclass(slots=True)
@@ -271,7 +316,7 @@ class _Pass:
             else [c.limit.cpu_milli, c.limit.memory, c.limit.gpu, c.limit.cpu_milli]
             for name, c in capacity.items()
         }
-        self._costs: dict[tuple[str, int, int, int], tuple[int, int]] = {}  # see _cost
+        self._costs: dict[tuple[str, int, int, int, bool], tuple[int, int]] = {}  # see _cost
         self.result = AdmissionResult()
         self.held_for: dict[str, str] = {}  # CE → job whose starvation reserves it
         self.queue_vcpus: dict[str, float] = {}  # queue → admitted vCPUs (for reservation)
@@ -284,29 +329,31 @@ class _Pass:
         self._never: dict[tuple[str, int, int, int], tuple[Code, str] | None] = {}
         # (queue, shape) found no room in this pass; room only shrinks within a pass, so
         # the queue's later jobs of that shape find none either.
-        self._full: set[tuple[str, int, int, int]] = set()
+        self._full: set[tuple[str, int, int, int, bool]] = set()
 
     # --- capacity bookkeeping -----------------------------------------------------------
 
-    def _cost(self, ce: str, request: Resources) -> tuple[int, int]:
+    def _cost(self, ce: str, request: Resources, exclusive: bool = False) -> tuple[int, int]:
         """`pod_cost` of `request` in `ce`, memoised by plain integers (hashing them is
         cheaper than hashing a Resources)."""
-        key = (ce, request.cpu_milli, request.memory, request.gpu)
+        key = (ce, request.cpu_milli, request.memory, request.gpu, exclusive)
         found = self._costs.get(key)
         if found is None:
             c = self.capacity.get(ce)
-            found = self._costs[key] = c.pod_cost(request) if c else (request.cpu_milli, 0)
+            found = self._costs[key] = (
+                c.pod_cost(request, exclusive) if c else (request.cpu_milli, 0)
+            )
         return found
 
-    def _take(self, ce: str, request: Resources, pods: int) -> None:
+    def _take(self, ce: str, request: Resources, pods: int, exclusive: bool = False) -> None:
         self._taken += 1
         room = self.room.setdefault(ce, [0, 0, 0, 0])
         room[0] -= request.cpu_milli * pods
         room[1] -= request.memory * pods
         room[2] -= request.gpu * pods
-        room[3] -= self._cost(ce, request)[0] * pods
+        room[3] -= self._cost(ce, request, exclusive)[0] * pods
 
-    def _fits(self, ce: str, request: Resources) -> int:
+    def _fits(self, ce: str, request: Resources, exclusive: bool = False) -> int:
         """How many pods of `request` fit in CE `ce` now. (Hot: plain integer code.)"""
         room = self.room.get(ce)
         if room is None or ce in self.held_for:
@@ -319,8 +366,8 @@ class _Pass:
             n = min(n, room[1] // memory)
         if gpu:
             n = min(n, room[2] // gpu)
-        found = self._costs.get((ce, cpu, memory, gpu))
-        cost, over = found if found is not None else self._cost(ce, request)
+        found = self._costs.get((ce, cpu, memory, gpu, exclusive))
+        cost, over = found if found is not None else self._cost(ce, request, exclusive)
         if cost:
             n = min(n, room[3] // cost - over)
         return n if n > 0 else 0
@@ -364,7 +411,7 @@ class _Pass:
         per shape rather than per job."""
         waiting_by_queue: dict[str, list[Demand]] = {}
         admitted: dict[tuple[str, str], int] = {}  # (queue, share) → admitted millicores
-        unbound: dict[tuple[str, Resources], _Unbound] = {}  # by (queue, request)
+        unbound: dict[tuple[str, Resources, bool], _Unbound] = {}  # (queue, request, exclusive)
         for d in demands:
             granted = d.granted
             if granted > 0:
@@ -372,13 +419,13 @@ class _Pass:
                 bound_total = 0
                 if d.bound:
                     for ce, pods in d.bound.items():
-                        self._take(ce, request, pods)
+                        self._take(ce, request, pods, d.exclusive)
                         bound_total += pods
                 holder = (d.queue, d.share)
                 held = granted if granted > bound_total else bound_total
                 admitted[holder] = admitted.get(holder, 0) + request.cpu_milli * held
                 if granted > bound_total:
-                    shape = (d.queue, request)
+                    shape = (d.queue, request, d.exclusive)
                     group = unbound.get(shape)
                     if group is None:
                         unbound[shape] = _Unbound(granted - bound_total, d.submitted, d.key)
@@ -389,24 +436,28 @@ class _Pass:
         for (queue, share), milli in admitted.items():
             self.queue_vcpus[queue] = self.queue_vcpus.get(queue, 0.0) + milli / 1000
             self.share_vcpus.setdefault(queue, {})[share] = milli / 1000
-        for (queue, request), group in sorted(unbound.items(), key=lambda g: g[1].oldest()):
-            self._hold_unbound(queue, request, group.pods)
+        for (queue, request, exclusive), group in sorted(
+            unbound.items(), key=lambda g: g[1].oldest()
+        ):
+            self._hold_unbound(queue, request, group.pods, exclusive)
         return waiting_by_queue
 
-    def _hold_unbound(self, queue_name: str, request: Resources, pods: int) -> None:
+    def _hold_unbound(
+        self, queue_name: str, request: Resources, pods: int, exclusive: bool
+    ) -> None:
         queue = self.queues.get(queue_name)
         ces = queue.compute_environments if queue else ()
         if not any(ce in self.capacity and self.capacity[ce].node_holds(request) for ce in ces):
             return  # no node can ever hold them (the CE changed since): they hold nothing
         for ce in ces:
-            n = min(pods, self._fits(ce, request))
+            n = min(pods, self._fits(ce, request, exclusive))
             if n:
-                self._take(ce, request, n)
+                self._take(ce, request, n, exclusive)
                 pods -= n
             if not pods:
                 return
         if ces:  # over the limits (e.g. a CE's maxvCpus was lowered): charge the first
-            self._take(ces[0], request, pods)
+            self._take(ces[0], request, pods, exclusive)
 
     def _serve_level(self, names: list[str], waiting: Mapping[str, list[Demand]]) -> None:
         orders = {name: self._order(name, waiting[name]) for name in names}
@@ -537,12 +588,16 @@ class _Pass:
             )
             return
         r = d.request
-        shape = (d.queue, r.cpu_milli, r.memory, r.gpu)
+        shape = (d.queue, r.cpu_milli, r.memory, r.gpu, d.exclusive)
         if shape in self._full:
             self._blocked_on_capacity(d, usable)
             return
         pods_needed = d.want - d.granted
         never = self._never_fits(d, usable, limits)
+        if never is None and d.exclusive:
+            misfit = gang_misfit(usable, self.capacity, r, d.want)
+            if misfit is not None:
+                never = (_NEVER, f"multi-node job: {misfit}; it can never run")
         if never is not None:
             self._wait(d, *never)
             return
@@ -552,21 +607,28 @@ class _Pass:
             return
         placed: list[tuple[str, int]] = []
         left = pods_needed
-        for ce in usable:
-            n = min(left, self._fits(ce, d.request))
-            if n:
-                placed.append((ce, n))
-                left -= n
-            if not left:
-                break
+        if d.exclusive:  # all in one CE
+            for ce in usable:
+                if self._fits(ce, r, True) >= left:
+                    placed, left = [(ce, left)], 0
+                    break
+        else:
+            for ce in usable:
+                n = min(left, self._fits(ce, r))
+                if n:
+                    placed.append((ce, n))
+                    left -= n
+                if not left:
+                    break
         granted_now = pods_needed - left
         if left and (not d.elastic or granted_now == 0):
-            if granted_now == 0 and not _reserves(queue):
+            # (Not for a gang: a smaller gang of its shape may still fit.)
+            if granted_now == 0 and not _reserves(queue) and not d.exclusive:
                 self._full.add(shape)
             self._blocked_on_capacity(d, usable)
             return
         for ce, n in placed:
-            self._take(ce, d.request, n)
+            self._take(ce, d.request, n, d.exclusive)
         self._account(d, granted_now)
         self.result.grants[d.key] = d.granted + granted_now
         if left:  # an elastic job got part of what it wants
@@ -586,7 +648,7 @@ class _Pass:
         # Many jobs wait on the same full CEs: build each distinct text once (until more
         # room is taken, a queue's text for a request stays the same).
         r = d.request
-        memo_key = (d.queue, r.cpu_milli, r.memory, r.gpu, self._taken)
+        memo_key = (d.queue, r.cpu_milli, r.memory, r.gpu, d.exclusive, self._taken)
         text = self._texts.get(memo_key)
         if text is None:
             parts = []
@@ -599,11 +661,17 @@ class _Pass:
                     and room[0] >= r.cpu_milli
                     and room[1] >= r.memory
                     and room[2] >= r.gpu
-                    and not self._fits(ce, r)
+                    and not self._fits(ce, r, d.exclusive)
                 ):
                     part += " (node overhead included, its instances hold no more such pods)"
                 parts.append(part)
-            text = f"waiting for capacity: needs {d.request} per pod; " + ", ".join(parts)
+            needs = (
+                f"needs {d.want} nodes in one compute environment for its {d.want} pods "
+                f"of {r} (multi-node job, all or nothing)"
+                if d.exclusive
+                else f"needs {d.request} per pod"
+            )
+            text = f"waiting for capacity: {needs}; " + ", ".join(parts)
             self._texts[memo_key] = text
         self._wait(d, _FULL, text)
         if self.now - d.runnable_since >= self.starvation:

@@ -58,6 +58,11 @@ PASS_SECONDS = Histogram(
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 JOBS_BY_STATE = Gauge("ebb_jobs", "Managed Jobs by queue and state.", ["queue", "state"])
+GANGS_WAITING = Gauge(
+    "ebb_gangs_waiting",
+    "Multi-node jobs RUNNABLE (waiting for admission or a retry), by queue.",
+    ["queue"],
+)
 UNPLACEABLE = Counter(
     "ebb_unplaceable_jobs_total",
     "Admitted jobs whose pods no node of their queue's compute environments can hold (an "
@@ -398,6 +403,13 @@ class JobController:
         for queue, states in counts.items():
             for state_name, n in states.items():
                 JOBS_BY_STATE.labels(queue, state_name).set(n)
+        gangs_waiting = dict.fromkeys(snap.queues, 0)
+        for key, job in snap.jobs.items():
+            if job.gang and state(key, job) is State.RUNNABLE:
+                gangs_waiting[job.queue] = gangs_waiting.get(job.queue, 0) + 1
+        GANGS_WAITING.clear()
+        for queue, n in gangs_waiting.items():
+            GANGS_WAITING.labels(queue).set(n)
         self._counts = counts
 
         unplaceable = decisions.requeue.keys() | {

@@ -284,6 +284,7 @@ def _waiting(job: JobInfo, snap: Snapshot) -> Demand | None:
         submitted=job.created,
         runnable_since=since,
         elastic=job.elastic,
+        exclusive=job.gang,
     )
 
 
@@ -364,6 +365,7 @@ def _held(job: JobInfo, pods: Sequence[PodInfo], snap: Snapshot) -> Demand:
         runnable_since=snap.now,
         elastic=job.elastic,
         bound=bound,
+        exclusive=job.gang,
     )
 
 

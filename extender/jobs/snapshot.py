@@ -74,14 +74,19 @@ class JobInfo:
         return f"{self.namespace}/{self.name}"
 
     @property
+    def gang(self) -> bool:
+        """A multi-node parallel job: admitted and placed all or nothing, one pod per node."""
+        return self.spec.multi_node is not None
+
+    @property
     def is_array(self) -> bool:
-        return self.indexed and (self.completions or 0) > 1
+        return self.indexed and (self.completions or 0) > 1 and not self.gang
 
     @property
     def elastic(self) -> bool:
-        """More than one pod: admitted pod by pod as capacity allows (its parallelism
-        raised as it grows), never all-or-nothing — Jobs have no gang semantics."""
-        return self.requested_parallelism > 1 and (self.completions or 2) > 1
+        """More than one pod, not a gang: admitted pod by pod as capacity allows (its
+        parallelism raised as it grows) — plain Jobs have no gang semantics."""
+        return self.requested_parallelism > 1 and (self.completions or 2) > 1 and not self.gang
 
     @property
     def remaining(self) -> int:

@@ -21,7 +21,7 @@ from prometheus_client import Counter, Histogram
 
 from ebb import keys
 from ebb.events import EventRecorder, ObjectRef
-from ebb.kube import JOBS, PODS, ApiError, KubeClient, Reflector
+from ebb.kube import JOBS, PODS, SERVICES, ApiError, KubeClient, Reflector
 from extender.jobs.lifecycle import CONDITION_REASONS, State, Status
 from extender.jobs.reconcile import Decisions, Failure
 from extender.jobs.retry import ONE_ATTEMPT, effective_strategy
@@ -49,6 +49,11 @@ MAX_ADMISSIONS_PER_PASS = 1000
 # Counted when the unsuspend is written, not when a pass decides it: a pass whose write
 # failed decides again, and a Job is admitted once.
 ADMISSIONS = Counter("ebb_admissions_total", "Jobs admitted (unsuspended), by queue.", ["queue"])
+GANGS_ADMITTED = Counter(
+    "ebb_gangs_admitted_total",
+    "Multi-node jobs admitted (all their pods at once), by queue.",
+    ["queue"],
+)
 ADMISSION_WAIT = Histogram(
     "ebb_admission_wait_seconds",
     "Time from creation to admission, by queue.",
@@ -71,6 +76,30 @@ def admission_patch(job: JobInfo, pods: int, status: Status | None, now: float) 
     return {
         "metadata": {"resourceVersion": job.resource_version, "annotations": annotations},
         "spec": spec,
+    }
+
+
+def gang_service(job: JobInfo) -> Json:
+    """A multi-node job's headless Service: its pods' subdomain, so each pod resolves as
+    `<job>-<index>.<job>` (the main node's address). Owned by the Job, so the garbage
+    collector deletes it with the Job. Not-ready pods are published too: the main node's
+    name must resolve for the other nodes as soon as its pod has an IP."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": job.name,
+            "namespace": job.namespace,
+            "labels": {keys.QUEUE_LABEL: job.queue},
+            "ownerReferences": [
+                {"apiVersion": "batch/v1", "kind": "Job", "name": job.name, "uid": job.uid}
+            ],
+        },
+        "spec": {
+            "clusterIP": "None",
+            "selector": {"batch.kubernetes.io/job-name": job.name},
+            "publishNotReadyAddresses": True,
+        },
     }
 
 
@@ -175,6 +204,8 @@ class Writer:
         return result
 
     async def _admit(self, job: JobInfo, pods: int, status: Status | None, now: float) -> None:
+        if job.gang and job.suspended and not await self._create_gang_service(job):
+            return  # admitted by a later pass, once its Service exists
         body = admission_patch(job, pods, status, now)
         if job.suspended and not job.template_ready:
             body = await self._with_batch_template(job, body)
@@ -186,9 +217,29 @@ class Writer:
             self._jobs.apply_write(written)
             if job.suspended and (held is None or held.suspended):  # not already counted
                 ADMISSIONS.labels(job.queue).inc()
+                if job.gang:
+                    GANGS_ADMITTED.labels(job.queue).inc()
                 ADMISSION_WAIT.labels(job.queue).observe(max(now - job.created, 0.0))
             if status is not None:
                 self._announce(job, status, now)
+
+    async def _create_gang_service(self, job: JobInfo) -> bool:
+        """The multi-node job's headless Service exists (created now, or already)."""
+        async with self._limit:
+            try:
+                await self._client.create(SERVICES, gang_service(job), job.namespace)
+            except ApiError as exc:
+                if exc.conflict:  # created by an earlier admission (requeued since)
+                    return True
+                WRITES.labels("service", "error").inc()
+                log.warning("cannot create the gang's service", job=job.key, error=str(exc))
+                return False
+            except (TimeoutError, OSError) as exc:
+                WRITES.labels("service", "error").inc()
+                log.warning("cannot create the gang's service", job=job.key, error=str(exc))
+                return False
+        WRITES.labels("service", "ok").inc()
+        return True
 
     async def _with_batch_template(self, job: JobInfo, body: Json) -> Json:
         """A Job created suspended without the webhook: stamp its pod template with the

@@ -26,6 +26,12 @@ class _Assumed:
     node: str
     requests: Resources
     expires: float
+    job: bool  # a pod of a Job
+    gang: str | None  # a multi-node job's pod: its Job's UID
+
+
+def _gang_of(pod: PodInfo) -> str | None:
+    return pod.job_uid if pod.gang_size is not None else None
 
 
 class PlacementCache:
@@ -34,6 +40,10 @@ class PlacementCache:
         self._bound: dict[str, Resources] = {}  # node -> requests of watched pods on it
         self._assumed: dict[str, _Assumed] = {}  # pod uid -> where it was bound
         self._assumed_on: dict[str, Resources] = {}  # node -> requests of assumed pods
+        # node -> [pods of Jobs, pods of multi-node jobs] bound (watched) or assumed there
+        self._occupants: dict[str, list[int]] = {}
+        # multi-node Job UID -> its placed pods (uid -> times counted: watched, assumed)
+        self._gang_placed: dict[str, dict[str, int]] = {}
         self._states: dict[str, NodeState] = {}
 
     @property
@@ -66,23 +76,62 @@ class PlacementCache:
     def on_pod(self, event: Event[PodInfo]) -> None:
         old, new = event.old, event.new
         if old is not None and old.node_name is not None and old.active:
+            self._occupy(old.node_name, old.uid, old.job_uid is not None, _gang_of(old), -1)
             self._add(self._bound, old.node_name, old.requests * -1)
         if new is not None and new.node_name is not None and new.active:
+            self._occupy(new.node_name, new.uid, new.job_uid is not None, _gang_of(new), 1)
             self._add(self._bound, new.node_name, new.requests)
         pod = new or old
         if pod is not None and (new is None or new.node_name is not None):
             self.forget(pod.uid)
 
-    def assume(self, uid: str, requests: Resources, node: str, expires: float) -> None:
-        """Count a pod on `node` from now on, until the watch shows it (or `expires`)."""
+    def assume(
+        self,
+        uid: str,
+        requests: Resources,
+        node: str,
+        expires: float,
+        *,
+        job: bool = False,
+        gang: str | None = None,
+    ) -> None:
+        """Count a pod on `node` from now on, until the watch shows it (or `expires`).
+        `job`: a pod of a Job; `gang`: a multi-node job's pod, its Job's UID."""
         self.forget(uid)
-        self._assumed[uid] = _Assumed(node, requests, expires)
+        self._assumed[uid] = _Assumed(node, requests, expires, job, gang)
+        self._occupy(node, uid, job, gang, 1)
         self._add(self._assumed_on, node, requests)
 
     def forget(self, uid: str) -> None:
         assumed = self._assumed.pop(uid, None)
         if assumed is not None:
+            self._occupy(assumed.node, uid, assumed.job, assumed.gang, -1)
             self._add(self._assumed_on, assumed.node, assumed.requests * -1)
+
+    def gang_placed(self, job_uid: str) -> int:
+        """How many pods of this multi-node job are bound or assumed on a node."""
+        return len(self._gang_placed.get(job_uid, ()))
+
+    def occupants(self, node: str) -> tuple[int, int]:
+        """(pods of Jobs, pods of multi-node jobs) bound or assumed on `node`."""
+        counts = self._occupants.get(node)
+        return (counts[0], counts[1]) if counts else (0, 0)
+
+    def _occupy(self, node: str, uid: str, job: bool, gang: str | None, delta: int) -> None:
+        if not job and gang is None:
+            return
+        counts = self._occupants.setdefault(node, [0, 0])
+        counts[0] += delta if job else 0
+        counts[1] += delta if gang is not None else 0
+        if counts == [0, 0]:
+            del self._occupants[node]
+        if gang is not None:  # (a pod is counted twice while both watched and assumed)
+            placed = self._gang_placed.setdefault(gang, {})
+            placed[uid] = placed.get(uid, 0) + delta
+            if not placed[uid]:
+                del placed[uid]
+                if not placed:
+                    del self._gang_placed[gang]
 
     def expire(self, now: float) -> int:
         """Forget the assumed pods whose time is up; returns how many."""
@@ -109,7 +158,7 @@ class PlacementCache:
         if info is None:
             self._states.pop(node, None)
             return
-        self._states[node] = node_state(info, self.used_on(node))
+        self._states[node] = node_state(info, self.used_on(node), *self.occupants(node))
 
     def used_on(self, node: str) -> Resources:
         """Requests bound or assumed on `node`, known or not (for Node objects sent in)."""

@@ -8,7 +8,11 @@ A pod without the `ebb.dev/queue` label is not Ebb's: every node is kept and sco
 Filter. A batch pod of queue Q may land on node N only if N belongs to a compute
 environment (CE) in Q's `computeEnvironmentOrder`, that CE exists and is ENABLED, N is
 neither cordoned nor being drained, and the pod's requests fit N's allocatable minus
-the requests of the pods bound or assumed there. Each rejected node gets a short reason;
+the requests of the pods bound or assumed there. Multi-node jobs are node-exclusive: a
+pod of one fits only a node with no pod of any Job on it, no other pod fits a node
+holding one, and none of a gang's pods fits until there are empty nodes for all of its
+pods not placed yet (the bind verb then holds and binds them together; see
+docs/decisions/gang-placement.md). Each rejected node gets a short reason;
 reasons that evicting pods cannot fix (everything except "does not fit right now" and
 "node not in the cache yet") are unresolvable, so kube-scheduler's preemption skips
 those nodes.
@@ -90,9 +94,11 @@ class NodeState:
     free: Resources
     kind: tuple[str | None, str | None, bool]  # (environment, capacity type, has GPUs)
     packing: Packing
+    job_pods: int = 0  # pods of Jobs bound or assumed here
+    gang_pods: int = 0  # of which pods of multi-node jobs
 
 
-def node_state(info: NodeInfo, used: Resources) -> NodeState:
+def node_state(info: NodeInfo, used: Resources, job_pods: int = 0, gang_pods: int = 0) -> NodeState:
     size = info.allocatable
     free = (size - used).max(ZERO)
     kind = (info.compute_environment, info.capacity_type, size.gpu > 0)
@@ -107,7 +113,7 @@ def node_state(info: NodeInfo, used: Resources) -> NodeState:
     (cpu, cpu_unit), (memory, memory_unit), (gpu, gpu_unit) = shares
     resources = sum(1 for total in (size.cpu_milli, size.memory, size.gpu) if total > 0)
     packing = Packing(cpu, cpu_unit, memory, memory_unit, gpu, gpu_unit, resources)
-    return NodeState(info, used, free, kind, packing)
+    return NodeState(info, used, free, kind, packing, job_pods, gang_pods)
 
 
 class RejectKind(enum.StrEnum):
@@ -124,11 +130,14 @@ class RejectKind(enum.StrEnum):
     DRAINING = "draining"
     TOO_SMALL = "node_too_small"
     INSUFFICIENT = "insufficient_resources"
+    NOT_EMPTY = "not_empty_for_gang"
+    GANG_NODE = "holds_gang_pod"
+    GANG_SHORT = "too_few_nodes_for_gang"
 
     @property
     def resolvable(self) -> bool:
         """Whether evicting pods (or the cache catching up) could make the node fit."""
-        return self in (RejectKind.UNKNOWN_NODE, RejectKind.INSUFFICIENT)
+        return self in (RejectKind.UNKNOWN_NODE, RejectKind.INSUFFICIENT, RejectKind.GANG_SHORT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +156,12 @@ _NOT_BATCH_NODE = Rejection(
 )
 _CORDONED = Rejection(RejectKind.CORDONED, "node is cordoned")
 _DRAINING = Rejection(RejectKind.DRAINING, "node is being drained by ebb")
+_NOT_EMPTY = Rejection(
+    RejectKind.NOT_EMPTY, "a multi-node job's pod needs a node with no other job's pods"
+)
+_GANG_NODE = Rejection(
+    RejectKind.GANG_NODE, "node runs a multi-node job's pod (it has the node to itself)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +178,12 @@ def filter_nodes(
     nodes: Lookup[NodeState],
     queues: Lookup[JobQueue],
     environments: Lookup[ComputeEnvironment],
+    *,
+    gang_unplaced: int | None = None,
 ) -> FilterVerdict:
+    """`gang_unplaced`: for a multi-node job's pod, how many of its pods have no node yet
+    (this one included): unless that many nodes fit, none is kept. None: not checked (a
+    bind checks one node)."""
     if pod.queue is None:
         return FilterVerdict(list(names), {}, {}, {})
     queue = queues.get(pod.queue)
@@ -178,6 +198,7 @@ def filter_nodes(
     failed: dict[str, str] = {}
     unresolvable: dict[str, str] = {}
     rejected: dict[RejectKind, int] = {}
+    gang = pod.gang_size is not None
     # The hot loop of the extender: per node, a few dict lookups and comparisons.
     for name in names:
         state = nodes.get(name)
@@ -198,6 +219,8 @@ def filter_nodes(
                     rejection = _CORDONED
                 elif info.draining:
                     rejection = _DRAINING
+                elif state.job_pods if gang else state.gang_pods:
+                    rejection = _NOT_EMPTY if gang else _GANG_NODE
                 elif cpu <= free.cpu_milli and memory <= free.memory and gpu <= free.gpu:
                     kept.append(name)
                     continue
@@ -208,6 +231,15 @@ def filter_nodes(
         else:
             unresolvable[name] = rejection.message
         rejected[rejection.kind] = rejected.get(rejection.kind, 0) + 1
+    if gang_unplaced is not None and len(kept) < gang_unplaced:
+        # All or nothing: no pod of the gang takes a node before all of them can.
+        text = (
+            f"multi-node job needs {gang_unplaced} empty nodes for its {gang_unplaced} "
+            f"unplaced pods; {len(kept)} empty nodes fit"
+        )
+        failed.update(dict.fromkeys(kept, text))
+        rejected[RejectKind.GANG_SHORT] = len(kept)
+        kept = []
     return FilterVerdict(kept, failed, unresolvable, rejected)
 
 

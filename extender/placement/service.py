@@ -2,7 +2,9 @@
 
 filter and prioritize hand the cached snapshot to the pure decisions in `scoring`;
 bind POSTs the pod's Binding and counts the pod on its node (assumed) until the watch
-shows it there.
+shows it there. A multi-node job's pods are held at bind, each counted on the node
+chosen for it, until every pod of the gang has one; then all are bound together (or,
+after `gang_hold` seconds, all released: see docs/decisions/gang-placement.md).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import asyncio
 import functools
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 import structlog
@@ -43,6 +45,12 @@ _ASSUMED = Gauge(
     "ebb_extender_assumed_pods",
     "Pods the extender bound that the pod watch has not shown bound yet.",
 )
+_GANG_HOLDS = Counter(
+    "ebb_extender_gang_holds_total",
+    "Multi-node jobs' holds at bind, by outcome: bound (every pod had a node, all bound "
+    "together) or timed_out (released, its pods retried).",
+    ["outcome"],
+)
 _BINDS_REFUSED = Counter(
     "ebb_extender_binds_refused_total",
     "Binds answered with an Error because every binding slot stayed busy (API server slow).",
@@ -64,6 +72,17 @@ class Binding:
     concurrency: int
     wait: float
     assumed_pod_ttl: float  # how long a bound pod counts before the watch shows it
+    gang_hold: float = 12.0  # how long a gang's pods are held for the rest of the gang
+
+
+@dataclass
+class _GangHold:
+    """A multi-node job's pods held at bind, each on the node chosen for it."""
+
+    started: float
+    members: dict[str, tuple[BindingArgs, PodInfo, asyncio.Future[str]]] = field(
+        default_factory=dict
+    )
 
 
 async def bind_pod(client: kube.KubeClient, args: BindingArgs) -> None:
@@ -106,6 +125,7 @@ class EbbExtender:
         # Pods seen in filter requests, by UID: bind learns a pod's requests here when the
         # pod watch has not delivered the pod yet.
         self._recent: dict[str, PodInfo] = {}
+        self._holds: dict[str, _GangHold] = {}  # multi-node Job UID -> its held pods
         _ASSUMED.set_function(lambda: cache.assumed_pods)
 
     async def filter(self, args: ExtenderArgs) -> FilterResult:
@@ -116,8 +136,16 @@ class EbbExtender:
         if not self._ready():
             return FilterResult(error=NOT_SYNCED)
         self._cache.expire(time.monotonic())
+        unplaced = None
+        if pod.gang_size is not None and pod.job_uid:
+            unplaced = pod.gang_size - self._cache.gang_placed(pod.job_uid)
         verdict = filter_nodes(
-            pod, args.node_names, self._nodes_for(args), self._queues, self._environments
+            pod,
+            args.node_names,
+            self._nodes_for(args),
+            self._queues,
+            self._environments,
+            gang_unplaced=unplaced,
         )
         for kind, count in verdict.rejected.items():
             _FILTERED.labels(kind.value).inc(count)
@@ -141,6 +169,13 @@ class EbbExtender:
         )
 
     async def bind(self, args: BindingArgs) -> str:
+        pod = self._pod_for(args)
+        if pod is not None and pod.gang_size is not None and pod.job_uid and not pod.node_name:
+            return await self._hold(pod, args, pod.gang_size, pod.job_uid)
+        return await self._bind_in_slot(args)
+
+    async def _bind_in_slot(self, args: BindingArgs, *, checked: bool = False) -> str:
+        """`checked`: a held gang pod, checked (and counted on its node) when it was held."""
         try:
             async with asyncio.timeout(self._binding.wait):
                 await self._binding_slots.acquire()
@@ -151,23 +186,23 @@ class EbbExtender:
                 f"in flight and none done within {self._binding.wait:g} s; try again later"
             )
         try:
-            return await self._bind(args)
+            return await self._bind(args, checked=checked)
         finally:
             self._binding_slots.release()
 
-    async def _bind(self, args: BindingArgs) -> str:
+    async def _bind(self, args: BindingArgs, *, checked: bool) -> str:
         pod = self._pod_for(args)
         now = time.monotonic()
         self._cache.expire(now)
         if pod is None:
             unseen = "Ebb has not seen this pod (neither watched nor filtered)"
             return refuse(Refusal.UNKNOWN_POD, f"binding {args.pod_key} to {args.node}: {unseen}")
-        refusal = self._refusal(pod, args)
+        refusal = None if checked else self._refusal(pod, args)
         if refusal is not None:
             why, message = refusal
             return refuse(why, f"binding {args.pod_key} to {args.node}: {message}")
         # Assume before the POST: the watch may show the pod bound before the POST returns.
-        if pod.node_name is None:
+        if pod.node_name is None and not checked:
             expires = now + self._binding.assumed_pod_ttl
             self._cache.assume(pod.uid, pod.requests, args.node, expires)
         try:
@@ -178,6 +213,67 @@ class EbbExtender:
             return f"binding {args.pod_key} to {args.node}: {exc}"
         log.info("bound", pod=args.pod_key, node=args.node, queue=pod.queue)
         return ""
+
+    async def _hold(self, pod: PodInfo, args: BindingArgs, size: int, gang: str) -> str:
+        """Hold a gang's pod on its node until the whole gang has nodes, then bind all.
+        kube-scheduler runs each pod's binding cycle apart (its bind call waits here while
+        it schedules the next pod), and counts the held pods on their nodes meanwhile."""
+        now = time.monotonic()
+        self._cache.expire(now)
+        self._cache.forget(pod.uid)  # asked again: its node is chosen anew
+        refusal = self._refusal(pod, args)
+        if refusal is not None:
+            why, message = refusal
+            return refuse(why, f"binding {args.pod_key} to {args.node}: {message}")
+        hold = self._holds.get(gang)
+        if hold is None:
+            hold = self._holds[gang] = _GangHold(now)
+        self._cache.assume(
+            pod.uid,
+            pod.requests,
+            args.node,
+            now + self._binding.assumed_pod_ttl,
+            job=True,
+            gang=gang,
+        )
+        result: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        earlier = hold.members.get(pod.uid)
+        if earlier is not None and not earlier[2].done():  # kube-scheduler asked again
+            earlier[2].set_result(f"binding {args.pod_key}: superseded by a later bind")
+        hold.members[pod.uid] = (args, pod, result)
+        if self._cache.gang_placed(gang) >= size:
+            del self._holds[gang]
+            _GANG_HOLDS.labels("bound").inc()
+            log.info("gang complete, binding", job=pod.job_name, pods=len(hold.members))
+            outcomes = await asyncio.gather(
+                *(
+                    self._bind_in_slot(member, checked=True)
+                    for member, _, _ in hold.members.values()
+                )
+            )
+            for (_, _, waiter), outcome in zip(hold.members.values(), outcomes, strict=True):
+                if not waiter.done():
+                    waiter.set_result(outcome)
+            return await result
+        left = hold.started + self._binding.gang_hold - now
+        try:
+            return await asyncio.wait_for(asyncio.shield(result), max(left, 0.0))
+        except TimeoutError:
+            if self._holds.get(gang) is not hold:
+                return await result  # completed meanwhile: its binding is under way
+        del self._holds[gang]
+        _GANG_HOLDS.labels("timed_out").inc()
+        message = (
+            f"binding {args.pod_key}: multi-node job not fully placed within "
+            f"{self._binding.gang_hold:g} s ({self._cache.gang_placed(gang)} of {size} pods "
+            "had a node); released its nodes, its pods wait again"
+        )
+        log.info("gang hold timed out", job=pod.job_name, held=len(hold.members), size=size)
+        for _, member, waiter in hold.members.values():
+            self._cache.forget(member.uid)
+            if not waiter.done():
+                waiter.set_result(message)
+        return await result
 
     def _refusal(self, pod: PodInfo, args: BindingArgs) -> tuple[Refusal, str] | None:
         """Why kube-scheduler would never ask this bind: the verb holds the daemon's
@@ -204,7 +300,12 @@ class EbbExtender:
         if args.nodes is None:
             return self._cache.nodes
         # nodeCacheCapable: false: the scheduler's Node objects, with the pods Ebb knows.
-        return {info.name: node_state(info, self._cache.used_on(info.name)) for info in args.nodes}
+        return {
+            info.name: node_state(
+                info, self._cache.used_on(info.name), *self._cache.occupants(info.name)
+            )
+            for info in args.nodes
+        }
 
     def _remember(self, pod: PodInfo) -> None:
         if not pod.uid:
@@ -239,6 +340,7 @@ def ebb_extender(
         concurrency=settings.bind_concurrency,
         wait=settings.bind_wait,
         assumed_pod_ttl=settings.assumed_pod_ttl,
+        gang_hold=settings.gang_hold,
     )
     return EbbExtender(
         cache,

@@ -65,6 +65,8 @@ CAN_I: list[tuple[str, str, str, tuple[str, ...], bool]] = [
     (SCHEDULER, "patch", "jobs.batch", (IN_USERS, "--subresource=status"), True),
     (SCHEDULER, "patch", "pods", (IN_USERS,), True),
     (SCHEDULER, "create", "pods", (IN_USERS, "--subresource=binding"), True),
+    (SCHEDULER, "create", "services", (IN_USERS,), True),
+    (SCHEDULER, "delete", "services", (IN_USERS,), False),
     (SCHEDULER, "list", "nodes", (), True),
     (SCHEDULER, "watch", "namespaces", (), True),
     (SCHEDULER, "create", "events.events.k8s.io", (IN_USERS,), True),

@@ -1,0 +1,136 @@
+"""Multi-node jobs (gangs): annotation parsing, all-or-nothing admission, node-exclusive
+placement."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ebb import keys
+from ebb.jobspec import MultiNode, SpecError, parse_job_spec
+from ebb.resources import Resources
+from extender.jobs.admission import CapacityLimit, Demand, NodeShape, QueueView, admit
+from extender.jobs.lifecycle import Code
+from extender.placement.scoring import filter_nodes, node_state
+from tests.unit.placement_objects import environment, node, pod, queue
+
+GIB = 2**30
+
+
+@pytest.mark.parametrize(
+    ("annotations", "error"),
+    [
+        ({keys.NODES: "four"}, "ebb.dev/nodes: 'four' is not an integer (allowed: 1-1000)"),
+        ({keys.NODES: "0"}, "ebb.dev/nodes: 0 is out of range (allowed: 1-1000)"),
+        ({keys.MAIN_NODE_INDEX: "1"}, "ebb.dev/main-node-index: needs ebb.dev/nodes"),
+        (
+            {keys.NODES: "4", keys.MAIN_NODE_INDEX: "4"},
+            "ebb.dev/main-node-index: 4 is out of range (allowed: 0-3, the job has 4 nodes)",
+        ),
+        ({keys.NODES: "4", keys.MAIN_NODE_INDEX: "x"}, "ebb.dev/main-node-index: 'x' is not"),
+    ],
+)
+def test_bad_multi_node_annotations_name_the_field(annotations: dict[str, str], error: str) -> None:
+    with pytest.raises(SpecError) as raised:
+        parse_job_spec(annotations)
+    assert str(raised.value).startswith(error)
+
+
+def test_multi_node_annotations_parse() -> None:
+    assert parse_job_spec({keys.NODES: "4"}).multi_node == MultiNode(4, 0)
+    spec = parse_job_spec({keys.NODES: "4", keys.MAIN_NODE_INDEX: "2"})
+    assert spec.multi_node == MultiNode(4, 2)
+    assert parse_job_spec({}).multi_node is None
+
+
+# --- admission ------------------------------------------------------------------------
+
+XLARGE = NodeShape("c6i.xlarge", 4, Resources(3900, 7 * GIB, 0), 58)
+
+
+def managed(max_vcpus: int) -> CapacityLimit:
+    return CapacityLimit(
+        Resources(max_vcpus * 1000, 2**60, 0), nodes=(XLARGE,), counts_instances=True
+    )
+
+
+def gang(key: str, nodes: int, t: float = 0.0, granted: int = 0) -> Demand:
+    return Demand(
+        key, "q", Resources(1000, GIB, 0), nodes, granted=granted, submitted=t, exclusive=True
+    )
+
+
+QUEUES = {"q": QueueView("q", 1, ("ce",))}
+
+
+def test_a_gang_takes_a_whole_node_per_pod_and_all_or_nothing() -> None:
+    # 1 vCPU pods, but each on a c6i.xlarge of its own: 16 maxvCpus hold 4 of them.
+    result = admit(QUEUES, {"ce": managed(16)}, [gang("a", 3), gang("b", 2, t=1)], now=0)
+    assert result.grants == {"a": 3}
+    waiting = result.waiting["b"]
+    assert waiting.code is Code.WAITING_FOR_CAPACITY
+    assert "needs 2 nodes in one compute environment" in waiting.reason
+
+
+def test_a_gang_no_environment_can_hold_never_runs() -> None:
+    result = admit(QUEUES, {"ce": managed(8)}, [gang("a", 3)], now=0)
+    assert result.grants == {}
+    assert result.waiting["a"].code is Code.MAX_RESOURCE
+    assert "at most 2 nodes" in result.waiting["a"].reason
+
+
+@given(
+    st.lists(st.tuples(st.integers(1, 6), st.integers(0, 6)), min_size=1, max_size=8),
+    st.integers(4, 40),
+)
+def test_a_gang_is_never_admitted_in_part(gangs: list[tuple[int, int]], max_vcpus: int) -> None:
+    demands = []
+    for i, (nodes, granted) in enumerate(gangs):
+        held = nodes if granted >= nodes else 0  # an admitted gang holds all of its pods
+        demands.append(gang(f"g{i}", nodes, t=i, granted=held))
+    result = admit(QUEUES, {"ce": managed(max_vcpus)}, demands, now=0)
+    for d in demands:
+        granted = result.grants.get(d.key)
+        assert granted is None or granted == d.want, (d, granted)
+    # New grants never exceed what the environment may hold.
+    new = sum(result.grants.values())
+    held = sum(d.granted for d in demands)
+    if new:
+        assert (new + held) * 4 <= max_vcpus or held * 4 > max_vcpus
+
+
+# --- placement ------------------------------------------------------------------------
+
+QUEUE = {"q": queue("q", "ce")}
+ENVIRONMENTS = {"ce": environment("ce")}
+
+
+def test_a_gang_pod_fits_only_empty_nodes_and_nothing_joins_a_gang_node() -> None:
+    nodes = {
+        "empty": node_state(node("empty", "ce"), Resources(0, 0, 0)),
+        "busy": node_state(node("busy", "ce"), Resources(1000, 0, 0), job_pods=1),
+        "gang": node_state(node("gang", "ce"), Resources(1000, 0, 0), job_pods=1, gang_pods=1),
+    }
+    names = list(nodes)
+    member = dataclasses.replace(pod("m", "q"), gang_size=2, job_uid="job-1")
+    verdict = filter_nodes(member, names, nodes, QUEUE, ENVIRONMENTS, gang_unplaced=1)
+    assert verdict.kept == ["empty"]
+    assert "no other job's pods" in verdict.unresolvable["busy"]
+    plain = filter_nodes(pod("p", "q"), names, nodes, QUEUE, ENVIRONMENTS)
+    assert plain.kept == ["empty", "busy"]
+    assert "multi-node job's pod" in plain.unresolvable["gang"]
+
+
+def test_no_gang_pod_is_placed_until_nodes_exist_for_all() -> None:
+    nodes = {n: node_state(node(n, "ce"), Resources(0, 0, 0)) for n in ("a", "b")}
+    member = dataclasses.replace(pod("m", "q"), gang_size=4, job_uid="job-1")
+    verdict = filter_nodes(member, list(nodes), nodes, QUEUE, ENVIRONMENTS, gang_unplaced=4)
+    assert verdict.kept == []
+    assert verdict.failed["a"] == (
+        "multi-node job needs 4 empty nodes for its 4 unplaced pods; 2 empty nodes fit"
+    )
+    ready = filter_nodes(member, list(nodes), nodes, QUEUE, ENVIRONMENTS, gang_unplaced=2)
+    assert ready.kept == ["a", "b"]
