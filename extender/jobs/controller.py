@@ -45,7 +45,7 @@ from ebb.model import (
 from extender.jobs import fairshare, status, tenancy
 from extender.jobs.admission import CapacityLimit
 from extender.jobs.capacity import capacity_limits
-from extender.jobs.lifecycle import Code, State
+from extender.jobs.lifecycle import Code, IllegalTransition, State
 from extender.jobs.reconcile import Decisions, Snapshot, reconcile
 from extender.jobs.snapshot import JobInfo, format_time, job_from_raw, parse_time
 from extender.jobs.writes import Writer
@@ -67,6 +67,12 @@ UNPLACEABLE = Counter(
 )
 ATTEMPTS = Counter(
     "ebb_job_attempts_total", "Finished attempts by queue and status reason.", ["queue", "result"]
+)
+ILLEGAL_TRANSITIONS = Counter(
+    "ebb_job_illegal_transitions_total",
+    "Job states decided that are no edge of the state machine from the published one (a "
+    "bug: published all the same, logged, counted once per job and transition).",
+    ["from_state", "to_state"],
 )
 
 
@@ -141,6 +147,7 @@ class JobController:
         self._written_policies: dict[str, dict[str, Any]] = {}
         self._counted_attempts: set[str] = set()
         self._counted_unplaceable: set[str] = set()
+        self._reported_illegal: dict[str, IllegalTransition] = {}
         # job key → pod name → a finished pod deleted before its attempt was published;
         # kept until the published record has it (see `_forget_departed`).
         self._departed: dict[str, dict[str, PodInfo]] = {}
@@ -408,6 +415,13 @@ class JobController:
         for key in unplaceable - self._counted_unplaceable:
             UNPLACEABLE.labels(snap.jobs[key].queue).inc()
         self._counted_unplaceable = unplaceable  # only jobs still unplaceable: bounded memory
+
+        for key, illegal in decisions.illegal.items():
+            seen = self._reported_illegal.get(key)
+            if seen is None or (seen.old, seen.new) != (illegal.old, illegal.new):
+                ILLEGAL_TRANSITIONS.labels(illegal.old.value, illegal.new.value).inc()
+                log.error("illegal job state transition", job=key, error=str(illegal))
+        self._reported_illegal = decisions.illegal  # until it is published: bounded memory
 
         finished: set[str] = set()
         for key, pods in snap.pods_by_job.items():
