@@ -20,7 +20,7 @@ import structlog
 from prometheus_client import Counter, Gauge, Histogram
 
 from ebb import keys
-from ebb.catalog import NodeOverhead, shipped_catalog
+from ebb.catalog import NodeOverhead, NodeOverheadSettings, shipped_catalog
 from ebb.events import EventRecorder
 from ebb.kube import (
     JOB_QUEUES,
@@ -85,7 +85,7 @@ class ControllerSettings:
     reason_refresh_seconds: float = 30.0
     share_usage_persist_seconds: float = 30.0
     silence_timeout: float = 150.0
-    overhead: NodeOverhead = field(default_factory=NodeOverhead)
+    overhead: NodeOverhead = field(default_factory=NodeOverheadSettings().node_overhead)
 
 
 def _job_of_pod(pod: PodInfo) -> tuple[str, ...]:
