@@ -250,8 +250,8 @@ class JobController:
                 self._wake.clear()
                 # Let events batch up; under load, leave at least as much time between
                 # passes as the last one spent deciding, so passes never take the whole
-                # CPU. (Not its writes: they wait on the API server, and counting them
-                # idled the loop for twice as long after every 1,000 admissions.)
+                # CPU; not its writes, which wait on the API server
+                # (docs/decisions/0003-spacing-scheduling-passes.md).
                 await asyncio.sleep(max(self.settings.debounce_seconds, 2 * self._last_decision))
                 await self.run_pass()
         finally:
