@@ -163,11 +163,14 @@ def reconcile(snap: Snapshot) -> Decisions:
     # In the order admission granted them (queue priority, fair share, FIFO): a writer that
     # writes only the first ones writes those.
     out.admit = {key: out.admit[key] for key in result.grants if key in out.admit}
+    jobs = snap.jobs
     for key, status in out.statuses.items():
-        try:
-            transition(snap.jobs[key].published_state, status.state)
-        except IllegalTransition as exc:
-            out.illegal[key] = exc
+        old = jobs[key].published_state
+        if status.state is not old:  # most jobs stay where they are: no call for them
+            try:
+                transition(old, status.state)
+            except IllegalTransition as exc:
+                out.illegal[key] = exc
     return out
 
 
