@@ -253,7 +253,6 @@ class Controller:
                 self.ledger.unavailable.keys(),
                 vcpus=sum(t.vcpus for t in types),
                 gpus=sum(t.nvidia_gpus for t in types),
-                daemonset_pods=self.s.daemonset_pods,
             )
         return views
 
@@ -304,13 +303,7 @@ class Controller:
             for iid, i in live.items()
             if iid not in ours
         ]
-        return room(
-            nodes,
-            [*booting, *self.ledger.in_flight()],
-            self.overhead,
-            max_pods=self.s.max_pods,
-            daemonset_pods=self.s.daemonset_pods,
-        )
+        return room(nodes, [*booting, *self.ledger.in_flight()], self.overhead)
 
     async def _scale_down(
         self,

@@ -88,7 +88,6 @@ def environment(
     *,
     vcpus: int,
     gpus: int,
-    daemonset_pods: int = 0,
 ) -> Environment:
     """The planner's view of one compute environment."""
     resolution = catalog.resolve(spec.instance_types)
@@ -106,7 +105,7 @@ def environment(
             Offering(
                 instance_type=t,
                 usable=usable,
-                pod_slots=overhead.max_pods - daemonset_pods,
+                pod_slots=overhead.pod_slots,
                 price=t.price(capacity),
                 zones=tuple(
                     z for z in zones if Unavailable(t.name, z, capacity) not in unavailable

@@ -45,13 +45,11 @@ def room(
     nodes: Iterable[NodeRoom],
     coming: Iterable[tuple[str, InstanceType | None]],
     overhead: NodeOverhead,
-    *,
-    max_pods: int,
-    daemonset_pods: int,
 ) -> list[Room]:
     """Free room on `nodes`; then whole instances of `coming` capacity ((environment,
     type) of instances still booting or in flight), less the node overhead."""
+    max_pods = overhead.max_pods
     out = [Room(n.environment, n.allocatable - n.used, max_pods - n.pods, n.name) for n in nodes]
-    slots = max_pods - daemonset_pods
+    slots = overhead.pod_slots
     out += [Room(env, overhead.usable(t), slots) for env, t in coming if t is not None and env]
     return out

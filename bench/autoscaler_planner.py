@@ -25,13 +25,12 @@ from scipy.optimize import linprog
 
 from autoscaler.environments import environment
 from autoscaler.planner import Environment, Offering, PendingPod, plan_launches
-from ebb.catalog import NodeOverhead, shipped_catalog
+from ebb.catalog import NodeOverheadSettings, shipped_catalog
 from ebb.model import ComputeEnvironment
 from ebb.resources import MIB, Resources
 
 CATALOG = shipped_catalog()
-OVERHEAD = NodeOverhead(daemonset=Resources(150, 200 * MIB), max_pods=110)
-DAEMONSET_PODS = 3
+OVERHEAD = NodeOverheadSettings().node_overhead()  # the daemons' defaults
 GI = 1024 * MIB
 
 
@@ -55,7 +54,6 @@ def whole_catalog(**spec: object) -> Environment:
         (),
         vcpus=0,
         gpus=0,
-        daemonset_pods=DAEMONSET_PODS,
     )
 
 

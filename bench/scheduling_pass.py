@@ -17,7 +17,7 @@ import time
 from typing import Any
 from unittest import mock
 
-from ebb.catalog import NodeOverhead, shipped_catalog
+from ebb.catalog import NodeOverheadSettings, shipped_catalog
 from ebb.model import ComputeEnvironment, JobQueue, SchedulingPolicy, ShareWeight
 from extender.jobs.admission import QueueView, admit
 from extender.jobs.capacity import capacity_limits
@@ -89,7 +89,7 @@ def build(jobs: int) -> Snapshot:
             for c in range(CES)
         ),
         shipped_catalog(),
-        NodeOverhead(),
+        NodeOverheadSettings().node_overhead(),
     )
     infos = {}
     for i in range(jobs + 2000):

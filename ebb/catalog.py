@@ -18,7 +18,7 @@ from importlib import resources
 from typing import Final
 
 from ebb import keys
-from ebb.resources import MIB, ZERO, Resources, cpu_millis, memory_bytes
+from ebb.resources import MIB, Resources, cpu_millis, memory_bytes
 from ebb.settings import setting
 
 X86_64: Final = "x86_64"
@@ -200,13 +200,16 @@ class NodeOverhead:
     allocatable  = capacity - kube-reserved (the EKS AMI's formulas) - the hard
                    eviction threshold
     usable       = allocatable - the requests of the DaemonSet pods every node runs
+
+    Built by `NodeOverheadSettings.node_overhead()` (its defaults are the only ones):
+    every daemon, the local bridge, the simulator and the benchmarks size nodes alike.
     """
 
-    max_pods: int = 110
-    vm_memory_overhead_percent: float = 7.5
-    eviction_memory_mib: int = 100
-    daemonset: Resources = ZERO
-    daemonset_pods: int = 0
+    max_pods: int
+    vm_memory_overhead_percent: float
+    eviction_memory_mib: int
+    daemonset: Resources
+    daemonset_pods: int
 
     @property
     def pod_slots(self) -> int:
@@ -249,6 +252,7 @@ class NodeOverheadSettings:
     daemonset_pods: int = setting(3, "Number of DaemonSet pods on every node.")
 
     def node_overhead(self) -> NodeOverhead:
+        """The one builder of the node overhead model."""
         return NodeOverhead(
             max_pods=self.max_pods,
             vm_memory_overhead_percent=self.vm_memory_overhead_percent,

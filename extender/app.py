@@ -277,8 +277,8 @@ def _kubernetes(
 async def _freeze_heap_when_synced(reflectors: Sequence[kube.Reflector[Any]]) -> None:
     """Once the caches hold the cluster, take them out of the garbage collector's sight:
     they live as long as the daemon and hold no reference cycles, and a full collection
-    over them stalls the event loop, and so kube-scheduler's extender calls, for about
-    0.1 s at 5,000 nodes and 10,000 pods (bench/placement_extender.py's server)."""
+    over them stalls the event loop, and so kube-scheduler's extender calls
+    (docs/decisions/0002-freeze-caches-out-of-the-gc.md)."""
     await asyncio.gather(*(r.synced.wait() for r in reflectors))
     gc.freeze()
     log.info("caches synced; heap frozen", objects=gc.get_freeze_count())

@@ -17,14 +17,20 @@ from dataclasses import dataclass, field
 from autoscaler.environments import Unavailable, environment
 from autoscaler.planner import Environment, PendingPod, Room, plan_launches
 from autoscaler.scaledown import NodeActionKind, NodeState, next_scale_down, plan_scale_down
+from autoscaler.settings import AutoscalerSettings
+from autoscaler.wake import next_wake
 from ebb.catalog import Catalog, NodeOverhead
 from ebb.model import ComputeEnvironment
 from sim.cloud import Instance
 
-# The daemon's defaults (autoscaler/settings.py).
-DRAIN_GRACE_SECONDS = 5.0
-ORPHAN_DELAY_SECONDS = 300.0
-RESYNC_SECONDS = 5.0
+# The autoscaler daemon's defaults, read from its settings type.
+_DAEMON = AutoscalerSettings()
+DRAIN_GRACE_SECONDS = _DAEMON.drain_grace_seconds
+ORPHAN_DELAY_SECONDS = _DAEMON.orphan_scale_down_delay_seconds
+# The daemon's loop sleeps no longer than this while nothing is due.
+RESYNC_SECONDS = next_wake(
+    resync_seconds=_DAEMON.resync_seconds, batch_closes_in=None, scale_down_in=None
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,20 +90,18 @@ class CapacityPolicy(abc.ABC):
         catalog: Catalog,
         overhead: NodeOverhead,
         subnet_zones: Mapping[str, str],
-        daemonset_pods: int,
     ) -> None:
         self.environments = environments
         self.catalog = catalog
         self.overhead = overhead
         self.subnet_zones = subnet_zones
-        self.daemonset_pods = daemonset_pods
         self._zone_turn = itertools.count()
         self._views: dict[frozenset[Unavailable], dict[str, Environment]] = {}
 
     @property
     def pod_slots(self) -> int:
         """Batch pods one node takes."""
-        return self.overhead.max_pods - self.daemonset_pods
+        return self.overhead.pod_slots
 
     @abc.abstractmethod
     def decide(self, view: ClusterView) -> Decision: ...
@@ -125,7 +129,6 @@ class CapacityPolicy(abc.ABC):
                     refused,
                     vcpus=0,
                     gpus=0,
-                    daemonset_pods=self.daemonset_pods,
                 )
                 for name, spec in self.environments.items()
             }

@@ -49,10 +49,11 @@ from typing import Any
 from autoscaler.batch_window import BatchWindow
 from autoscaler.environments import Unavailable
 from autoscaler.planner import PendingPod
-from ebb.catalog import Catalog, NodeOverhead, shipped_catalog
+from autoscaler.settings import AutoscalerSettings
+from ebb.catalog import Catalog, NodeOverheadSettings, shipped_catalog
 from ebb.jobspec import JobSpec, RetryAction
 from ebb.model import ComputeEnvironment, JobQueue, PodInfo, SchedulingPolicy
-from ebb.resources import MIB, Resources
+from ebb.resources import Resources
 from extender.jobs import fairshare
 from extender.jobs.admission import CapacityLimit, Demand, QueueView, admit
 from extender.jobs.capacity import capacity_limits
@@ -61,6 +62,7 @@ from extender.jobs.lifecycle import Code, State
 from extender.jobs.retry import rule_matches, status_reason_for
 from extender.jobs.snapshot import JobInfo
 from extender.placement import scoring
+from extender.settings import SchedulerSettings
 from sim.capacity import CapacityPolicy, ClusterView, Decision
 from sim.cloud import Cloud, CloudSettings, Instance
 from sim.metrics import Recorder, Report
@@ -72,6 +74,8 @@ _NEVER = frozenset(
 )
 _BACKOFF_FIRST, _BACKOFF_MAX = 10.0, 360.0  # the Job controller's pod failure back-off
 _NAMESPACE = "sim"
+# The daemons' defaults, read from their settings types.
+_SCHEDULER, _AUTOSCALER = SchedulerSettings(), AutoscalerSettings()
 
 
 @dataclass(frozen=True)
@@ -80,16 +84,16 @@ class Settings:
     cloud: CloudSettings = field(default_factory=CloudSettings)
     admission_interval: float = 2.0  # the least time between two admission passes
     admission_resync: float = 60.0  # a pass at least this often while jobs wait
-    starvation_seconds: float = 600.0
-    autoscaler_batch_idle: float = 1.0  # plan once no new pending pod came for this long
-    autoscaler_batch_max: float = 10.0  # ... or this long after the first one
-    unavailable_seconds: float = 180.0  # how long a refused offering is avoided
+    starvation_seconds: float = _SCHEDULER.starvation_seconds
+    # plan once no new pending pod came for this long, or this long after the first one
+    autoscaler_batch_idle: float = _AUTOSCALER.batch_idle_seconds
+    autoscaler_batch_max: float = _AUTOSCALER.batch_max_seconds
+    unavailable_seconds: float = _AUTOSCALER.unavailable_offering_seconds  # a refused offering
     placement_candidates: int = 100
     sample_seconds: float = 0.0  # timeline resolution; 0: about 2,000 samples
     stall_seconds: float = 86400.0  # stop when nothing can happen for this long
-    max_pods: int = 110
-    daemonset_pods: int = 3
-    daemonset: Resources = field(default_factory=lambda: Resources(150, 200 * MIB))
+    # The node overhead model, as both daemons and the bridge build it.
+    node_overhead: NodeOverheadSettings = field(default_factory=NodeOverheadSettings)
 
 
 class _Job:
@@ -236,7 +240,7 @@ class Simulation:
         self.workload = workload
         self.s = settings
         self.catalog = catalog or shipped_catalog()
-        self.overhead = NodeOverhead(max_pods=settings.max_pods, daemonset=settings.daemonset)
+        self.overhead = settings.node_overhead.node_overhead()
         scenario = workload.scenario
         self.environments: dict[str, ComputeEnvironment] = {
             e.name: e for e in scenario.environments
@@ -248,7 +252,6 @@ class Simulation:
             self.catalog,
             self.overhead,
             scenario.subnet_zones,
-            settings.daemonset_pods,
         )
         self.capacity: dict[str, CapacityLimit] = capacity_limits(
             self.environments.values(), self.catalog, self.overhead

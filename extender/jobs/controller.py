@@ -20,7 +20,7 @@ import structlog
 from prometheus_client import Counter, Gauge, Histogram
 
 from ebb import keys
-from ebb.catalog import NodeOverhead, shipped_catalog
+from ebb.catalog import NodeOverhead, NodeOverheadSettings, shipped_catalog
 from ebb.events import EventRecorder
 from ebb.kube import (
     JOB_QUEUES,
@@ -45,7 +45,7 @@ from ebb.model import (
 from extender.jobs import fairshare, status, tenancy
 from extender.jobs.admission import CapacityLimit
 from extender.jobs.capacity import capacity_limits
-from extender.jobs.lifecycle import Code, State
+from extender.jobs.lifecycle import Code, IllegalTransition, State
 from extender.jobs.reconcile import Decisions, Snapshot, reconcile
 from extender.jobs.snapshot import JobInfo, format_time, job_from_raw, parse_time
 from extender.jobs.writes import Writer
@@ -73,6 +73,12 @@ UNPLACEABLE = Counter(
 ATTEMPTS = Counter(
     "ebb_job_attempts_total", "Finished attempts by queue and status reason.", ["queue", "result"]
 )
+ILLEGAL_TRANSITIONS = Counter(
+    "ebb_job_illegal_transitions_total",
+    "Job states decided that are no edge of the state machine from the published one (a "
+    "bug: published all the same, logged, counted once per job and transition).",
+    ["from_state", "to_state"],
+)
 
 
 @dataclass(frozen=True)
@@ -84,7 +90,7 @@ class ControllerSettings:
     reason_refresh_seconds: float = 30.0
     share_usage_persist_seconds: float = 30.0
     silence_timeout: float = 150.0
-    overhead: NodeOverhead = field(default_factory=NodeOverhead)
+    overhead: NodeOverhead = field(default_factory=NodeOverheadSettings().node_overhead)
 
 
 def _job_of_pod(pod: PodInfo) -> tuple[str, ...]:
@@ -146,6 +152,7 @@ class JobController:
         self._written_policies: dict[str, dict[str, Any]] = {}
         self._counted_attempts: set[str] = set()
         self._counted_unplaceable: set[str] = set()
+        self._reported_illegal: dict[str, IllegalTransition] = {}
         # job key → pod name → a finished pod deleted before its attempt was published;
         # kept until the published record has it (see `_forget_departed`).
         self._departed: dict[str, dict[str, PodInfo]] = {}
@@ -248,8 +255,8 @@ class JobController:
                 self._wake.clear()
                 # Let events batch up; under load, leave at least as much time between
                 # passes as the last one spent deciding, so passes never take the whole
-                # CPU. (Not its writes: they wait on the API server, and counting them
-                # idled the loop for twice as long after every 1,000 admissions.)
+                # CPU; not its writes, which wait on the API server
+                # (docs/decisions/0003-spacing-scheduling-passes.md).
                 await asyncio.sleep(max(self.settings.debounce_seconds, 2 * self._last_decision))
                 await self.run_pass()
         finally:
@@ -420,6 +427,13 @@ class JobController:
         for key in unplaceable - self._counted_unplaceable:
             UNPLACEABLE.labels(snap.jobs[key].queue).inc()
         self._counted_unplaceable = unplaceable  # only jobs still unplaceable: bounded memory
+
+        for key, illegal in decisions.illegal.items():
+            seen = self._reported_illegal.get(key)
+            if seen is None or (seen.old, seen.new) != (illegal.old, illegal.new):
+                ILLEGAL_TRANSITIONS.labels(illegal.old.value, illegal.new.value).inc()
+                log.error("illegal job state transition", job=key, error=str(illegal))
+        self._reported_illegal = decisions.illegal  # until it is published: bounded memory
 
         finished: set[str] = set()
         for key, pods in snap.pods_by_job.items():

@@ -1,13 +1,23 @@
 """The job state machine: AWS Batch's states, on a Kubernetes Job.
 
-    SUBMITTED ──► PENDING ──► RUNNABLE ──► STARTING ──► RUNNING
-                                  ▲            │           │
-                                  └────────────┴───────────┘
-                                  a failed attempt waits for its retry
+Its edges, drawn (each `──►` is an edge from every state on its left to every state on
+its right; tests/unit/jobs/test_lifecycle.py checks that the drawing is TRANSITIONS):
 
-    every state above ──► FAILED;  RUNNABLE, STARTING, RUNNING ──► SUCCEEDED
-    (SUBMITTED may go to any later state: Ebb first sees the Job there; RUNNABLE
-    may go straight to RUNNING: the pod ran before a pass saw it pending.)
+    SUBMITTED ──► PENDING ──► RUNNABLE ──► STARTING ──► RUNNING ──► SUCCEEDED
+    SUBMITTED, PENDING, RUNNABLE, STARTING, RUNNING ──► FAILED
+    STARTING, RUNNING ──► RUNNABLE    a failed attempt waits for its retry; or put back in its queue
+    SUBMITTED ──► RUNNABLE, STARTING, RUNNING, SUCCEEDED    Ebb first sees the Job there
+    PENDING ──► STARTING      admitted by the pass that saw its dependencies met
+    RUNNABLE ──► RUNNING      a retry's pod ran before a pass saw it pending
+    RUNNING ──► STARTING      a retry's pod was created before a pass saw the attempt fail
+    RUNNABLE, STARTING ──► SUCCEEDED    its pod ran and succeeded between two passes
+
+AWS Batch's path is the first line; FAILED is reached from every state that is not
+final (cancelled while not admitted, terminated, timed out, a failed dependency, a
+state time limit, attempts exhausted). The other edges are the same path seen by
+passes that come a moment apart: a pass publishes the state it finds, not each one
+the Job went through. `transition()` is the one way a decided state is checked
+against this table (reconcile routes every status it decides through it).
 
 SUBMITTED   the Job exists; Ebb has not looked at it yet (set by the webhook).
 PENDING     waiting for its dependencies.
@@ -26,11 +36,11 @@ SUCCEEDED   the Job is Complete.
 FAILED      the Job Failed — attempts exhausted, an EXIT rule, a timeout, a failed
             dependency, cancelled or terminated.
 
-RUNNING never goes back to STARTING: an array parent whose children have started
-stays RUNNING until it ends, its children's states counted in ebb.dev/array-status
-(as AWS Batch's array summary). RUNNING/STARTING → RUNNABLE is a failed attempt
-waiting for its retry, a job put back in its queue, or someone suspending an admitted
-Job again. While the Job controller has not yet counted a pod that finished, the state
+An array parent whose children have started stays RUNNING until it ends (it never
+goes back to STARTING), its children's states counted in ebb.dev/array-status (as
+AWS Batch's array summary). RUNNING/STARTING → RUNNABLE is a failed attempt waiting
+for its retry, a job put back in its queue, or someone suspending an admitted Job
+again. While the Job controller has not yet counted a pod that finished, the state
 does not move: the pod's outcome (success, retry, attempts exhausted) is not known yet.
 Every state comes with a reason: a machine-readable code and a sentence.
 """
@@ -62,18 +72,37 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     _S.SUBMITTED: frozenset(
         {_S.PENDING, _S.RUNNABLE, _S.STARTING, _S.RUNNING, _S.SUCCEEDED, _S.FAILED}
     ),
-    _S.PENDING: frozenset({_S.RUNNABLE, _S.FAILED}),
+    _S.PENDING: frozenset({_S.RUNNABLE, _S.STARTING, _S.FAILED}),
     _S.RUNNABLE: frozenset({_S.STARTING, _S.RUNNING, _S.SUCCEEDED, _S.FAILED}),
     _S.STARTING: frozenset({_S.RUNNING, _S.RUNNABLE, _S.SUCCEEDED, _S.FAILED}),
-    _S.RUNNING: frozenset({_S.RUNNABLE, _S.SUCCEEDED, _S.FAILED}),
+    _S.RUNNING: frozenset({_S.STARTING, _S.RUNNABLE, _S.SUCCEEDED, _S.FAILED}),
     _S.SUCCEEDED: frozenset(),
     _S.FAILED: frozenset(),
 }
 
 
+class IllegalTransition(ValueError):
+    """A decided state that is no edge from the published one: a bug in the deciding
+    code, or in the table."""
+
+    def __init__(self, old: State, new: State) -> None:
+        super().__init__(f"{old.value} → {new.value} is not a transition of the job state machine")
+        self.old = old
+        self.new = new
+
+
 def allowed(old: State | None, new: State) -> bool:
     """Is `old → new` a transition of the state machine? (None: first sighting.)"""
     return old is None or old is new or new in TRANSITIONS[old]
+
+
+def transition(old: State | None, new: State) -> State:
+    """The state a job published as `old` (None: nothing published yet) moves to when a
+    pass decides `new`: `new` itself (staying is no transition); IllegalTransition if
+    `old → new` is no edge of the drawing above."""
+    if old is None or allowed(old, new):
+        return new
+    raise IllegalTransition(old, new)
 
 
 class Code(Enum):

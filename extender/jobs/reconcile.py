@@ -5,7 +5,9 @@ admit it (and with how many pods), put it back in its queue (admitted, but no no
 its environments may have can hold its pods and none is placed), fail it (cancelled,
 invalid, a failed dependency, a state time limit), terminate it (on request, or an
 attempt that timed out), lift n_to_n gates, and update its attempt record. The
-controller applies the decisions.
+controller applies the decisions. Every state decided goes through the state machine's
+`transition()` before it leaves: one that is no edge from the published state is
+reported (`Decisions.illegal`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,14 @@ from extender.jobs import attempts as attempt_records
 from extender.jobs import tenancy
 from extender.jobs.admission import CapacityLimit, Demand, QueueView, admit
 from extender.jobs.dependencies import DependencyVerdict, resolve
-from extender.jobs.lifecycle import Code, State, Status, failed_code
+from extender.jobs.lifecycle import (
+    Code,
+    IllegalTransition,
+    State,
+    Status,
+    failed_code,
+    transition,
+)
 from extender.jobs.retry import ATTEMPT_TIMED_OUT
 from extender.jobs.snapshot import JobInfo, parse_index_ranges
 
@@ -71,6 +80,9 @@ class Decisions:
     array_status: dict[str, dict[str, int]] = field(default_factory=dict)
     running_vcpus: dict[str, dict[str, float]] = field(default_factory=dict)  # queue → share →
     used: dict[str, float] = field(default_factory=dict)  # CE → admitted vCPUs
+    # Statuses whose state is no edge from the published one (a bug): published all the
+    # same, as the state the Job's conditions and pods say; the controller reports them.
+    illegal: dict[str, IllegalTransition] = field(default_factory=dict)
 
 
 def reconcile(snap: Snapshot) -> Decisions:
@@ -151,6 +163,14 @@ def reconcile(snap: Snapshot) -> Decisions:
     # In the order admission granted them (queue priority, fair share, FIFO): a writer that
     # writes only the first ones writes those.
     out.admit = {key: out.admit[key] for key in result.grants if key in out.admit}
+    jobs = snap.jobs
+    for key, status in out.statuses.items():
+        old = jobs[key].published_state
+        if status.state is not old:  # most jobs stay where they are: no call for them
+            try:
+                transition(old, status.state)
+            except IllegalTransition as exc:
+                out.illegal[key] = exc
     return out
 
 

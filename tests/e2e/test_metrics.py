@@ -127,6 +127,8 @@ async def test_metrics_are_named_typed_and_move(
     assert total(after_s, "ebb_jobs", queue=queue, state="SUCCEEDED") == 2
     assert total(after_s, "ebb_jobs", queue=queue, state="FAILED") == 1
     assert total(after_s, "ebb_leader", lease="ebb-scheduler") == 1
+    # Every state published so far (this session's daemon) was an edge of the state machine.
+    assert total(after_s, "ebb_job_illegal_transitions", "_total") == 0
     assert moved(before_a, after_a, "ebb_autoscaler_launches", compute_environment=ce)
     assert moved(before_a, after_a, "ebb_autoscaler_instance_seconds")
     assert moved(before_a, after_a, "ebb_autoscaler_planner_seconds", "_count")

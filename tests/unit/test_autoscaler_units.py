@@ -17,12 +17,12 @@ from autoscaler.room import NodeRoom, in_flight, room
 from autoscaler.scaledown import NodeSeen, NodeState, next_scale_down, track_nodes
 from autoscaler.status import environment_status
 from autoscaler.wake import next_wake
-from ebb.catalog import NodeOverhead, shipped_catalog
+from ebb.catalog import NodeOverheadSettings, shipped_catalog
 from ebb.model import ComputeEnvironment, JobQueue, PodInfo
 from ebb.resources import Resources
 
 CATALOG = shipped_catalog()
-OVERHEAD = NodeOverhead()
+OVERHEAD = NodeOverheadSettings().node_overhead()
 CE = ComputeEnvironment(
     name="ce",
     type="SPOT",
@@ -158,10 +158,11 @@ def test_room_is_free_room_on_nodes_then_whole_instances_on_their_way() -> None:
     t = CATALOG.get("c6i.large")
     assert t is not None
     node = NodeRoom("n1", "ce", Resources(2000, 4 * 2**30, 0), Resources(500, 2**30, 0), 3)
-    out = room([node], [("ce", t), ("ce", None), ("", t)], OVERHEAD, max_pods=10, daemonset_pods=2)
+    overhead = NodeOverheadSettings(max_pods=10, daemonset_pods=2).node_overhead()
+    out = room([node], [("ce", t), ("ce", None), ("", t)], overhead)
     assert out == [
         Room("ce", Resources(1500, 3 * 2**30, 0), 7, "n1"),
-        Room("ce", OVERHEAD.usable(t), 8),
+        Room("ce", overhead.usable(t), 8),
     ]
 
 

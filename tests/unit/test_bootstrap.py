@@ -14,7 +14,7 @@ from autoscaler.interruptions import (
     event,
     parse_notice,
 )
-from ebb.catalog import NodeOverhead, shipped_catalog
+from ebb.catalog import NodeOverheadSettings, shipped_catalog
 
 CATALOG = shipped_catalog()
 CLUSTER = ClusterInfo("prod", "https://api.example", "Q0E=", "10.100.0.0/16", "1.35")
@@ -45,7 +45,9 @@ def test_gpu_types_get_the_nvidia_image_whatever_the_image_type() -> None:
 def test_user_data_joins_with_labels_taint_and_the_planned_reservations() -> None:
     labels = node_labels("gpu", "spot")
     for image_type in ("EKS_AL2023", "EKS_AL2"):
-        text = user_data(CLUSTER, image_type, labels, t("c6i.large"), NodeOverhead())
+        text = user_data(
+            CLUSTER, image_type, labels, t("c6i.large"), NodeOverheadSettings().node_overhead()
+        )
         assert "--node-labels=ebb.dev/capacity-type=spot,ebb.dev/compute-environment=gpu" in text
         assert "--register-with-taints=ebb.dev/batch-node=:NoSchedule" in text
         assert "70m" in text and "1465Mi" in text  # kube-reserved: 2 vCPUs, 110 pods

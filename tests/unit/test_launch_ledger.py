@@ -17,7 +17,7 @@ from autoscaler.launch_intent import LaunchIntent
 from autoscaler.launch_ledger import LaunchLedger
 from autoscaler.planner import Launch
 from autoscaler.settings import AutoscalerSettings
-from ebb.catalog import NodeOverhead, shipped_catalog
+from ebb.catalog import NodeOverheadSettings, shipped_catalog
 from ebb.model import ComputeEnvironment
 
 CE = ComputeEnvironment(
@@ -120,7 +120,7 @@ async def start(ec2: FakeEc2, store: MemoryStore) -> tuple[LaunchLedger, Events]
         events,  # type: ignore[arg-type]
         catalog=shipped_catalog,
         cluster=CLUSTER,
-        overhead=NodeOverhead(),
+        overhead=NodeOverheadSettings().node_overhead(),
         poke=lambda: None,
     )
     await view.refresh(force=True)

@@ -19,12 +19,12 @@ from autoscaler.planner import (
     plan_launches,
     routed_pods,
 )
-from ebb.catalog import NodeOverhead, shipped_catalog
+from ebb.catalog import NodeOverheadSettings, shipped_catalog
 from ebb.model import ComputeEnvironment
 from ebb.resources import MIB, Resources
 
 CATALOG = shipped_catalog()
-OVERHEAD = NodeOverhead()
+OVERHEAD = NodeOverheadSettings().node_overhead()
 SUBNETS = {"subnet-a": "us-east-1a", "subnet-b": "us-east-1b"}
 GI = 1024 * MIB
 

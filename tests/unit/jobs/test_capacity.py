@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from ebb.catalog import NodeOverhead, shipped_catalog
+from ebb.catalog import NodeOverheadSettings, shipped_catalog
 from ebb.model import ComputeEnvironment
 from ebb.resources import Resources
 from extender.jobs.capacity import capacity_limits
@@ -17,7 +17,7 @@ def ce(name: str, types: tuple[str, ...], max_vcpus: int = 64, **kw: object) -> 
 
 def test_cpu_environment_holds_no_gpu_pods_and_no_pod_bigger_than_its_types() -> None:
     (limit,) = capacity_limits(
-        [ce("c", ("c6i.large", "c6i.xlarge"))], CATALOG, NodeOverhead()
+        [ce("c", ("c6i.large", "c6i.xlarge"))], CATALOG, NodeOverheadSettings().node_overhead()
     ).values()
     assert limit.limit.gpu == 0
     assert limit.holds_pod(Resources(3000, 4 * GIB, 0))  # c6i.xlarge: 4 vCPU, 8 GiB
@@ -34,7 +34,7 @@ def test_gpu_environment_limits_gpus_by_its_types_or_max_gpus() -> None:
             ce("capped", ("g5.xlarge",), max_gpus=2),
         ],
         CATALOG,
-        NodeOverhead(),
+        NodeOverheadSettings().node_overhead(),
     )
     assert limits["g"].limit.gpu == 24  # 96 vCPUs of g5.12xlarge (48 vCPUs, 4 GPUs) = 8
     assert limits["g"].holds_pod(Resources(4000, 16 * GIB, 4))
@@ -49,7 +49,7 @@ def test_disabled_and_invalid_environments_hold_nothing() -> None:
             ce("bad", ("c6i",), status="INVALID", status_reason="subnets: not found"),
         ],
         CATALOG,
-        NodeOverhead(),
+        NodeOverheadSettings().node_overhead(),
     )
     assert limits["off"].unavailable == "DISABLED"
     assert limits["bad"].unavailable == "INVALID (subnets: not found)"

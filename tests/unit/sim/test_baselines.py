@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from ebb.catalog import NodeOverhead, shipped_catalog
+from ebb.catalog import NodeOverheadSettings, shipped_catalog
 from sim.baselines import NodeGroups, OnePodPerInstance
 from sim.capacity import ClusterView, Decision
 from sim.cloud import CloudSettings
@@ -29,7 +29,9 @@ def test_one_pod_per_instance_gives_each_pod_the_cheapest_type_that_fits() -> No
 
 def test_node_groups_are_fixed_types_per_family() -> None:
     env = environment("od", "EC2", 10_000, ["c6i", "g5"])
-    policy = NodeGroups({"od": env}, shipped_catalog(), NodeOverhead(), {"subnet-a": "z"}, 3)
+    policy = NodeGroups(
+        {"od": env}, shipped_catalog(), NodeOverheadSettings().node_overhead(), {"subnet-a": "z"}
+    )
     view = ClusterView(0.0, [], [], (), {}, {})
     names = [o.name for o in policy.groups(policy.views(view)["od"])]
     # c6i: the 4xlarge and the largest; g5: the cheapest with 1, 4 and 8 GPUs.
