@@ -12,7 +12,7 @@ the requests of the pods bound or assumed there. Multi-node jobs are node-exclus
 pod of one fits only a node with no pod of any Job on it, no other pod fits a node
 holding one, and none of a gang's pods fits until there are empty nodes for all of its
 pods not placed yet (the bind verb then holds and binds them together; see
-docs/decisions/gang-placement.md). Each rejected node gets a short reason;
+docs/decisions/0007-gang-placement.md). Each rejected node gets a short reason;
 reasons that evicting pods cannot fix (everything except "does not fit right now" and
 "node not in the cache yet") are unresolvable, so kube-scheduler's preemption skips
 those nodes.

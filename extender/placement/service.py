@@ -4,7 +4,7 @@ filter and prioritize hand the cached snapshot to the pure decisions in `scoring
 bind POSTs the pod's Binding and counts the pod on its node (assumed) until the watch
 shows it there. A multi-node job's pods are held at bind, each counted on the node
 chosen for it, until every pod of the gang has one; then all are bound together (or,
-after `gang_hold` seconds, all released: see docs/decisions/gang-placement.md).
+after `gang_hold` seconds, all released: see docs/decisions/0007-gang-placement.md).
 """
 
 from __future__ import annotations
