@@ -276,7 +276,11 @@ class Controller:
                 pods=len(pending),
                 on_existing=plan.on_existing,
                 waiting=len(plan.waiting),
-                launches=[f"{x.count}x{x.instance_type}@{x.environment}" for x in plan.launches],
+                launches=[
+                    f"{x.count}x{x.instance_type}@{x.environment}"
+                    + (f" for {x.detail}" if x.detail else "")
+                    for x in plan.launches
+                ],
             )
             await self.ledger.launch_all(plan.launches, specs)
         elif plan.waiting:
@@ -296,7 +300,15 @@ class Controller:
             active = [p for p in self.pods.store.by_index("node", node.name) if p.active]
             used = sum_resources(p.requests for p in active)
             nodes.append(
-                NodeRoom(node.name, node.compute_environment, node.allocatable, used, len(active))
+                NodeRoom(
+                    node.name,
+                    node.compute_environment,
+                    node.allocatable,
+                    used,
+                    len(active),
+                    job_pods=sum(1 for p in active if p.job_uid),
+                    exclusive=any(p.gang_size is not None for p in active),
+                )
             )
         booting = [
             (i.environment, self.catalog.get(i.instance_type))

@@ -16,6 +16,7 @@ class LaunchIntent:
     subnet: str
     reason: str  # why it is launched (the planner's reason)
     requested_at: str = ""  # RFC 3339, when it was written down
+    detail: str = ""  # what the pods are, when it says more than `reason` (the planner's)
 
     def to_raw(self) -> dict[str, Any]:
         """The intent as status.launches holds it."""
@@ -26,6 +27,7 @@ class LaunchIntent:
             "subnet": self.subnet,
             "reason": self.reason,
             "requestedAt": self.requested_at,
+            "detail": self.detail,
         }
 
 
@@ -39,4 +41,5 @@ def intent_from_raw(raw: Mapping[str, Any]) -> LaunchIntent:
         subnet=str(raw.get("subnet", "")),
         reason=str(raw.get("reason", "")),
         requested_at=str(raw.get("requestedAt", "")),
+        detail=str(raw.get("detail", "")),
     )

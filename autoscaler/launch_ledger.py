@@ -138,6 +138,7 @@ class LaunchLedger:
                 subnet=subnets[next(self._zone_turn) % len(subnets)],
                 reason=launch.reason,
                 requested_at=rfc3339(time.time()),
+                detail=launch.detail,
             )
             by_env.setdefault(launch.environment, []).append(intent)
         await asyncio.gather(*(self._launch(specs[e], items) for e, items in by_env.items()))
@@ -221,6 +222,7 @@ class LaunchLedger:
             count=len(instances),
             instances=[i.instance_id for i in instances],
             reason=intent.reason,
+            detail=intent.detail,
             launch=intent.token,
             how=how,
         )
@@ -228,7 +230,8 @@ class LaunchLedger:
             spec,
             "Launched",
             f"launched {len(instances)} x {intent.instance_type} ({spec.capacity_type}) in "
-            f"{zone} for {intent.reason} ({how})",
+            f"{zone} for {intent.reason}{f' ({intent.detail})' if intent.detail else ''} "
+            f"({how})",
         )
 
     def _request(

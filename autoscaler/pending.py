@@ -25,7 +25,7 @@ def waits_for_capacity(pod: PodInfo) -> bool:
 
 def pending_pods(pods: Iterable[PodInfo], queues: Mapping[str, JobQueue]) -> list[PendingPod]:
     """The pods that wait for capacity, each with its queue's compute environments and
-    priority (none, for a queue that is gone)."""
+    priority (none, for a queue that is gone); a multi-node job's pods are exclusive."""
     out = []
     for pod in pods:
         if not waits_for_capacity(pod):
@@ -33,5 +33,15 @@ def pending_pods(pods: Iterable[PodInfo], queues: Mapping[str, JobQueue]) -> lis
         queue = queues.get(pod.queue or "")
         envs = queue.compute_environments if queue is not None else ()
         priority = queue.priority if queue is not None else 0
-        out.append(PendingPod(pod.key, pod.requests, envs, priority, pod.created))
+        out.append(
+            PendingPod(
+                pod.key,
+                pod.requests,
+                envs,
+                priority,
+                pod.created,
+                exclusive=pod.gang_size is not None,
+                job=f"{pod.namespace}/{pod.job_name}" if pod.job_name else "",
+            )
+        )
     return out

@@ -22,6 +22,12 @@ How a plan is made:
    often as the remaining pods allow.
 4. Whatever vCPUs `minvCpus` still asks for are added with the cheapest type per vCPU.
 
+A multi-node job's pod is exclusive (the extender places it only on a node with no other
+Job's pod, and nothing beside it): it takes existing room only where nothing else is or
+is planned, and each gets a new instance of its own, the best-ranked type it fits. A
+multi-node job's pods get capacity all together or not at all (maxvCpus cuts before its
+first pod, never inside it): placement waits for all of them anyway.
+
 GPU pods only go to types with NVIDIA GPUs; CPU pods never go to types with GPUs.
 """
 
@@ -89,6 +95,8 @@ class PendingPod:
     environments: tuple[str, ...]  # its queue's computeEnvironmentOrder
     priority: int = 0  # its queue's priority
     created: str = ""
+    exclusive: bool = False  # a multi-node job's pod: an instance to itself
+    job: str = ""  # its Job ("namespace/name"): an exclusive pod's gang
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +107,7 @@ class Room:
     free: Resources
     pod_slots: int
     node: str = ""  # the node's name ("" for an instance that is not a node yet)
+    empty: bool = False  # no Job's pod on it: an exclusive pod may take it
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +120,7 @@ class Launch:
     pods: int  # pods the instances are for (0 when launched for minvCpus)
     reason: str
     per_instance: tuple[tuple[Resources, int], ...] = ()  # pods (size, count) on each
+    detail: str = ""  # what the pods are, when it says more than `reason`
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,12 +139,15 @@ class LaunchPlan:
 
 @dataclass(slots=True)
 class _Group:
-    """Pods of one shape with the same routing and priority, oldest first."""
+    """Pods of one shape with the same routing and priority, oldest first; or the
+    pods of one multi-node job (`gang`: its Job; they share the Job's template)."""
 
     requests: Resources
     environments: tuple[str, ...]
     keys: list[str]
+    gang: str = ""
     done: int = 0  # pods of `keys` (from the front) already provided for
+    on_room: list[tuple[str, int]] = field(default_factory=list)  # (node, pods) of room taken
 
     @property
     def left(self) -> int:
@@ -148,7 +161,7 @@ def plan_launches(
 ) -> LaunchPlan:
     groups = _group(pods)
     pending = routed_pods(pods)
-    on_existing, awaited = _use_existing_room(groups, room)
+    _use_existing_room(groups, room)
     waiting: dict[str, str] = {}
     launches: list[Launch] = []
     used: dict[str, tuple[int, int]] = {}  # environment -> (vCPUs, GPUs) planned
@@ -174,8 +187,11 @@ def plan_launches(
     for g in groups:
         if g.left and not g.environments:
             _wait([g], "its queue has no compute environment", waiting)
+    _all_or_nothing(groups, waiting)
     for env in environments.values():
         launches.extend(_keep_min_vcpus(env, used.get(env.name, (0, 0))[0]))
+    on_existing = sum(n for g in groups for _, n in g.on_room)
+    awaited = frozenset(node for g in groups for node, _ in g.on_room if node)
     return LaunchPlan(tuple(launches), on_existing, waiting, pending, awaited)
 
 
@@ -191,12 +207,13 @@ def routed_pods(pods: Iterable[PendingPod]) -> dict[str, int]:
 
 def _group(pods: Sequence[PendingPod]) -> list[_Group]:
     ordered = sorted(pods, key=lambda p: (-p.priority, p.created, p.key))
-    groups: dict[tuple[Resources, tuple[str, ...], int], _Group] = {}
+    groups: dict[tuple[Resources, tuple[str, ...], int, str], _Group] = {}
     for pod in ordered:
-        key = (pod.requests, pod.environments, pod.priority)
+        gang = (pod.job or pod.key) if pod.exclusive else ""
+        key = (pod.requests, pod.environments, pod.priority, gang)
         group = groups.get(key)
         if group is None:
-            groups[key] = _Group(pod.requests, pod.environments, [pod.key])
+            groups[key] = _Group(pod.requests, pod.environments, [pod.key], gang)
         else:
             group.keys.append(pod.key)
     return list(groups.values())
@@ -206,6 +223,17 @@ def _wait(groups: Sequence[_Group], reason: str, waiting: dict[str, str]) -> Non
     for g in groups:
         for key in g.keys[g.done :]:
             waiting[key] = reason
+
+
+def _all_or_nothing(groups: Sequence[_Group], waiting: dict[str, str]) -> None:
+    """A multi-node job some of whose pods wait gets no capacity at all: the room its
+    other pods were to take is left to nobody (this plan), and they wait too."""
+    for g in groups:
+        reason = next((waiting[k] for k in g.keys if k in waiting), None) if g.gang else None
+        if reason is not None:
+            g.on_room.clear()
+            for key in g.keys:
+                waiting[key] = reason
 
 
 def _cannot_launch(env: Environment | None, name: str) -> str | None:
@@ -248,31 +276,36 @@ class _Free:
     room: Resources
     pod_slots: int
     node: str
+    empty: bool
 
 
-def _use_existing_room(
-    groups: Sequence[_Group], room: Sequence[Room]
-) -> tuple[int, frozenset[str]]:
-    """Place pods on existing room; (pods placed, nodes they were placed on)."""
+def _use_existing_room(groups: Sequence[_Group], room: Sequence[Room]) -> None:
+    """Place pods on existing room (recorded in each group's `on_room`). Exclusive pods
+    first, in priority order: each needs a whole empty room; then the others, largest
+    first."""
     rooms: dict[str, list[_Free]] = {}
     for r in room:
-        rooms.setdefault(r.environment, []).append(_Free(r.free, r.pod_slots, r.node))
-    placed = 0
-    nodes: set[str] = set()
-    for g in sorted(groups, key=lambda g: (g.requests.gpu, g.requests.memory), reverse=True):
+        rooms.setdefault(r.environment, []).append(_Free(r.free, r.pod_slots, r.node, r.empty))
+    shared = sorted(
+        (g for g in groups if not g.gang),
+        key=lambda g: (g.requests.gpu, g.requests.memory),
+        reverse=True,
+    )
+    for g in [*(g for g in groups if g.gang), *shared]:
         for env in g.environments:
             for free in rooms.get(env, ()):
                 if not g.left:
                     break
                 k = min(g.left, _fit_count(free.room, free.pod_slots, g.requests))
+                if g.gang:
+                    k = min(k, 1) if free.empty else 0
                 if k:
                     free.room -= g.requests * k
-                    free.pod_slots -= k
+                    # Nothing else goes beside an exclusive pod.
+                    free.pod_slots = 0 if g.gang else free.pod_slots - k
+                    free.empty = False
                     g.done += k
-                    placed += k
-                    if free.node:
-                        nodes.add(free.node)
-    return placed, frozenset(nodes)
+                    g.on_room.append((free.node, k))
 
 
 # --- one environment --------------------------------------------------------------------
@@ -324,14 +357,18 @@ def _plan_environment(
     patterns = _pack(launchable, demand, candidates, env.spec.allocation_strategy)
     if not within_budget(patterns):
         # Too much for maxvCpus: provide for the longest prefix of pods (in priority
-        # order) that fits the budget, found by bisection on the number of pods.
+        # order, a multi-node job whole or not at all) that fits the budget, found by
+        # bisection on the number of pods.
         total = sum(demand)
         low, high = 0, total
         best: list[_Pattern] = []
         while low < high:
             mid = (low + high + 1) // 2
             trial = _pack(
-                launchable, _prefix(demand, mid), candidates, env.spec.allocation_strategy
+                launchable,
+                _prefix(launchable, demand, mid),
+                candidates,
+                env.spec.allocation_strategy,
             )
             if within_budget(trial):
                 low, best = mid, trial
@@ -366,6 +403,7 @@ def _plan_environment(
                 pods,
                 REASON_PENDING_PODS,
                 tuple((launchable[i].requests, n) for i, n in p.counts.items()),
+                _detail(launchable[i] for i in p.counts),
             )
         )
     for i, g in enumerate(launchable):
@@ -375,10 +413,19 @@ def _plan_environment(
     return launches, vcpus, gpus
 
 
-def _prefix(demand: list[int], pods: int) -> list[int]:
+def _detail(groups: Iterable[_Group]) -> str:
+    """Names the multi-node jobs a launch is for."""
+    gangs = sorted({g.gang for g in groups if g.gang})
+    return ", ".join(f"multi-node job {gang}" for gang in gangs)
+
+
+def _prefix(groups: Sequence[_Group], demand: list[int], pods: int) -> list[int]:
+    """The first `pods` of `demand`, cut before a multi-node job rather than inside it."""
     out = []
-    for d in demand:
+    for g, d in zip(groups, demand, strict=True):
         take = min(d, pods)
+        if g.gang and take < d:
+            take = pods = 0
         out.append(take)
         pods -= take
     return out
@@ -423,8 +470,19 @@ def _pack(
             continue
         need = Resources(gpu=1) if gpu_class else Resources()
         pool = _distinct([o for o in offerings if _eligible(o, need)], strategy)
-        patterns.extend(_pack_class(groups, demand, members, pool, strategy))
+        for i in members:
+            own = _own_instance(pool, groups[i].requests, strategy) if groups[i].gang else None
+            if own is not None and demand[i]:
+                patterns.append(_Pattern(own, demand[i], {i: 1}))
+        shared = [i for i in members if not groups[i].gang]
+        patterns.extend(_pack_class(groups, demand, shared, pool, strategy))
     return patterns
+
+
+def _own_instance(pool: Sequence[Offering], need: Resources, strategy: str) -> Offering | None:
+    """The best-ranked type for a pod alone on an instance (an exclusive pod)."""
+    fitting = [o for o in pool if _fit_count(o.usable, o.pod_slots, need) > 0]
+    return max(fitting, key=lambda o: _rank(o, 1.0, strategy), default=None)
 
 
 Need = tuple[int, int, int]  # cpu millicores, memory bytes, GPUs: plain ints for speed

@@ -39,6 +39,8 @@ class NodeRoom:
     allocatable: Resources
     used: Resources
     pods: int
+    job_pods: int = 0  # of which pods of Jobs (a multi-node job's pod takes no such node)
+    exclusive: bool = False  # holds a multi-node job's pod: no room for anything else
 
 
 def room(
@@ -46,10 +48,19 @@ def room(
     coming: Iterable[tuple[str, InstanceType | None]],
     overhead: NodeOverhead,
 ) -> list[Room]:
-    """Free room on `nodes`; then whole instances of `coming` capacity ((environment,
-    type) of instances still booting or in flight), less the node overhead."""
+    """Free room on `nodes` (none on a node holding a multi-node job's pod); then whole
+    instances of `coming` capacity ((environment, type) of instances still booting or in
+    flight), less the node overhead, empty."""
     max_pods = overhead.max_pods
-    out = [Room(n.environment, n.allocatable - n.used, max_pods - n.pods, n.name) for n in nodes]
+    out = [
+        Room(n.environment, n.allocatable - n.used, max_pods - n.pods, n.name, not n.job_pods)
+        for n in nodes
+        if not n.exclusive
+    ]
     slots = overhead.pod_slots
-    out += [Room(env, overhead.usable(t), slots) for env, t in coming if t is not None and env]
+    out += [
+        Room(env, overhead.usable(t), slots, empty=True)
+        for env, t in coming
+        if t is not None and env
+    ]
     return out

@@ -204,7 +204,10 @@ class EbbExtender:
         # Assume before the POST: the watch may show the pod bound before the POST returns.
         if pod.node_name is None and not checked:
             expires = now + self._binding.assumed_pod_ttl
-            self._cache.assume(pod.uid, pod.requests, args.node, expires)
+            # As a Job's pod: until the watch shows it bound, no gang pod may take the node.
+            self._cache.assume(
+                pod.uid, pod.requests, args.node, expires, job=pod.job_uid is not None
+            )
         try:
             await self._binding.post(args)
         except (kube.ApiError, aiohttp.ClientError, TimeoutError) as exc:

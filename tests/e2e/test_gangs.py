@@ -17,9 +17,11 @@ from tests.e2e.autoscaling import (
     LocalAws,
     batch_job,
     compute_environment,
+    events_of,
     job_queue,
     job_succeeded,
     name,
+    scaled_to_zero,
 )
 from tests.e2e.cluster import wait_for
 
@@ -27,8 +29,10 @@ from tests.e2e.cluster import wait_for
 GANG_CPU = "3"
 
 
-def gang_job(job: str, queue: str, nodes: int, **kwargs: Any) -> dict[str, Any]:
-    body = batch_job(job, queue, pods=nodes, cpu=GANG_CPU, memory="2Gi", **kwargs)
+def gang_job(
+    job: str, queue: str, nodes: int, cpu: str = GANG_CPU, **kwargs: Any
+) -> dict[str, Any]:
+    body = batch_job(job, queue, pods=nodes, cpu=cpu, memory="2Gi", **kwargs)
     body["metadata"]["annotations"][keys.NODES] = str(nodes)
     body["spec"]["completionMode"] = "Indexed"
     return body
@@ -146,6 +150,28 @@ async def test_gang_from_zero_is_bound_together_with_its_variables_and_service(
         return await kube_client.get_or_none(kube.SERVICES, job, namespace) is None
 
     await wait_for(service_gone, 60, message="the gang's Service is deleted with its Job")
+
+
+async def test_a_gang_of_small_pods_gets_a_new_instance_per_pod_then_scales_to_zero(
+    kube_client: kube.KubeClient, namespace: str, local_aws: LocalAws, setup: Any
+) -> None:
+    # c6i and m6i: the cheapest types that hold one of these pods hold several, so a
+    # plan that packed them would launch too few nodes and the gang would wait forever.
+    ce = name("small")
+    await setup(kube.COMPUTE_ENVIRONMENTS, compute_environment(ce, local_aws, maxvCpus=64))
+    await setup(kube.JOB_QUEUES, job_queue(f"{ce}-q", ce))
+    job = "sweep"
+    async with pod_log(kube_client, namespace) as log:
+        await kube_client.create(kube.JOBS, gang_job(job, f"{ce}-q", 4, cpu="1"), namespace)
+        await wait_for(lambda: job_succeeded(kube_client, namespace, job), 120, message=job)
+    assert len(local_aws.instances(ce)) == 4  # one instance per pod, nothing more
+    first_running = next(i for i, e in enumerate(log.events) if e[3] == "Running")
+    bound = {pod: node for _, pod, node, _ in log.events[:first_running] if node}
+    # All four bound before any runs, each on a node of its own.
+    assert len(bound) == len(set(bound.values())) == 4, log.events
+    launched = [e["message"] for e in await events_of(kube_client, ce) if e["reason"] == "Launched"]
+    assert launched and all(f"multi-node job {namespace}/{job}" in m for m in launched), launched
+    await wait_for(lambda: scaled_to_zero(kube_client, local_aws, ce), 60, message="to zero")
 
 
 async def test_no_other_pod_shares_a_node_with_a_gang_pod(

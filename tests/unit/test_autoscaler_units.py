@@ -129,9 +129,12 @@ def test_only_unschedulable_batch_pods_that_new_capacity_could_take_are_pending(
         pod("going", terminating=True),
         pod("no-toleration", tolerates_batch_taint=False),
         pod("running", phase="Running"),
+        pod("gang", gang_size=2),
     ]
+    size, created = Resources(1000, 2**30, 0), pods[0].created
     assert pending_pods(pods, queues) == [
-        PendingPod("ns/waits", Resources(1000, 2**30, 0), ("ce", "other"), 7, pods[0].created)
+        PendingPod("ns/waits", size, ("ce", "other"), 7, created, job="ns/j"),
+        PendingPod("ns/gang", size, ("ce", "other"), 7, created, exclusive=True, job="ns/j"),
     ]
 
 
@@ -157,12 +160,18 @@ def test_a_launch_counts_as_in_flight_until_ec2_shows_its_token() -> None:
 def test_room_is_free_room_on_nodes_then_whole_instances_on_their_way() -> None:
     t = CATALOG.get("c6i.large")
     assert t is not None
-    node = NodeRoom("n1", "ce", Resources(2000, 4 * 2**30, 0), Resources(500, 2**30, 0), 3)
+    size, used = Resources(2000, 4 * 2**30, 0), Resources(500, 2**30, 0)
+    nodes = [
+        NodeRoom("n1", "ce", size, used, 3, job_pods=1),
+        NodeRoom("no-job-pods", "ce", size, used, 3),
+        NodeRoom("gang", "ce", size, used, 3, job_pods=1, exclusive=True),  # none beside it
+    ]
     overhead = NodeOverheadSettings(max_pods=10, daemonset_pods=2).node_overhead()
-    out = room([node], [("ce", t), ("ce", None), ("", t)], overhead)
+    out = room(nodes, [("ce", t), ("ce", None), ("", t)], overhead)
     assert out == [
         Room("ce", Resources(1500, 3 * 2**30, 0), 7, "n1"),
-        Room("ce", overhead.usable(t), 8),
+        Room("ce", Resources(1500, 3 * 2**30, 0), 7, "no-job-pods", empty=True),
+        Room("ce", overhead.usable(t), 8, empty=True),
     ]
 
 

@@ -107,3 +107,18 @@ async def test_a_bind_kube_scheduler_would_never_ask_is_refused_and_counted(
     # The batch pod that fits its queue's environment is bound.
     assert await extender.bind(BindingArgs("fits", "ns", "", "batch")) == ""
     assert posted == ["fits"]
+
+
+async def test_a_job_pod_being_bound_keeps_gang_pods_off_its_node() -> None:
+    """Between a Job pod's bind and the watch showing it bound, its node is not empty:
+    a multi-node job's pod filtered meanwhile must not be placed beside it."""
+
+    async def post(args: BindingArgs) -> None:  # the watch never shows it: assumed only
+        pass
+
+    job_pod = dataclasses.replace(pod("p1", "q", namespace="ns"), job_uid="job-1")
+    extender = extender_with(
+        {"ns/p1": job_pod}, Binding(post, concurrency=1, wait=1, assumed_pod_ttl=30)
+    )
+    assert await extender.bind(BindingArgs("p1", "ns", "", "batch")) == ""
+    assert extender._cache.occupants("batch") == (1, 0)

@@ -3,6 +3,7 @@ maxvCpus, minvCpus, overflow between environments, GPU/CPU separation."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -347,3 +348,136 @@ def test_every_pod_placed_fits_its_instance(
         assert launch.pods == launch.count * sum(n for _, n in launch.per_instance)
     placed = sum(launch.pods for launch in plan.launches)
     assert placed + len(plan.waiting) == len(pending)
+
+
+# --- multi-node jobs (gangs): exclusive pods, all or nothing ---------------------------
+
+
+def gang(
+    n: int, cpu: int = 1000, memory: int = 2 * GI, *, job: str = "ns/train", priority: int = 0
+) -> list[PendingPod]:
+    return [
+        PendingPod(
+            f"{job}-{i}",
+            Resources(cpu, memory),
+            ("ce",),
+            priority,
+            exclusive=True,
+            job=job,
+        )
+        for i in range(n)
+    ]
+
+
+def test_a_gang_of_small_pods_gets_an_instance_per_pod() -> None:
+    plan = plan_launches({"ce": env(ce())}, gang(4, memory=GI))
+    (launch,) = plan.launches
+    # The cheapest type that holds one: several would fit a larger one, but a gang pod
+    # takes a node to itself.
+    assert (launch.instance_type, launch.count, launch.pods) == ("c6i.large", 4, 4)
+    assert launch.per_instance == ((Resources(1000, GI), 1),)
+    assert launch.reason == "pending-pods" and launch.detail == "multi-node job ns/train"
+    assert not plan.waiting
+
+
+def test_a_gang_pod_takes_only_empty_room_and_nothing_goes_beside_it() -> None:
+    room = [
+        Room("ce", Resources(4000, 16 * GI), 100, "busy"),  # a Job's pod runs there
+        Room("ce", Resources(4000, 16 * GI), 100, "empty", empty=True),
+        Room("ce", Resources(4000, 16 * GI), 100, empty=True),  # booting
+    ]
+    plan = plan_launches({"ce": env(ce())}, [*gang(3), *pods(2)], room)
+    # Two gang pods on the empty node and the booting instance, the plain pods beside
+    # the busy node's pod (not beside a gang pod), one new instance for the third.
+    assert plan.on_existing == 4
+    assert plan.awaited_nodes == {"busy", "empty"}
+    (launch,) = plan.launches
+    assert (launch.count, launch.detail) == (1, "multi-node job ns/train")
+    # With no empty room, plain pods are not put beside gang pods on new instances.
+    plan = plan_launches({"ce": env(ce())}, [*gang(2), *pods(3, cpu=250)])
+    for launch in plan.launches:
+        assert launch.detail == "" or launch.per_instance == ((Resources(1000, 2 * GI), 1),)
+
+
+def test_a_gang_is_planned_whole_or_not_at_all() -> None:
+    # maxvCpus 6: three c6i.large, not the four the gang needs; the room on the empty
+    # node is not taken either (the gang waits whole), and the plain pod behind it too.
+    room = [Room("ce", Resources(4000, 16 * GI), 100, "empty", empty=True)]
+    e = env(ce(max_vcpus=6))
+    plan = plan_launches({"ce": e}, [*gang(5, priority=1), *pods(1)], room)
+    assert plan.launches == () and plan.on_existing == 0 and not plan.awaited_nodes
+    assert set(plan.waiting) == {f"ns/train-{i}" for i in range(5)} | {"ns/p0"}
+    assert set(plan.waiting.values()) == {"maxvCpus 6 of ce reached"}
+    # A pod of higher priority gets its room first; the gang still waits whole.
+    plan = plan_launches({"ce": e}, [*pods(1, cpu=2000, memory=4 * GI), *gang(3, priority=-1)])
+    assert sum(launch.pods for launch in plan.launches) == 1
+    assert set(plan.waiting) == {f"ns/train-{i}" for i in range(3)}
+
+
+def test_a_gang_overflows_whole_to_the_next_environment() -> None:
+    envs = {"a": env(ce("a", max_vcpus=4)), "b": env(ce("b"))}
+    pending = [dataclasses.replace(p, environments=("a", "b")) for p in gang(3)]
+    plan = plan_launches(envs, pending)
+    assert [(x.environment, x.count) for x in plan.launches] == [("b", 3)]
+
+
+gangs = st.lists(
+    st.tuples(
+        st.sampled_from([250, 1000, 2000, 3500, 30000]),
+        st.sampled_from([256, 2048, 15000]),
+        st.sampled_from([0, 0, 1]),
+        st.integers(1, 8),
+    ),
+    max_size=3,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(shapes, max_size=4),
+    gangs,
+    st.lists(st.tuples(st.sampled_from([1000, 4000, 16000]), st.booleans()), max_size=6),
+    families,
+    st.integers(1, 200),
+)
+def test_gang_pods_never_share_an_instance_and_gangs_are_never_planned_in_part(
+    pod_shapes: list[tuple[int, int, int, int]],
+    gang_shapes: list[tuple[int, int, int, int]],
+    rooms: list[tuple[int, bool]],
+    instance_families: list[str],
+    max_vcpus: int,
+) -> None:
+    spec = ce(instance_types=tuple(instance_families), max_vcpus=max_vcpus)
+    plain = [
+        PendingPod(f"ns/s{j}-{i}", Resources(cpu, mem * MIB, gpu), ("ce",))
+        for j, (cpu, mem, gpu, n) in enumerate(pod_shapes)
+        for i in range(n)
+    ]
+    # A gang pod's memory is one byte off any plain pod's: a launch's sizes tell them apart.
+    gang_pods = [
+        PendingPod(
+            f"ns/g{j}-{i}", Resources(cpu, mem * MIB + 1, gpu), ("ce",), exclusive=True, job=f"g{j}"
+        )
+        for j, (cpu, mem, gpu, n) in enumerate(gang_shapes)
+        for i in range(n)
+    ]
+    room = [
+        Room("ce", Resources(cpu, 64 * GI), 100, f"n{i}", empty)
+        for i, (cpu, empty) in enumerate(rooms)
+    ]
+    plan = plan_launches({"ce": env(spec)}, [*gang_pods, *plain], room)
+    launched_gang_pods = 0
+    for launch in plan.launches:
+        exclusive = [size for size, _ in launch.per_instance if size.memory % MIB]
+        if exclusive:  # one gang pod per instance, nothing beside it
+            assert launch.per_instance == ((exclusive[0], 1),) and launch.detail
+            launched_gang_pods += launch.pods
+        assert sum(x.vcpus for x in plan.launches) <= max_vcpus
+    for j in range(len(gang_shapes)):
+        keys = {p.key for p in gang_pods if p.key.startswith(f"ns/g{j}-")}
+        assert keys <= plan.waiting.keys() or not keys & plan.waiting.keys()
+    waiting_gang_pods = sum(1 for k in plan.waiting if k.startswith("ns/g"))
+    gang_on_room = len(gang_pods) - waiting_gang_pods - launched_gang_pods
+    assert 0 <= gang_on_room <= sum(1 for _, empty in rooms if empty)
+    placed = sum(x.pods for x in plan.launches)
+    assert placed + plan.on_existing + len(plan.waiting) == len(plain) + len(gang_pods)
