@@ -4,6 +4,7 @@ not running, and cancel or terminate jobs.
     kubectl ebb queues | ces | jobs [-q QUEUE] [--state S] [-A]
     kubectl ebb why JOB | describe JOB
     kubectl ebb cancel JOB --reason R | terminate JOB --reason R
+    kubectl ebb submit --job-name N --job-queue Q --job-definition D[:REV] [...]
 
 Tables by default; `-o json|yaml` for machines. Honours --kubeconfig, --context, -n.
 It reads only what Ebb publishes on the objects, so it works from any machine that
@@ -385,6 +386,7 @@ class Cli:
         header = [
             f"Job:      {self.namespace}/{name}",
             f"Queue:    {job['metadata']['labels'][keys.QUEUE_LABEL]}",
+            f"Definition: {ann.get(keys.JOB_DEFINITION, '-')}",
             f"State:    {ann.get(keys.STATE, '?')} ({ann.get(keys.REASON_CODE, '')})",
             f"Reason:   {ann.get(keys.REASON, '')}",
             f"Attempts: {int(status.get('succeeded', 0)) + int(status.get('failed', 0))}",
@@ -423,12 +425,86 @@ class Cli:
             text,
         )
 
+    async def submit(self, job: Json) -> None:
+        created = await self.client.create(kube.JOBS, job, self.namespace)
+        meta = created["metadata"]
+        ann = meta.get("annotations") or {}
+        emit(
+            {
+                "jobName": meta["name"],
+                "jobId": meta.get("uid"),
+                "namespace": meta["namespace"],
+                "jobDefinition": ann.get(keys.JOB_DEFINITION),
+                "state": ann.get(keys.STATE),
+            },
+            self.output,
+            f"job {meta['namespace']}/{meta['name']} submitted (definition "
+            f"{ann.get(keys.JOB_DEFINITION)}, {ann.get(keys.STATE)}); "
+            f"kubectl ebb describe {meta['name']} -n {meta['namespace']}",
+        )
+
     async def stop(self, name: str, annotation: str, reason: str, verb: str) -> None:
         await self._job(name)
         await self.client.patch(
             kube.JOBS, name, {"metadata": {"annotations": {annotation: reason}}}, self.namespace
         )
         print(f"job {self.namespace}/{name} {verb} requested: {reason}")
+
+
+def _json_arg(value: str, flag: str) -> Any:
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise SystemExit(f"error: {flag}: not valid JSON ({exc})") from None
+
+
+def submit_job(args: argparse.Namespace) -> Json:
+    """The Job `kubectl ebb submit` creates: AWS Batch's SubmitJob as a Job that names its
+    definition; the webhook builds the pod template from it (ebb/jobdefinition.py)."""
+    annotations = {keys.JOB_DEFINITION: args.job_definition}
+    parameters = {}
+    for item in args.parameters or ():
+        key, found, value = item.partition("=")
+        if not found or not key:
+            raise SystemExit(f"error: --parameters: {item!r} is not KEY=VALUE")
+        parameters[key] = value
+    if parameters:
+        annotations[keys.PARAMETERS] = orjson.dumps(parameters).decode()
+    if args.depends_on:
+        annotations[keys.DEPENDS_ON] = ",".join(args.depends_on)
+    for key, value in (
+        (keys.SCHEDULING_PRIORITY, args.scheduling_priority),
+        (keys.RETRY_STRATEGY, args.retry_strategy),
+        (keys.TIMEOUT_SECONDS, args.timeout),
+    ):
+        if value is not None:
+            annotations[key] = str(value)
+    labels = {keys.QUEUE_LABEL: args.job_queue}
+    if args.share:
+        labels[keys.SHARE_LABEL] = args.share
+    overrides = (
+        _json_arg(args.container_overrides, "--container-overrides")
+        if args.container_overrides
+        else []
+    )
+    if isinstance(overrides, dict):  # AWS Batch's eksPropertiesOverride.podProperties shape
+        overrides = overrides.get("containers") or []
+    if not isinstance(overrides, list):
+        raise SystemExit(
+            "error: --container-overrides: a JSON list of {name, image, command, args, env, "
+            "resources}, or an object with such a list under containers"
+        )
+    spec: Json = {"template": {"spec": {"containers": overrides}}}
+    if args.array_size is not None:
+        spec.update(
+            completionMode="Indexed", completions=args.array_size, parallelism=args.array_size
+        )
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": args.job_name, "labels": labels, "annotations": annotations},
+        "spec": spec,
+    }
 
 
 def _connection_flags(defaults: bool) -> argparse.ArgumentParser:
@@ -466,6 +542,20 @@ def parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, parents=[common], help=text)
         cmd.add_argument("job")
         cmd.add_argument("--reason", required=True)
+    submit = sub.add_parser(
+        "submit", parents=[common], help="submit a job from a job definition (AWS Batch SubmitJob)"
+    )
+    submit.add_argument("--job-name", required=True)
+    submit.add_argument("--job-queue", required=True)
+    submit.add_argument("--job-definition", required=True, help="NAME (latest) or NAME:REVISION")
+    submit.add_argument("--parameters", nargs="+", metavar="KEY=VALUE")
+    submit.add_argument("--array-size", type=int)
+    submit.add_argument("--depends-on", nargs="+", metavar="JOB[:TYPE]")
+    submit.add_argument("--share", help="share identifier (fair share)")
+    submit.add_argument("--scheduling-priority", type=int)
+    submit.add_argument("--retry-strategy", help='JSON, e.g. {"attempts": 3}')
+    submit.add_argument("--timeout", type=int, help="attempt duration in seconds")
+    submit.add_argument("--container-overrides", help="JSON list of {name, image, ...}")
     return top
 
 
@@ -493,6 +583,8 @@ def _refusal(args: argparse.Namespace, namespace: str, exc: kube.ApiError) -> st
             role = f"ClusterRole ebb-admin (without -A: the jobs of namespace {namespace})"
         case "jobs":
             tried, role = f"list jobs in namespace {namespace}", _edit_role(namespace)
+        case "submit":
+            tried, role = f"create job {namespace}/{args.job_name}", _edit_role(namespace)
         case _:
             verb = "read" if args.command in ("why", "describe") else args.command
             tried, role = f"{verb} job {namespace}/{args.job}", _edit_role(namespace)
@@ -517,6 +609,8 @@ async def _command(cli: Cli, args: argparse.Namespace) -> None:
             await cli.stop(args.job, keys.CANCEL, args.reason, "cancel")
         case "terminate":
             await cli.stop(args.job, keys.TERMINATE, args.reason, "termination")
+        case "submit":
+            await cli.submit(submit_job(args))
 
 
 def main(argv: list[str] | None = None) -> int:

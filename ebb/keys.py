@@ -27,6 +27,10 @@ ARRAY_DEPENDENCY: Final = "ebb.dev/array-dependency"
 # also stamped on its pod template as a label, so placement knows the gang's size.
 NODES: Final = "ebb.dev/nodes"
 MAIN_NODE_INDEX: Final = "ebb.dev/main-node-index"
+# The JobDefinition the Job's pod template comes from (NAME or NAME:REV; the webhook
+# rewrites it to the NAME:REV it used), and the values of its Ref:: parameters (JSON).
+JOB_DEFINITION: Final = "ebb.dev/job-definition"
+PARAMETERS: Final = "ebb.dev/parameters"
 
 # Job annotations published by Ebb.
 STATE: Final = "ebb.dev/state"
@@ -72,6 +76,8 @@ JOB_ANNOTATIONS: Final = frozenset(
         ARRAY_DEPENDENCY,
         NODES,
         MAIN_NODE_INDEX,
+        JOB_DEFINITION,
+        PARAMETERS,
     }
     | PUBLISHED_ANNOTATIONS
 )

@@ -22,6 +22,7 @@ from prometheus_client import Counter, Gauge
 
 from ebb import kube, tls
 from ebb.background import Background
+from ebb.jobdefinition import JobDefinition, cached_definition
 from ebb.leader import LeaderElector
 from ebb.model import (
     ComputeEnvironment,
@@ -60,12 +61,13 @@ QUEUES = web.AppKey("queues", kube.Reflector[JobQueue])
 COMPUTE_ENVIRONMENTS = web.AppKey("compute_environments", kube.Reflector[ComputeEnvironment])
 POLICIES = web.AppKey("policies", kube.Reflector[SchedulingPolicy])
 NAMESPACES = web.AppKey("namespaces", kube.Reflector[NamespaceInfo])
+DEFINITIONS = web.AppKey("job_definitions", kube.Reflector[JobDefinition])
 JOB_CONTROLLER = web.AppKey("job_controller", JobController)
 LEADER = web.AppKey("leader", LeaderElector)
 SETTINGS = web.AppKey("settings", SchedulerSettings)
 IDENTITY = web.AppKey("identity", _Identity)
 PLACEMENT = web.AppKey("placement", EbbExtender)
-_REFLECTORS = (NODES, PODS, QUEUES, COMPUTE_ENVIRONMENTS, POLICIES, NAMESPACES)
+_REFLECTORS = (NODES, PODS, QUEUES, COMPUTE_ENVIRONMENTS, POLICIES, NAMESPACES, DEFINITIONS)
 
 
 def create_app(
@@ -130,6 +132,10 @@ def _webhook_context(app: web.Application) -> webhook.WebhookContext:
         if raw is not None:
             app[NAMESPACES].apply_write(raw)
 
+    async def refresh_definitions(namespace: str) -> None:
+        for raw in (await app[CLIENT].list(kube.JOB_DEFINITIONS, namespace)).items:
+            app[DEFINITIONS].apply_write(raw)
+
     return webhook.WebhookContext(
         queue=queues.get,
         queue_names=lambda: list(queues),
@@ -143,6 +149,8 @@ def _webhook_context(app: web.Application) -> webhook.WebhookContext:
         namespace=app[NAMESPACES].store.get,
         refresh_namespace=refresh_namespace,
         policy=app[POLICIES].store.get,
+        definitions=lambda namespace: app[DEFINITIONS].store.by_index("namespace", namespace),
+        refresh_definitions=refresh_definitions,
     )
 
 
@@ -254,6 +262,14 @@ def _kubernetes(
         )
         app[NAMESPACES] = kube.Reflector(
             client, kube.NAMESPACES, namespace_from_raw, name="namespaces", silence_timeout=silence
+        )
+        app[DEFINITIONS] = kube.Reflector(
+            client,
+            kube.JOB_DEFINITIONS,
+            cached_definition,
+            name="jobdefinitions",
+            indexers={"namespace": lambda d: (d.namespace,)},
+            silence_timeout=silence,
         )
         app[PLACEMENT] = ebb_extender(
             client,

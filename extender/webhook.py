@@ -28,6 +28,12 @@ from aiohttp import web
 from prometheus_client import Counter
 
 from ebb import keys
+from ebb.jobdefinition import (
+    DefinitionError,
+    JobDefinition,
+    apply_definition,
+    job_definition_from_raw,
+)
 from ebb.jobspec import DependencyType, JobSpec, SpecError, parse_job_spec
 from ebb.kube import KubeClient
 from ebb.kube.resources import MUTATING_WEBHOOKS, VALIDATING_WEBHOOKS
@@ -53,7 +59,10 @@ _IMMUTABLE = (
     keys.TIMEOUT_SECONDS,
     keys.ARRAY_DEPENDENCY,
     keys.SCHEDULING_PRIORITY,
+    keys.JOB_DEFINITION,
+    keys.PARAMETERS,
 )
+DEFINITION_VALIDATE_PATH = "/webhook/jobdefinitions/validate"
 Json = dict[str, Any]
 
 
@@ -74,6 +83,9 @@ class WebhookContext:
     namespace: Callable[[str], NamespaceInfo | None] = lambda _: None
     refresh_namespace: Callable[[str], Awaitable[None]] = lambda _: _nothing()
     policy: Callable[[str], SchedulingPolicy | None] = lambda _: None
+    # A namespace's JobDefinitions (every active revision), and a fresh read of them.
+    definitions: Callable[[str], list[JobDefinition]] = lambda _: []
+    refresh_definitions: Callable[[str], Awaitable[None]] = lambda _: _nothing()
 
     def tenancy_refusal(self, job: Json, queue: JobQueue) -> tenancy.Refusal | None:
         """Why the Job's namespace may not use its queue or its share (tenancy.check)."""
@@ -535,6 +547,7 @@ def review(body: Json, ctx: WebhookContext, *, mutating: bool) -> Json:
                 return _response(uid, True, warnings=unknown_key_warnings(job, old))
             REVIEWS.labels(name, "allowed").inc()
             return _response(uid, True)
+        job = _from_definition(job, ctx)
         job_spec = validate_new_job(job, ctx)
         queue_name = str(((job.get("metadata") or {}).get("labels") or {}).get(keys.QUEUE_LABEL))
     except Rejected as exc:
@@ -549,14 +562,53 @@ def review(body: Json, ctx: WebhookContext, *, mutating: bool) -> Json:
     REVIEWS.labels(name, "allowed").inc()
     if not mutating:
         return _response(uid, True)
+    submitted = request.get("object") or {}
     return _response(
         uid,
         True,
         patch=json_patch(
-            job, mutate(job, job_spec, ctx.scheduler_name, job_share(job, ctx.queue(queue_name)))
+            submitted,
+            mutate(job, job_spec, ctx.scheduler_name, job_share(job, ctx.queue(queue_name))),
         ),
         warnings=unknown_key_warnings(job),
     )
+
+
+def _from_definition(job: Json, ctx: WebhookContext) -> Json:
+    """The Job with its pod template from the JobDefinition it names, if it names one."""
+    meta = job.get("metadata") or {}
+    if keys.JOB_DEFINITION not in (meta.get("annotations") or {}):
+        return job
+    try:
+        return apply_definition(job, ctx.definitions(str(meta.get("namespace", ""))))
+    except DefinitionError as exc:
+        raise Rejected(str(exc)) from None
+
+
+def review_definition(body: Json) -> Json:
+    """A JobDefinition created (validated as AWS Batch would register it) or updated (a
+    revision is immutable: a new one is a new object, docs/decisions/0009)."""
+    request = body.get("request")
+    if not isinstance(request, dict) or not request.get("uid"):
+        raise web.HTTPBadRequest(text="request: an AdmissionReview with request.uid is required")
+    uid = str(request["uid"])
+    new, old = request.get("object"), request.get("oldObject")
+    try:
+        if not isinstance(new, dict):
+            raise Rejected("object: must be a JobDefinition object")
+        if request.get("operation") == "UPDATE" and isinstance(old, dict):
+            if new.get("spec") != old.get("spec"):
+                raise Rejected(
+                    "spec: a job definition revision is immutable; register a new revision "
+                    "as a new JobDefinition named <name>-<next revision>"
+                )
+        elif request.get("operation") == "CREATE":
+            job_definition_from_raw(new)
+    except (Rejected, DefinitionError) as exc:
+        REVIEWS.labels("jobdefinition", "rejected").inc()
+        return _response(uid, False, f"Ebb: {exc}")
+    REVIEWS.labels("jobdefinition", "allowed").inc()
+    return _response(uid, True)
 
 
 _PREFETCH_LIMIT = 500
@@ -574,6 +626,9 @@ async def prefetch(body: Json, ctx: WebhookContext) -> None:
         return  # review() says what is wrong
     if not isinstance(meta, dict):
         return
+    if keys.JOB_DEFINITION in (meta.get("annotations") or {}):
+        # A revision registered a moment ago may not be cached yet; "latest" must see it.
+        await ctx.refresh_definitions(str(meta.get("namespace", "")))
     queue_name = (meta.get("labels") or {}).get(keys.QUEUE_LABEL)
     if isinstance(queue_name, str) and ctx.queue(queue_name) is None:
         await ctx.refresh_queue(queue_name)
@@ -626,8 +681,18 @@ def add_routes(app: web.Application, context: Callable[[], WebhookContext]) -> N
     async def validate_handler(request: web.Request) -> web.Response:
         return await handle(request, False)
 
+    async def definition_handler(request: web.Request) -> web.Response:
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError as exc:
+            raise web.HTTPBadRequest(text=f"body: not valid JSON ({exc})") from None
+        if not isinstance(body, dict):
+            raise web.HTTPBadRequest(text="body: must be an AdmissionReview object")
+        return web.json_response(review_definition(body), dumps=lambda o: orjson.dumps(o).decode())
+
     app.router.add_post(MUTATE_PATH, mutate_handler)
     app.router.add_post(VALIDATE_PATH, validate_handler)
+    app.router.add_post(DEFINITION_VALIDATE_PATH, definition_handler)
 
 
 # --- registration ---------------------------------------------------------------------
@@ -681,7 +746,21 @@ def configurations(client_config: Callable[[str], Json], admitter: str) -> tuple
                 "matchConditions": [
                     {"name": "not-ebb", "expression": f"request.userInfo.username != '{admitter}'"}
                 ],
-            }
+            },
+            {
+                **{k: v for k, v in common.items() if k != "objectSelector"},
+                "name": "jobdefinitions.validate.ebb.dev",
+                "clientConfig": client_config(DEFINITION_VALIDATE_PATH),
+                "rules": [
+                    {
+                        "apiGroups": [keys.GROUP],
+                        "apiVersions": [keys.VERSION],
+                        "resources": ["jobdefinitions"],
+                        "scope": "Namespaced",
+                        "operations": ["CREATE", "UPDATE"],
+                    }
+                ],
+            },
         ],
     }
     return mutating, validating

@@ -63,3 +63,4 @@ VALIDATING_WEBHOOKS = Resource(
 COMPUTE_ENVIRONMENTS = Resource(GROUP, VERSION, "computeenvironments", "ComputeEnvironment", False)
 JOB_QUEUES = Resource(GROUP, VERSION, "jobqueues", "JobQueue", False)
 SCHEDULING_POLICIES = Resource(GROUP, VERSION, "schedulingpolicies", "SchedulingPolicy", False)
+JOB_DEFINITIONS = Resource(GROUP, VERSION, "jobdefinitions", "JobDefinition", True)

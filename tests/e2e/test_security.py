@@ -71,6 +71,8 @@ CAN_I: list[tuple[str, str, str, tuple[str, ...], bool]] = [
     (SCHEDULER, "watch", "namespaces", (), True),
     (SCHEDULER, "create", "events.events.k8s.io", (IN_USERS,), True),
     (SCHEDULER, "watch", "computeenvironments.ebb.dev", (), True),
+    (SCHEDULER, "watch", "jobdefinitions.ebb.dev", (ALL,), True),
+    (SCHEDULER, "create", "jobdefinitions.ebb.dev", (IN_USERS,), False),
     (SCHEDULER, "patch", "jobqueues.ebb.dev", ("--subresource=status",), True),
     (SCHEDULER, "patch", "schedulingpolicies.ebb.dev", ("--subresource=status",), True),
     (SCHEDULER, "create", "mutatingwebhookconfigurations", (), True),

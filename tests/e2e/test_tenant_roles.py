@@ -45,6 +45,14 @@ CAN_I: list[tuple[str, str, str, tuple[str, ...], bool]] = [
     ("alice", "list", "pods", (IN_ALICE,), True),
     ("alice", "get", "pods", (IN_ALICE, "--subresource=log"), True),
     ("alice", "list", "events", (IN_ALICE,), True),
+    # ... and register (create), read and deregister (delete) job definitions there; a
+    # revision is immutable (no update or patch).
+    *[
+        ("alice", verb, "jobdefinitions.ebb.dev", (IN_ALICE,), True)
+        for verb in ("create", "get", "list", "watch", "delete")
+    ],
+    ("alice", "patch", "jobdefinitions.ebb.dev", (IN_ALICE,), False),
+    ("alice", "create", "jobdefinitions.ebb.dev", (IN_BOB,), False),
     # ... and nothing of another tenant's, nor of the cluster's.
     ("alice", "get", "jobs.batch", (IN_BOB,), False),
     ("alice", "patch", "jobs.batch", (IN_BOB,), False),
@@ -64,6 +72,8 @@ CAN_I: list[tuple[str, str, str, tuple[str, ...], bool]] = [
     ("alice", "update", "schedulingpolicies.ebb.dev", (), False),
     # A reader (ebb-view, ClusterRoleBinding): the queues, environments and policies.
     *[("vic", verb, kind, (), True) for kind in EBB_KINDS for verb in ("get", "list", "watch")],
+    *[("vic", verb, "jobdefinitions.ebb.dev", (ALL,), True) for verb in ("get", "list")],
+    ("vic", "create", "jobdefinitions.ebb.dev", (IN_ALICE,), False),
     ("vic", "create", "jobqueues.ebb.dev", (), False),
     ("vic", "patch", "computeenvironments.ebb.dev", (), False),
     ("vic", "patch", "jobqueues.ebb.dev", ("--subresource=status",), False),
@@ -84,6 +94,10 @@ CAN_I: list[tuple[str, str, str, tuple[str, ...], bool]] = [
         for verb in ("create", "update", "patch", "delete")
     ],
     ("olga", "list", "jobs.batch", (ALL,), True),
+    *[
+        ("olga", verb, "jobdefinitions.ebb.dev", (IN_BOB,), True)
+        for verb in ("create", "update", "patch", "delete")
+    ],
     ("olga", "patch", "jobs.batch", (IN_BOB,), True),
     ("olga", "list", "pods", (ALL,), True),
     ("olga", "list", "events", ("--namespace=default",), True),
