@@ -449,12 +449,8 @@ def _override_containers(definition: JobDefinition, overrides: list[Any]) -> lis
                 f"{where}.name: job definition {definition.reference} has no container "
                 f"{name!r} to override (its containers: {', '.join(map(str, names))})"
             )
-        extra = sorted(set(override) - {"name", *_OVERRIDE_FIELDS})
-        if extra:
-            raise DefinitionError(
-                f"{where}: {', '.join(extra)} cannot be overridden (allowed: "
-                f"{', '.join(_OVERRIDE_FIELDS)})"
-            )
+        # Only _OVERRIDE_FIELDS are taken: the API server has defaulted others
+        # (imagePullPolicy, terminationMessagePath) before Ebb sees the Job.
         containers[position] = _merge_container(containers[position], override, where)
     return containers
 

@@ -176,11 +176,6 @@ def test_parameters_defaults_and_overrides() -> None:
             "spec.template.spec.containers[0].name: job definition train:1 has no container "
             "'side' to override (its containers: main)",
         ),
-        (
-            {keys.PARAMETERS: '{"input": "a"}'},
-            [{"name": "main", "ports": []}],
-            "containers[0]: ports cannot be overridden",
-        ),
         ({keys.PARAMETERS: "[1]"}, [], f"annotations[{keys.PARAMETERS}]: must be a JSON object"),
     ],
 )
