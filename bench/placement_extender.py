@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import aiohttp
@@ -81,7 +81,10 @@ def _extender(node_count: int, pod_count: int, seed: int) -> EbbExtender:
         pods[pod.key] = pod
         cache.on_pod(Event(EventType.ADDED, pod.key, None, pod))
 
-    async def no_binding(args: BindingArgs) -> None:
+    async def no_binding(args: BindingArgs, annotations: Mapping[str, str]) -> None:
+        raise RuntimeError("the benchmark does not bind")
+
+    async def no_failures(namespace: str, name: str) -> int:
         raise RuntimeError("the benchmark does not bind")
 
     return EbbExtender(
@@ -92,7 +95,7 @@ def _extender(node_count: int, pod_count: int, seed: int) -> EbbExtender:
             e["metadata"]["name"]: compute_environment_from_raw(e)
             for e in synthetic.environment_objects()
         },
-        binding=Binding(no_binding, concurrency=1, wait=1.0, assumed_pod_ttl=30.0),
+        binding=Binding(no_binding, no_failures, concurrency=1, wait=1.0, assumed_pod_ttl=30.0),
         ready=lambda: True,
     )
 

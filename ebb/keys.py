@@ -12,7 +12,12 @@ API_VERSION: Final = f"{GROUP}/{VERSION}"
 # Job (and pod template) labels.
 QUEUE_LABEL: Final = "ebb.dev/queue"
 SHARE_LABEL: Final = "ebb.dev/share"
-JOB_ID_LABEL: Final = "ebb.dev/job-id"  # the Job's UID, stamped on its pods
+JOB_ID_LABEL: Final = "ebb.dev/job-id"  # the Job's name, stamped on its pods
+
+# Pod annotations Ebb's extender sets when it binds a pod (with the Binding, so they land
+# with spec.nodeName); the pod's AWS_BATCH_JOB_ATTEMPT and AWS_BATCH_CE_NAME read them.
+POD_ATTEMPT: Final = "ebb.dev/attempt"
+POD_COMPUTE_ENVIRONMENT: Final = "ebb.dev/compute-environment"
 
 # Job annotations set by users.
 DEPENDS_ON: Final = "ebb.dev/depends-on"

@@ -372,6 +372,8 @@ class PodInfo:
     # The Job controller's finalizer: on a finished pod, it has not counted the pod yet.
     job_tracking: bool = False
     gang_size: int | None = None  # a multi-node job's pod: its job's node count
+    # The Job controller's count of its index's earlier failures (backoffLimitPerIndex).
+    index_failures: int | None = None
 
     @property
     def key(self) -> str:
@@ -396,6 +398,7 @@ def _condition(status: Raw, kind: str) -> Raw | None:
 
 
 JOB_TRACKING_FINALIZER = "batch.kubernetes.io/job-tracking"
+INDEX_FAILURE_COUNT = "batch.kubernetes.io/job-index-failure-count"
 
 
 def pod_from_raw(raw: Raw) -> PodInfo:
@@ -466,4 +469,7 @@ def pod_from_raw(raw: Raw) -> PodInfo:
         ),
         job_tracking=JOB_TRACKING_FINALIZER in (meta.get("finalizers") or ()),
         gang_size=int(gang) if (gang := labels.get(keys.NODES, "")).isdigit() else None,
+        index_failures=int(count)
+        if (count := annotations.get(INDEX_FAILURE_COUNT, "")).isdigit()
+        else None,
     )

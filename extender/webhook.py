@@ -6,10 +6,11 @@ compute environment of the queue can hold — with a message naming the field an
 limit or the largest node; it warns about `ebb.dev/` keys it does not know.
 It then makes the Job Ebb's: suspended (so no pod exists before admission), tolerating
 the batch taint, its pod template stamped with the queue, share and job-id labels,
-its timeout and retry strategy translated, array children given
-AWS_BATCH_JOB_ARRAY_INDEX. On updates it keeps Ebb's fields immutable and lets only
-Ebb unsuspend a queued Job. A Job created already suspended works without the webhook,
-and a suspended Job that never ran may be put in a queue by labelling it later.
+its timeout and retry strategy translated, its containers given AWS Batch's
+environment variables (AWS_BATCH_*: names the user may not set). On updates it keeps
+Ebb's fields immutable and lets only Ebb unsuspend a queued Job. A Job created already
+suspended works without the webhook, and a suspended Job that never ran may be put in a
+queue by labelling it later (without AWS Batch's variables: a Job's env is immutable).
 """
 
 from __future__ import annotations
@@ -164,6 +165,9 @@ def validate_new_job(job: Json, ctx: WebhookContext) -> JobSpec:
             "array job (completionMode Indexed, completions > 1)"
         )
     template_spec = (spec.get("template") or {}).get("spec") or {}
+    reserved = user_batch_env(template_spec)
+    if reserved is not None:
+        raise Rejected(reserved)
     if job_spec.retry is not None:
         ours = translate(job_spec.retry, per_index=is_array).pod_failure_policy
         # (The validating webhook sees the policy the mutating one translated.)
@@ -410,23 +414,9 @@ def mutate(job: Json, job_spec: JobSpec, scheduler_name: str = "", share: str = 
         if {"name": keys.N_TO_N_GATE} not in gates:
             gates.append({"name": keys.N_TO_N_GATE})
     if job_spec.multi_node is not None:
-        name, namespace = str(meta.get("name")), str(meta.get("namespace") or "default")
         template_labels[keys.NODES] = str(job_spec.multi_node.nodes)
-        pod["subdomain"] = name  # the headless Service Ebb creates when it admits the job
-        main = job_spec.multi_node.main_node_index
-        _export_env(
-            pod,
-            {
-                "AWS_BATCH_JOB_NUM_NODES": _value(str(job_spec.multi_node.nodes)),
-                "AWS_BATCH_JOB_NODE_INDEX": _COMPLETION_INDEX,
-                "AWS_BATCH_JOB_MAIN_NODE_INDEX": _value(str(main)),
-                "AWS_BATCH_JOB_MAIN_NODE_PRIVATE_IPV4_ADDRESS": _value(
-                    main_node_address(name, namespace, main)
-                ),
-            },
-        )
-    elif indexed:
-        _export_env(pod, {"AWS_BATCH_JOB_ARRAY_INDEX": _COMPLETION_INDEX})
+        pod["subdomain"] = str(meta.get("name"))  # the headless Service Ebb creates on admission
+    stamp_batch_env(out, job_spec)
     return out
 
 
@@ -437,26 +427,78 @@ def main_node_address(job: str, namespace: str, main_index: int) -> str:
     return f"{job}-{main_index}.{job}.{namespace}.svc"
 
 
-_COMPLETION_INDEX: Json = {
-    "valueFrom": {
-        "fieldRef": {
-            "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"
-        }
+BATCH_ENV_PREFIX = "AWS_BATCH"
+
+
+def stamp_batch_env(job: Json, job_spec: JobSpec) -> None:
+    """Give every container of the Job's pods AWS Batch's environment variables (the one
+    place they are stamped; the webhook has refused any the user wrote). What the Job
+    fixes is a value; what only the pod knows comes by the downward API from its
+    annotations, which the kubelet reads when it starts the container, after the
+    extender's Binding set the attempt and compute environment (ebb/keys.py)."""
+    meta, spec = job["metadata"], job["spec"]
+    variables: dict[str, Json] = {
+        "AWS_BATCH_JQ_NAME": _value(meta["labels"][keys.QUEUE_LABEL]),
+        "AWS_BATCH_CE_NAME": _field(f"metadata.annotations['{keys.POD_COMPUTE_ENVIRONMENT}']"),
+        "AWS_BATCH_JOB_ATTEMPT": _field(f"metadata.annotations['{keys.POD_ATTEMPT}']"),
     }
-}
+    # AWS names a node `<job>#<node index>` and an array child `<job>:<index>`; $(VAR)
+    # expands a variable defined earlier in the list.
+    child = ""
+    if job_spec.multi_node is not None:
+        name, namespace = str(meta.get("name")), str(meta.get("namespace") or "default")
+        main = job_spec.multi_node.main_node_index
+        variables |= {
+            "AWS_BATCH_JOB_NUM_NODES": _value(str(job_spec.multi_node.nodes)),
+            "AWS_BATCH_JOB_NODE_INDEX": _field(_COMPLETION_INDEX),
+            "AWS_BATCH_JOB_MAIN_NODE_INDEX": _value(str(main)),
+            "AWS_BATCH_JOB_MAIN_NODE_PRIVATE_IPV4_ADDRESS": _value(
+                main_node_address(name, namespace, main)
+            ),
+        }
+        child = "#$(AWS_BATCH_JOB_NODE_INDEX)"
+    elif spec.get("completionMode") == "Indexed":
+        variables |= {
+            "AWS_BATCH_JOB_ARRAY_INDEX": _field(_COMPLETION_INDEX),
+            "AWS_BATCH_JOB_ARRAY_SIZE": _value(str(spec.get("completions") or 1)),
+        }
+        child = ":$(AWS_BATCH_JOB_ARRAY_INDEX)"
+    # AWS's job ID is a UUID no one types; users know and grep the Job's name (the pods'
+    # ebb.dev/job-id label). With generateName it is known only once the Job exists: the
+    # Job controller's label on the pods has it.
+    variables["AWS_BATCH_JOB_ID"] = (
+        _value(f"{meta['name']}{child}") if meta.get("name") else _field(_JOB_NAME)
+    )
+    for container in spec["template"]["spec"].get("containers") or ():
+        env = container.setdefault("env", [])
+        env.extend({"name": name, **source} for name, source in variables.items())
+
+
+def user_batch_env(template_spec: Json) -> str | None:
+    """Where the pod template sets a variable named AWS_BATCH*, which AWS Batch reserves."""
+    for part in ("initContainers", "containers"):
+        for container in template_spec.get(part) or ():
+            for variable in container.get("env") or ():
+                name = str(variable.get("name", ""))
+                if name.startswith(BATCH_ENV_PREFIX):
+                    return (
+                        f"spec.template.spec.{part}[{container.get('name')}].env[{name}]: "
+                        f"variables starting with {BATCH_ENV_PREFIX} are reserved for the ones "
+                        "Ebb sets, as AWS Batch reserves them; rename it"
+                    )
+    return None
+
+
+_COMPLETION_INDEX = "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+_JOB_NAME = "metadata.labels['batch.kubernetes.io/job-name']"
+
+
+def _field(path: str) -> Json:
+    return {"valueFrom": {"fieldRef": {"fieldPath": path}}}
 
 
 def _value(text: str) -> Json:
     return {"value": text}
-
-
-def _export_env(pod: Json, variables: Mapping[str, Json]) -> None:
-    """Give every container these variables, unless it sets them itself."""
-    for container in pod.get("containers") or ():
-        env = container.setdefault("env", [])
-        for name, source in variables.items():
-            if not any(e.get("name") == name for e in env):
-                env.append({"name": name, **source})
 
 
 def json_patch(before: Json, after: Json) -> list[Json]:

@@ -12,14 +12,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
 import structlog
 from prometheus_client import Counter, Gauge
 
-from ebb import kube
+from ebb import keys, kube
 from ebb.model import ComputeEnvironment, JobQueue, NodeInfo, PodInfo
 from extender.callers import Refusal, refuse
 from extender.placement.cache import PlacementCache
@@ -58,7 +58,10 @@ _BINDS_REFUSED = Counter(
 NOT_SYNCED = "ebb-scheduler is starting: its caches are not synced yet"
 _RECENT_PODS = 4096
 
-Binder = Callable[[BindingArgs], Awaitable[None]]
+# POSTs the pod's Binding, with these annotations for the pod.
+Binder = Callable[[BindingArgs, Mapping[str, str]], Awaitable[None]]
+# How many pods of a Job (namespace, name) have failed: its earlier attempts.
+FailureCount = Callable[[str, str], Awaitable[int]]
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,8 @@ class Binding:
     most `wait` seconds for one of `concurrency` slots and otherwise answer with an Error
     (the pod goes back to kube-scheduler's queue) instead of piling up."""
 
-    post: Binder  # POSTs the pod's Binding
+    post: Binder
+    job_failures: FailureCount
     concurrency: int
     wait: float
     assumed_pod_ttl: float  # how long a bound pod counts before the watch shows it
@@ -85,12 +89,27 @@ class _GangHold:
     )
 
 
-async def bind_pod(client: kube.KubeClient, args: BindingArgs) -> None:
+def attempt_number(pod: PodInfo, job_failures: int | None) -> int:
+    """Which attempt of its job (1-based, as AWS_BATCH_JOB_ATTEMPT) a pod is: one more
+    than the failures before it. An array child's are its index's, which the Job
+    controller writes on each pod it creates (backoffLimitPerIndex); for any other Job,
+    the Job's failed pods (`job_failures`)."""
+    if pod.index_failures is not None:
+        return pod.index_failures + 1
+    return (job_failures or 0) + 1
+
+
+async def bind_pod(
+    client: kube.KubeClient, args: BindingArgs, annotations: Mapping[str, str]
+) -> None:
     """POST the pod's Binding; its UID, when given, is a precondition (a pod deleted and
-    re-created under the same name is not bound by mistake)."""
-    metadata = {"name": args.pod_name, "namespace": args.pod_namespace}
+    re-created under the same name is not bound by mistake). The API server copies the
+    Binding's annotations onto the pod as it sets its node: both land in one write."""
+    metadata: dict[str, object] = {"name": args.pod_name, "namespace": args.pod_namespace}
     if args.pod_uid:
         metadata["uid"] = args.pod_uid
+    if annotations:
+        metadata["annotations"] = dict(annotations)
     body = {
         "apiVersion": "v1",
         "kind": "Binding",
@@ -98,6 +117,16 @@ async def bind_pod(client: kube.KubeClient, args: BindingArgs) -> None:
         "target": {"apiVersion": "v1", "kind": "Node", "name": args.node},
     }
     await client.post_subresource(kube.PODS, args.pod_name, args.pod_namespace, "binding", body)
+
+
+async def job_failures(client: kube.KubeClient, namespace: str, name: str) -> int:
+    """The Job's failed pods, read from the API server (not a cache): status.failed and
+    the failures the Job controller is still counting. It records a failure before it
+    creates the replacement pod (after a backoff of 10 s or more), so a pod being bound
+    sees every failure before it, including pods since deleted (a lost node's)."""
+    status = (await client.get(kube.JOBS, name, namespace)).get("status") or {}
+    uncounted = (status.get("uncountedTerminatedPods") or {}).get("failed") or ()
+    return int(status.get("failed") or 0) + len(uncounted)
 
 
 class EbbExtender:
@@ -209,7 +238,7 @@ class EbbExtender:
                 pod.uid, pod.requests, args.node, expires, job=pod.job_uid is not None
             )
         try:
-            await self._binding.post(args)
+            await self._binding.post(args, await self._annotations(pod, args.node))
         except (kube.ApiError, aiohttp.ClientError, TimeoutError) as exc:
             self._cache.forget(pod.uid)
             log.warning("binding failed", pod=args.pod_key, node=args.node, error=str(exc))
@@ -278,6 +307,21 @@ class EbbExtender:
                 waiter.set_result(message)
         return await result
 
+    async def _annotations(self, pod: PodInfo, node_name: str) -> dict[str, str]:
+        """What an Ebb pod learns at bind (AWS_BATCH_CE_NAME, AWS_BATCH_JOB_ATTEMPT)."""
+        if pod.queue is None:
+            return {}
+        node = self._cache.nodes.get(node_name)
+        annotations = {}
+        if node is not None and node.info.compute_environment:
+            annotations[keys.POD_COMPUTE_ENVIRONMENT] = node.info.compute_environment
+        if pod.job_name:
+            failures = None
+            if pod.index_failures is None:
+                failures = await self._binding.job_failures(pod.namespace, pod.job_name)
+            annotations[keys.POD_ATTEMPT] = str(attempt_number(pod, failures))
+        return annotations
+
     def _refusal(self, pod: PodInfo, args: BindingArgs) -> tuple[Refusal, str] | None:
         """Why kube-scheduler would never ask this bind: the verb holds the daemon's
         cluster-wide binding right, so it checks what filter would have checked."""
@@ -340,6 +384,7 @@ def ebb_extender(
     synced = (nodes.synced, pods.synced, queues.synced, environments.synced)
     binding = Binding(
         functools.partial(bind_pod, client),
+        functools.partial(job_failures, client),
         concurrency=settings.bind_concurrency,
         wait=settings.bind_wait,
         assumed_pod_ttl=settings.assumed_pod_ttl,

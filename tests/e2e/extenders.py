@@ -69,7 +69,7 @@ class ScriptedExtender:
         self.calls["bind"] += 1
         assert self.client is not None, f"{self.name} has no bind verb"
         try:
-            await bind_pod(self.client, args)
+            await bind_pod(self.client, args, {})
         except kube.ApiError as exc:
             return str(exc)
         return ""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Mapping
 
 import pytest
 from prometheus_client import REGISTRY
@@ -17,7 +18,7 @@ from ebb.model import PodInfo
 from extender.placement.cache import PlacementCache
 from extender.placement.protocol import BindingArgs
 from extender.placement.service import Binding, EbbExtender
-from tests.unit.placement_objects import environment, node, pod, queue
+from tests.unit.placement_objects import environment, no_failures, node, pod, queue
 
 
 def extender_with(
@@ -43,13 +44,15 @@ async def test_binds_beyond_the_slots_are_refused_after_the_wait() -> None:
     release = asyncio.Event()
     posted: list[str] = []
 
-    async def slow_post(args: BindingArgs) -> None:  # holds its slot until released
+    async def slow_post(
+        args: BindingArgs, annotations: Mapping[str, str]
+    ) -> None:  # holds its slot until released
         posted.append(args.pod_name)
         await release.wait()
 
     pods = {f"ns/p{i}": pod(f"p{i}", namespace="ns") for i in range(1, 5)}
     extender = extender_with(
-        pods, Binding(slow_post, concurrency=2, wait=0.2, assumed_pod_ttl=30.0)
+        pods, Binding(slow_post, no_failures, concurrency=2, wait=0.2, assumed_pod_ttl=30.0)
     )
     refused = REGISTRY.get_sample_value("ebb_extender_binds_refused_total") or 0.0
     first = [
@@ -92,11 +95,13 @@ async def test_a_bind_kube_scheduler_would_never_ask_is_refused_and_counted(
     pods["ns/plain"] = dataclasses.replace(pods["ns/plain"], tolerations=())
     posted: list[str] = []
 
-    async def post(args: BindingArgs) -> None:
+    async def post(args: BindingArgs, annotations: Mapping[str, str]) -> None:
         posted.append(args.pod_name)
 
     extender = extender_with(
-        pods, Binding(post, concurrency=1, wait=1, assumed_pod_ttl=30), batch_only=batch_only
+        pods,
+        Binding(post, no_failures, concurrency=1, wait=1, assumed_pod_ttl=30),
+        batch_only=batch_only,
     )
     metric = "ebb_refused_calls_total"
     before = REGISTRY.get_sample_value(metric, {"reason": reason}) or 0.0
@@ -113,12 +118,14 @@ async def test_a_job_pod_being_bound_keeps_gang_pods_off_its_node() -> None:
     """Between a Job pod's bind and the watch showing it bound, its node is not empty:
     a multi-node job's pod filtered meanwhile must not be placed beside it."""
 
-    async def post(args: BindingArgs) -> None:  # the watch never shows it: assumed only
+    async def post(
+        args: BindingArgs, annotations: Mapping[str, str]
+    ) -> None:  # the watch never shows it: assumed only
         pass
 
     job_pod = dataclasses.replace(pod("p1", "q", namespace="ns"), job_uid="job-1")
     extender = extender_with(
-        {"ns/p1": job_pod}, Binding(post, concurrency=1, wait=1, assumed_pod_ttl=30)
+        {"ns/p1": job_pod}, Binding(post, no_failures, concurrency=1, wait=1, assumed_pod_ttl=30)
     )
     assert await extender.bind(BindingArgs("p1", "ns", "", "batch")) == ""
     assert extender._cache.occupants("batch") == (1, 0)

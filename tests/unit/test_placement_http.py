@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import orjson
@@ -22,14 +22,14 @@ from extender.placement.cache import PlacementCache
 from extender.placement.protocol import BindingArgs
 from extender.placement.routes import add_routes
 from extender.placement.service import NOT_SYNCED, Binding, EbbExtender
-from tests.unit.placement_objects import environment, node, queue, raw_node, raw_pod
+from tests.unit.placement_objects import environment, no_failures, node, queue, raw_node, raw_pod
 
 LIMIT = 64 * 1024
 READ_TIMEOUT = 0.5
 BATCH_POD = raw_pod("job-0", "high", cpu="3")
 
 
-async def no_binding(args: BindingArgs) -> None:
+async def no_binding(args: BindingArgs, annotations: Mapping[str, str]) -> None:
     raise AssertionError(f"unit tests do not bind ({args})")
 
 
@@ -44,7 +44,7 @@ class Daemon:
             {},
             {"high": queue("high", "spot")},
             {"spot": environment("spot", spot=True)},
-            binding=Binding(no_binding, concurrency=1, wait=1.0, assumed_pod_ttl=30.0),
+            binding=Binding(no_binding, no_failures, concurrency=1, wait=1.0, assumed_pod_ttl=30.0),
             ready=lambda: self.ready,
         )
 
