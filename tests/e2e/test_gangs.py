@@ -288,8 +288,8 @@ async def test_a_gang_refused_for_lack_of_capacity_launches_nothing_partial_and_
     )
     await setup(kube.JOB_QUEUES, job_queue(f"{ce}-q", ce))
     launches = (
-        f'ebb_autoscaler_launches_total{{compute_environment="{ce}",'
-        'capacity_type="on-demand",reason="multi-node-job"}'
+        'ebb_autoscaler_launches_total{capacity_type="on-demand",'
+        f'compute_environment="{ce}",reason="multi-node-job"}}'
     )
     job = "train"
     await kube_client.create(kube.JOBS, gang_job(job, f"{ce}-q", 3, run_seconds=2), namespace)
