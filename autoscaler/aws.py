@@ -101,6 +101,7 @@ class LaunchRequest:
     launch_template: LaunchTemplate | None = None
     tags: tuple[tuple[str, str], ...] = ()
     max_price: str | None = None  # Spot: the bidPercentage of On-Demand, USD/hour
+    placement_group: str | None = None
 
 
 class Aws:
@@ -204,6 +205,8 @@ class Aws:
                 {"ResourceType": "volume", "Tags": tags},
             ],
         }
+        if request.placement_group:
+            params["Placement"] = {"GroupName": request.placement_group}
         if request.security_group_ids:
             params["SecurityGroupIds"] = list(request.security_group_ids)
         if request.instance_profile:

@@ -41,7 +41,7 @@ from autoscaler.node_actions import NodeActions, draining_reason
 from autoscaler.notices import NoticeConsumer
 from autoscaler.pending import pending_pods
 from autoscaler.planner import Environment, PendingPod, Room, plan_launches, routed_pods
-from autoscaler.room import NodeRoom, room
+from autoscaler.room import Coming, NodeRoom, room
 from autoscaler.scaledown import (
     LIVE_STATES,
     NodeSeen,
@@ -237,14 +237,14 @@ class Controller:
         self, specs: Mapping[str, ComputeEnvironment], live: Mapping[str, Instance]
     ) -> dict[str, Environment]:
         zones = await self.ec2.zones({s for spec in specs.values() for s in spec.subnets})
-        in_flight = self.ledger.in_flight()
+        in_flight = self.ledger.in_flight(zones)
         views = {}
         for name, spec in specs.items():
             mine = [
                 self.catalog.get(i.instance_type) for i in live.values() if i.environment == name
             ]
+            mine += [c.instance_type for c in in_flight if c.environment == name]
             types = [t for t in mine if t is not None]
-            types += [t for env, t in in_flight if env == name]
             views[name] = environment(
                 spec,
                 self.catalog,
@@ -266,8 +266,9 @@ class Controller:
     ) -> dict[str, int]:
         """Plan for the pending pods and launch; returns the pods routed to each
         environment (with those later environments must take)."""
+        zones = await self.ec2.zones({s for spec in specs.values() for s in spec.subnets})
         started = time.perf_counter()
-        plan = plan_launches(views, pending, self._room(ours, live))
+        plan = plan_launches(views, pending, self._room(ours, live, zones))
         metrics.PLANNER_SECONDS.observe(time.perf_counter() - started)
         self._awaited_nodes = plan.awaited_nodes
         if plan.launches:
@@ -287,7 +288,12 @@ class Controller:
             log.debug("pods waiting", reasons=sorted(set(plan.waiting.values()))[:5])
         return dict(plan.pending)
 
-    def _room(self, ours: Mapping[str, NodeInfo], live: Mapping[str, Instance]) -> list[Room]:
+    def _room(
+        self,
+        ours: Mapping[str, NodeInfo],
+        live: Mapping[str, Instance],
+        subnet_zones: Mapping[str, str],
+    ) -> list[Room]:
         nodes = []
         for iid, node in ours.items():
             if (
@@ -308,14 +314,15 @@ class Controller:
                     len(active),
                     job_pods=sum(1 for p in active if p.job_uid),
                     exclusive=any(p.gang_size is not None for p in active),
+                    zone=node.zone or live[iid].zone,
                 )
             )
         booting = [
-            (i.environment, self.catalog.get(i.instance_type))
+            Coming(i.environment, self.catalog.get(i.instance_type), i.zone)
             for iid, i in live.items()
             if iid not in ours
         ]
-        return room(nodes, [*booting, *self.ledger.in_flight()], self.overhead)
+        return room(nodes, [*booting, *self.ledger.in_flight(subnet_zones)], self.overhead)
 
     async def _scale_down(
         self,

@@ -34,7 +34,7 @@ from autoscaler.environments import Unavailable
 from autoscaler.events import EnvironmentEvents
 from autoscaler.launch_intent import LaunchIntent
 from autoscaler.planner import Launch
-from autoscaler.room import in_flight
+from autoscaler.room import Coming, in_flight
 from autoscaler.settings import AutoscalerSettings
 from autoscaler.timestamps import rfc3339
 from ebb import kube
@@ -110,10 +110,10 @@ class LaunchLedger:
     def unresolved(self) -> bool:
         return any(self.intents.values())
 
-    def in_flight(self) -> list[tuple[str, InstanceType]]:
-        """(environment, type) of each instance of a launch of unknown outcome."""
+    def in_flight(self, subnet_zones: Mapping[str, str]) -> list[Coming]:
+        """Each instance of a launch of unknown outcome."""
         tokens = (i.launch_token for i in self._ec2.instances.values())
-        return in_flight(self.intents, tokens, self._catalog())
+        return in_flight(self.intents, tokens, self._catalog(), subnet_zones)
 
     def forget_unavailable(self, mono: float) -> None:
         """Offerings avoided long enough are tried again."""
@@ -183,7 +183,7 @@ class LaunchLedger:
             request = await asyncio.to_thread(self._request, spec, t, intent)
             launched = await asyncio.to_thread(self._aws.launch, request)
         except AwsError as exc:
-            self._refused(spec, t, zone, exc)
+            self._refused(spec, intent, zone, exc)
             return True
         except (BotoCoreError, OSError) as exc:
             # EC2 may have launched: look again before anything is re-sent (with the same
@@ -265,11 +265,14 @@ class LaunchLedger:
             launch_template=spec.launch_template,
             tags=spec.tags,
             max_price=max_price,
+            placement_group=spec.placement_group,
         )
 
-    def _refused(self, spec: ComputeEnvironment, t: InstanceType, zone: str, exc: AwsError) -> None:
+    def _refused(
+        self, spec: ComputeEnvironment, intent: LaunchIntent, zone: str, exc: AwsError
+    ) -> None:
         if exc.insufficient_capacity:
-            key = Unavailable(t.name, zone, spec.capacity_type)
+            key = Unavailable(intent.instance_type, zone, spec.capacity_type)
             self.unavailable[key] = time.monotonic() + self.s.unavailable_offering_seconds
             metrics.LAUNCH_FAILURES.labels(spec.name, "insufficient-capacity").inc()
             log.warning(
@@ -277,9 +280,17 @@ class LaunchLedger:
                 compute_environment=spec.name,
                 offering=str(key),
                 code=exc.code,
+                count=intent.count,
+                detail=intent.detail,
                 seconds=self.s.unavailable_offering_seconds,
             )
-            self._failed(spec, "InsufficientCapacity", f"{key}: {exc.code}: {exc.message}")
+            # EC2 launches all of a request or none (MinCount = MaxCount).
+            what = f" ({intent.detail})" if intent.detail else ""
+            self._failed(
+                spec,
+                "InsufficientCapacity",
+                f"{key}: {exc.code}: {exc.message}; none of {intent.count} launched{what}",
+            )
             self._poke()  # plan again at once: the next type or zone
             return
         metrics.LAUNCH_FAILURES.labels(spec.name, "error").inc()

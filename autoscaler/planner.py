@@ -47,6 +47,7 @@ SPOT_CAPACITY_OPTIMIZED = "SPOT_CAPACITY_OPTIMIZED"
 SPOT_PRICE_CAPACITY_OPTIMIZED = "SPOT_PRICE_CAPACITY_OPTIMIZED"
 
 REASON_PENDING_PODS = "pending-pods"
+REASON_MULTI_NODE_JOB = "multi-node-job"
 REASON_MIN_VCPUS = "min-vcpus"
 
 
@@ -108,6 +109,7 @@ class Room:
     pod_slots: int
     node: str = ""  # the node's name ("" for an instance that is not a node yet)
     empty: bool = False  # no Job's pod on it: an exclusive pod may take it
+    zone: str = ""  # its availability zone ("": unknown; no multi-node job takes it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +148,7 @@ class _Group:
     environments: tuple[str, ...]
     keys: list[str]
     gang: str = ""
+    zone: str = ""  # a gang on existing room: the room's zone, where the rest must launch
     done: int = 0  # pods of `keys` (from the front) already provided for
     on_room: list[tuple[str, int]] = field(default_factory=list)  # (node, pods) of room taken
 
@@ -271,41 +274,70 @@ def _fits(o: Offering, need: Resources) -> bool:
     return _eligible(o, need) and _fit_count(o.usable, o.pod_slots, need) > 0
 
 
+def _in_zone(o: Offering, zone: str) -> bool:
+    """Whether `o` can launch in `zone` ("": in any zone). An unavailable offering (that
+    BEST_FIT waits for) is in none."""
+    return not zone or zone in o.zones
+
+
 @dataclass(slots=True)
 class _Free:
     room: Resources
     pod_slots: int
     node: str
     empty: bool
+    zone: str
 
 
 def _use_existing_room(groups: Sequence[_Group], room: Sequence[Room]) -> None:
     """Place pods on existing room (recorded in each group's `on_room`). Exclusive pods
-    first, in priority order: each needs a whole empty room; then the others, largest
-    first."""
+    first, in priority order: each needs a whole empty room, and a gang's in one zone;
+    then the others, largest first."""
     rooms: dict[str, list[_Free]] = {}
     for r in room:
-        rooms.setdefault(r.environment, []).append(_Free(r.free, r.pod_slots, r.node, r.empty))
+        rooms.setdefault(r.environment, []).append(
+            _Free(r.free, r.pod_slots, r.node, r.empty, r.zone)
+        )
     shared = sorted(
         (g for g in groups if not g.gang),
         key=lambda g: (g.requests.gpu, g.requests.memory),
         reverse=True,
     )
-    for g in [*(g for g in groups if g.gang), *shared]:
+    for g in groups:
+        if g.gang:
+            _use_empty_room(g, rooms)
+    for g in shared:
         for env in g.environments:
             for free in rooms.get(env, ()):
                 if not g.left:
                     break
                 k = min(g.left, _fit_count(free.room, free.pod_slots, g.requests))
-                if g.gang:
-                    k = min(k, 1) if free.empty else 0
                 if k:
                     free.room -= g.requests * k
-                    # Nothing else goes beside an exclusive pod.
-                    free.pod_slots = 0 if g.gang else free.pod_slots - k
+                    free.pod_slots -= k
                     free.empty = False
                     g.done += k
                     g.on_room.append((free.node, k))
+
+
+def _use_empty_room(g: _Group, rooms: Mapping[str, list[_Free]]) -> None:
+    """A gang's pods, one on each empty room that fits one, all in one zone: the zone
+    with the most such room (the first in its environments' order on a tie)."""
+    by_zone: dict[str, list[_Free]] = {}
+    for env in g.environments:
+        for free in rooms.get(env, ()):
+            if free.empty and free.zone and _fit_count(free.room, free.pod_slots, g.requests):
+                by_zone.setdefault(free.zone, []).append(free)
+    if not by_zone:
+        return
+    zone, fitting = max(by_zone.items(), key=lambda item: len(item[1]))
+    g.zone = zone
+    for free in fitting[: g.left]:
+        free.room -= g.requests
+        free.pod_slots = 0  # nothing else goes beside an exclusive pod
+        free.empty = False
+        g.done += 1
+        g.on_room.append((free.node, 1))
 
 
 # --- one environment --------------------------------------------------------------------
@@ -316,6 +348,8 @@ class _Pattern:
     offering: Offering
     copies: int
     counts: dict[int, int] = field(default_factory=dict)  # demand index -> pods per copy
+    gang: bool = False  # a multi-node job's instances: one launch, all or none
+    zones: tuple[str, ...] = ()  # where it may launch, when narrower than the offering's
 
 
 def _plan_environment(
@@ -337,12 +371,11 @@ def _plan_environment(
     )
     launchable: list[_Group] = []
     for g in groups:
-        if any(_fits(o, g.requests) for o in candidates):
+        if any(_fits(o, g.requests) and _in_zone(o, g.zone) for o in candidates):
             launchable.append(g)
         elif any(_fits(o, g.requests) for o in env.offerings):
-            _wait(
-                [g], f"no capacity available for it in {env.name} (insufficient capacity)", waiting
-            )
+            where = f"{env.name} in {g.zone}" if g.zone else env.name
+            _wait([g], f"no capacity available for it in {where} (insufficient capacity)", waiting)
         else:
             _wait([g], f"no instance type of {env.name} fits {g.requests}", waiting)
     if not launchable:
@@ -379,18 +412,19 @@ def _plan_environment(
     vcpus = gpus = 0
     placed = [0] * len(launchable)
     for p in patterns:
-        if not p.offering.available:
-            reason = f"BEST_FIT waits for {p.offering.name} capacity in {env.name}"
-            for i, n in p.counts.items():
-                g, start = launchable[i], launchable[i].done + placed[i]
-                for key in g.keys[start : start + p.copies * n]:
-                    waiting[key] = reason
-                placed[i] += p.copies * n
-            continue
+        waits = not p.offering.available
         pods = 0
         for i, n in p.counts.items():
+            g, start = launchable[i], launchable[i].done + placed[i]
+            for key in g.keys[start : start + p.copies * n]:
+                if waits:
+                    waiting[key] = f"BEST_FIT waits for {p.offering.name} capacity in {env.name}"
+                else:  # an earlier environment's reason no longer holds
+                    waiting.pop(key, None)
             placed[i] += p.copies * n
             pods += p.copies * n
+        if waits:
+            continue
         vcpus += p.copies * p.offering.vcpus
         gpus += p.copies * p.offering.instance_type.nvidia_gpus
         launches.append(
@@ -399,9 +433,9 @@ def _plan_environment(
                 p.offering.name,
                 p.copies,
                 p.copies * p.offering.vcpus,
-                p.offering.zones,
+                p.zones or p.offering.zones,
                 pods,
-                REASON_PENDING_PODS,
+                REASON_MULTI_NODE_JOB if p.gang else REASON_PENDING_PODS,
                 tuple((launchable[i].requests, n) for i, n in p.counts.items()),
                 _detail(launchable[i] for i in p.counts),
             )
@@ -469,11 +503,17 @@ def _pack(
         if not members or not any(demand[i] for i in members):
             continue
         need = Resources(gpu=1) if gpu_class else Resources()
-        pool = _distinct([o for o in offerings if _eligible(o, need)], strategy)
+        eligible = [o for o in offerings if _eligible(o, need)]
         for i in members:
-            own = _own_instance(pool, groups[i].requests, strategy) if groups[i].gang else None
-            if own is not None and demand[i]:
-                patterns.append(_Pattern(own, demand[i], {i: 1}))
+            g = groups[i]
+            if g.gang and demand[i]:
+                # One instance per pod, of one type, in one zone: a single launch.
+                where = _distinct([o for o in eligible if _in_zone(o, g.zone)], strategy)
+                own = _own_instance(where, g.requests, strategy)
+                zones = (g.zone,) if g.zone else ()
+                if own is not None:
+                    patterns.append(_Pattern(own, demand[i], {i: 1}, gang=True, zones=zones))
+        pool = _distinct(eligible, strategy)
         shared = [i for i in members if not groups[i].gang]
         patterns.extend(_pack_class(groups, demand, shared, pool, strategy))
     return patterns

@@ -67,6 +67,7 @@ class ComputeEnvironment:
     launch_template: LaunchTemplate | None = None
     tags: tuple[tuple[str, str], ...] = ()
     scale_down_delay_seconds: int = 60
+    placement_group: str | None = None  # a cluster placement group every launch goes into
     generation: int = 0
     uid: str = ""
     status: str = ""  # VALID / INVALID once the autoscaler has validated it
@@ -105,6 +106,7 @@ def compute_environment_from_raw(raw: Raw) -> ComputeEnvironment:
         instance_role=spec.get("instanceRole"),
         image_type=spec.get("imageType"),
         image_id=spec.get("imageId"),
+        placement_group=spec.get("placementGroup") or None,
         launch_template=LaunchTemplate(
             lt.get("launchTemplateId"), lt.get("launchTemplateName"), lt.get("version")
         )

@@ -15,11 +15,14 @@ import pytest
 from ebb import keys, kube
 from tests.e2e.autoscaling import (
     LocalAws,
+    Process,
     batch_job,
     compute_environment,
     events_of,
     job_queue,
     job_succeeded,
+    launch_token,
+    metric,
     name,
     scaled_to_zero,
 )
@@ -227,3 +230,85 @@ async def test_a_gang_larger_than_its_environment_is_refused_naming_the_limit(
     assert f"metadata.annotations[{keys.NODES}]" in message, message
     assert f"compute environment {ce}" in message and "at most 2 nodes" in message, message
     assert "maxvCpus 8" in message, message
+
+
+async def test_a_gang_beside_its_environments_empty_nodes_gets_the_rest_in_their_zone(
+    kube_client: kube.KubeClient, namespace: str, local_aws: LocalAws, setup: Any
+) -> None:
+    """A gang takes empty nodes in one zone and launches what it still needs there: a
+    gang never spans zones. (Before the refusal test below: it marks c6i.xlarge
+    unavailable in every zone for a while.)"""
+    ce = name("zone")
+    body = environment(local_aws, ce, 24)
+    body["spec"]["scaleDownDelaySeconds"] = 90  # the first gang's nodes stay, empty
+    await setup(kube.COMPUTE_ENVIRONMENTS, body)
+    await setup(kube.JOB_QUEUES, job_queue(f"{ce}-q", ce))
+    async with pod_log(kube_client, namespace) as log:
+        for job, nodes in (("first", 2), ("second", 3)):
+            await kube_client.create(kube.JOBS, gang_job(job, f"{ce}-q", nodes), namespace)
+            await wait_for(lambda j=job: job_succeeded(kube_client, namespace, j), 120, message=job)
+    used = {
+        job: {node for j, _, node, _ in log.events if j == job and node}
+        for job in ("first", "second")
+    }
+    assert used["first"] < used["second"], used  # the empty nodes were taken
+    instances = local_aws.instances(ce)
+    assert len(instances) == 3, [i["InstanceType"] for i in instances]
+    zones = {i["Placement"]["AvailabilityZone"] for i in instances}
+    assert len(zones) == 1, zones
+
+
+async def test_a_gang_refused_for_lack_of_capacity_launches_nothing_partial_and_falls_back(
+    kube_client: kube.KubeClient,
+    namespace: str,
+    local_aws: LocalAws,
+    autoscaler: Process,
+    setup: Any,
+) -> None:
+    """EC2 has only 2 c6i.xlarge left (in any zone): the gang's launch of 3 is refused
+    whole in each zone (RunInstances with MinCount = MaxCount = 3, so EC2 launches
+    none), and the whole gang falls back to the next type, in one launch, one zone."""
+    ce = name("atomic")
+    local_aws.faults(
+        [
+            {
+                "action": "RunInstances",
+                "match": {"InstanceType": "c6i.xlarge"},
+                "capacity": 2,
+                "error": "InsufficientInstanceCapacity",
+                "status": 500,
+            }
+        ]
+    )
+    await setup(
+        kube.COMPUTE_ENVIRONMENTS,
+        compute_environment(
+            ce, local_aws, type="EC2", maxvCpus=16, instanceTypes=["c6i.xlarge", "m6i.xlarge"]
+        ),
+    )
+    await setup(kube.JOB_QUEUES, job_queue(f"{ce}-q", ce))
+    launches = (
+        'ebb_autoscaler_launches_total{capacity_type="on-demand",'
+        f'compute_environment="{ce}",reason="multi-node-job"}}'
+    )
+    job = "train"
+    await kube_client.create(kube.JOBS, gang_job(job, f"{ce}-q", 3, run_seconds=2), namespace)
+    await wait_for(lambda: job_succeeded(kube_client, namespace, job), 150, message=job)
+    instances = local_aws.instances(ce)
+    # Nothing partial: not one c6i.xlarge (two were to be had); the whole gang on the
+    # next type, in one zone, from one request.
+    assert sorted(i["InstanceType"] for i in instances) == ["m6i.xlarge"] * 3, instances
+    assert len({i["Placement"]["AvailabilityZone"] for i in instances}) == 1
+    assert len({launch_token(i) for i in instances}) == 1
+    events = await events_of(kube_client, ce)
+    refusals = [e["message"] for e in events if e["reason"] == "InsufficientCapacity"]
+    assert len(refusals) == 3, refusals  # one per zone, then the next type
+    gang = f"multi-node job {namespace}/{job}"
+    for message in refusals:
+        assert message.startswith("c6i.xlarge/us-east-1"), message
+        assert message.endswith(f"none of 3 launched ({gang})"), message
+    (launched,) = [e["message"] for e in events if e["reason"] == "Launched"]
+    assert launched.startswith("launched 3 x m6i.xlarge (on-demand) in us-east-1")
+    assert f"for multi-node-job ({gang})" in launched
+    assert metric(autoscaler.ops_url, launches) == 3  # counted, with the gang's reason
+    await wait_for(lambda: scaled_to_zero(kube_client, local_aws, ce), 60, message="to zero")

@@ -13,7 +13,7 @@ from autoscaler.environments import Unavailable, environment
 from autoscaler.launch_intent import LaunchIntent, intent_from_raw
 from autoscaler.pending import pending_pods
 from autoscaler.planner import PendingPod, Room
-from autoscaler.room import NodeRoom, in_flight, room
+from autoscaler.room import Coming, NodeRoom, in_flight, room
 from autoscaler.scaledown import NodeSeen, NodeState, next_scale_down, track_nodes
 from autoscaler.status import environment_status
 from autoscaler.wake import next_wake
@@ -153,8 +153,9 @@ def intent(token: str, count: int = 2, instance_type: str = "c6i.large") -> Laun
 def test_a_launch_counts_as_in_flight_until_ec2_shows_its_token() -> None:
     intents = {"ce": [intent("t1"), intent("t2", 1, "no-such-type")]}
     t = CATALOG.get("c6i.large")
-    assert in_flight(intents, [], CATALOG) == [("ce", t), ("ce", t)]
-    assert in_flight(intents, ["t1"], CATALOG) == []
+    zones = {"s-1": "us-east-1a"}
+    assert in_flight(intents, [], CATALOG, zones) == [Coming("ce", t, "us-east-1a")] * 2
+    assert in_flight(intents, ["t1"], CATALOG, zones) == []
 
 
 def test_room_is_free_room_on_nodes_then_whole_instances_on_their_way() -> None:
@@ -167,11 +168,12 @@ def test_room_is_free_room_on_nodes_then_whole_instances_on_their_way() -> None:
         NodeRoom("gang", "ce", size, used, 3, job_pods=1, exclusive=True),  # none beside it
     ]
     overhead = NodeOverheadSettings(max_pods=10, daemonset_pods=2).node_overhead()
-    out = room(nodes, [("ce", t), ("ce", None), ("", t)], overhead)
+    coming = [Coming("ce", t, "us-east-1b"), Coming("ce", None, ""), Coming("", t, "")]
+    out = room(nodes, coming, overhead)
     assert out == [
         Room("ce", Resources(1500, 3 * 2**30, 0), 7, "n1"),
         Room("ce", Resources(1500, 3 * 2**30, 0), 7, "no-job-pods", empty=True),
-        Room("ce", overhead.usable(t), 8, empty=True),
+        Room("ce", overhead.usable(t), 8, empty=True, zone="us-east-1b"),
     ]
 
 

@@ -62,6 +62,7 @@ REQUEST = LaunchRequest(
     instance_profile="ebb-node",
     tags=(("team", "ml"),),
     max_price="0.05",
+    placement_group="training",
 )
 
 
@@ -76,6 +77,7 @@ def test_launch_is_tagged_idempotent_and_spot(stubbed: tuple[Aws, Stubber, list[
         "UserData": ANY,
         "ClientToken": "tok",
         "MetadataOptions": {"HttpTokens": "required"},
+        "Placement": {"GroupName": "training"},
         "SecurityGroupIds": ["sg-1"],
         "IamInstanceProfile": {"Name": "ebb-node"},
         "InstanceMarketOptions": {

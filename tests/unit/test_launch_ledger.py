@@ -158,7 +158,7 @@ async def test_a_lost_answer_is_settled_by_its_token_after_a_restart(
     # EC2 launched, the daemon does not know: the intent stays, and counts as on its way.
     assert ec2.count() == 3
     (intent,) = store.saved["ce"]
-    assert ledger.unresolved() and len(ledger.in_flight()) == 3
+    assert ledger.unresolved() and len(ledger.in_flight({})) == 3
     ec2.lose_answer = False
     # Restarted: EC2 lists the instances with the intent's token; nothing is sent again.
     ledger, events = await start(ec2, store)
@@ -209,7 +209,7 @@ async def test_a_launch_still_unanswered_after_a_restart_stays_written_down(
     ledger, events = await start(ec2, store)
     (intent,) = store.saved["ce"]
     assert ec2.calls == [intent.token, intent.token]
-    assert ledger.unresolved() and len(ledger.in_flight()) == 3
+    assert ledger.unresolved() and len(ledger.in_flight({})) == 3
     assert events.reasons == ["LaunchOutcomeUnknown"]
     ec2.lose_answer, ec2.listing_lags = False, False
     ledger, _ = await start(ec2, store)

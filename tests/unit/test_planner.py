@@ -376,15 +376,16 @@ def test_a_gang_of_small_pods_gets_an_instance_per_pod() -> None:
     # takes a node to itself.
     assert (launch.instance_type, launch.count, launch.pods) == ("c6i.large", 4, 4)
     assert launch.per_instance == ((Resources(1000, GI), 1),)
-    assert launch.reason == "pending-pods" and launch.detail == "multi-node job ns/train"
+    assert launch.reason == "multi-node-job" and launch.detail == "multi-node job ns/train"
+    assert launch.zones == ("us-east-1a", "us-east-1b")  # one launch; the ledger picks one
     assert not plan.waiting
 
 
 def test_a_gang_pod_takes_only_empty_room_and_nothing_goes_beside_it() -> None:
     room = [
-        Room("ce", Resources(4000, 16 * GI), 100, "busy"),  # a Job's pod runs there
-        Room("ce", Resources(4000, 16 * GI), 100, "empty", empty=True),
-        Room("ce", Resources(4000, 16 * GI), 100, empty=True),  # booting
+        Room("ce", Resources(4000, 16 * GI), 100, "busy", zone="us-east-1b"),  # a Job's pod
+        Room("ce", Resources(4000, 16 * GI), 100, "empty", empty=True, zone="us-east-1b"),
+        Room("ce", Resources(4000, 16 * GI), 100, empty=True, zone="us-east-1b"),  # booting
     ]
     plan = plan_launches({"ce": env(ce())}, [*gang(3), *pods(2)], room)
     # Two gang pods on the empty node and the booting instance, the plain pods beside
@@ -393,6 +394,7 @@ def test_a_gang_pod_takes_only_empty_room_and_nothing_goes_beside_it() -> None:
     assert plan.awaited_nodes == {"busy", "empty"}
     (launch,) = plan.launches
     assert (launch.count, launch.detail) == (1, "multi-node job ns/train")
+    assert launch.zones == ("us-east-1b",)  # beside the gang's other two
     # With no empty room, plain pods are not put beside gang pods on new instances.
     plan = plan_launches({"ce": env(ce())}, [*gang(2), *pods(3, cpu=250)])
     for launch in plan.launches:
@@ -402,7 +404,7 @@ def test_a_gang_pod_takes_only_empty_room_and_nothing_goes_beside_it() -> None:
 def test_a_gang_is_planned_whole_or_not_at_all() -> None:
     # maxvCpus 6: three c6i.large, not the four the gang needs; the room on the empty
     # node is not taken either (the gang waits whole), and the plain pod behind it too.
-    room = [Room("ce", Resources(4000, 16 * GI), 100, "empty", empty=True)]
+    room = [Room("ce", Resources(4000, 16 * GI), 100, "empty", empty=True, zone="us-east-1a")]
     e = env(ce(max_vcpus=6))
     plan = plan_launches({"ce": e}, [*gang(5, priority=1), *pods(1)], room)
     assert plan.launches == () and plan.on_existing == 0 and not plan.awaited_nodes
@@ -421,6 +423,58 @@ def test_a_gang_overflows_whole_to_the_next_environment() -> None:
     assert [(x.environment, x.count) for x in plan.launches] == [("b", 3)]
 
 
+def test_a_gang_refused_for_insufficient_capacity_moves_on_whole() -> None:
+    """Next zone, then next type, then next environment: each time one launch for all
+    of it (EC2 launches it all or none), and nothing of it is left waiting."""
+    pending = [dataclasses.replace(p, environments=("a", "b")) for p in gang(3, memory=GI)]
+    spec_a, spec_b = (
+        ce("a", instance_types=("c6i.large", "m6i.large")),
+        ce("b", instance_types=("r6i",)),
+    )
+    refused: list[Unavailable] = []
+    tried = []
+    for _ in range(5):
+        envs = {"a": env(spec_a, unavailable=refused), "b": env(spec_b, unavailable=refused)}
+        plan = plan_launches(envs, pending)
+        (launch,) = plan.launches
+        assert (launch.count, launch.pods, launch.reason) == (3, 3, "multi-node-job")
+        assert not plan.waiting
+        zone = launch.zones[0]  # the ledger sends it to one of them; say the first
+        tried.append((launch.environment, launch.instance_type, zone))
+        refused.append(Unavailable(launch.instance_type, zone, "on-demand"))
+    assert tried == [
+        ("a", "c6i.large", "us-east-1a"),
+        ("a", "c6i.large", "us-east-1b"),
+        ("a", "m6i.large", "us-east-1a"),
+        ("a", "m6i.large", "us-east-1b"),
+        ("b", "r6i.large", "us-east-1a"),
+    ]
+
+
+def test_a_gang_on_existing_room_takes_it_in_one_zone_and_launches_the_rest_there() -> None:
+    def empty(node: str, zone: str) -> Room:
+        return Room("ce", Resources(4000, 16 * GI), 100, node, empty=True, zone=zone)
+
+    room = [empty("a1", "us-east-1a"), empty("b1", "us-east-1b"), empty("b2", "us-east-1b")]
+    plan = plan_launches({"ce": env(ce())}, gang(4), room)
+    assert plan.awaited_nodes == {"b1", "b2"}  # the zone with the most of it
+    (launch,) = plan.launches
+    assert (launch.count, launch.zones, launch.reason) == (2, ("us-east-1b",), "multi-node-job")
+    # No capacity left in that zone for any type that fits: the gang waits whole, and
+    # the room it would have taken is left to scale-down (no idle node is held for it;
+    # once those nodes are gone it launches anew, in one zone).
+    refused = [Unavailable(t, "us-east-1b", "on-demand") for t in ("c6i.large", "m6i.large")]
+    spec = ce(instance_types=("c6i.large", "m6i.large"))
+    plan = plan_launches({"ce": env(spec, unavailable=refused)}, gang(4), room)
+    assert plan.launches == () and not plan.awaited_nodes and plan.on_existing == 0
+    assert set(plan.waiting.values()) == {
+        "no capacity available for it in ce in us-east-1b (insufficient capacity)"
+    }
+    # Room of unknown zone is never a gang's.
+    plan = plan_launches({"ce": env(ce())}, gang(2), [empty("x", "")])
+    assert plan.on_existing == 0 and plan.launches[0].count == 2
+
+
 gangs = st.lists(
     st.tuples(
         st.sampled_from([250, 1000, 2000, 3500, 30000]),
@@ -436,14 +490,17 @@ gangs = st.lists(
 @given(
     st.lists(shapes, max_size=4),
     gangs,
-    st.lists(st.tuples(st.sampled_from([1000, 4000, 16000]), st.booleans()), max_size=6),
+    st.lists(
+        st.tuples(st.sampled_from([1000, 4000, 16000]), st.booleans(), st.sampled_from("ab")),
+        max_size=6,
+    ),
     families,
     st.integers(1, 200),
 )
 def test_gang_pods_never_share_an_instance_and_gangs_are_never_planned_in_part(
     pod_shapes: list[tuple[int, int, int, int]],
     gang_shapes: list[tuple[int, int, int, int]],
-    rooms: list[tuple[int, bool]],
+    rooms: list[tuple[int, bool, str]],
     instance_families: list[str],
     max_vcpus: int,
 ) -> None:
@@ -462,8 +519,8 @@ def test_gang_pods_never_share_an_instance_and_gangs_are_never_planned_in_part(
         for i in range(n)
     ]
     room = [
-        Room("ce", Resources(cpu, 64 * GI), 100, f"n{i}", empty)
-        for i, (cpu, empty) in enumerate(rooms)
+        Room("ce", Resources(cpu, 64 * GI), 100, f"n{i}", empty, f"us-east-1{zone}")
+        for i, (cpu, empty, zone) in enumerate(rooms)
     ]
     plan = plan_launches({"ce": env(spec)}, [*gang_pods, *plain], room)
     launched_gang_pods = 0
@@ -471,6 +528,7 @@ def test_gang_pods_never_share_an_instance_and_gangs_are_never_planned_in_part(
         exclusive = [size for size, _ in launch.per_instance if size.memory % MIB]
         if exclusive:  # one gang pod per instance, nothing beside it
             assert launch.per_instance == ((exclusive[0], 1),) and launch.detail
+            assert launch.reason == "multi-node-job"
             launched_gang_pods += launch.pods
         assert sum(x.vcpus for x in plan.launches) <= max_vcpus
     for j in range(len(gang_shapes)):
@@ -478,6 +536,6 @@ def test_gang_pods_never_share_an_instance_and_gangs_are_never_planned_in_part(
         assert keys <= plan.waiting.keys() or not keys & plan.waiting.keys()
     waiting_gang_pods = sum(1 for k in plan.waiting if k.startswith("ns/g"))
     gang_on_room = len(gang_pods) - waiting_gang_pods - launched_gang_pods
-    assert 0 <= gang_on_room <= sum(1 for _, empty in rooms if empty)
+    assert 0 <= gang_on_room <= sum(1 for _, empty, _ in rooms if empty)
     placed = sum(x.pods for x in plan.launches)
     assert placed + plan.on_existing + len(plan.waiting) == len(plain) + len(gang_pods)
