@@ -49,6 +49,9 @@ ADMITTED_AT: Final = "ebb.dev/admitted-at"
 REQUESTED_PARALLELISM: Final = "ebb.dev/requested-parallelism"
 N_TO_N_GATE: Final = "ebb.dev/n-to-n"
 ATTEMPTS: Final = "ebb.dev/attempts"
+# A multi-node job's attempt (1, 2, …): Ebb retries the gang as a whole, one attempt
+# after another, and counts them itself (the Job controller never fails a gang's pod).
+GANG_ATTEMPT: Final = "ebb.dev/gang-attempt"
 ARRAY_STATUS: Final = "ebb.dev/array-status"
 
 # What Ebb publishes on a Job: only Ebb writes these (its webhook drops them from a new
@@ -62,6 +65,7 @@ PUBLISHED_ANNOTATIONS: Final = frozenset(
         ADMITTED_AT,
         REQUESTED_PARALLELISM,
         ATTEMPTS,
+        GANG_ATTEMPT,
         ARRAY_STATUS,
     }
 )

@@ -44,7 +44,7 @@ from extender.jobs import tenancy
 from extender.jobs.admission import CapacityLimit, gang_misfit
 from extender.jobs.dependencies import find_cycle
 from extender.jobs.lifecycle import State
-from extender.jobs.retry import effective_strategy, translate
+from extender.jobs.retry import ONE_ATTEMPT, effective_strategy, translate
 from extender.jobs.snapshot import JobInfo
 
 log = structlog.get_logger("ebb.webhook")
@@ -169,7 +169,9 @@ def validate_new_job(job: Json, ctx: WebhookContext) -> JobSpec:
     if reserved is not None:
         raise Rejected(reserved)
     if job_spec.retry is not None:
-        ours = translate(job_spec.retry, per_index=is_array).pod_failure_policy
+        ours = translate(
+            job_spec.retry, per_index=is_array, main_node=_main_node(job_spec)
+        ).pod_failure_policy
         # (The validating webhook sees the policy the mutating one translated.)
         if spec.get("podFailurePolicy") and spec.get("podFailurePolicy") != ours:
             raise Rejected(
@@ -404,9 +406,14 @@ def mutate(job: Json, job_spec: JobSpec, scheduler_name: str = "", share: str = 
     if job_spec.timeout_seconds is not None:
         pod["activeDeadlineSeconds"] = job_spec.timeout_seconds
     strategy = effective_strategy(job_spec.retry, spec)
+    if job_spec.multi_node is not None:
+        # Ebb retries a gang as a whole, by its retry strategy alone (one attempt without).
+        strategy = job_spec.retry or ONE_ATTEMPT
     if strategy is not None:
         pod["restartPolicy"] = "Never"
-        spec.update(translate(strategy, per_index=is_array).as_spec_patch())
+        spec.update(
+            translate(strategy, per_index=is_array, main_node=_main_node(job_spec)).as_spec_patch()
+        )
     if job_spec.sequential:
         spec["parallelism"] = 1
     if any(d.type is DependencyType.N_TO_N for d in job_spec.depends_on):
@@ -418,6 +425,10 @@ def mutate(job: Json, job_spec: JobSpec, scheduler_name: str = "", share: str = 
         pod["subdomain"] = str(meta.get("name"))  # the headless Service Ebb creates on admission
     stamp_batch_env(out, job_spec)
     return out
+
+
+def _main_node(job_spec: JobSpec) -> int | None:
+    return job_spec.multi_node.main_node_index if job_spec.multi_node is not None else None
 
 
 def main_node_address(job: str, namespace: str, main_index: int) -> str:

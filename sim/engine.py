@@ -410,6 +410,7 @@ class Simulation:
             terminal_reason="",
             terminal_message="",
             failure_target=False,
+            success_criteria_met=False,
             published_state=job.state,
             published_code="",
             published_reason="",

@@ -164,6 +164,10 @@ CONDITION_REASONS: dict[Code, str] = {
     Code.TIMEOUT: "EbbAttemptTimedOut",
     Code.STATE_TIME_LIMIT: "EbbStateTimeLimit",
     Code.INVALID: "EbbInvalidSpec",
+    # A multi-node job's attempts are Ebb's to count (the Job controller ignores its pods'
+    # failures): it fails the job itself.
+    Code.ATTEMPTS_EXHAUSTED: "EbbAttemptsExhausted",
+    Code.EXIT_RULE: "EbbExitRule",
 }
 _CODE_BY_CONDITION = {v: k for k, v in CONDITION_REASONS.items()}
 

@@ -4,7 +4,8 @@
 admit it (and with how many pods), put it back in its queue (admitted, but no node
 its environments may have can hold its pods and none is placed), fail it (cancelled,
 invalid, a failed dependency, a state time limit), terminate it (on request, or an
-attempt that timed out), lift n_to_n gates, and update its attempt record. The
+attempt that timed out), end a multi-node job's attempt when one of its nodes fails
+(and retry the gang as a whole), lift n_to_n gates, and update its attempt record. The
 controller applies the decisions. Every state decided goes through the state machine's
 `transition()` before it leaves: one that is no edge from the published state is
 reported (`Decisions.illegal`).
@@ -15,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from ebb.jobspec import RetryAction
 from ebb.model import JobQueue, NamespaceInfo, PodInfo, SchedulingPolicy
 from ebb.resources import Resources
 from extender.jobs import attempts as attempt_records
@@ -29,8 +31,8 @@ from extender.jobs.lifecycle import (
     failed_code,
     transition,
 )
-from extender.jobs.retry import ATTEMPT_TIMED_OUT
-from extender.jobs.snapshot import JobInfo, parse_index_ranges
+from extender.jobs.retry import ATTEMPT_TIMED_OUT, ONE_ATTEMPT, verdict
+from extender.jobs.snapshot import JobInfo, format_time, parse_index_ranges, parse_time
 
 # Enum member lookups are slow on Python 3.11 and these run once per job.
 _RUNNABLE = State.RUNNABLE
@@ -64,6 +66,17 @@ class Failure:
     started: bool  # the Job ran pods: stop them (FailureTarget), else fail it outright
 
 
+@dataclass(frozen=True, slots=True)
+class GangRestart:
+    """A multi-node job's attempt ended and is retried as a whole: suspend the Job (the
+    Job controller deletes every pod still running) with its next attempt number, its
+    attempt record and the RUNNABLE status it waits in; admission starts it again."""
+
+    attempt: int
+    status: Status
+    record: str
+
+
 @dataclass
 class Decisions:
     statuses: dict[str, Status] = field(default_factory=dict)
@@ -72,6 +85,7 @@ class Decisions:
     # environments may have can hold their pods (changed since admission) and none is bound.
     requeue: dict[str, Status] = field(default_factory=dict)
     fail: dict[str, Failure] = field(default_factory=dict)
+    restart: dict[str, GangRestart] = field(default_factory=dict)
     ungate: list[str] = field(default_factory=list)  # pod keys
     # Jobs with a finished pod the Job controller has not counted yet: nothing is decided
     # or written for them this pass (their attempt record included).
@@ -99,7 +113,7 @@ def reconcile(snap: Snapshot) -> Decisions:
             counting.add(key)
         elif pods or departed:
             finished = (*departed, *pods) if departed else pods
-            record = attempt_records.merge(job.attempts_json, finished, snap.node_instance)
+            record = _merge_record(job, finished, snap)
             if record is not None:
                 out.attempts[key] = record
         status, demand = _job(
@@ -267,6 +281,8 @@ def _job(
         if timed_out is not None:
             out.fail[key] = Failure(Code.TIMEOUT, timed_out, True)
             return None, None
+        if job.gang and not counting and _gang_attempt_ends(job, pods, snap, out):
+            return out.restart[key].status if key in out.restart else None, None
         status = None if counting else _admitted_status(job, pods)
         if status is not None and status.state is State.STARTING and not job.ready:
             unplaceable = never(job)
@@ -286,6 +302,94 @@ def _job(
     if refused is not None:
         return refused, None
     return None, _waiting(job, snap)
+
+
+def _merge_record(
+    job: JobInfo,
+    pods: Sequence[PodInfo],
+    snap: Snapshot,
+    end: attempt_records.GangEnd | None = None,
+) -> str | None:
+    """The job's new attempt record (None: unchanged); a multi-node job's entries carry
+    its attempt, and the record has room for two attempts of every node."""
+    if job.spec.multi_node is None:
+        return attempt_records.merge(job.attempts_json, pods, snap.node_instance)
+    return attempt_records.merge(
+        job.attempts_json,
+        pods,
+        snap.node_instance,
+        gang_attempt=job.gang_attempt,
+        end=end,
+        keep=max(attempt_records.KEEP, 2 * job.spec.multi_node.nodes),
+    )
+
+
+def _gang_attempt_ends(
+    job: JobInfo, pods: Sequence[PodInfo], snap: Snapshot, out: Decisions
+) -> bool:
+    """AWS Batch's multi-node semantics: one node's failure (its container failed, or its
+    host was lost) ends the gang's attempt; the main node's success is the Job's (its
+    successPolicy). An ended attempt is retried as a whole if the retry strategy allows
+    (`out.restart`), else the job fails (`out.fail`). Pods of earlier attempts (created
+    before this admission) linger finished and are not this attempt's."""
+    multi_node = job.spec.multi_node
+    assert multi_node is not None
+    main = multi_node.main_node_index
+    admitted_at = job.admitted_at or 0.0
+    current = [
+        p
+        for p in (*snap.departed_by_job.get(job.key, ()), *pods)
+        if (parse_time(p.created) or 0.0) >= admitted_at
+    ]
+    if job.success_criteria_met or any(
+        p.completion_index == main and p.phase == "Succeeded" for p in current
+    ):
+        return False
+    failed = [p for p in current if p.phase == "Failed"]
+    if not failed:
+        return False
+    # The main node's failure decides; else the first node to fail.
+    first = min(
+        failed,
+        key=lambda p: (p.completion_index != main, p.finished or p.disrupted_at or "", p.name),
+    )
+    ended = attempt_records.from_pod(first, snap.node_instance)
+    assert ended is not None
+    strategy = job.spec.retry or ONE_ATTEMPT
+    number = job.gang_attempt
+    how = (
+        ended.statusReason
+        if first.disrupted
+        else f"exit code {ended.exitCode} ({ended.statusReason})"
+    )
+    what = (
+        f"attempt {number} of {strategy.attempts} ended: node index {first.completion_index} "
+        f"(pod {first.name} on node {first.node_name or '?'}): {how}"
+    )
+    end = attempt_records.GangEnd(
+        number, f"Stopped: node index {first.completion_index} failed", format_time(snap.now)
+    )
+    record = _merge_record(job, current, snap, end)
+    if verdict(strategy, ended.exitCode, ended.statusReason) is RetryAction.EXIT:
+        failure = Failure(Code.EXIT_RULE, f"{what}; an evaluateOnExit rule says EXIT", True)
+    elif number >= strategy.attempts:
+        failure = Failure(
+            Code.ATTEMPTS_EXHAUSTED, f"{what}; all {strategy.attempts} attempt(s) used", True
+        )
+    else:
+        status = Status(
+            _RUNNABLE,
+            Code.RETRY_WAIT,
+            f"{what}; the gang is retried as a whole: attempt {number + 1} waits for "
+            f"its {multi_node.nodes} nodes",
+        )
+        out.restart[job.key] = GangRestart(number + 1, status, record or job.attempts_json)
+        out.attempts.pop(job.key, None)  # written with the restart
+        return True
+    out.fail[job.key] = failure
+    if record is not None:
+        out.attempts[job.key] = record
+    return True
 
 
 def _waiting(job: JobInfo, snap: Snapshot) -> Demand | None:

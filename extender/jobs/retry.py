@@ -17,6 +17,12 @@ what a rule can look at:
 Array jobs (Indexed, more than one completion) retry each child on its own:
 backoffLimitPerIndex, and EXIT fails the child (FailIndex), as AWS fails one child.
 
+Multi-node jobs (gangs) are retried as a whole, which the Job controller cannot do: it
+replaces one pod. Their pods' failures are all `Ignore`d by the Job controller (never
+counted, never failing the Job), a successPolicy on the main node's index makes the
+main node's success the Job's, and Ebb ends and retries the gang's attempts itself
+(`gang_verdict`; docs/decisions/0008-gang-failure.md).
+
 A job without a retry strategy runs once on AWS Batch; a Job without a backoffLimit is
 retried 6 times by Kubernetes. A Job in an Ebb queue without `ebb.dev/retry-strategy`
 whose backoffLimit is that default runs once, as if it carried `{"attempts": 1}`; any
@@ -74,6 +80,7 @@ class RetryFields:
     backoff_limit: int
     backoff_limit_per_index: int | None
     pod_failure_policy: dict[str, Any] | None
+    success_policy: dict[str, Any] | None = None
 
     def as_spec_patch(self) -> dict[str, Any]:
         patch: dict[str, Any] = {"backoffLimit": self.backoff_limit}
@@ -83,6 +90,8 @@ class RetryFields:
             patch["podFailurePolicy"] = self.pod_failure_policy
             # Required with a podFailurePolicy: replace a pod only once it has failed.
             patch["podReplacementPolicy"] = "Failed"
+        if self.success_policy is not None:
+            patch["successPolicy"] = self.success_policy
         return patch
 
 
@@ -101,8 +110,13 @@ def effective_strategy(
     return ONE_ATTEMPT if limit == KUBERNETES_DEFAULT_BACKOFF_LIMIT else None
 
 
-def translate(strategy: RetryStrategy, *, per_index: bool) -> RetryFields:
-    """The backoffLimit(PerIndex) and podFailurePolicy that implement `strategy`."""
+def translate(
+    strategy: RetryStrategy, *, per_index: bool, main_node: int | None = None
+) -> RetryFields:
+    """The backoffLimit(PerIndex) and podFailurePolicy that implement `strategy`
+    (`main_node`: a multi-node job's main node index; Ebb retries those, see above)."""
+    if main_node is not None:
+        return _gang_fields(main_node)
     retries = strategy.attempts - 1
     fail_action = "FailIndex" if per_index else "FailJob"
     rules: list[dict[str, Any]] = []
@@ -112,6 +126,26 @@ def translate(strategy: RetryStrategy, *, per_index: bool) -> RetryFields:
     if per_index:
         return RetryFields(_UNLIMITED, retries, policy)
     return RetryFields(retries, None, policy)
+
+
+def _gang_fields(main_node: int) -> RetryFields:
+    """No pod failure counts for the Job controller (Ebb ends the gang's attempt); the
+    main node's success is the Job's."""
+    ignored = [
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        {"action": "Ignore", "onExitCodes": {"operator": "NotIn", "values": [0]}},
+    ]
+    success = {"rules": [{"succeededIndexes": str(main_node)}]}
+    return RetryFields(_UNLIMITED, None, {"rules": ignored}, success)
+
+
+def verdict(strategy: RetryStrategy, exit_code: int | None, status_reason: str) -> RetryAction:
+    """What AWS Batch does with a failed attempt: the first evaluateOnExit rule that
+    matches decides; none matching retries. (Attempts left are the caller's to count.)"""
+    for rule in strategy.rules:
+        if rule_matches(rule, exit_code, status_reason):
+            return rule.action
+    return RetryAction.RETRY
 
 
 def _pod_failure_rules(rule: ExitRule, fail_action: str) -> list[dict[str, Any]]:

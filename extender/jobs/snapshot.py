@@ -60,6 +60,7 @@ class JobInfo:
     terminal_reason: str
     terminal_message: str
     failure_target: bool
+    success_criteria_met: bool  # the successPolicy is met: the Job controller completes it
     # what Ebb published last
     published_state: State | None
     published_code: str
@@ -68,6 +69,7 @@ class JobInfo:
     admitted_at: float | None
     attempts_json: str
     array_status: str
+    gang_attempt: int = 1
 
     @property
     def key(self) -> str:
@@ -118,6 +120,7 @@ def job_from_raw(raw: Mapping[str, Any]) -> JobInfo | None:
     except SpecError as exc:
         job_spec, spec_error = JobSpec(), str(exc)
     terminal, terminal_reason, terminal_message, failure_target = None, "", "", False
+    success_criteria_met = False
     for cond in status.get("conditions") or ():
         if cond.get("status") != "True":
             continue
@@ -128,6 +131,8 @@ def job_from_raw(raw: Mapping[str, Any]) -> JobInfo | None:
             terminal_message = str(cond.get("message", ""))
         elif kind == "FailureTarget":
             failure_target = True
+        elif kind == "SuccessCriteriaMet":
+            success_criteria_met = True
     template_spec = ((spec.get("template") or {}).get("spec")) or {}
     uncounted: Mapping[str, list[str]] = status.get("uncountedTerminatedPods") or {}
     published = annotations.get(keys.STATE)
@@ -165,6 +170,7 @@ def job_from_raw(raw: Mapping[str, Any]) -> JobInfo | None:
         terminal_reason=terminal_reason,
         terminal_message=terminal_message,
         failure_target=failure_target,
+        success_criteria_met=success_criteria_met,
         published_state=State(published) if published in State.__members__ else None,
         published_code=annotations.get(keys.REASON_CODE, ""),
         published_reason=annotations.get(keys.REASON, ""),
@@ -172,7 +178,12 @@ def job_from_raw(raw: Mapping[str, Any]) -> JobInfo | None:
         admitted_at=parse_time(annotations.get(keys.ADMITTED_AT)),
         attempts_json=annotations.get(keys.ATTEMPTS, ""),
         array_status=annotations.get(keys.ARRAY_STATUS, ""),
+        gang_attempt=_int_text(annotations.get(keys.GANG_ATTEMPT, ""), 1),
     )
+
+
+def _int_text(text: str, default: int) -> int:
+    return int(text) if text.isdigit() else default
 
 
 def _template_ready(template: Mapping[str, Any]) -> bool:
@@ -186,8 +197,9 @@ def _template_ready(template: Mapping[str, Any]) -> bool:
 
 
 def _requested_parallelism(annotations: Mapping[str, str], spec: Mapping[str, Any]) -> int:
-    text = annotations.get(keys.REQUESTED_PARALLELISM, "")
-    return int(text) if text.isdigit() else _int(spec.get("parallelism"), 1)
+    return _int_text(
+        annotations.get(keys.REQUESTED_PARALLELISM, ""), _int(spec.get("parallelism"), 1)
+    )
 
 
 def parse_index_ranges(text: str) -> set[int]:

@@ -23,7 +23,7 @@ from ebb import keys
 from ebb.events import EventRecorder, ObjectRef
 from ebb.kube import JOBS, PODS, SERVICES, ApiError, KubeClient, Reflector
 from extender.jobs.lifecycle import CONDITION_REASONS, State, Status
-from extender.jobs.reconcile import Decisions, Failure
+from extender.jobs.reconcile import Decisions, Failure, GangRestart
 from extender.jobs.retry import ONE_ATTEMPT, effective_strategy
 from extender.jobs.snapshot import JobInfo, format_time
 
@@ -52,6 +52,11 @@ ADMISSIONS = Counter("ebb_admissions_total", "Jobs admitted (unsuspended), by qu
 GANGS_ADMITTED = Counter(
     "ebb_gangs_admitted_total",
     "Multi-node jobs admitted (all their pods at once), by queue.",
+    ["queue"],
+)
+GANGS_RETRIED = Counter(
+    "ebb_gang_retries_total",
+    "Multi-node jobs whose attempt ended and that were retried as a whole, by queue.",
     ["queue"],
 )
 ADMISSION_WAIT = Histogram(
@@ -112,6 +117,21 @@ def requeue_patch(job: JobInfo, status: Status, now: float) -> Json:
             "resourceVersion": job.resource_version,
             "annotations": status_annotations(job, status, now),
         },
+        "spec": {"suspend": True},
+    }
+
+
+def restart_patch(job: JobInfo, restart: GangRestart, now: float) -> Json:
+    """Ends a multi-node job's attempt: suspended, the Job controller deletes every pod
+    still running (uncounted); with the next attempt's number and the ended attempt's
+    record in the same write, so a daemon killed at any moment never loses nor repeats
+    an attempt. On the Job as the pass saw it: if it changed since, the write conflicts
+    and the next pass decides again."""
+    annotations = status_annotations(job, restart.status, now)
+    annotations[keys.GANG_ATTEMPT] = str(restart.attempt)
+    annotations[keys.ATTEMPTS] = restart.record
+    return {
+        "metadata": {"resourceVersion": job.resource_version, "annotations": annotations},
         "spec": {"suspend": True},
     }
 
@@ -182,6 +202,7 @@ class Writer:
         ]
         ops += [self._requeue(jobs[key], status, now) for key, status in decisions.requeue.items()]
         ops += [self._fail(jobs[key], failure, now) for key, failure in decisions.fail.items()]
+        ops += [self._restart(jobs[key], r, now) for key, r in decisions.restart.items()]
         ops += [self._ungate(pod) for pod in decisions.ungate]
         await asyncio.gather(*ops)
         self._queue_publications(jobs, decisions, now)
@@ -275,6 +296,19 @@ class Writer:
             )
             self._announce(job, status, now)
 
+    async def _restart(self, job: JobInfo, restart: GangRestart, now: float) -> None:
+        body = restart_patch(job, restart, now)
+        written = await self._write(
+            "restart", lambda: self._client.patch(JOBS, job.name, body, job.namespace)
+        )
+        if written is not None:
+            self._jobs.apply_write(written)
+            GANGS_RETRIED.labels(job.queue).inc()
+            log.info(
+                "gang attempt ended, retried as a whole", job=job.key, reason=restart.status.reason
+            )
+            self._announce(job, restart.status, now)
+
     async def _fail(self, job: JobInfo, failure: Failure, now: float) -> None:
         body = failure_status(job, failure, now)
         written = await self._write(
@@ -314,7 +348,7 @@ class Writer:
         self, jobs: Mapping[str, JobInfo], decisions: Decisions, now: float
     ) -> None:
         for key, status in decisions.statuses.items():
-            if key in decisions.admit or key in decisions.requeue:
+            if key in decisions.admit or key in decisions.requeue or key in decisions.restart:
                 continue  # published with the admission (or the suspension) itself
             job = jobs[key]
             annotations: dict[str, str] = {}

@@ -120,11 +120,17 @@ async def bind_pod(
 
 
 async def job_failures(client: kube.KubeClient, namespace: str, name: str) -> int:
-    """The Job's failed pods, read from the API server (not a cache): status.failed and
-    the failures the Job controller is still counting. It records a failure before it
-    creates the replacement pod (after a backoff of 10 s or more), so a pod being bound
-    sees every failure before it, including pods since deleted (a lost node's)."""
-    status = (await client.get(kube.JOBS, name, namespace)).get("status") or {}
+    """The attempts of the Job before the one being bound, read from the API server (not a
+    cache): its failed pods, status.failed and the failures the Job controller is still
+    counting. It records a failure before it creates the replacement pod (after a backoff
+    of 10 s or more), so a pod being bound sees every failure before it, including pods
+    since deleted (a lost node's). A multi-node job's failures are Ebb's to count (the
+    Job controller ignores them): its attempts are `ebb.dev/gang-attempt`."""
+    job = await client.get(kube.JOBS, name, namespace)
+    gang_attempt = ((job.get("metadata") or {}).get("annotations") or {}).get(keys.GANG_ATTEMPT)
+    if gang_attempt is not None and gang_attempt.isdigit():
+        return max(int(gang_attempt) - 1, 0)
+    status = job.get("status") or {}
     uncounted = (status.get("uncountedTerminatedPods") or {}).get("failed") or ()
     return int(status.get("failed") or 0) + len(uncounted)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,9 +25,11 @@ from tests.e2e.autoscaling import (
     launch_token,
     metric,
     name,
+    pods_of,
     scaled_to_zero,
 )
-from tests.e2e.cluster import wait_for
+from tests.e2e.batch import annotation, wait_state
+from tests.e2e.cluster import ROOT, wait_for
 
 # One gang pod (3 vCPUs) per c6i.xlarge (4 vCPUs): the autoscaler launches a node per pod.
 GANG_CPU = "3"
@@ -312,3 +315,139 @@ async def test_a_gang_refused_for_lack_of_capacity_launches_nothing_partial_and_
     assert f"for multi-node-job ({gang})" in launched
     assert metric(autoscaler.ops_url, launches) == 3  # counted, with the gang's reason
     await wait_for(lambda: scaled_to_zero(kube_client, local_aws, ce), 60, message="to zero")
+
+
+SPOT_IDIOM = orjson.dumps(
+    {
+        "attempts": 3,
+        "evaluateOnExit": [
+            {"onStatusReason": "Host EC2*", "action": "RETRY"},
+            {"onReason": "*", "action": "EXIT"},
+        ],
+    }
+).decode()
+
+
+async def _pod_of_index(
+    client: kube.KubeClient, namespace: str, job: str, index: int, phase: str | None = None
+) -> dict[str, Any]:
+    async def found() -> dict[str, Any] | None:
+        for pod in await pods_of(client, namespace, job):
+            annotations = pod["metadata"].get("annotations") or {}
+            if annotations.get("batch.kubernetes.io/job-completion-index") == str(index) and (
+                phase is None or pod["status"].get("phase") == phase
+            ):
+                return pod
+        return None
+
+    return await wait_for(found, 90, message=f"{job}'s pod of index {index}")
+
+
+async def _set_run(client: kube.KubeClient, pod: dict[str, Any], **annotations: str) -> None:
+    """Changes how KWOK runs one pod of the gang (before it runs: its pods wait unbound
+    until every one has a node)."""
+    assert pod["status"].get("phase") == "Pending", pod["status"]
+    patch = {"metadata": {"annotations": {f"kwok.ebb.dev/{k}": v for k, v in annotations.items()}}}
+    await client.patch(kube.PODS, pod["metadata"]["name"], patch, pod["metadata"]["namespace"])
+
+
+def _attempts(raw: dict[str, Any]) -> dict[int, dict[int, dict[str, Any]]]:
+    """The published record: attempt -> node index -> entry."""
+    out: dict[int, dict[int, dict[str, Any]]] = {}
+    for entry in orjson.loads(annotation(raw, keys.ATTEMPTS)):
+        out.setdefault(entry["attempt"], {})[entry["index"]] = entry
+    return out
+
+
+async def test_the_main_nodes_success_is_the_gangs(
+    kube_client: kube.KubeClient, namespace: str, local_aws: LocalAws, setup: Any
+) -> None:
+    ce = name("main")
+    await setup(kube.COMPUTE_ENVIRONMENTS, environment(local_aws, ce, 12))
+    await setup(kube.JOB_QUEUES, job_queue(f"{ce}-q", ce))
+    # The other nodes would run 300 s: the job ends when the main node (index 1) exits 0.
+    body = gang_job("lead", f"{ce}-q", 3, run_seconds=300)
+    body["metadata"]["annotations"][keys.MAIN_NODE_INDEX] = "1"
+    await kube_client.create(kube.JOBS, body, namespace)
+    main = await _pod_of_index(kube_client, namespace, "lead", 1)
+    await _set_run(kube_client, main, **{"run-seconds": "2"})
+    done = await wait_state(kube_client, namespace, "lead", "SUCCEEDED", timeout=90)
+    conditions = {c["type"] for c in done["status"]["conditions"] if c["status"] == "True"}
+    assert "Complete" in conditions and "SuccessCriteriaMet" in conditions, conditions
+    assert done["status"]["succeeded"] == 1  # the main node alone; the others were stopped
+    await wait_for(lambda: scaled_to_zero(kube_client, local_aws, ce), 90, message="to zero")
+
+
+async def test_a_failed_node_retries_the_whole_gang(
+    kube_client: kube.KubeClient, namespace: str, local_aws: LocalAws, setup: Any
+) -> None:
+    ce = name("fail")
+    await setup(kube.COMPUTE_ENVIRONMENTS, environment(local_aws, ce, 12))
+    await setup(kube.JOB_QUEUES, job_queue(f"{ce}-q", ce))
+    strategy = {keys.RETRY_STRATEGY: orjson.dumps({"attempts": 2}).decode()}
+    await kube_client.create(
+        kube.JOBS, gang_job("mpi", f"{ce}-q", 3, run_seconds=8, annotations=strategy), namespace
+    )
+    # In attempt 1 node index 2 (not the main node) fails at once with exit code 3.
+    worker = await _pod_of_index(kube_client, namespace, "mpi", 2)
+    await _set_run(kube_client, worker, **{"run-seconds": "1", "exit-code": "3"})
+    done = await wait_state(kube_client, namespace, "mpi", "SUCCEEDED", "FAILED", timeout=180)
+    assert annotation(done, keys.STATE) == "SUCCEEDED", annotation(done, keys.REASON)
+    assert annotation(done, keys.GANG_ATTEMPT) == "2"
+    record = _attempts(done)
+    assert set(record) == {1, 2} and set(record[1]) == {0, 1, 2}, record
+    failed = record[1][2]
+    assert (failed["pod"], failed["exitCode"]) == (worker["metadata"]["name"], 3), failed
+    assert failed["statusReason"] == "Essential container in task exited"
+    for index in (0, 1):  # stopped when node index 2 failed
+        assert record[1][index]["reason"] in ("GangAttemptEnded", "Error"), record[1][index]
+    # Attempt 2 ran every node anew.
+    assert not {e["pod"] for e in record[1].values()} & {e["pod"] for e in record[2].values()}
+    assert record[2][0]["exitCode"] == 0, record[2]  # the main node succeeded
+    assert done["status"].get("failed", 0) == 0  # the Job controller counted no attempt
+    # AWS_BATCH_JOB_ATTEMPT of the second attempt's pods (the kubelet reads it from here).
+    second = {e["pod"] for e in record[2].values()}
+    pods = (await kube_client.list(kube.PODS, namespace)).items
+    attempts = {
+        p["metadata"]["name"]: p["metadata"]["annotations"].get(keys.POD_ATTEMPT)
+        for p in pods
+        if p["metadata"]["name"] in second
+    }
+    assert attempts and set(attempts.values()) == {"2"}, attempts
+    await wait_for(lambda: scaled_to_zero(kube_client, local_aws, ce), 90, message="to zero")
+
+
+async def test_a_spot_reclaim_of_one_node_retries_the_gang_once(
+    kube_client: kube.KubeClient, namespace: str, local_aws: LocalAws, setup: Any
+) -> None:
+    ce = name("spotgang")
+    await setup(kube.COMPUTE_ENVIRONMENTS, environment(local_aws, ce, 12))
+    await setup(kube.JOB_QUEUES, job_queue(f"{ce}-q", ce))
+    body = gang_job(
+        "ddp", f"{ce}-q", 3, run_seconds=30, annotations={keys.RETRY_STRATEGY: SPOT_IDIOM}
+    )
+    await kube_client.create(kube.JOBS, body, namespace)
+    worker = await _pod_of_index(kube_client, namespace, "ddp", 1, phase="Running")
+    node = await kube_client.get(kube.NODES, worker["spec"]["nodeName"])
+    instance_id = node["spec"]["providerID"].rsplit("/", 1)[-1]
+    interrupt = await asyncio.create_subprocess_exec(
+        *[
+            sys.executable,
+            str(ROOT / "hack" / "interrupt.py"),
+            instance_id,
+            f"--aws-endpoint-url={local_aws.endpoint}",
+            f"--queue-url={local_aws.info['queueUrl']}",
+            "--notice-seconds=2",
+        ],
+        env={"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "PATH": ""},
+    )
+    assert await asyncio.wait_for(interrupt.wait(), 30) == 0
+    done = await wait_state(kube_client, namespace, "ddp", "SUCCEEDED", "FAILED", timeout=180)
+    assert annotation(done, keys.STATE) == "SUCCEEDED", annotation(done, keys.REASON)
+    assert annotation(done, keys.GANG_ATTEMPT) == "2"
+    record = _attempts(done)
+    assert set(record) == {1, 2} and set(record[2]) == {0, 1, 2}, record
+    lost = record[1][1]
+    assert lost["statusReason"] == f"Host EC2 (instance {instance_id}) terminated.", lost
+    assert lost["exitCode"] is None
+    await wait_for(lambda: scaled_to_zero(kube_client, local_aws, ce), 120, message="to zero")

@@ -82,6 +82,7 @@ def pod(
     unschedulable: bool = False,
     cpu: str = "1",
     tracked: bool = False,
+    created: str = "2026-01-01T00:01:00Z",
 ) -> PodInfo:
     annotations = {} if index is None else {"batch.kubernetes.io/job-completion-index": str(index)}
     status: dict[str, Any] = {"phase": phase, "reason": reason, "startTime": "2026-01-01T00:01:00Z"}
@@ -118,6 +119,7 @@ def pod(
                 "name": name,
                 "namespace": namespace,
                 "uid": f"uid-{name}",
+                "creationTimestamp": created,
                 "labels": {"ebb.dev/queue": "q"},
                 "annotations": annotations,
                 "ownerReferences": [{"kind": "Job", "name": job_name, "uid": "u"}],
