@@ -344,6 +344,11 @@ def _pod_properties(d: _Document, pod: Json, tolerations: Any) -> Json:
                 "for a storage class create a PersistentVolumeClaim and use "
                 "persistentVolumeClaim.claimName",
             )
+    for kind in ("containers", "initContainers"):
+        unnamed = [c for c in out.get(kind) or () if isinstance(c, dict) and not c.get("name")]
+        if len(unnamed) == 1:  # AWS Batch names an unnamed container "Default"; Kubernetes
+            # needs a name, in lowercase.
+            out[kind] = [{"name": "default", **c} if c is unnamed[0] else c for c in out[kind]]
     security = pod.get("securityContext")
     if security is not None:
         del out["securityContext"]

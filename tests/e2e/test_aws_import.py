@@ -116,8 +116,8 @@ async def test_import_aws_batch_json_and_run_the_seed_definitions(
                 labels={keys.COMPUTE_ENVIRONMENT_LABEL: ce_name},
                 taints=[{"key": keys.BATCH_NODE_TAINT, "effect": "NoSchedule"}],
             )
+        # A compute environment's status is the autoscaler's (not run here).
         for res, name in (
-            (kube.COMPUTE_ENVIRONMENTS, ce_name),
             (kube.JOB_QUEUES, queue_name),
             (kube.SCHEDULING_POLICIES, policy_name),
         ):
