@@ -5,6 +5,7 @@ not running, and cancel or terminate jobs.
     kubectl ebb why JOB | describe JOB
     kubectl ebb cancel JOB --reason R | terminate JOB --reason R
     kubectl ebb submit --job-name N --job-queue Q --job-definition D[:REV] [...]
+    kubectl ebb import FILE... [--dry-run -o yaml]   (AWS Batch JSON)
 
 Tables by default; `-o json|yaml` for machines. Honours --kubeconfig, --context, -n.
 It reads only what Ebb publishes on the objects, so it works from any machine that
@@ -27,7 +28,8 @@ import aiohttp
 import orjson
 import yaml
 
-from ebb import keys, kube
+from ebb import awsbatch_import, keys, kube
+from ebb.jobdefinition import DefinitionError, split_name
 from ebb.jobspec import SpecError, parse_depends_on
 
 Json = dict[str, Any]
@@ -450,6 +452,67 @@ class Cli:
         )
         print(f"job {self.namespace}/{name} {verb} requested: {reason}")
 
+    async def import_objects(self, files: Sequence[str]) -> None:
+        """Create or update (server-side apply, as `kubectl apply --server-side`) what the
+        AWS Batch files describe; definitions get the next revision unless unchanged."""
+        listing = await self.client.list(kube.JOB_DEFINITIONS, namespace=self.namespace)
+        latest: dict[str, tuple[int, Json]] = {}
+        for item in listing.items:
+            try:
+                name, revision = split_name(item["metadata"]["name"])
+            except DefinitionError:
+                continue
+            if revision > latest.get(name, (0, {}))[0]:
+                latest[name] = (revision, item.get("spec") or {})
+        translation = translate_files(files, self.namespace, latest)
+        for obj in translation.objects:
+            res = _IMPORTED[obj["kind"]]
+            await self.client.apply(res, obj, field_manager="kubectl-ebb-import")
+            print(f"{res.plural}.{keys.GROUP}/{obj['metadata']['name']} imported")
+
+
+_IMPORTED = {
+    res.kind: res
+    for res in (
+        kube.COMPUTE_ENVIRONMENTS,
+        kube.SCHEDULING_POLICIES,
+        kube.JOB_QUEUES,
+        kube.JOB_DEFINITIONS,
+    )
+}
+
+
+def translate_files(
+    files: Sequence[str], namespace: str, latest: dict[str, tuple[int, Json]]
+) -> awsbatch_import.Translation:
+    """The files' AWS Batch JSON as Ebb objects, the warnings printed to stderr; a file
+    that cannot be imported stops everything before anything is written."""
+    documents = []
+    try:
+        for path in files:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+            stem = os.path.splitext(os.path.basename(path))[0]
+            documents.append((path, awsbatch_import.parse_json(text, path), stem))
+        translation = awsbatch_import.translate(documents, namespace=namespace, latest=latest)
+    except (awsbatch_import.ImportRefused, OSError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    for warning in translation.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return translation
+
+
+def import_dry_run(args: argparse.Namespace) -> None:
+    """`--dry-run`: the objects as YAML (or JSON), what they cannot carry as comments;
+    nothing is read from or written to the cluster (definitions are revision 1)."""
+    translation = translate_files(args.files, args.namespace or "default", {})
+    if args.output == "json":
+        emit(translation.objects, "json", "")
+        return
+    comments = "".join(f"# warning: {w}\n" for w in translation.warnings)
+    docs = "---\n".join(yaml.safe_dump(o, sort_keys=False) for o in translation.objects)
+    print(comments + docs, end="")
+
 
 def _json_arg(value: str, flag: str) -> Any:
     try:
@@ -556,6 +619,16 @@ def parser() -> argparse.ArgumentParser:
     submit.add_argument("--retry-strategy", help='JSON, e.g. {"attempts": 3}')
     submit.add_argument("--timeout", type=int, help="attempt duration in seconds")
     submit.add_argument("--container-overrides", help="JSON list of {name, image, ...}")
+    imports = sub.add_parser(
+        "import",
+        parents=[common],
+        help="create or update Ebb objects from AWS Batch JSON (describe-* output, create-* "
+        "and register-job-definition input)",
+    )
+    imports.add_argument("files", nargs="+", metavar="FILE")
+    imports.add_argument(
+        "--dry-run", action="store_true", help="print the objects (-o yaml|json); write nothing"
+    )
     return top
 
 
@@ -585,6 +658,9 @@ def _refusal(args: argparse.Namespace, namespace: str, exc: kube.ApiError) -> st
             tried, role = f"list jobs in namespace {namespace}", _edit_role(namespace)
         case "submit":
             tried, role = f"create job {namespace}/{args.job_name}", _edit_role(namespace)
+        case "import":
+            tried = "create compute environments, queues and job definitions"
+            role = "ClusterRole ebb-admin"
         case _:
             verb = "read" if args.command in ("why", "describe") else args.command
             tried, role = f"{verb} job {namespace}/{args.job}", _edit_role(namespace)
@@ -611,10 +687,15 @@ async def _command(cli: Cli, args: argparse.Namespace) -> None:
             await cli.stop(args.job, keys.TERMINATE, args.reason, "termination")
         case "submit":
             await cli.submit(submit_job(args))
+        case "import":
+            await cli.import_objects(args.files)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "import" and args.dry_run:
+        import_dry_run(args)
+        return 0
     try:
         asyncio.run(_run(args))
     except kube.ConfigError as exc:
