@@ -268,7 +268,8 @@ class Controller:
         environment (with those later environments must take)."""
         zones = await self.ec2.zones({s for spec in specs.values() for s in spec.subnets})
         started = time.perf_counter()
-        plan = plan_launches(views, pending, self._room(ours, live, zones))
+        room = self._room(ours, live, zones)
+        plan = plan_launches(views, pending, room)
         metrics.PLANNER_SECONDS.observe(time.perf_counter() - started)
         self._awaited_nodes = plan.awaited_nodes
         if plan.launches:
@@ -276,6 +277,12 @@ class Controller:
                 "capacity plan",
                 pods=len(pending),
                 on_existing=plan.on_existing,
+                # The room it saw: a launch beside empty room must be explainable.
+                room=sorted(
+                    f"{r.environment}/{r.zone or '?'}/{r.node or 'coming'}"
+                    + ("/empty" if r.empty else "")
+                    for r in room
+                )[:20],
                 waiting=len(plan.waiting),
                 launches=[
                     f"{x.count}x{x.instance_type}@{x.environment}"

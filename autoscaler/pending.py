@@ -25,10 +25,21 @@ def waits_for_capacity(pod: PodInfo) -> bool:
 
 def pending_pods(pods: Iterable[PodInfo], queues: Mapping[str, JobQueue]) -> list[PendingPod]:
     """The pods that wait for capacity, each with its queue's compute environments and
-    priority (none, for a queue that is gone); a multi-node job's pods are exclusive."""
+    priority (none, for a queue that is gone); a multi-node job's pods are exclusive.
+    A multi-node job with a pod bound is being bound whole (the extender binds a gang's
+    pods together once each has a node), so its other pods wait for no capacity: in the
+    watch they may still read unschedulable for a moment after their binds."""
+    pods = list(pods)
+    binding_gangs = {
+        p.job_uid
+        for p in pods
+        if p.gang_size is not None and p.node_name is not None and not p.terminating
+    }
     out = []
     for pod in pods:
         if not waits_for_capacity(pod):
+            continue
+        if pod.gang_size is not None and pod.job_uid in binding_gangs:
             continue
         queue = queues.get(pod.queue or "")
         envs = queue.compute_environments if queue is not None else ()

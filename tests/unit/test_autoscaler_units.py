@@ -138,6 +138,17 @@ def test_only_unschedulable_batch_pods_that_new_capacity_could_take_are_pending(
     ]
 
 
+def test_a_gang_with_a_pod_bound_is_being_bound_whole_and_waits_for_no_capacity() -> None:
+    queues = {"q": JobQueue("q", 7, ("ce",))}
+    gang = [pod("g0", gang_size=2, node_name="n1", unschedulable=False), pod("g1", gang_size=2)]
+    assert pending_pods(gang, queues) == []
+    # Its pods going away (an attempt ended) hold nothing back; nor do other Jobs' pods.
+    leaving = dataclasses.replace(gang[0], terminating=True)
+    assert [p.key for p in pending_pods([leaving, gang[1]], queues)] == ["ns/g1"]
+    other = pod("other", gang_size=2, job_uid="v", node_name="n2", unschedulable=False)
+    assert [p.key for p in pending_pods([other, gang[1]], queues)] == ["ns/g1"]
+
+
 def test_a_pod_of_a_deleted_queue_is_pending_with_nowhere_to_go() -> None:
     (p,) = pending_pods([pod("a", queue="gone")], {})
     assert (p.environments, p.priority) == ((), 0)
