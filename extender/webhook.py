@@ -714,14 +714,20 @@ async def prefetch(body: Json, ctx: WebhookContext) -> None:
             pending.extend(d.job for d in found.spec.depends_on)
 
 
+async def _review_body(request: web.Request) -> Json:
+    """The AdmissionReview a request carries, or 400 saying what is wrong with it."""
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError as exc:
+        raise web.HTTPBadRequest(text=f"body: not valid JSON ({exc})") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text="body: must be an AdmissionReview object")
+    return body
+
+
 def add_routes(app: web.Application, context: Callable[[], WebhookContext]) -> None:
     async def handle(request: web.Request, mutating: bool) -> web.Response:
-        try:
-            body = orjson.loads(await request.read())
-        except orjson.JSONDecodeError as exc:
-            raise web.HTTPBadRequest(text=f"body: not valid JSON ({exc})") from None
-        if not isinstance(body, dict):
-            raise web.HTTPBadRequest(text="body: must be an AdmissionReview object")
+        body = await _review_body(request)
         ctx = context()
         await prefetch(body, ctx)
         return web.json_response(
@@ -735,12 +741,7 @@ def add_routes(app: web.Application, context: Callable[[], WebhookContext]) -> N
         return await handle(request, False)
 
     async def definition_handler(request: web.Request) -> web.Response:
-        try:
-            body = orjson.loads(await request.read())
-        except orjson.JSONDecodeError as exc:
-            raise web.HTTPBadRequest(text=f"body: not valid JSON ({exc})") from None
-        if not isinstance(body, dict):
-            raise web.HTTPBadRequest(text="body: must be an AdmissionReview object")
+        body = await _review_body(request)
         return web.json_response(review_definition(body), dumps=lambda o: orjson.dumps(o).decode())
 
     app.router.add_post(MUTATE_PATH, mutate_handler)
