@@ -163,6 +163,7 @@ def test_kubectl_sees_ebb_resources(cluster: LocalCluster) -> None:
     out = cluster.kubectl("api-resources", "--api-group=ebb.dev", "-o", "name")
     assert set(out.split()) == {
         "computeenvironments.ebb.dev",
+        "jobdefinitions.ebb.dev",
         "jobqueues.ebb.dev",
         "schedulingpolicies.ebb.dev",
     }

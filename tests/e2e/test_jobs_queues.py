@@ -12,7 +12,7 @@ import pytest
 
 from ebb import keys, kube
 from tests.e2e.batch import annotation, batch_env, job_body, unique, wait_state
-from tests.e2e.cluster import wait_for
+from tests.e2e.cluster import LocalCluster, wait_for
 
 pytestmark = pytest.mark.usefixtures("scheduler_daemon")
 
@@ -146,7 +146,7 @@ async def test_small_jobs_backfill_and_a_job_that_can_never_fit_says_so(
 
 
 async def test_state_time_limit_cancels_a_job_stuck_runnable(
-    kube_client: kube.KubeClient, namespace: str
+    cluster: LocalCluster, kube_client: kube.KubeClient, namespace: str
 ) -> None:
     async with batch_env(kube_client) as env:
         ce = await env.compute_environment(unique("ce"), max_vcpus=1)
@@ -166,11 +166,17 @@ async def test_state_time_limit_cancels_a_job_stuck_runnable(
         await wait_state(kube_client, namespace, "holder", "STARTING", "RUNNING")
         await kube_client.create(kube.JOBS, job_body("stuck", q), namespace)
         await wait_state(kube_client, namespace, "stuck", "RUNNABLE")
-        # Travel in time: it has been waiting for capacity for 11 minutes.
+        # Travel in time: it has been waiting for capacity for 11 minutes. Only Ebb writes
+        # what it publishes, so the clock is turned back with its own credentials.
         past = (datetime.now(UTC) - timedelta(seconds=660)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        await kube_client.patch(
-            kube.JOBS, "stuck", {"metadata": {"annotations": {keys.STATE_SINCE: past}}}, namespace
-        )
+        access = kube.load_access(str(cluster.state_dir / "ebb-scheduler.kubeconfig"), None, {})
+        async with kube.KubeClient(access) as as_ebb:
+            await as_ebb.patch(
+                kube.JOBS,
+                "stuck",
+                {"metadata": {"annotations": {keys.STATE_SINCE: past}}},
+                namespace,
+            )
         done = await wait_state(kube_client, namespace, "stuck", "FAILED")
         assert annotation(done, keys.REASON_CODE) == "FAILED:STATE_TIME_LIMIT"
         assert "longer than 600 s" in annotation(done, keys.REASON)
