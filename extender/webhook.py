@@ -439,6 +439,22 @@ def main_node_address(job: str, namespace: str, main_index: int) -> str:
 
 
 BATCH_ENV_PREFIX = "AWS_BATCH"
+# The variables Ebb sets on a Job's containers: a Job exported from the cluster and
+# created again carries them, and they are set afresh rather than refused.
+EBB_BATCH_ENV = frozenset(
+    {
+        "AWS_BATCH_JOB_ID",
+        "AWS_BATCH_JOB_ATTEMPT",
+        "AWS_BATCH_JQ_NAME",
+        "AWS_BATCH_CE_NAME",
+        "AWS_BATCH_JOB_ARRAY_INDEX",
+        "AWS_BATCH_JOB_ARRAY_SIZE",
+        "AWS_BATCH_JOB_NUM_NODES",
+        "AWS_BATCH_JOB_NODE_INDEX",
+        "AWS_BATCH_JOB_MAIN_NODE_INDEX",
+        "AWS_BATCH_JOB_MAIN_NODE_PRIVATE_IPV4_ADDRESS",
+    }
+)
 
 
 def stamp_batch_env(job: Json, job_spec: JobSpec) -> None:
@@ -480,9 +496,11 @@ def stamp_batch_env(job: Json, job_spec: JobSpec) -> None:
     variables["AWS_BATCH_JOB_ID"] = (
         _value(f"{meta['name']}{child}") if meta.get("name") else _field(_JOB_NAME)
     )
+    assert set(variables) <= EBB_BATCH_ENV
     for container in spec["template"]["spec"].get("containers") or ():
-        env = container.setdefault("env", [])
+        env = [e for e in container.get("env") or () if e.get("name") not in EBB_BATCH_ENV]
         env.extend({"name": name, **source} for name, source in variables.items())
+        container["env"] = env
 
 
 def user_batch_env(template_spec: Json) -> str | None:
@@ -491,6 +509,8 @@ def user_batch_env(template_spec: Json) -> str | None:
         for container in template_spec.get(part) or ():
             for variable in container.get("env") or ():
                 name = str(variable.get("name", ""))
+                if part == "containers" and name in EBB_BATCH_ENV:
+                    continue  # Ebb sets it afresh (a Job exported and created again)
                 if name.startswith(BATCH_ENV_PREFIX):
                     return (
                         f"spec.template.spec.{part}[{container.get('name')}].env[{name}]: "

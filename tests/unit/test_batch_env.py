@@ -117,3 +117,23 @@ async def test_the_binding_carries_the_attempt_and_the_nodes_environment() -> No
         {keys.POD_COMPUTE_ENVIRONMENT: "ce", keys.POD_ATTEMPT: "1"},
     ]
     assert asked == [("ns", "j")]  # the array child's count is on the pod
+
+
+def test_a_job_exported_and_created_again_gets_ebbs_variables_afresh() -> None:
+    exported = {
+        "containers": [{"name": "main", "env": [{"name": "AWS_BATCH_JOB_ID", "value": "x"}]}]
+    }
+    assert user_batch_env(exported) is None  # Ebb's own name in a container: set afresh
+    assert (
+        user_batch_env(
+            {"containers": [{"name": "main", "env": [{"name": "AWS_BATCH_FOO", "value": "x"}]}]}
+        )
+        is not None
+    )
+
+
+def test_stamping_twice_sets_each_variable_once() -> None:
+    once = mutate(job(), parse_job_spec({}))
+    twice = mutate(once, parse_job_spec({}))
+    names = [v["name"] for v in twice["spec"]["template"]["spec"]["containers"][0]["env"]]
+    assert sorted(names) == sorted(set(names)) and env(twice) == env(once)
