@@ -409,7 +409,21 @@ def story(run: Run, jobs: list[Outcome], names: list[str]) -> tuple[list[str], l
             )
     others = [j for j in jobs if j.name not in INTENDED_FAILURES and j.name != VICTIM]
     if others and all(j.state == "SUCCEEDED" for j in others):
-        ok.append(f"The other {len(others)} jobs SUCCEEDED.")
+        retried = [
+            f"{j.name}: {j.attempts - j.children} of its {j.children} children"
+            for j in others
+            if j.children and j.attempts > j.children
+        ]
+        ok.append(
+            f"The other {len(others)} jobs SUCCEEDED"
+            + (
+                f" (retried, as their retry strategies allow: {'; '.join(retried)}; children"
+                " on the reclaimed instance end with it)"
+                if retried
+                else ""
+            )
+            + "."
+        )
     if run.zero_at is None:
         problems.append("capacity did not come back to zero within the timeout")
     elif run.counts_left:

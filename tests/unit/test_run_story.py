@@ -47,6 +47,18 @@ def test_the_story_as_told_has_no_problems_and_names_the_intended_failures() -> 
     table = RUN["jobs_table"](outcomes())
     assert "attempt 1: Host EC2 (instance i-0123456789abcdef0) terminated." in table
     assert table.count("(intended)") == 2
+    assert "The other 5 jobs SUCCEEDED." in ok
+
+
+def test_array_children_retried_are_said() -> None:
+    jobs = outcomes()
+    jobs[-1] = replace(jobs[-1], attempts=117, children=60)  # sweep
+    ok, problems = RUN["story"](finished_run(), jobs, NAMES)
+    assert problems == []
+    assert any(
+        "The other 5 jobs SUCCEEDED (retried" in line and "sweep: 57 of its 60" in line
+        for line in ok
+    )
 
 
 def test_each_departure_from_the_story_is_a_sentence() -> None:
