@@ -391,12 +391,25 @@ class Cli:
             f"Definition: {ann.get(keys.JOB_DEFINITION, '-')}",
             f"State:    {ann.get(keys.STATE, '?')} ({ann.get(keys.REASON_CODE, '')})",
             f"Reason:   {ann.get(keys.REASON, '')}",
-            f"Attempts: {int(status.get('succeeded', 0)) + int(status.get('failed', 0))}",
         ]
+        gang = ann.get(keys.NODES)
+        if gang:
+            # A multi-node job's attempts are Ebb's (the Job controller counts none of its
+            # failures): each is every node's pod, one row per node.
+            header.append(f"Attempts: {ann.get(keys.GANG_ATTEMPT, '1')}")
+            header.append(
+                f"Nodes:    {gang} (main node index {ann.get(keys.MAIN_NODE_INDEX, '0')})"
+            )
+        else:
+            header.append(
+                f"Attempts: {int(status.get('succeeded', 0)) + int(status.get('failed', 0))}"
+            )
         if ann.get(keys.ARRAY_STATUS):
             header.append(f"Children: {ann[keys.ARRAY_STATUS]}")
+        by_attempt = any("attempt" in a for a in attempts)
         rows = [
             [
+                *([a.get("attempt", "-")] if by_attempt else []),
                 a.get("pod"),
                 a.get("index", "-") if a.get("index") is not None else "-",
                 a.get("node") or "-",
@@ -413,7 +426,11 @@ class Cli:
             + "\n\n"
             + table(
                 rows,
-                ["POD", "INDEX", "NODE", "EXIT", "REASON", "STATUS-REASON", "STARTED", "STOPPED"],
+                [
+                    *(["ATTEMPT"] if by_attempt else []),
+                    *("POD", "INDEX", "NODE", "EXIT", "REASON", "STATUS-REASON"),
+                    *("STARTED", "STOPPED"),
+                ],
             )
         )
         emit(

@@ -29,7 +29,8 @@ from tests.e2e.autoscaling import (
     scaled_to_zero,
 )
 from tests.e2e.batch import annotation, wait_state
-from tests.e2e.cluster import ROOT, wait_for
+from tests.e2e.cluster import ROOT, LocalCluster, wait_for
+from tests.e2e.test_kubectl_plugin import kubectl_ebb
 
 # One gang pod (3 vCPUs) per c6i.xlarge (4 vCPUs): the autoscaler launches a node per pod.
 GANG_CPU = "3"
@@ -379,7 +380,11 @@ async def test_the_main_nodes_success_is_the_gangs(
 
 
 async def test_a_failed_node_retries_the_whole_gang(
-    kube_client: kube.KubeClient, namespace: str, local_aws: LocalAws, setup: Any
+    cluster: LocalCluster,
+    kube_client: kube.KubeClient,
+    namespace: str,
+    local_aws: LocalAws,
+    setup: Any,
 ) -> None:
     ce = name("fail")
     await setup(kube.COMPUTE_ENVIRONMENTS, environment(local_aws, ce, 12))
@@ -414,6 +419,12 @@ async def test_a_failed_node_retries_the_whole_gang(
         if p["metadata"]["name"] in second
     }
     assert attempts and set(attempts.values()) == {"2"}, attempts
+    # What a user reads: two attempts, a row per node of each.
+    described = kubectl_ebb(cluster, "describe", "mpi", "-n", namespace)
+    assert "Attempts: 2" in described and "Nodes:    3 (main node index 0)" in described
+    rows = [line.split() for line in described.splitlines() if line.split()[:1] in (["1"], ["2"])]
+    assert {r[2] for r in rows if r[0] == "1"} == {"0", "1", "2"}, described
+    assert "0" in {r[2] for r in rows if r[0] == "2"}, described
     await wait_for(lambda: scaled_to_zero(kube_client, local_aws, ce), 90, message="to zero")
 
 
