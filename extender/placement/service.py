@@ -20,7 +20,7 @@ import structlog
 from prometheus_client import Counter, Gauge
 
 from ebb import keys, kube
-from ebb.model import ComputeEnvironment, JobQueue, NodeInfo, PodInfo
+from ebb.model import ComputeEnvironment, JobQueue, NodeInfo, PodInfo, node_from_raw
 from extender.callers import Refusal, refuse
 from extender.placement.cache import PlacementCache
 from extender.placement.protocol import BindingArgs, ExtenderArgs, FilterResult, HostPriority
@@ -62,6 +62,8 @@ _RECENT_PODS = 4096
 Binder = Callable[[BindingArgs, Mapping[str, str]], Awaitable[None]]
 # How many pods of a Job (namespace, name) have failed: its earlier attempts.
 FailureCount = Callable[[str, str], Awaitable[int]]
+# A node's taints read afresh (None: no such node), for a bind the cache would refuse.
+NodeTaints = Callable[[str], Awaitable[tuple[tuple[str, str, str], ...] | None]]
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,9 @@ class Binding:
     wait: float
     assumed_pod_ttl: float  # how long a bound pod counts before the watch shows it
     gang_hold: float = 12.0  # how long a gang's pods are held for the rest of the gang
+    # Read a node's taints afresh when the cache's would refuse a bind: kube-scheduler may
+    # have seen a new node's not-ready taint go before Ebb's watch did. None: the cache.
+    node_taints: NodeTaints | None = None
 
 
 @dataclass
@@ -117,6 +122,13 @@ async def bind_pod(
         "target": {"apiVersion": "v1", "kind": "Node", "name": args.node},
     }
     await client.post_subresource(kube.PODS, args.pod_name, args.pod_namespace, "binding", body)
+
+
+async def node_taints(
+    client: kube.KubeClient, name: str
+) -> tuple[tuple[str, str, str], ...] | None:
+    raw = await client.get_or_none(kube.NODES, name)
+    return None if raw is None else node_from_raw(raw).taints
 
 
 async def job_failures(client: kube.KubeClient, namespace: str, name: str) -> int:
@@ -232,7 +244,7 @@ class EbbExtender:
         if pod is None:
             unseen = "Ebb has not seen this pod (neither watched nor filtered)"
             return refuse(Refusal.UNKNOWN_POD, f"binding {args.pod_key} to {args.node}: {unseen}")
-        refusal = None if checked else self._refusal(pod, args)
+        refusal = None if checked else await self._confirmed_refusal(pod, args)
         if refusal is not None:
             why, message = refusal
             return refuse(why, f"binding {args.pod_key} to {args.node}: {message}")
@@ -259,7 +271,7 @@ class EbbExtender:
         now = time.monotonic()
         self._cache.expire(now)
         self._cache.forget(pod.uid)  # asked again: its node is chosen anew
-        refusal = self._refusal(pod, args)
+        refusal = await self._confirmed_refusal(pod, args)
         if refusal is not None:
             why, message = refusal
             return refuse(why, f"binding {args.pod_key} to {args.node}: {message}")
@@ -328,15 +340,40 @@ class EbbExtender:
             annotations[keys.POD_ATTEMPT] = str(attempt_number(pod, failures))
         return annotations
 
-    def _refusal(self, pod: PodInfo, args: BindingArgs) -> tuple[Refusal, str] | None:
+    async def _confirmed_refusal(
+        self, pod: PodInfo, args: BindingArgs
+    ) -> tuple[Refusal, str] | None:
+        """`_refusal`, but a taint the cache shows is read afresh before it refuses."""
+        node = self._cache.nodes.get(args.node)
+        reader = self._binding.node_taints
+        if (
+            reader is not None
+            and node is not None
+            and untolerated_taint(pod.tolerations, node.info.taints) is not None
+        ):
+            try:
+                fresh = await reader(args.node)
+            except (kube.ApiError, aiohttp.ClientError, TimeoutError):
+                fresh = None
+            if fresh is not None:
+                return self._refusal(pod, args, taints=fresh)
+        return self._refusal(pod, args)
+
+    def _refusal(
+        self,
+        pod: PodInfo,
+        args: BindingArgs,
+        taints: tuple[tuple[str, str, str], ...] | None = None,
+    ) -> tuple[Refusal, str] | None:
         """Why kube-scheduler would never ask this bind: the verb holds the daemon's
-        cluster-wide binding right, so it checks what filter would have checked."""
+        cluster-wide binding right, so it checks what filter would have checked
+        (`taints`: the node's read afresh, else the cache's)."""
         if pod.queue is None and self._batch_only:
             return Refusal.NOT_A_BATCH_POD, "the pod has no Ebb queue label"
         node = self._cache.nodes.get(args.node)
         if node is None:
             return Refusal.NODE_REJECTED, "no such node"
-        taint = untolerated_taint(pod.tolerations, node.info.taints)
+        taint = untolerated_taint(pod.tolerations, node.info.taints if taints is None else taints)
         if taint is not None:
             key, value, effect = taint
             shown = f"{key}={value}:{effect}" if value else f"{key}:{effect}"
@@ -395,6 +432,7 @@ def ebb_extender(
         wait=settings.bind_wait,
         assumed_pod_ttl=settings.assumed_pod_ttl,
         gang_hold=settings.gang_hold,
+        node_taints=functools.partial(node_taints, client),
     )
     return EbbExtender(
         cache,

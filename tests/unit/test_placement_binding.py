@@ -129,3 +129,31 @@ async def test_a_job_pod_being_bound_keeps_gang_pods_off_its_node() -> None:
     )
     assert await extender.bind(BindingArgs("p1", "ns", "", "batch")) == ""
     assert extender._cache.occupants("batch") == (1, 0)
+
+
+async def test_a_taint_only_the_cache_still_shows_is_read_afresh_before_a_refusal() -> None:
+    """kube-scheduler may see a new node's not-ready taint go before Ebb's watch does: a
+    bind the cache would refuse for a taint is checked against the node read afresh."""
+    posted: list[str] = []
+
+    async def post(args: BindingArgs, annotations: Mapping[str, str]) -> None:
+        posted.append(args.pod_name)
+
+    not_ready = ("node.kubernetes.io/not-ready", "", "NoSchedule")
+    fresh: dict[str, tuple[tuple[str, str, str], ...] | None] = {"batch": ()}
+
+    async def node_taints(name: str) -> tuple[tuple[str, str, str], ...] | None:
+        return fresh[name]
+
+    binding = Binding(
+        post, no_failures, concurrency=1, wait=1, assumed_pod_ttl=30, node_taints=node_taints
+    )
+    pods = {f"ns/p{i}": pod(f"p{i}", "q", namespace="ns") for i in (1, 2)}
+    extender = extender_with(pods, binding)
+    stale = dataclasses.replace(extender._cache.nodes["batch"].info, taints=(not_ready,))
+    extender._cache.on_node(Event(EventType.MODIFIED, "batch", None, stale))
+    assert await extender.bind(BindingArgs("p1", "ns", "", "batch")) == ""  # gone, afresh
+    fresh["batch"] = (not_ready,)  # still there when read afresh: refused
+    answer = await extender.bind(BindingArgs("p2", "ns", "", "batch"))
+    assert "does not tolerate the taint node.kubernetes.io/not-ready:NoSchedule" in answer
+    assert posted == ["p1"]
