@@ -234,7 +234,10 @@ def main(argv: list[str] | None = None) -> int:
     thread.start()
     info = seed(f"http://{args.host}:{args.port}", args.image_parameter_prefix)
     path = Path(args.info_file)
-    path.write_text(json.dumps(info, indent=2) + "\n")
+    # Written whole then renamed: whoever waits for the file never reads it half-written.
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(info, indent=2) + "\n")
+    partial.replace(path)
     print(f"local AWS ready on {info['endpoint']}; ids in {path}", file=sys.stderr, flush=True)
     try:
         thread.join()
