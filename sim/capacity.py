@@ -16,21 +16,20 @@ from dataclasses import dataclass, field
 
 from autoscaler.environments import Unavailable, environment
 from autoscaler.planner import Environment, PendingPod, Room, plan_launches
-from autoscaler.scaledown import NodeActionKind, NodeState, next_scale_down, plan_scale_down
+from autoscaler.room import Coming, NodeRoom, room
+from autoscaler.scaledown import (
+    NodeActionKind,
+    NodeSeen,
+    idle_delay,
+    next_scale_down,
+    plan_scale_down,
+    track_nodes,
+)
 from autoscaler.settings import AutoscalerSettings
 from autoscaler.wake import next_wake
 from ebb.catalog import Catalog, NodeOverhead
 from ebb.model import ComputeEnvironment
 from sim.cloud import Instance
-
-# The autoscaler daemon's defaults, read from its settings type.
-_DAEMON = AutoscalerSettings()
-DRAIN_GRACE_SECONDS = _DAEMON.drain_grace_seconds
-ORPHAN_DELAY_SECONDS = _DAEMON.orphan_scale_down_delay_seconds
-# The daemon's loop sleeps no longer than this while nothing is due.
-RESYNC_SECONDS = next_wake(
-    resync_seconds=_DAEMON.resync_seconds, batch_closes_in=None, scale_down_in=None
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +64,8 @@ class ClusterView:
     # every instance at each pass (None: `booting()` and `idle()` derive them).
     booting_instances: Collection[Instance] | None = None  # not ready yet, in launch order
     idle_nodes: Collection[Instance] | None = None  # ready without batch pods, any order
+    # The batch window is over: this pass plans (between batches it only scales down).
+    plans: bool = True
 
     def booting(self) -> Collection[Instance]:
         """The instances still booting, in launch order."""
@@ -82,7 +83,6 @@ class ClusterView:
 class CapacityPolicy(abc.ABC):
     name: str = ""
     description: str = ""
-    resync_seconds = RESYNC_SECONDS  # how often it re-plans while pods wait
 
     def __init__(
         self,
@@ -90,11 +90,13 @@ class CapacityPolicy(abc.ABC):
         catalog: Catalog,
         overhead: NodeOverhead,
         subnet_zones: Mapping[str, str],
+        settings: AutoscalerSettings | None = None,
     ) -> None:
         self.environments = environments
         self.catalog = catalog
         self.overhead = overhead
         self.subnet_zones = subnet_zones
+        self.settings = settings or AutoscalerSettings()  # the daemon's defaults
         self._zone_turn = itertools.count()
         self._views: dict[frozenset[Unavailable], dict[str, Environment]] = {}
 
@@ -102,6 +104,14 @@ class CapacityPolicy(abc.ABC):
     def pod_slots(self) -> int:
         """Batch pods one node takes."""
         return self.overhead.pod_slots
+
+    @property
+    def resync_seconds(self) -> float:
+        """How often it re-plans while pods wait: as the daemon's loop sleeps while
+        nothing is due."""
+        return next_wake(
+            resync_seconds=self.settings.resync_seconds, batch_closes_in=None, scale_down_in=None
+        )
 
     @abc.abstractmethod
     def decide(self, view: ClusterView) -> Decision: ...
@@ -151,66 +161,83 @@ class EbbCapacity(CapacityPolicy):
         "(allocation strategy as configured), autoscaler.scaledown (idle for the "
         "environment's scaleDownDelaySeconds, cordon, 5 s grace, terminate)"
     )
+    # The nodes the last plan put pending pods on (not idle either, as in the daemon).
+    _awaited: frozenset[str] = frozenset()
 
     def decide(self, view: ClusterView) -> Decision:
         out = Decision()
-        views = self.views(view)
-        plan = plan_launches(views, view.pending, self._room(view))
-        for launch in plan.launches:
-            zones = launch.zones or tuple(dict.fromkeys(self.subnet_zones.values()))
-            out.launches.append(
-                Order(launch.environment, launch.instance_type, launch.count, self.zone(zones))
-            )
+        if view.plans:
+            room = self._room(view) if view.pending else []
+            plan = plan_launches(self.views(view), view.pending, room)
+            self._awaited = plan.awaited_nodes
+            for launch in plan.launches:
+                zones = launch.zones or tuple(dict.fromkeys(self.subnet_zones.values()))
+                out.launches.append(
+                    Order(launch.environment, launch.instance_type, launch.count, self.zone(zones))
+                )
         self._scale_down(view, out)
         return out
 
     def _room(self, view: ClusterView) -> list[Room]:
-        """Free room on nodes and instances still booting, for the pods waiting. Room
-        too small for the smallest of them in CPU or in memory is left out: the planner
-        could put nothing there."""
-        if not view.pending:
-            return []
+        """The daemon's room (`autoscaler.room`): free room on nodes that take pods, and
+        instances still booting. A node with room too small for the smallest pod waiting
+        in CPU or in memory is not passed: the planner could put nothing there, and at
+        thousands of nodes per pass that is most of the time of a pass."""
         cpu = min(p.requests.cpu_milli for p in view.pending)
         memory = min(p.requests.memory for p in view.pending)
-        room = []
-        usable = {}
-        for i in view.instances:
-            if not i.ready:
-                t = i.type.name
-                if t not in usable:
-                    usable[t] = self.overhead.usable(i.type)
-                room.append(Room(i.environment, usable[t], self.pod_slots))
-            elif (
-                i.draining is None and i.slots > 0 and i.free_cpu >= cpu and i.free_memory >= memory
-            ):
-                room.append(Room(i.environment, i.free, i.slots))
-        return room
+        max_pods = self.overhead.max_pods
+        nodes = [
+            NodeRoom(
+                i.id,
+                i.environment,
+                i.allocatable,
+                i.allocatable - i.free,
+                max_pods - i.slots,
+                job_pods=i.batch_pods,
+                zone=i.zone,
+            )
+            for i in view.instances
+            if i.ready
+            and i.draining is None
+            and i.slots > 0
+            and i.free_cpu >= cpu
+            and i.free_memory >= memory
+        ]
+        booting = [Coming(i.environment, i.type, i.zone) for i in view.booting()]
+        return room(nodes, booting, self.overhead)
 
     def _scale_down(self, view: ClusterView, out: Decision) -> None:
-        states = []
-        by_name = {}
+        """The daemon's scale-down (`autoscaler.scaledown`) over the nodes that may have
+        something to decide: idle or draining (a busy node that is not draining has
+        neither an action nor a due time)."""
+        seen, idle_since, draining_since, by_name = [], {}, {}, {}
         for i in view.instances:
             if i.ready and (i.batch_pods == 0 or i.draining is not None):
-                states.append(
-                    NodeState(
+                seen.append(
+                    NodeSeen(
                         i.id,
                         i.environment,
                         i.type.vcpus,
                         i.price,
                         i.batch_pods,
-                        i.idle_since if i.batch_pods == 0 else None,
+                        i.id in self._awaited,
                         i.draining,
-                        i.draining_since,
                     )
                 )
+                if i.idle_since is not None:
+                    idle_since[i.id] = i.idle_since
+                if i.draining_since is not None:
+                    draining_since[i.id] = i.draining_since
                 by_name[i.id] = i
+        states = track_nodes(seen, idle_since, draining_since, view.now)
+        s = self.settings
         actions = plan_scale_down(
             states,
             self.environments,
             view.vcpus,
             view.now,
-            grace_seconds=DRAIN_GRACE_SECONDS,
-            orphan_delay_seconds=ORPHAN_DELAY_SECONDS,
+            grace_seconds=s.drain_grace_seconds,
+            orphan_delay_seconds=s.orphan_scale_down_delay_seconds,
         )
         for action in actions:
             instance = by_name[action.node]
@@ -222,13 +249,17 @@ class EbbCapacity(CapacityPolicy):
         # and (no watch tells the simulator) when a node cordoned now may be terminated.
         due = [
             next_scale_down(
-                states, self.environments, view.now, orphan_delay_seconds=ORPHAN_DELAY_SECONDS
+                states,
+                self.environments,
+                view.now,
+                orphan_delay_seconds=s.orphan_scale_down_delay_seconds,
             )
         ]
         if out.cordon:
-            due.append(view.now + DRAIN_GRACE_SECONDS)
+            due.append(view.now + s.drain_grace_seconds)
         out.due = min((d for d in due if d is not None), default=None)
 
     def idle_delay(self, instance: Instance) -> float:
-        spec = self.environments.get(instance.environment)
-        return float(spec.scale_down_delay_seconds) if spec else ORPHAN_DELAY_SECONDS
+        return idle_delay(
+            self.environments, instance.environment, self.settings.orphan_scale_down_delay_seconds
+        )

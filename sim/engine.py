@@ -50,7 +50,7 @@ from autoscaler.batch_window import BatchWindow
 from autoscaler.environments import Unavailable
 from autoscaler.planner import PendingPod
 from autoscaler.settings import AutoscalerSettings
-from ebb.catalog import Catalog, NodeOverheadSettings, shipped_catalog
+from ebb.catalog import Catalog, shipped_catalog
 from ebb.jobspec import JobSpec, RetryAction
 from ebb.model import ComputeEnvironment, JobQueue, PodInfo, SchedulingPolicy
 from ebb.resources import Resources
@@ -58,7 +58,8 @@ from extender.jobs import fairshare
 from extender.jobs.admission import CapacityLimit, Demand, QueueView, admit
 from extender.jobs.capacity import capacity_limits
 from extender.jobs.dependencies import resolve
-from extender.jobs.lifecycle import Code, State
+from extender.jobs.lifecycle import Code, State, transition
+from extender.jobs.reconcile import admitted_demand, waiting_demand
 from extender.jobs.retry import rule_matches, status_reason_for
 from extender.jobs.snapshot import JobInfo
 from extender.placement import scoring
@@ -74,26 +75,23 @@ _NEVER = frozenset(
 )
 _BACKOFF_FIRST, _BACKOFF_MAX = 10.0, 360.0  # the Job controller's pod failure back-off
 _NAMESPACE = "sim"
-# The daemons' defaults, read from their settings types.
-_SCHEDULER, _AUTOSCALER = SchedulerSettings(), AutoscalerSettings()
 
 
 @dataclass(frozen=True)
 class Settings:
     seed: int = 0
     cloud: CloudSettings = field(default_factory=CloudSettings)
-    admission_interval: float = 2.0  # the least time between two admission passes
-    admission_resync: float = 60.0  # a pass at least this often while jobs wait
-    starvation_seconds: float = _SCHEDULER.starvation_seconds
-    # plan once no new pending pod came for this long, or this long after the first one
-    autoscaler_batch_idle: float = _AUTOSCALER.batch_idle_seconds
-    autoscaler_batch_max: float = _AUTOSCALER.batch_max_seconds
-    unavailable_seconds: float = _AUTOSCALER.unavailable_offering_seconds  # a refused offering
-    placement_candidates: int = 100
+    # The daemons' settings: every parameter of theirs the simulation uses is read from
+    # these (starvation bound, pass period, batch window, drain grace, node overhead, ...).
+    scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
+    autoscaler: AutoscalerSettings = field(default_factory=AutoscalerSettings)
+    # The least time between two admission passes. The daemon spaces its passes by their
+    # own wall time (docs/decisions/0003-spacing-scheduling-passes.md), which a virtual
+    # clock does not have: this is the simulation's model of it, not a daemon setting.
+    admission_interval: float = 2.0
+    placement_candidates: int = 100  # kube-scheduler scores a sample of this many nodes
     sample_seconds: float = 0.0  # timeline resolution; 0: about 2,000 samples
     stall_seconds: float = 86400.0  # stop when nothing can happen for this long
-    # The node overhead model, as both daemons and the bridge build it.
-    node_overhead: NodeOverheadSettings = field(default_factory=NodeOverheadSettings)
 
 
 class _Job:
@@ -117,7 +115,7 @@ class _Job:
 
     def __init__(self, spec: SimJob) -> None:
         self.spec = spec
-        self.key = spec.name
+        self.key = f"{_NAMESPACE}/{spec.name}"  # as the daemon keys Jobs (namespace/name)
         self.state = State.SUBMITTED
         self.runnable_since = 0.0
         self.granted = 0  # pods admission granted (an array's parallelism)
@@ -240,7 +238,8 @@ class Simulation:
         self.workload = workload
         self.s = settings
         self.catalog = catalog or shipped_catalog()
-        self.overhead = settings.node_overhead.node_overhead()
+        # Each daemon sizes nodes with its own settings (the same defaults: test_defaults).
+        self.overhead = settings.autoscaler.node_overhead()
         scenario = workload.scenario
         self.environments: dict[str, ComputeEnvironment] = {
             e.name: e for e in scenario.environments
@@ -252,9 +251,10 @@ class Simulation:
             self.catalog,
             self.overhead,
             scenario.subnet_zones,
+            settings.autoscaler,
         )
         self.capacity: dict[str, CapacityLimit] = capacity_limits(
-            self.environments.values(), self.catalog, self.overhead
+            self.environments.values(), self.catalog, settings.scheduler.node_overhead()
         )
         self.rng = random.Random(settings.seed)
         self.cloud = Cloud(settings.cloud, self.rng)
@@ -280,12 +280,14 @@ class Simulation:
         self._unavailable: dict[Unavailable, float] = {}  # → until
         self._env_vcpus: dict[str, int] = dict.fromkeys(self.environments, 0)
         self._env_gpus: dict[str, int] = dict.fromkeys(self.environments, 0)
-        self._usage: dict[str, dict[str, float]] = {}
-        self._usage_time = 0.0
+        self._usage = fairshare.UsageHistory()
+        self._half_lives = fairshare.half_lives(self.queues, self.policies)
         self._admission_due = math.inf
         self._last_admission = -math.inf
         self._autoscaler_due = math.inf
-        self._batch = BatchWindow(settings.autoscaler_batch_idle, settings.autoscaler_batch_max)
+        self._batch = BatchWindow(
+            settings.autoscaler.batch_idle_seconds, settings.autoscaler.batch_max_seconds
+        )
         self._instance_numbers = itertools.count(1)
         self._open_jobs = 0  # submitted and not terminal (nor never runnable)
         self._last_progress = 0.0
@@ -357,7 +359,7 @@ class Simulation:
         for dep in spec.depends_on:
             self._dependents.setdefault(dep.job, []).append(job)
         if spec.depends_on:
-            job.state = State.PENDING
+            job.state = transition(job.state, State.PENDING)
             self._check_dependencies(job)
         else:
             self._runnable(job)
@@ -370,7 +372,7 @@ class Simulation:
             self._runnable(job)
 
     def _lookup(self, name: str) -> JobInfo | None:
-        job = self._jobs.get(name)
+        job = self._jobs.get(f"{_NAMESPACE}/{name}")
         return self._job_info(job) if job is not None else None
 
     def _job_info(self, job: _Job) -> JobInfo:
@@ -385,7 +387,7 @@ class Simulation:
             queue=spec.queue,
             share=spec.share,
             created=spec.submit,
-            spec=JobSpec(depends_on=spec.depends_on),
+            spec=JobSpec(depends_on=spec.depends_on, scheduling_priority=spec.priority),
             spec_error=None,
             cancel=None,
             terminate=None,
@@ -422,29 +424,21 @@ class Simulation:
 
     def _runnable(self, job: _Job) -> None:
         spec = job.spec
-        job.state = State.RUNNABLE
+        job.state = transition(job.state, State.RUNNABLE)
         job.runnable_since = self.now
         self.recorder.queued(spec.request, spec.pods)
         if spec.array_size:
             self._arrays[job.key] = job
         else:
-            job.demand = Demand(
-                key=job.key,
-                queue=spec.queue,
-                request=spec.request,
-                want=1,
-                share=spec.share,
-                priority=spec.priority,
-                submitted=spec.submit,
-                runnable_since=self.now,
-            )
-            self._waiting[job.key] = job.demand
+            demand = waiting_demand(self._job_info(job), spec.share, self.now)
+            assert demand is not None  # a single job not started wants its pod
+            job.demand = self._waiting[job.key] = demand
         self._admission_wanted()
 
     def _end_job(self, job: _Job, state: State) -> None:
         if job.state is State.RUNNABLE and job.granted == 0:
             self.recorder.queued(job.spec.request, -job.remaining)
-        job.state = state
+        job.state = transition(job.state, state)
         self._open_jobs -= 1
         self._progress()
         self._waiting.pop(job.key, None)
@@ -453,7 +447,7 @@ class Simulation:
         job.demand = None
         self.recorder.ended(job.spec, state, self.now)
         self._admission_wanted()
-        for dependent in self._dependents.get(job.key, ()):
+        for dependent in self._dependents.get(job.spec.name, ()):
             if dependent.state is State.PENDING:
                 self._check_dependencies(dependent)
 
@@ -471,27 +465,20 @@ class Simulation:
         self._admission_due = math.inf
         self._admission_pass()
         if self._waiting or any(j.granted < j.remaining for j in self._arrays.values()):
-            due = self.now + self.s.admission_resync
+            due = self.now + self.s.scheduler.resync_seconds
             self._admission_due = due
             self._push(due, self._admission_event, None)
 
     def _admission_pass(self) -> None:
         now = self.now
         self._last_admission = now
+        decayed = self._usage.decayed(now, self._half_lives)
         views = {}
         for name, q in self.queues.items():
             policy = self.policies.get(q.scheduling_policy) if q.scheduling_policy else None
-            decayed = (
-                fairshare.advance(
-                    self._usage.get(name, {}),
-                    {},
-                    now - self._usage_time,
-                    policy.share_decay_seconds,
-                )
-                if policy
-                else {}
+            views[name] = QueueView(
+                name, q.priority, q.compute_environments, policy, decayed.get(name, {})
             )
-            views[name] = QueueView(name, q.priority, q.compute_environments, policy, decayed)
         demands: list[Demand] = list(self._waiting.values())
         demands.extend(self._unbound.values())
         for (queue, share, request, env), pods in self._held.items():
@@ -507,18 +494,11 @@ class Simulation:
                 )
             )
         for job in self._arrays.values():
-            demands.append(self._array_demand(job))
-        result = admit(views, self.capacity, demands, now, self.s.starvation_seconds)
-        for name, q in self.queues.items():
-            policy = self.policies.get(q.scheduling_policy) if q.scheduling_policy else None
-            if policy is not None:
-                self._usage[name] = fairshare.advance(
-                    self._usage.get(name, {}),
-                    result.running_vcpus.get(name, {}),
-                    now - self._usage_time,
-                    policy.share_decay_seconds,
-                )
-        self._usage_time = now
+            demand = self._array_demand(job)
+            if demand is not None:
+                demands.append(demand)
+        result = admit(views, self.capacity, demands, now, self.s.scheduler.starvation_seconds)
+        self._usage = self._usage.advanced(result.running_vcpus, now, self._half_lives)
         jobs = self._jobs
         for key, total in result.grants.items():
             if key in jobs:  # (not a summed holding)
@@ -527,25 +507,13 @@ class Simulation:
             if status.code in _NEVER and key in jobs and jobs[key].granted == 0:
                 self._never_runnable(jobs[key])
 
-    def _array_demand(self, job: _Job) -> Demand:
-        """An array as the daemon passes it to admission (reconcile._held for admitted
-        ones): what it holds, where its pods are bound, and what more it wants."""
-        spec = job.spec
-        remaining = job.remaining
-        holding = max(min(job.granted, remaining), job.active)
-        return Demand(
-            key=job.key,
-            queue=spec.queue,
-            request=spec.request,
-            want=max(remaining, holding),
-            granted=holding,
-            share=spec.share,
-            priority=spec.priority,
-            submitted=spec.submit,
-            runnable_since=job.runnable_since,
-            elastic=True,
-            bound=job.bound,
-        )
+    def _array_demand(self, job: _Job) -> Demand | None:
+        """An array as reconcile passes it to admission: what it holds, where its pods
+        are bound, and what more it wants (once admitted), or what it wants (before)."""
+        info = self._job_info(job)
+        if job.granted:
+            return admitted_demand(info, job.spec.share, job.active, job.bound, self.now)
+        return waiting_demand(info, job.spec.share, self.now)
 
     def _granted(self, job: _Job, total: int) -> None:
         new = total - job.granted
@@ -554,13 +522,14 @@ class Simulation:
         if job.granted == 0:
             self.recorder.queued(job.spec.request, -job.remaining)
         job.granted = total
-        job.state = State.STARTING
+        if job.state is State.RUNNABLE:  # an array granted more stays where it is
+            job.state = transition(job.state, State.STARTING)
         if job.spec.array_size:
             self._fill_array(job)
             return
-        demand = self._waiting.pop(job.key)
-        demand.granted = demand.want = 1
-        self._unbound[job.key] = demand
+        del self._waiting[job.key]
+        job.demand = admitted_demand(self._job_info(job), job.spec.share, 0, {}, self.now)
+        self._unbound[job.key] = job.demand
         self._new_pod(job, 0, 1)
 
     def _never_runnable(self, job: _Job) -> None:
@@ -667,7 +636,7 @@ class Simulation:
             held = (job.spec.queue, job.spec.share, request, env)
             self._held[held] = self._held.get(held, 0) + 1
         if job.state is State.STARTING:
-            job.state = State.RUNNING
+            job.state = transition(job.state, State.RUNNING)
         if pod.attempt == 1:
             self.recorder.wait(job.spec, self.now - job.runnable_since)
         self.recorder.started(job.spec, request)
@@ -826,7 +795,7 @@ class Simulation:
         capacity = spec.capacity_type
         if self.cloud.refuses(capacity):
             self._unavailable[Unavailable(type_name, zone, capacity)] = (
-                self.now + self.s.unavailable_seconds
+                self.now + self.s.autoscaler.unavailable_offering_seconds
             )
             self.recorder.refused()
             self._autoscaler_wanted(self.now + 1.0)  # as the daemon: re-plan at once
@@ -938,6 +907,7 @@ class Simulation:
             self._env_gpus,
             self._booting.keys(),
             self._idle.keys(),
+            plans=plan,
         )
         decision = self.policy.decide(view)
         self._apply(decision)

@@ -143,8 +143,7 @@ class JobController:
             reason_refresh_seconds=settings.reason_refresh_seconds,
         )
         self._wake = asyncio.Event()
-        self._usage: dict[str, dict[str, float]] = {}
-        self._usage_time: float | None = None
+        self._usage = fairshare.UsageHistory()
         self._last_persist = 0.0
         self._counts: dict[str, dict[str, int]] = {}  # queue -> state -> Jobs, last pass
         # The statuses last written, so that each is written only when it changes.
@@ -306,7 +305,7 @@ class JobController:
             },
             node_instance={n.name: n.instance_id for n in nodes if n.instance_id},
             departed_by_job={key: list(pods.values()) for key, pods in self._departed.items()},
-            decayed_usage=self._decayed(now),
+            decayed_usage=self._usage.decayed(now, self._half_lives()),
             starvation_seconds=self.settings.starvation_seconds,
             namespaces=dict(self.namespaces.store.items()),
         )
@@ -314,41 +313,24 @@ class JobController:
     # --- fair-share history --------------------------------------------------------------
 
     def _load_usage(self) -> None:
-        times = []
+        usage, times = {}, []
         for queue in self.queues.store.values():
             if queue.share_usage:
-                self._usage[queue.name] = dict(queue.share_usage)
+                usage[queue.name] = dict(queue.share_usage)
                 stamp = parse_time(queue.share_usage_time)
                 if stamp:
                     times.append(stamp)
-        self._usage_time = min(times) if times else None
+        self._usage = fairshare.UsageHistory(
+            {**self._usage.usage, **usage}, min(times) if times else None
+        )
 
-    def _decayed(self, now: float) -> dict[str, dict[str, float]]:
-        if self._usage_time is None:
-            return self._usage
-        out = {}
-        for name, usage in self._usage.items():
-            half_life = self._half_life(name)
-            out[name] = fairshare.advance(usage, {}, now - self._usage_time, half_life)
-        return out
-
-    def _half_life(self, queue_name: str) -> float:
-        queue = self.queues.store.get(queue_name)
-        policy = self.policies.store.get(queue.scheduling_policy or "") if queue else None
-        return float(policy.share_decay_seconds) if policy else 0.0
+    def _half_lives(self) -> dict[str, float]:
+        return fairshare.half_lives(
+            dict(self.queues.store.items()), dict(self.policies.store.items())
+        )
 
     async def _persist(self, decisions: Decisions, now: float) -> None:
-        elapsed = now - (self._usage_time or now)
-        self._usage = {
-            name: fairshare.advance(
-                self._usage.get(name, {}),
-                decisions.running_vcpus.get(name, {}),
-                elapsed,
-                self._half_life(name),
-            )
-            for name in self.queues.store
-        }
-        self._usage_time = now
+        self._usage = self._usage.advanced(decisions.running_vcpus, now, self._half_lives())
         usage_due = now - self._last_persist >= self.settings.share_usage_persist_seconds
         if usage_due:
             self._last_persist = now
@@ -369,7 +351,7 @@ class JobController:
         usage = (
             status.share_usage_status(
                 (share for share, _ in queue.share_usage),
-                self._usage.get(queue.name, {}),
+                self._usage.usage.get(queue.name, {}),
                 format_time(now),
             )
             if usage_due

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
-from ebb.model import SchedulingPolicy
+from ebb.model import JobQueue, SchedulingPolicy
 
 LN2 = math.log(2)
 
@@ -39,6 +40,53 @@ def advance(
         # ∫_0^elapsed v·2^(-s/H) ds = v·τ·(1 − factor)
         out[share] = out.get(share, 0.0) + vcpus * tau * (1.0 - factor)
     return {share: value for share, value in out.items() if value > 1e-6}
+
+
+def half_lives(
+    queues: Mapping[str, JobQueue], policies: Mapping[str, SchedulingPolicy]
+) -> dict[str, float]:
+    """Each queue's usage half-life: its scheduling policy's shareDecaySeconds (0: no
+    policy, no history kept)."""
+    out = {}
+    for name, queue in queues.items():
+        policy = policies.get(queue.scheduling_policy) if queue.scheduling_policy else None
+        out[name] = float(policy.share_decay_seconds) if policy else 0.0
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class UsageHistory:
+    """Each queue's decayed usage per share (vCPU-seconds) as of `time`, the fair-share
+    history one pass hands the next. `time` None: a history with no time (loaded
+    without one, or empty) is taken as of now."""
+
+    usage: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    time: float | None = None
+
+    def decayed(self, now: float, half_life: Mapping[str, float]) -> dict[str, dict[str, float]]:
+        """The usage as of `now` (what admission weighs shares by)."""
+        if self.time is None:
+            return {name: dict(usage) for name, usage in self.usage.items()}
+        elapsed = now - self.time
+        return {
+            name: advance(usage, {}, elapsed, half_life.get(name, 0.0))
+            for name, usage in self.usage.items()
+        }
+
+    def advanced(
+        self,
+        running_vcpus: Mapping[str, Mapping[str, float]],
+        now: float,
+        half_life: Mapping[str, float],
+    ) -> UsageHistory:
+        """The history after a pass at `now` that left `running_vcpus` (queue → share →
+        vCPUs) running: one entry per queue of `half_life`."""
+        elapsed = 0.0 if self.time is None else now - self.time
+        usage = {
+            name: advance(self.usage.get(name, {}), running_vcpus.get(name, {}), elapsed, h)
+            for name, h in half_life.items()
+        }
+        return UsageHistory(usage, now)
 
 
 def share_key(policy: SchedulingPolicy, share: str, running_vcpus: float, decayed: float) -> float:

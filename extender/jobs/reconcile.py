@@ -393,17 +393,22 @@ def _gang_attempt_ends(
 
 
 def _waiting(job: JobInfo, snap: Snapshot) -> Demand | None:
-    """The demand of a job not admitted (None: it wants no pod)."""
+    return waiting_demand(job, _share(job, snap), snap.now)
+
+
+def waiting_demand(job: JobInfo, share: str, now: float) -> Demand | None:
+    """The demand of a job not admitted (None: it wants no pod); a job RUNNABLE since a
+    published time has waited since then, any other from `now`."""
     want = min(job.requested_parallelism, job.remaining)
     if want <= 0:
         return None
-    since = job.since if job.published_state is _RUNNABLE and job.since else snap.now
+    since = job.since if job.published_state is _RUNNABLE and job.since else now
     return Demand(
         key=job.key,
         queue=job.queue,
         request=job.pod_request,
         want=want,
-        share=_share(job, snap),
+        share=share,
         priority=job.spec.scheduling_priority,
         submitted=job.created,
         runnable_since=since,
@@ -465,7 +470,6 @@ def _unplaced(job: JobInfo, pods: Sequence[PodInfo]) -> bool:
 
 
 def _held(job: JobInfo, pods: Sequence[PodInfo], snap: Snapshot) -> Demand:
-    """An admitted job's demand: what it holds, and (arrays) what more it wants."""
     bound: dict[str, int] = {}
     active = 0
     for pod in pods:
@@ -475,6 +479,15 @@ def _held(job: JobInfo, pods: Sequence[PodInfo], snap: Snapshot) -> Demand:
         ce = snap.node_compute_environment.get(pod.node_name or "")
         if ce is not None:
             bound[ce] = bound.get(ce, 0) + 1
+    return admitted_demand(job, _share(job, snap), active, bound, snap.now)
+
+
+def admitted_demand(
+    job: JobInfo, share: str, active: int, bound: Mapping[str, int], now: float
+) -> Demand:
+    """An admitted job's demand: what it holds (`active`: its pods not finished, `bound`
+    of them per CE), and (elastic jobs) what more it wants. It has no waiting time: the
+    starvation bound is for jobs not admitted."""
     holding = max(min(job.parallelism, job.remaining), active)
     want = max(min(job.requested_parallelism, job.remaining), holding) if job.elastic else holding
     return Demand(
@@ -483,10 +496,10 @@ def _held(job: JobInfo, pods: Sequence[PodInfo], snap: Snapshot) -> Demand:
         request=job.pod_request,
         want=want,
         granted=holding,
-        share=_share(job, snap),
+        share=share,
         priority=job.spec.scheduling_priority,
         submitted=job.created,
-        runnable_since=snap.now,
+        runnable_since=now,
         elastic=job.elastic,
         bound=bound,
         exclusive=job.gang,

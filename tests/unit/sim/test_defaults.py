@@ -25,24 +25,38 @@ def test_every_sizer_of_nodes_has_the_same_node_overhead_defaults() -> None:
         SchedulerSettings(),
         AutoscalerSettings(),
         BridgeSettings(),
-        Settings().node_overhead,
+        Settings().scheduler,
+        Settings().autoscaler,
     ):
         assert _overhead_settings(settings) == _overhead_settings(model), type(settings)
     built = model.node_overhead()
     assert ControllerSettings().overhead == built
-    assert Simulation(burst(jobs=10), capacity.EbbCapacity).overhead == built
+    simulation = Simulation(burst(jobs=10), capacity.EbbCapacity)
+    assert simulation.overhead == built
+    assert simulation.policy.overhead == built
 
 
 def test_the_simulators_timings_are_the_daemons_defaults() -> None:
     scheduler, autoscaler, sim = SchedulerSettings(), AutoscalerSettings(), Settings()
-    assert sim.starvation_seconds == scheduler.starvation_seconds
-    assert sim.autoscaler_batch_idle == autoscaler.batch_idle_seconds
-    assert sim.autoscaler_batch_max == autoscaler.batch_max_seconds
-    assert sim.unavailable_seconds == autoscaler.unavailable_offering_seconds
-    assert autoscaler.drain_grace_seconds == capacity.DRAIN_GRACE_SECONDS
-    assert autoscaler.orphan_scale_down_delay_seconds == capacity.ORPHAN_DELAY_SECONDS
+    # The simulation reads every daemon parameter from the daemons' own settings types,
+    # with their defaults.
+    assert sim.scheduler == scheduler
+    assert sim.autoscaler == autoscaler
+    assert sim.scheduler.starvation_seconds == scheduler.starvation_seconds
+    assert sim.scheduler.resync_seconds == ControllerSettings().resync_seconds
+    simulation = Simulation(burst(jobs=10), capacity.EbbCapacity)
+    window = simulation._batch
+    assert window.idle_seconds == autoscaler.batch_idle_seconds
+    assert window.max_seconds == autoscaler.batch_max_seconds
+    policy = simulation.policy
+    assert policy.settings.drain_grace_seconds == autoscaler.drain_grace_seconds
+    assert (
+        policy.settings.orphan_scale_down_delay_seconds
+        == autoscaler.orphan_scale_down_delay_seconds
+    )
+    assert policy.settings.unavailable_offering_seconds == autoscaler.unavailable_offering_seconds
     # How often the autoscaler's loop runs when nothing is due.
     idle = next_wake(
         resync_seconds=autoscaler.resync_seconds, batch_closes_in=None, scale_down_in=None
     )
-    assert capacity.CapacityPolicy.resync_seconds == idle
+    assert policy.resync_seconds == idle
