@@ -70,7 +70,9 @@ class Traced:
 
         def on_launch(instance: Any, live: int) -> None:
             env = instance.environment
-            vcpus = sum(i.type.vcpus for i in self.sim._instances.values() if i.environment == env)
+            vcpus = sum(
+                i.type.vcpus for i in self.sim.autoscaler.instances.values() if i.environment == env
+            )
             self.peak_vcpus[env] = max(self.peak_vcpus.get(env, 0), vcpus)
             launched(instance, live)
 

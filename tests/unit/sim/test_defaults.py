@@ -45,7 +45,7 @@ def test_the_simulators_timings_are_the_daemons_defaults() -> None:
     assert sim.scheduler.starvation_seconds == scheduler.starvation_seconds
     assert sim.scheduler.resync_seconds == ControllerSettings().resync_seconds
     simulation = Simulation(burst(jobs=10), capacity.EbbCapacity)
-    window = simulation._batch
+    window = simulation.autoscaler.batch
     assert window.idle_seconds == autoscaler.batch_idle_seconds
     assert window.max_seconds == autoscaler.batch_max_seconds
     policy = simulation.policy
