@@ -15,12 +15,14 @@ the moment they are bound (image pulls are not modelled).
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 from collections import deque
 from typing import TYPE_CHECKING
 
 from autoscaler.planner import PendingPod
-from ebb.model import JobQueue, PodInfo
+from ebb import keys
+from ebb.model import JobQueue, pod_from_raw
 from ebb.resources import Resources
 from extender.jobs.retry import status_reason_for
 from extender.placement import scoring
@@ -62,30 +64,17 @@ class Group:
         self.pods: deque[Pod] = deque()
         self.blocked = False
         self.fits = {env: Fits() for env in environments}
-        # What the placement functions read of a pod: its queue and requests.
-        self.info = PodInfo(
-            namespace=NAMESPACE,
-            name=f"{queue.name}-{request.cpu_milli}m-{request.memory}-{request.gpu}",
-            uid="",
-            node_name=None,
-            phase="Pending",
-            requests=request,
-            queue=queue.name,
-            job_name=None,
-            job_uid=None,
-            completion_index=None,
-            unschedulable=False,
-            scheduling_message="",
-            scheduling_gated=False,
-            terminating=False,
-            disrupted=False,
-            disruption_message="",
-            created="",
-            started=None,
-            finished=None,
-            reason="",
-            tolerates_batch_taint=True,
-        )
+        # What the placement functions read of a pod: its queue and requests, on a pod
+        # as the webhook stamps it (queue label, batch taint tolerated).
+        raw = {
+            "metadata": {
+                "namespace": NAMESPACE,
+                "name": f"{queue.name}-{request.cpu_milli}m-{request.memory}-{request.gpu}",
+                "labels": {keys.QUEUE_LABEL: queue.name},
+            },
+            "spec": {"tolerations": [{"key": keys.BATCH_NODE_TAINT, "operator": "Exists"}]},
+        }
+        self.info = dataclasses.replace(pod_from_raw(raw), requests=request)
 
 
 class Fits:
