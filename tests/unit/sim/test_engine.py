@@ -172,3 +172,19 @@ def test_runs_are_deterministic_given_the_seed() -> None:
     assert first["jobs"]["with_array_children"] == 400
     assert not first["jobs"]["unfinished"]
     assert STEADY.interruption_scale == 0.0
+
+
+def test_an_admitted_array_that_wants_more_does_not_hold_capacity_against_later_jobs() -> None:
+    """The starvation bound is for jobs not admitted (reconcile's `admitted_demand`): an
+    array running what fits and wanting more does not, after `starvation_seconds`, stop
+    smaller jobs behind it from using the room its pods cannot use."""
+    envs = [environment("od", "EC2", 20, ["c6i.large", "c6i.4xlarge"])]
+    big = Resources(10_000, 8 * GIB)  # one per c6i.4xlarge: 16 of maxvCpus' 20
+    jobs = [job("arr", duration=1000.0, array_size=5, request=big)]
+    jobs += [job(f"small{i}", submit=700.0, duration=100.0) for i in range(2)]
+    run = Traced(workload(jobs, envs))
+    m = run.run().metrics
+    assert m["jobs"]["succeeded"] == 3
+    # Admitted beside the array's running child, well before it ends (at about 5,000 s).
+    for i in range(2):
+        assert run.starts[f"small{i}"][0] < 1000.0
