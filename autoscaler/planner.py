@@ -12,14 +12,15 @@ How a plan is made:
    them (ENABLED, VALID, an instance type that fits, vCPUs left under `maxvCpus`);
    what one environment cannot take overflows to the next.
 3. Per environment, pods are bin-packed (CPU, memory, GPU and pod slots) onto new
-   instances. Pods are grouped by shape, so the work grows with the number of
-   distinct shapes, not of pods. Each step fills one instance of every candidate type
-   from the remaining pods, twice (greedily, most valuable pods first; and in the
-   proportions still to be placed, topped up greedily), values a fill at what its pods
-   would cost on their own, ranks fills by the allocation strategy (value per dollar;
-   Spot capacity-optimized: lowest interruption bucket first; price-capacity-optimized:
-   value per dollar discounted by the interruption rate), and repeats the best fill as
-   often as the remaining pods allow.
+   instances of the types that fit under what is left of `maxvCpus`. Pods are grouped
+   by shape, so the work grows with the number of distinct shapes, not of pods. Each
+   step fills one instance of every candidate type from the remaining pods, twice
+   (greedily, most valuable pods first; and in the proportions still to be placed,
+   topped up greedily), values a fill at what its pods would cost on their own, ranks
+   fills by the allocation strategy (value per dollar; Spot capacity-optimized: lowest
+   interruption bucket first; price-capacity-optimized: value per dollar discounted by
+   the interruption rate), and repeats the best fill as often as the remaining pods
+   allow.
 4. Whatever vCPUs `minvCpus` still asks for are added with the cheapest type per vCPU.
 
 A multi-node job's pod is exclusive (the extender places it only on a node with no other
@@ -363,19 +364,30 @@ def _plan_environment(
     budget_gpus = (
         env.spec.max_gpus - env.gpus - spent_gpus if env.spec.max_gpus is not None else None
     )
+    limit = f"maxvCpus {env.spec.max_vcpus} of {env.name} reached"
+
+    def affordable(o: Offering) -> bool:
+        # A type bigger than what is left under maxvCpus can never be launched here: left
+        # in, a strategy that ranks it first (capacity-optimized ranks a big type in a
+        # quiet pool above every small one) would leave nothing to launch at all.
+        gpus = o.instance_type.nvidia_gpus
+        return o.vcpus <= budget_vcpus and (budget_gpus is None or gpus <= budget_gpus)
+
     # BEST_FIT does not move on to other types when its pick is unavailable: it waits.
-    candidates = (
-        env.offerings
-        if env.spec.allocation_strategy == BEST_FIT
-        else tuple(o for o in env.offerings if o.available)
+    candidates = tuple(
+        o
+        for o in env.offerings
+        if affordable(o) and (o.available or env.spec.allocation_strategy == BEST_FIT)
     )
     launchable: list[_Group] = []
     for g in groups:
         if any(_fits(o, g.requests) and _in_zone(o, g.zone) for o in candidates):
             launchable.append(g)
-        elif any(_fits(o, g.requests) for o in env.offerings):
+        elif any(_fits(o, g.requests) and affordable(o) for o in env.offerings):
             where = f"{env.name} in {g.zone}" if g.zone else env.name
             _wait([g], f"no capacity available for it in {where} (insufficient capacity)", waiting)
+        elif any(_fits(o, g.requests) for o in env.offerings):
+            _wait([g], limit, waiting)
         else:
             _wait([g], f"no instance type of {env.name} fits {g.requests}", waiting)
     if not launchable:
@@ -442,7 +454,6 @@ def _plan_environment(
         )
     for i, g in enumerate(launchable):
         g.done += placed[i]
-    limit = f"maxvCpus {env.spec.max_vcpus} of {env.name} reached"
     _wait([g for g in launchable if g.left], limit, waiting)
     return launches, vcpus, gpus
 

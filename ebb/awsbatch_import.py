@@ -59,13 +59,13 @@ _RESOURCES_CARRIED = (
     "instanceRole",
     "imageId",
     "tags",
+    "placementGroup",
 )
 _RESOURCES_IGNORED = {
     "type": "",  # read into spec.type
     "launchTemplate": "",  # read below
     "ec2Configuration": "",  # read below
     "desiredvCpus": "Ebb sets the desired vCPUs itself from the jobs waiting (status.desiredvCpus)",
-    "placementGroup": "not supported: Ebb launches no placement groups",
     "ec2KeyPair": "not supported: use a launch template with a key pair",
     "spotIamFleetRole": "Ebb launches Spot with EC2 Fleet's own role",
     "updateToLatestImageVersion": "not supported",
