@@ -388,6 +388,11 @@ def _plan_environment(
             _wait([g], f"no capacity available for it in {where} (insufficient capacity)", waiting)
         elif any(_fits(o, g.requests) for o in env.offerings):
             _wait([g], limit, waiting)
+        elif not g.requests.gpu and any(g.requests.fits_in(o.usable) for o in env.offerings):
+            reason = (
+                f"{env.name} has only GPU types that fit it; a pod without GPUs never launches one"
+            )
+            _wait([g], reason, waiting)
         else:
             _wait([g], f"no instance type of {env.name} fits {g.requests}", waiting)
     if not launchable:

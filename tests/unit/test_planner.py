@@ -120,6 +120,15 @@ def test_gpu_pods_only_on_nvidia_gpu_types_and_cpu_pods_never_on_gpu_types() -> 
     assert sum(x.pods for x in plan.launches if x.instance_type in gpu_types) == 3
 
 
+def test_cpu_pod_in_a_gpu_only_environment_waits_saying_why() -> None:
+    spec = ce(instance_types=("g4dn",))
+    plan = plan_launches({"ce": env(spec)}, pods(1))
+    assert plan.launches == ()
+    assert plan.waiting == {
+        "ns/p0": "ce has only GPU types that fit it; a pod without GPUs never launches one"
+    }
+
+
 def test_gpu_pod_with_no_gpu_type_waits_with_a_reason() -> None:
     plan = plan_launches({"ce": env(ce())}, pods(1, gpu=1))
     assert not plan.launches
