@@ -46,6 +46,7 @@ from extender.jobs.dependencies import find_cycle
 from extender.jobs.lifecycle import State
 from extender.jobs.retry import ONE_ATTEMPT, effective_strategy, translate
 from extender.jobs.snapshot import JobInfo
+from extender.jobs.stamp import stamp_pod_template
 
 log = structlog.get_logger("ebb.webhook")
 REVIEWS = Counter(
@@ -385,22 +386,17 @@ def mutate(job: Json, job_spec: JobSpec, scheduler_name: str = "", share: str = 
     annotations[keys.REASON] = "submitted; waiting for the scheduler"
     annotations[keys.REASON_CODE] = "SUBMITTED"
     spec["suspend"] = True
-    template = spec.setdefault("template", {})
-    template_meta = template.setdefault("metadata", {})
-    template_labels = template_meta.setdefault("labels", {})
-    template_labels[keys.QUEUE_LABEL] = labels[keys.QUEUE_LABEL]
     if share:
         labels[keys.SHARE_LABEL] = share
-    if labels.get(keys.SHARE_LABEL):
-        template_labels[keys.SHARE_LABEL] = labels[keys.SHARE_LABEL]
-    if meta.get("name"):
-        template_labels[keys.JOB_ID_LABEL] = meta["name"][:63].rstrip("-.")
-    pod = template.setdefault("spec", {})
-    if scheduler_name:
-        pod["schedulerName"] = scheduler_name
-    tolerations = pod.setdefault("tolerations", [])
-    if keys.BATCH_TOLERATION not in tolerations:
-        tolerations.append(dict(keys.BATCH_TOLERATION))
+    spec["template"] = stamp_pod_template(
+        spec.get("template") or {},
+        name=str(meta.get("name") or ""),
+        queue=labels[keys.QUEUE_LABEL],
+        share=labels.get(keys.SHARE_LABEL, ""),
+        job_spec=job_spec,
+        scheduler_name=scheduler_name,
+    )
+    pod = spec["template"]["spec"]
     indexed = spec.get("completionMode") == "Indexed"
     is_array = indexed and (spec.get("completions") or 0) > 1 and job_spec.multi_node is None
     if job_spec.timeout_seconds is not None:
@@ -416,12 +412,7 @@ def mutate(job: Json, job_spec: JobSpec, scheduler_name: str = "", share: str = 
         )
     if job_spec.sequential:
         spec["parallelism"] = 1
-    if any(d.type is DependencyType.N_TO_N for d in job_spec.depends_on):
-        gates = pod.setdefault("schedulingGates", [])
-        if {"name": keys.N_TO_N_GATE} not in gates:
-            gates.append({"name": keys.N_TO_N_GATE})
     if job_spec.multi_node is not None:
-        template_labels[keys.NODES] = str(job_spec.multi_node.nodes)
         pod["subdomain"] = str(meta.get("name"))  # the headless Service Ebb creates on admission
     stamp_batch_env(out, job_spec)
     return out
