@@ -12,7 +12,7 @@ from ebb.jobspec import parse_job_spec
 from extender.jobs.snapshot import job_from_raw
 from extender.jobs.stamp import job_id
 from extender.jobs.writes import batch_template_patch
-from extender.webhook import mutate
+from extender.webhook.mutation import mutate
 from tests.unit.jobs.factories import raw_job
 
 LONG_NAME = "a-job-named-at-length-by-a-pipeline-that-puts-everything-in-it-1234"
