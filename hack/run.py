@@ -41,8 +41,8 @@ sys.path.insert(0, str(ROOT))
 
 from ebb import keys, kube  # noqa: E402
 from ebb.catalog import shipped_catalog  # noqa: E402
-from ebb.cli import STATES, table  # noqa: E402
 from ebb.resources import pod_requests  # noqa: E402
+from kubectl_ebb.output import STATES, table  # noqa: E402
 
 CLUSTER = [sys.executable, str(ROOT / "hack" / "cluster.py")]
 EXAMPLES = ROOT / "manifests" / "examples"
