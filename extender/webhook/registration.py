@@ -33,11 +33,9 @@ def configurations(client_config: Callable[[str], Json], admitter: str) -> tuple
         "resources": ["jobs"],
         "scope": "Namespaced",
     }
-    mutating = {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": CONFIGURATION_NAME},
-        "webhooks": [
+    mutating = _configuration(
+        "MutatingWebhookConfiguration",
+        [
             {
                 **common,
                 "name": "jobs.mutate.ebb.dev",
@@ -46,12 +44,10 @@ def configurations(client_config: Callable[[str], Json], admitter: str) -> tuple
                 "rules": [{**rule, "operations": ["CREATE"]}],
             }
         ],
-    }
-    validating = {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingWebhookConfiguration",
-        "metadata": {"name": CONFIGURATION_NAME},
-        "webhooks": [
+    )
+    validating = _configuration(
+        "ValidatingWebhookConfiguration",
+        [
             {
                 **common,
                 "name": "jobs.validate.ebb.dev",
@@ -79,8 +75,17 @@ def configurations(client_config: Callable[[str], Json], admitter: str) -> tuple
                 ],
             },
         ],
-    }
+    )
     return mutating, validating
+
+
+def _configuration(kind: str, webhooks: list[Json]) -> Json:
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": kind,
+        "metadata": {"name": CONFIGURATION_NAME},
+        "webhooks": webhooks,
+    }
 
 
 async def register(
