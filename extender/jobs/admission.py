@@ -605,21 +605,7 @@ class _Pass:
         if blocked:
             self._wait(d, Code.FAIR_SHARE, blocked)
             return
-        placed: list[tuple[str, int]] = []
-        left = pods_needed
-        if d.exclusive:  # all in one CE
-            for ce in usable:
-                if self._fits(ce, r, True) >= left:
-                    placed, left = [(ce, left)], 0
-                    break
-        else:
-            for ce in usable:
-                n = min(left, self._fits(ce, r))
-                if n:
-                    placed.append((ce, n))
-                    left -= n
-                if not left:
-                    break
+        placed, left = self._placements(d, usable, pods_needed)
         granted_now = pods_needed - left
         if left and (not d.elastic or granted_now == 0):
             # (Not for a gang: a smaller gang of its shape may still fit.)
@@ -637,6 +623,28 @@ class _Pass:
                 Code.WAITING_FOR_CAPACITY,
                 f"{left} more pods wait for capacity in queue {d.queue}",
             )
+
+    def _placements(
+        self, d: Demand, usable: list[str], wanted: int
+    ) -> tuple[list[tuple[str, int]], int]:
+        """Where `wanted` more pods of `d` fit, as (CE, pods) in the queue's order (a gang:
+        all in one CE), and how many fit nowhere."""
+        r = d.request
+        if d.exclusive:
+            for ce in usable:
+                if self._fits(ce, r, True) >= wanted:
+                    return [(ce, wanted)], 0
+            return [], wanted
+        placed: list[tuple[str, int]] = []
+        left = wanted
+        for ce in usable:
+            n = min(left, self._fits(ce, r))
+            if n:
+                placed.append((ce, n))
+                left -= n
+            if not left:
+                break
+        return placed, left
 
     def _blocked_on_capacity(self, d: Demand, usable: list[str]) -> None:
         if self.held_for:

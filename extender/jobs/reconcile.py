@@ -21,7 +21,7 @@ from ebb.model import JobQueue, NamespaceInfo, PodInfo, SchedulingPolicy
 from ebb.resources import Resources
 from extender.jobs import attempts as attempt_records
 from extender.jobs import tenancy
-from extender.jobs.admission import CapacityLimit, Demand, QueueView, admit
+from extender.jobs.admission import AdmissionResult, CapacityLimit, Demand, QueueView, admit
 from extender.jobs.dependencies import DependencyVerdict, resolve
 from extender.jobs.lifecycle import (
     Code,
@@ -146,34 +146,7 @@ def reconcile(snap: Snapshot) -> Decisions:
     out.running_vcpus = result.running_vcpus
     out.used = {ce: r.cpu_milli / 1000 for ce, r in result.used.items()}
     for d in demands:
-        job = snap.jobs[d.key]
-        if d.key in requeue:
-            # Asked for as a job not admitted: admission says why it waits (it grants
-            # nothing, as no node can hold it), as it would of one just submitted.
-            waiting = result.waiting.get(d.key)
-            if waiting is not None:
-                out.requeue[d.key] = out.statuses[d.key] = waiting
-            continue
-        granted = result.grants.get(d.key)
-        if granted is not None and granted > d.granted and d.key not in counting:
-            out.admit[d.key] = granted
-            if not job.admitted:
-                out.statuses[d.key] = Status(
-                    State.STARTING,
-                    Code.ADMITTED,
-                    f"admitted to queue {d.queue} with {granted} pod(s) of {d.request}",
-                )
-        if job.admitted:
-            continue
-        waiting = result.waiting.get(d.key)
-        if waiting is None:
-            continue
-        out.statuses[d.key] = waiting
-        queue = snap.queues.get(job.queue)
-        if queue is not None and queue.state_time_limit_actions:
-            limit = _time_limit_exceeded(job, queue, waiting.code, snap.now)
-            if limit is not None:
-                out.fail[d.key] = Failure(Code.STATE_TIME_LIMIT, limit, started=False)
+        _decide(d, result, snap, out, requeued=d.key in requeue, counting=d.key in counting)
     # In the order admission granted them (queue priority, fair share, FIFO): a writer that
     # writes only the first ones writes those.
     out.admit = {key: out.admit[key] for key in result.grants if key in out.admit}
@@ -186,6 +159,47 @@ def reconcile(snap: Snapshot) -> Decisions:
             except IllegalTransition as exc:
                 out.illegal[key] = exc
     return out
+
+
+def _decide(
+    d: Demand,
+    result: AdmissionResult,
+    snap: Snapshot,
+    out: Decisions,
+    *,
+    requeued: bool,
+    counting: bool,
+) -> None:
+    """What admission's result means for one job: admitted (or grown), waiting with its
+    reason (failed past its queue's state time limit), or suspended again."""
+    job = snap.jobs[d.key]
+    if requeued:
+        # Asked for as a job not admitted: admission says why it waits (it grants
+        # nothing, as no node can hold it), as it would of one just submitted.
+        waiting = result.waiting.get(d.key)
+        if waiting is not None:
+            out.requeue[d.key] = out.statuses[d.key] = waiting
+        return
+    granted = result.grants.get(d.key)
+    if granted is not None and granted > d.granted and not counting:
+        out.admit[d.key] = granted
+        if not job.admitted:
+            out.statuses[d.key] = Status(
+                State.STARTING,
+                Code.ADMITTED,
+                f"admitted to queue {d.queue} with {granted} pod(s) of {d.request}",
+            )
+    if job.admitted:
+        return
+    waiting = result.waiting.get(d.key)
+    if waiting is None:
+        return
+    out.statuses[d.key] = waiting
+    queue = snap.queues.get(job.queue)
+    if queue is not None and queue.state_time_limit_actions:
+        limit = _time_limit_exceeded(job, queue, waiting.code, snap.now)
+        if limit is not None:
+            out.fail[d.key] = Failure(Code.STATE_TIME_LIMIT, limit, started=False)
 
 
 def _uncounted(job: JobInfo, pods: Sequence[PodInfo]) -> bool:

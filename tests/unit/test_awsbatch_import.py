@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from ebb import keys
 from ebb.awsbatch_import import ImportRefused, kube_name, name_from_arn, parse_json, translate
-from ebb.cli import main
+from kubectl_ebb.main import main
 
 SEED = Path(__file__).parent.parent / "data" / "awsbatch"
 ARN = "arn:aws:batch:us-east-1:123456789012"
