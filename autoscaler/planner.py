@@ -35,7 +35,7 @@ GPU pods only go to types with NVIDIA GPUs; CPU pods never go to types with GPUs
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ebb.catalog import UNKNOWN_BUCKET, InstanceType
@@ -383,18 +383,8 @@ def _plan_environment(
     for g in groups:
         if any(_fits(o, g.requests) and _in_zone(o, g.zone) for o in candidates):
             launchable.append(g)
-        elif any(_fits(o, g.requests) and affordable(o) for o in env.offerings):
-            where = f"{env.name} in {g.zone}" if g.zone else env.name
-            _wait([g], f"no capacity available for it in {where} (insufficient capacity)", waiting)
-        elif any(_fits(o, g.requests) for o in env.offerings):
-            _wait([g], limit, waiting)
-        elif not g.requests.gpu and any(g.requests.fits_in(o.usable) for o in env.offerings):
-            reason = (
-                f"{env.name} has only GPU types that fit it; a pod without GPUs never launches one"
-            )
-            _wait([g], reason, waiting)
         else:
-            _wait([g], f"no instance type of {env.name} fits {g.requests}", waiting)
+            _wait([g], _why_not_launchable(env, g, affordable, limit), waiting)
     if not launchable:
         return [], 0, 0
 
@@ -461,6 +451,20 @@ def _plan_environment(
         g.done += placed[i]
     _wait([g for g in launchable if g.left], limit, waiting)
     return launches, vcpus, gpus
+
+
+def _why_not_launchable(
+    env: Environment, g: _Group, affordable: Callable[[Offering], bool], limit: str
+) -> str:
+    fitting = [o for o in env.offerings if _fits(o, g.requests)]
+    if any(affordable(o) for o in fitting):
+        where = f"{env.name} in {g.zone}" if g.zone else env.name
+        return f"no capacity available for it in {where} (insufficient capacity)"
+    if fitting:
+        return limit
+    if not g.requests.gpu and any(g.requests.fits_in(o.usable) for o in env.offerings):
+        return f"{env.name} has only GPU types that fit it; a pod without GPUs never launches one"
+    return f"no instance type of {env.name} fits {g.requests}"
 
 
 def _detail(groups: Iterable[_Group]) -> str:
