@@ -462,3 +462,58 @@ async def test_a_spot_reclaim_of_one_node_retries_the_gang_once(
     assert lost["statusReason"] == f"Host EC2 (instance {instance_id}) terminated.", lost
     assert lost["exitCode"] is None
     await wait_for(lambda: scaled_to_zero(kube_client, local_aws, ce), 120, message="to zero")
+
+
+async def test_why_says_what_a_waiting_gang_waits_for(
+    cluster: LocalCluster,
+    kube_client: kube.KubeClient,
+    namespace: str,
+    local_aws: LocalAws,
+    setup: Any,
+) -> None:
+    """EC2 has only 2 r6i.xlarge: a gang of 3 is admitted but its launch is refused in
+    every zone, so it waits for its nodes; a second gang waits over maxvCpus. `kubectl
+    ebb why` says what each waits for. (r6i.xlarge: no other test here uses it, as the
+    autoscaler then avoids it for a while.)"""
+    ce = name("why")
+    local_aws.faults(
+        [
+            {
+                "action": "RunInstances",
+                "match": {"InstanceType": "r6i.xlarge"},
+                "capacity": 2,
+                "error": "InsufficientInstanceCapacity",
+                "status": 500,
+            }
+        ]
+    )
+    await setup(
+        kube.COMPUTE_ENVIRONMENTS,
+        compute_environment(ce, local_aws, maxvCpus=16, instanceTypes=["r6i.xlarge"]),
+    )
+    await setup(kube.JOB_QUEUES, job_queue(f"{ce}-q", ce))
+    await kube_client.create(kube.JOBS, gang_job("wide", f"{ce}-q", 3), namespace)
+    await wait_state(kube_client, namespace, "wide", "STARTING")
+    await kube_client.create(kube.JOBS, gang_job("next", f"{ce}-q", 2), namespace)
+    await wait_state(kube_client, namespace, "next", "RUNNABLE")
+    gang = f"multi-node job {namespace}/wide"
+
+    async def refused() -> bool:
+        events = await events_of(kube_client, ce)
+        return any(e["reason"] == "InsufficientCapacity" and gang in e["message"] for e in events)
+
+    await wait_for(refused, 60, message="the gang's launch refused")
+    why = kubectl_ebb(cluster, "why", "wide", "-n", namespace)
+    assert "multi-node job: 3 nodes, one pod each (main node index 0), all or nothing" in why, why
+    assert "3 of 3 pods created, 0 bound to a node, 0 running; none is bound until all 3" in why
+    assert f"{ce}: InsufficientCapacity: r6i.xlarge/us-east-1" in why, why
+    assert f"none of 3 launched ({gang})" in why, why
+    # The second gang: over maxvCpus, naming the nodes it takes.
+    why = kubectl_ebb(cluster, "why", "next", "-n", namespace)
+    assert "needs 2 nodes in one compute environment" in why, why
+    assert "(multi-node job, all or nothing)" in why, why
+    assert "(it takes 2 x r6i.xlarge: 8 vCPUs of maxvCpus 16, 12 taken)" in why, why
+    assert "2 of 2 pods created" not in why and "0 of 2 pods created" in why, why
+    for job in ("wide", "next"):
+        await kube_client.delete(kube.JOBS, job, namespace)
+    assert not local_aws.instances(ce)  # nothing partial was launched
