@@ -668,15 +668,17 @@ class _Pass:
             for ce in usable:
                 c, room = self.capacity[ce].limit, self.room[ce]
                 used = c.cpu_milli - room[0]
-                part = f"{ce} {fmt_cpu(max(used, 0))}/{fmt_cpu(c.cpu_milli)} vCPUs in use"
                 node = self.capacity[ce].exclusive_node(r) if d.exclusive else None
                 if node is not None and self.capacity[ce].counts_instances:
-                    # What the gang takes of maxvCpus: a whole instance per pod.
-                    taken = fmt_cpu(max(c.cpu_milli - room[3], 0))
-                    part += (
-                        f" (it takes {d.want} x {node.name}: {d.want * node.vcpus} vCPUs of "
-                        f"maxvCpus {fmt_cpu(c.cpu_milli)}, {taken} taken)"
+                    # What the gang takes of maxvCpus (a whole instance per pod) and what
+                    # the instances of admitted pods take, not the pods' requests.
+                    parts.append(
+                        f"{ce}: it takes {d.want} x {node.name}, {d.want * node.vcpus} vCPUs "
+                        f"of maxvCpus {fmt_cpu(c.cpu_milli)}; "
+                        f"{fmt_cpu(max(c.cpu_milli - room[3], 0))} taken"
                     )
+                    continue
+                part = f"{ce} {fmt_cpu(max(used, 0))}/{fmt_cpu(c.cpu_milli)} vCPUs in use"
                 if (
                     self.capacity[ce].counts_instances
                     and room[0] >= r.cpu_milli

@@ -512,7 +512,7 @@ async def test_why_says_what_a_waiting_gang_waits_for(
     why = kubectl_ebb(cluster, "why", "next", "-n", namespace)
     assert "needs 2 nodes in one compute environment" in why, why
     assert "(multi-node job, all or nothing)" in why, why
-    assert "(it takes 2 x r6i.xlarge: 8 vCPUs of maxvCpus 16, 12 taken)" in why, why
+    assert f"{ce}: it takes 2 x r6i.xlarge, 8 vCPUs of maxvCpus 16; 12 taken" in why, why
     assert "2 of 2 pods created" not in why and "0 of 2 pods created" in why, why
     for job in ("wide", "next"):
         await kube_client.delete(kube.JOBS, job, namespace)
