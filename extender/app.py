@@ -285,6 +285,8 @@ def _kubernetes(
         background = Background()
         background.reflect(reflectors)
         background.spawn(_freeze_heap_when_synced(reflectors), "gc-freeze")
+        if (events := app[PLACEMENT].events) is not None:
+            background.spawn(events.run(), "placement-events")
         yield
         await background.stop()
         await client.close()

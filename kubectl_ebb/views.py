@@ -171,6 +171,8 @@ class Cli:
         retrying = ann.get(keys.REASON_CODE) == keys.RETRY_WAIT_CODE
         if queue and state in ("RUNNABLE", "STARTING", "SUBMITTED") and not retrying:
             await self._queue(queue, job, add)
+        if ann.get(keys.NODES) and state in ("RUNNABLE", "STARTING"):
+            await self._gang(job, queue, add)
         if state in ("STARTING", "RUNNING", "FAILED") or retrying:
             await self._pods(job, add)
         if queue and state == "STARTING":
@@ -257,14 +259,7 @@ class Cli:
             )
 
     async def _pods(self, job: Json, add: Any) -> None:
-        pods = (
-            await self.client.list(
-                kube.PODS,
-                self.namespace,
-                label_selector=f"batch.kubernetes.io/job-name={job['metadata']['name']}",
-            )
-        ).items
-        for pod in pods[-10:]:
+        for pod in (await self._job_pods(job["metadata"]["name"]))[-10:]:
             status = pod.get("status") or {}
             line = f"pod {pod['metadata']['name']}: {status.get('phase', '?')}"
             node = (pod.get("spec") or {}).get("nodeName")
@@ -276,6 +271,67 @@ class Cli:
             if (pod.get("spec") or {}).get("schedulingGates"):
                 line += " — gated until its n_to_n dependency index succeeds"
             add(1, line)
+
+    async def _gang(self, job: Json, queue: Json | None, add: Any) -> None:
+        """What a multi-node job waits for: every pod of its attempt bound, one per node,
+        together; the launches for it (the autoscaler names the job in its events) and
+        the extender's holds released (Events on the Job)."""
+        ann, name = _annotations(job), job["metadata"]["name"]
+        nodes = int(ann[keys.NODES])
+        add(
+            1,
+            f"multi-node job: {nodes} nodes, one pod each (main node index "
+            f"{ann.get(keys.MAIN_NODE_INDEX, '0')}), all or nothing; attempt "
+            f"{ann.get(keys.GANG_ATTEMPT, '1')}",
+        )
+        pods = [
+            p
+            for p in await self._job_pods(name)
+            if not p["metadata"].get("deletionTimestamp")
+            and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+        ]
+        bound = sum(1 for p in pods if (p.get("spec") or {}).get("nodeName"))
+        running = sum(1 for p in pods if (p.get("status") or {}).get("phase") == "Running")
+        line = f"{len(pods)} of {nodes} pods created, {bound} bound to a node, {running} running"
+        if pods and bound < nodes:
+            line += f"; none is bound until all {nodes} have a node, then all together"
+        add(2, line)
+        gang = f"multi-node job {self.namespace}/{name}"
+        for ce in self._environments(queue) if queue else ():
+            events = await self._events("default", ce)
+            if events is None:
+                add(2, f"launches for it in {ce}: not visible to you (events of namespace default)")
+                continue
+            for event in [e for e in events if gang in e.get("message", "")][-3:]:
+                add(2, f"{ce}: {event.get('reason')}: {event.get('message')}")
+        holds = [
+            e
+            for e in await self._events(self.namespace, name) or ()
+            if (e.get("involvedObject") or {}).get("kind") == "Job"
+            and e.get("reason", "").startswith("GangHold")
+        ]
+        for event in holds[-3:]:
+            add(2, f"{event.get('reason')}: {event.get('message')}")
+
+    async def _job_pods(self, name: str) -> list[Json]:
+        return (
+            await self.client.list(
+                kube.PODS, self.namespace, label_selector=f"batch.kubernetes.io/job-name={name}"
+            )
+        ).items
+
+    async def _events(self, namespace: str, name: str) -> list[Json] | None:
+        """The Events about object `name` in `namespace`, oldest first; None if the user
+        may not read them."""
+        try:
+            listed = await self.client.list(
+                kube.EVENTS, namespace, field_selector=f"involvedObject.name={name}"
+            )
+        except kube.ApiError as exc:
+            if not exc.forbidden:
+                raise
+            return None
+        return sorted(listed.items, key=lambda e: e.get("lastTimestamp") or "")
 
     async def _autoscaler(self, ce: str, add: Any) -> None:
         raw = await self.client.get_or_none(kube.COMPUTE_ENVIRONMENTS, ce)
@@ -298,15 +354,8 @@ class Cli:
             add(2, f"unavailable for now: {offering}")
         if status.get("lastLaunchError"):
             add(2, f"last launch failed: {status['lastLaunchError']}")
-        try:
-            events = (
-                await self.client.list(
-                    kube.EVENTS, "default", field_selector=f"involvedObject.name={ce}"
-                )
-            ).items
-        except kube.ApiError as exc:
-            if not exc.forbidden:
-                raise
+        events = await self._events("default", ce)
+        if events is None:
             # A cluster-scoped object's Events are in namespace default, not a tenant's.
             add(2, f"events of {ce}: not visible to you (they are in namespace default)")
             return

@@ -86,6 +86,9 @@ class Decisions:
     requeue: dict[str, Status] = field(default_factory=dict)
     fail: dict[str, Failure] = field(default_factory=dict)
     restart: dict[str, GangRestart] = field(default_factory=dict)
+    # Multi-node jobs waiting for their next attempt whose completed indexes (nodes that
+    # exited 0 in the ended attempt) are to be cleared: the next attempt runs every node.
+    clear_indexes: list[str] = field(default_factory=list)
     ungate: list[str] = field(default_factory=list)  # pod keys
     # Jobs with a finished pod the Job controller has not counted yet: nothing is decided
     # or written for them this pass (their attempt record included).
@@ -315,6 +318,14 @@ def _job(
     refused = refusal(job)
     if refused is not None:
         return refused, None
+    if job.gang and job.completed_indexes:
+        # A node that exited 0 before its attempt ended keeps its index completed, and the
+        # Job controller would start the next attempt without it: a gang short of a node
+        # waits forever. AWS Batch runs every node anew, so the index is cleared first
+        # (once the Job controller has counted every finished pod), then it is admitted.
+        if not _uncounted(job, pods):
+            out.clear_indexes.append(key)
+        return None, None
     return None, _waiting(job, snap)
 
 

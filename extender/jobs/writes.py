@@ -225,6 +225,7 @@ class Writer:
         ops += [self._requeue(jobs[key], status, now) for key, status in decisions.requeue.items()]
         ops += [self._fail(jobs[key], failure, now) for key, failure in decisions.fail.items()]
         ops += [self._restart(jobs[key], r, now) for key, r in decisions.restart.items()]
+        ops += [self._clear_indexes(jobs[key]) for key in decisions.clear_indexes]
         ops += [self._ungate(pod) for pod in decisions.ungate]
         await asyncio.gather(*ops)
         self._queue_publications(jobs, decisions, now)
@@ -314,6 +315,26 @@ class Writer:
                 "gang attempt ended, retried as a whole", job=job.key, reason=restart.status.reason
             )
             self._announce(job, restart.status, now)
+
+    async def _clear_indexes(self, job: JobInfo) -> None:
+        """A suspended multi-node job's next attempt runs every node: no index completed.
+        (The API server lets an Indexed Job with completions = parallelism lower
+        status.succeeded.) Conditional on the Job as the pass saw it."""
+        body = {
+            "metadata": {"resourceVersion": job.resource_version},
+            "status": {"completedIndexes": "", "succeeded": 0},
+        }
+        written = await self._write(
+            "clear_indexes",
+            lambda: self._client.patch(JOBS, job.name, body, job.namespace, subresource="status"),
+        )
+        if written is not None:
+            self._jobs.apply_write(written)
+            log.info(
+                "completed indexes cleared for the next attempt",
+                job=job.key,
+                cleared=job.completed_indexes,
+            )
 
     async def _fail(self, job: JobInfo, failure: Failure, now: float) -> None:
         body = failure_status(job, failure, now)
