@@ -276,7 +276,7 @@ class Cli:
         """What a multi-node job waits for: every pod of its attempt bound, one per node,
         together; the launches for it (the autoscaler names the job in its events) and
         the extender's holds released (Events on the Job)."""
-        ann, name = _annotations(job), job["metadata"]["name"]
+        ann, name = annotations_of(job), job["metadata"]["name"]
         nodes = int(ann[keys.NODES])
         add(
             1,

@@ -250,6 +250,19 @@ class _NeverPlaced:
         )
 
 
+def _asked_failure(job: JobInfo, started: bool) -> Failure | None:
+    """The failure a job's own annotations ask for, if any: invalid, terminated, or
+    cancelled (AWS Batch cancels a job until it is STARTING: one put back in its queue
+    too)."""
+    if job.spec_error is not None:
+        return Failure(Code.INVALID, f"invalid annotation: {job.spec_error}", started)
+    if job.terminate is not None:
+        return Failure(Code.TERMINATED, f"terminated: {job.terminate}", started)
+    if job.cancel is not None and not job.admitted:
+        return Failure(Code.CANCELLED, f"cancelled: {job.cancel}", started)
+    return None
+
+
 def _job(
     job: JobInfo,
     pods: Sequence[PodInfo],
@@ -275,15 +288,9 @@ def _job(
     if job.failure_target:
         # Stopping: the Job controller is removing its pods and will mark it Failed.
         return None, _held(job, pods, snap) if job.admitted else None
-    if job.spec_error is not None:
-        out.fail[key] = Failure(Code.INVALID, f"invalid annotation: {job.spec_error}", started)
-        return None, None
-    if job.terminate is not None:
-        out.fail[key] = Failure(Code.TERMINATED, f"terminated: {job.terminate}", started)
-        return None, None
-    if job.cancel is not None and not job.admitted:
-        # (AWS Batch cancels a job until it is STARTING: one put back in its queue too.)
-        out.fail[key] = Failure(Code.CANCELLED, f"cancelled: {job.cancel}", started)
+    asked = _asked_failure(job, started)
+    if asked is not None:
+        out.fail[key] = asked
         return None, None
     verdict = (
         resolve(job, lambda name: snap.jobs.get(f"{job.namespace}/{name}"))
