@@ -6,6 +6,7 @@ COPY pyproject.toml constraints.txt README.md ./
 COPY ebb ebb
 COPY extender extender
 COPY autoscaler autoscaler
+COPY kubectl_ebb kubectl_ebb
 RUN python -m venv /opt/ebb \
  && /opt/ebb/bin/pip install --no-cache-dir --upgrade pip \
  && /opt/ebb/bin/pip install --no-cache-dir -c constraints.txt . \

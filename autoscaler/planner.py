@@ -12,14 +12,15 @@ How a plan is made:
    them (ENABLED, VALID, an instance type that fits, vCPUs left under `maxvCpus`);
    what one environment cannot take overflows to the next.
 3. Per environment, pods are bin-packed (CPU, memory, GPU and pod slots) onto new
-   instances. Pods are grouped by shape, so the work grows with the number of
-   distinct shapes, not of pods. Each step fills one instance of every candidate type
-   from the remaining pods, twice (greedily, most valuable pods first; and in the
-   proportions still to be placed, topped up greedily), values a fill at what its pods
-   would cost on their own, ranks fills by the allocation strategy (value per dollar;
-   Spot capacity-optimized: lowest interruption bucket first; price-capacity-optimized:
-   value per dollar discounted by the interruption rate), and repeats the best fill as
-   often as the remaining pods allow.
+   instances of the types that fit under what is left of `maxvCpus`. Pods are grouped
+   by shape, so the work grows with the number of distinct shapes, not of pods. Each
+   step fills one instance of every candidate type from the remaining pods, twice
+   (greedily, most valuable pods first; and in the proportions still to be placed,
+   topped up greedily), values a fill at what its pods would cost on their own, ranks
+   fills by the allocation strategy (value per dollar; Spot capacity-optimized: lowest
+   interruption bucket first; price-capacity-optimized: value per dollar discounted by
+   the interruption rate), and repeats the best fill as often as the remaining pods
+   allow.
 4. Whatever vCPUs `minvCpus` still asks for are added with the cheapest type per vCPU.
 
 A multi-node job's pod is exclusive (the extender places it only on a node with no other
@@ -34,7 +35,7 @@ GPU pods only go to types with NVIDIA GPUs; CPU pods never go to types with GPUs
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ebb.catalog import UNKNOWN_BUCKET, InstanceType
@@ -363,21 +364,27 @@ def _plan_environment(
     budget_gpus = (
         env.spec.max_gpus - env.gpus - spent_gpus if env.spec.max_gpus is not None else None
     )
+    limit = f"maxvCpus {env.spec.max_vcpus} of {env.name} reached"
+
+    def affordable(o: Offering) -> bool:
+        # A type bigger than what is left under maxvCpus can never be launched here: left
+        # in, a strategy that ranks it first (capacity-optimized ranks a big type in a
+        # quiet pool above every small one) would leave nothing to launch at all.
+        gpus = o.instance_type.nvidia_gpus
+        return o.vcpus <= budget_vcpus and (budget_gpus is None or gpus <= budget_gpus)
+
     # BEST_FIT does not move on to other types when its pick is unavailable: it waits.
-    candidates = (
-        env.offerings
-        if env.spec.allocation_strategy == BEST_FIT
-        else tuple(o for o in env.offerings if o.available)
+    candidates = tuple(
+        o
+        for o in env.offerings
+        if affordable(o) and (o.available or env.spec.allocation_strategy == BEST_FIT)
     )
     launchable: list[_Group] = []
     for g in groups:
         if any(_fits(o, g.requests) and _in_zone(o, g.zone) for o in candidates):
             launchable.append(g)
-        elif any(_fits(o, g.requests) for o in env.offerings):
-            where = f"{env.name} in {g.zone}" if g.zone else env.name
-            _wait([g], f"no capacity available for it in {where} (insufficient capacity)", waiting)
         else:
-            _wait([g], f"no instance type of {env.name} fits {g.requests}", waiting)
+            _wait([g], _why_not_launchable(env, g, affordable, limit), waiting)
     if not launchable:
         return [], 0, 0
 
@@ -442,9 +449,22 @@ def _plan_environment(
         )
     for i, g in enumerate(launchable):
         g.done += placed[i]
-    limit = f"maxvCpus {env.spec.max_vcpus} of {env.name} reached"
     _wait([g for g in launchable if g.left], limit, waiting)
     return launches, vcpus, gpus
+
+
+def _why_not_launchable(
+    env: Environment, g: _Group, affordable: Callable[[Offering], bool], limit: str
+) -> str:
+    fitting = [o for o in env.offerings if _fits(o, g.requests)]
+    if any(affordable(o) for o in fitting):
+        where = f"{env.name} in {g.zone}" if g.zone else env.name
+        return f"no capacity available for it in {where} (insufficient capacity)"
+    if fitting:
+        return limit
+    if not g.requests.gpu and any(g.requests.fits_in(o.usable) for o in env.offerings):
+        return f"{env.name} has only GPU types that fit it; a pod without GPUs never launches one"
+    return f"no instance type of {env.name} fits {g.requests}"
 
 
 def _detail(groups: Iterable[_Group]) -> str:

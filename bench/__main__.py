@@ -37,6 +37,7 @@ BENCHMARKS: tuple[tuple[str, tuple[str, ...], bool, str], ...] = (
         "5,000 nodes, 20,000 pods: Ebb against kube-scheduler",
     ),
     ("autoscaler_e2e", (), False, "scale-up from zero and back on the local stack"),
+    ("gang_start", (), False, "4-, 16- and 64-node gangs from zero until all pods run"),
     ("client_decode", (), False, "Kubernetes clients' decode time (needs .venv-clients)"),
 )
 

@@ -59,13 +59,13 @@ _RESOURCES_CARRIED = (
     "instanceRole",
     "imageId",
     "tags",
+    "placementGroup",
 )
 _RESOURCES_IGNORED = {
     "type": "",  # read into spec.type
     "launchTemplate": "",  # read below
     "ec2Configuration": "",  # read below
     "desiredvCpus": "Ebb sets the desired vCPUs itself from the jobs waiting (status.desiredvCpus)",
-    "placementGroup": "not supported: Ebb launches no placement groups",
     "ec2KeyPair": "not supported: use a launch template with a key pair",
     "spotIamFleetRole": "Ebb launches Spot with EC2 Fleet's own role",
     "updateToLatestImageVersion": "not supported",
@@ -427,6 +427,42 @@ def job_definition(
     return obj
 
 
+def _object(
+    item: Json,
+    where: str,
+    default_name: str,
+    *,
+    namespace: str,
+    next_revision: Callable[[str, Json], int],
+    warnings: list[str],
+) -> Json | None:
+    """The Ebb object for one AWS Batch document, by the name field its kind has (None:
+    a job definition identical to its latest revision)."""
+    if "computeEnvironmentName" in item:
+        return compute_environment(_Document(where, "ComputeEnvironment", item, warnings))
+    if "jobQueueName" in item:
+        return job_queue(_Document(where, "JobQueue", item, warnings))
+    if "jobDefinitionName" in item:
+        if not item["jobDefinitionName"] and default_name:
+            warnings.append(
+                f"{where}: jobDefinitionName: empty (AWS Batch would refuse it); named "
+                f"after the file: {default_name!r}"
+            )
+            item = {**item, "jobDefinitionName": default_name}
+        d = _Document(where, "JobDefinition", item, warnings)
+        return job_definition(d, namespace, next_revision)
+    if "name" in item and "fairsharePolicy" in item:
+        return scheduling_policy(_Document(where, "SchedulingPolicy", item, warnings))
+    raise ImportRefused(
+        f"{where}: not an AWS Batch document: expected describe-compute-environments, "
+        "describe-job-queues, describe-scheduling-policies or describe-job-definitions "
+        "output ({'computeEnvironments': [...]}, ...), or the input of "
+        "create-compute-environment (computeEnvironmentName), create-job-queue "
+        "(jobQueueName), create-scheduling-policy (name, fairsharePolicy) or "
+        "register-job-definition (jobDefinitionName)"
+    )
+
+
 def translate(
     documents: Sequence[tuple[str, Any, str]],
     *,
@@ -466,34 +502,16 @@ def translate(
                     why = "more pages, not in this file" if key == "nextToken" else "unknown"
                     out.warnings.append(f"{where}: {key}: not carried: {why}")
                 return
-        if "computeEnvironmentName" in item:
-            d = _Document(where, "ComputeEnvironment", item, out.warnings)
-            out.objects.append(compute_environment(d))
-        elif "jobQueueName" in item:
-            out.objects.append(job_queue(_Document(where, "JobQueue", item, out.warnings)))
-        elif "jobDefinitionName" in item:
-            if not item["jobDefinitionName"] and default_name:
-                out.warnings.append(
-                    f"{where}: jobDefinitionName: empty (AWS Batch would refuse it); named "
-                    f"after the file: {default_name!r}"
-                )
-                item = {**item, "jobDefinitionName": default_name}
-            d = _Document(where, "JobDefinition", item, out.warnings)
-            definition = job_definition(d, namespace, next_revision)
-            if definition is not None:
-                out.objects.append(definition)
-        elif "name" in item and "fairsharePolicy" in item:
-            d = _Document(where, "SchedulingPolicy", item, out.warnings)
-            out.objects.append(scheduling_policy(d))
-        else:
-            raise ImportRefused(
-                f"{where}: not an AWS Batch document: expected describe-compute-environments, "
-                "describe-job-queues, describe-scheduling-policies or describe-job-definitions "
-                "output ({'computeEnvironments': [...]}, ...), or the input of "
-                "create-compute-environment (computeEnvironmentName), create-job-queue "
-                "(jobQueueName), create-scheduling-policy (name, fairsharePolicy) or "
-                "register-job-definition (jobDefinitionName)"
-            )
+        obj = _object(
+            item,
+            where,
+            default_name,
+            namespace=namespace,
+            next_revision=next_revision,
+            warnings=out.warnings,
+        )
+        if obj is not None:
+            out.objects.append(obj)
 
     for source, doc, default_name in documents:
         one(doc, source, default_name)

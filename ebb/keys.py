@@ -108,7 +108,6 @@ GPU_RESOURCE: Final = "nvidia.com/gpu"
 # EC2 tags the autoscaler writes on every instance it launches.
 TAG_CLUSTER: Final = "ebb.dev/cluster"
 TAG_COMPUTE_ENVIRONMENT: Final = "ebb.dev/compute-environment"
-TAG_NODE_NAME: Final = "ebb.dev/node-name"
 TAG_LAUNCH: Final = "ebb.dev/launch"  # the launch's EC2 client token
 
 BATCH_TOLERATION: Final = {

@@ -17,21 +17,11 @@ from ebb.selector import LabelSelector, parse_or_closed
 
 UNMANAGED = "UNMANAGED"
 ENABLED = "ENABLED"
-DISABLED = "DISABLED"
 VALID = "VALID"
 INVALID = "INVALID"
 NAMESPACES_SELECTED = "NamespacesSelected"  # JobQueue condition: its selector selects some
 
 Raw = Mapping[str, Any]
-
-
-class InvalidSpec(ValueError):
-    """A spec that the API server's schema let through but Ebb cannot use."""
-
-    def __init__(self, field_path: str, message: str) -> None:
-        super().__init__(f"{field_path}: {message}")
-        self.field_path = field_path
-        self.message = message
 
 
 def _meta(raw: Raw) -> Raw:

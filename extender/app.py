@@ -39,11 +39,13 @@ from ebb.model import (
     scheduling_policy_from_raw,
 )
 from ebb.server import MAX_BODY_BYTES, add_ops_routes
-from extender import callers, webhook
+from extender import callers
 from extender.jobs.controller import ControllerSettings, JobController
 from extender.placement.routes import add_routes as add_placement_routes
 from extender.placement.service import EbbExtender, ebb_extender
 from extender.settings import SchedulerSettings
+from extender.webhook import registration, routes
+from extender.webhook.context import WebhookContext
 
 log = structlog.get_logger("ebb.scheduler")
 
@@ -94,7 +96,7 @@ def create_app(
         max_body_bytes=settings.extender_max_body_bytes,
         read_timeout=settings.extender_read_timeout,
     )
-    webhook.add_routes(app, lambda: _webhook_context(app))
+    routes.add_routes(app, lambda: _webhook_context(app))
     return app
 
 
@@ -108,7 +110,7 @@ def _synced(app: web.Application) -> bool:
     )
 
 
-def _webhook_context(app: web.Application) -> webhook.WebhookContext:
+def _webhook_context(app: web.Application) -> WebhookContext:
     queues = app[QUEUES].store
     jobs = app[JOB_CONTROLLER].jobs.store
 
@@ -136,7 +138,7 @@ def _webhook_context(app: web.Application) -> webhook.WebhookContext:
         for raw in (await app[CLIENT].list(kube.JOB_DEFINITIONS, namespace)).items:
             app[DEFINITIONS].apply_write(raw)
 
-    return webhook.WebhookContext(
+    return WebhookContext(
         queue=queues.get,
         queue_names=lambda: list(queues),
         refresh_queue=refresh_queue,
@@ -205,12 +207,12 @@ async def _identify_and_register(
     that a daemon started while the API server is unreachable serves /healthz (alive, not
     ready) instead of crashing, and catches up when the server comes back."""
     identity.username = await kube.until_reachable(
-        lambda: webhook.whoami(client), "learning who this daemon is"
+        lambda: registration.whoami(client), "learning who this daemon is"
     )
     if settings.webhook_url or settings.webhook_service:
         ca_bundle = (Path(settings.tls_dir) / "ca.crt").read_bytes()
         await kube.until_reachable(
-            lambda: webhook.register(
+            lambda: registration.register(
                 client,
                 url=settings.webhook_url or None,
                 service=settings.webhook_service or None,
@@ -283,6 +285,8 @@ def _kubernetes(
         background = Background()
         background.reflect(reflectors)
         background.spawn(_freeze_heap_when_synced(reflectors), "gc-freeze")
+        if (events := app[PLACEMENT].events) is not None:
+            background.spawn(events.run(), "placement-events")
         yield
         await background.stop()
         await client.close()

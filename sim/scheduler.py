@@ -113,7 +113,6 @@ class Job:
             requested_parallelism=spec.pods,
             completions=spec.pods,
             indexed=spec.array_size > 0,
-            per_index_retries=spec.array_size > 0,
             pod_request=spec.request,
             template_ready=True,
             active=self.active,

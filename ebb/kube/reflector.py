@@ -103,9 +103,6 @@ class Store(Generic[T]):
         items = self._items
         return [items[k] for k in self._indexes[index].get(value, ())]
 
-    def index_values(self, index: str) -> Iterable[str]:
-        return self._indexes[index].keys()
-
     def put(self, key: str, obj: T) -> T | None:
         old = self._items.get(key)
         if old is not None:

@@ -123,8 +123,8 @@ class CapacityLimit:
         if not self.counts_instances or self.nodes is None:
             return request.cpu_milli, 0
         if exclusive:  # a node of its own: the smallest type that holds it, all of it
-            sizes = [node.vcpus * 1000 for node in self.nodes if node.holds(request)]
-            return (min(sizes), 0) if sizes else (request.cpu_milli, 0)
+            node = self.exclusive_node(request)
+            return (node.vcpus * 1000 if node else request.cpu_milli), 0
         packing = sorted(
             ((node.vcpus * 1000, n) for node in self.nodes if (n := node.holds(request))),
             key=lambda p: (p[0] / p[1], p[0]),
@@ -137,6 +137,12 @@ class CapacityLimit:
             whole += room // milli * held
             room %= milli
         return cost, self.limit.cpu_milli // cost - whole
+
+    def exclusive_node(self, request: Resources) -> NodeShape | None:
+        """The type a pod of `request` with a node of its own takes: the smallest that
+        holds it (None: none does, or the types are unknown)."""
+        holding = [node for node in self.nodes or () if node.holds(request)]
+        return min(holding, key=attrgetter("vcpus")) if holding else None
 
     def exclusive_pods(self, request: Resources) -> int:
         """How many pods of `request`, each on a node of its own, this CE may ever hold."""
@@ -605,21 +611,7 @@ class _Pass:
         if blocked:
             self._wait(d, Code.FAIR_SHARE, blocked)
             return
-        placed: list[tuple[str, int]] = []
-        left = pods_needed
-        if d.exclusive:  # all in one CE
-            for ce in usable:
-                if self._fits(ce, r, True) >= left:
-                    placed, left = [(ce, left)], 0
-                    break
-        else:
-            for ce in usable:
-                n = min(left, self._fits(ce, r))
-                if n:
-                    placed.append((ce, n))
-                    left -= n
-                if not left:
-                    break
+        placed, left = self._placements(d, usable, pods_needed)
         granted_now = pods_needed - left
         if left and (not d.elastic or granted_now == 0):
             # (Not for a gang: a smaller gang of its shape may still fit.)
@@ -638,6 +630,28 @@ class _Pass:
                 f"{left} more pods wait for capacity in queue {d.queue}",
             )
 
+    def _placements(
+        self, d: Demand, usable: list[str], wanted: int
+    ) -> tuple[list[tuple[str, int]], int]:
+        """Where `wanted` more pods of `d` fit, as (CE, pods) in the queue's order (a gang:
+        all in one CE), and how many fit nowhere."""
+        r = d.request
+        if d.exclusive:
+            for ce in usable:
+                if self._fits(ce, r, True) >= wanted:
+                    return [(ce, wanted)], 0
+            return [], wanted
+        placed: list[tuple[str, int]] = []
+        left = wanted
+        for ce in usable:
+            n = min(left, self._fits(ce, r))
+            if n:
+                placed.append((ce, n))
+                left -= n
+            if not left:
+                break
+        return placed, left
+
     def _blocked_on_capacity(self, d: Demand, usable: list[str]) -> None:
         if self.held_for:
             for ce in usable:
@@ -648,13 +662,30 @@ class _Pass:
         # Many jobs wait on the same full CEs: build each distinct text once (until more
         # room is taken, a queue's text for a request stays the same).
         r = d.request
-        memo_key = (d.queue, r.cpu_milli, r.memory, r.gpu, d.exclusive, self._taken)
+        memo_key = (
+            d.queue,
+            r.cpu_milli,
+            r.memory,
+            r.gpu,
+            d.want if d.exclusive else 0,
+            self._taken,
+        )
         text = self._texts.get(memo_key)
         if text is None:
             parts = []
             for ce in usable:
                 c, room = self.capacity[ce].limit, self.room[ce]
                 used = c.cpu_milli - room[0]
+                node = self.capacity[ce].exclusive_node(r) if d.exclusive else None
+                if node is not None and self.capacity[ce].counts_instances:
+                    # What the gang takes of maxvCpus (a whole instance per pod) and what
+                    # the instances of admitted pods take, not the pods' requests.
+                    parts.append(
+                        f"{ce}: it takes {d.want} x {node.name}, {d.want * node.vcpus} vCPUs "
+                        f"of maxvCpus {fmt_cpu(c.cpu_milli)}; "
+                        f"{fmt_cpu(max(c.cpu_milli - room[3], 0))} taken"
+                    )
+                    continue
                 part = f"{ce} {fmt_cpu(max(used, 0))}/{fmt_cpu(c.cpu_milli)} vCPUs in use"
                 if (
                     self.capacity[ce].counts_instances

@@ -15,7 +15,7 @@ A dependency that does not exist yet is waited for (runtime dependencies).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ebb.jobspec import Dependency, DependencyType
@@ -76,11 +76,6 @@ def _one(dep: Dependency, other: JobInfo, result: str | None) -> object:
     return {"FAILED": _OK, "SUCCEEDED": _FAIL}.get(result or "", _WAIT)  # afternotok
 
 
-def n_to_n_ready(dep_job: JobInfo | None) -> bool:
-    """An n_to_n dependent is admissible as soon as its dependency exists."""
-    return dep_job is not None
-
-
 def find_cycle(
     start: str, deps_of: Callable[[str], tuple[Dependency, ...] | None]
 ) -> list[str] | None:
@@ -110,12 +105,3 @@ def find_cycle(
         return None
 
     return visit(start)
-
-
-def dependents_index(jobs: Mapping[str, JobInfo]) -> dict[str, list[str]]:
-    """namespace/dependency-name → keys of jobs that depend on it."""
-    index: dict[str, list[str]] = {}
-    for key, job in jobs.items():
-        for dep in job.spec.depends_on:
-            index.setdefault(f"{job.namespace}/{dep.job}", []).append(key)
-    return index

@@ -21,7 +21,7 @@ from ebb.model import JobQueue, NamespaceInfo, PodInfo, SchedulingPolicy
 from ebb.resources import Resources
 from extender.jobs import attempts as attempt_records
 from extender.jobs import tenancy
-from extender.jobs.admission import CapacityLimit, Demand, QueueView, admit
+from extender.jobs.admission import AdmissionResult, CapacityLimit, Demand, QueueView, admit
 from extender.jobs.dependencies import DependencyVerdict, resolve
 from extender.jobs.lifecycle import (
     Code,
@@ -86,6 +86,9 @@ class Decisions:
     requeue: dict[str, Status] = field(default_factory=dict)
     fail: dict[str, Failure] = field(default_factory=dict)
     restart: dict[str, GangRestart] = field(default_factory=dict)
+    # Multi-node jobs waiting for their next attempt whose completed indexes (nodes that
+    # exited 0 in the ended attempt) are to be cleared: the next attempt runs every node.
+    clear_indexes: list[str] = field(default_factory=list)
     ungate: list[str] = field(default_factory=list)  # pod keys
     # Jobs with a finished pod the Job controller has not counted yet: nothing is decided
     # or written for them this pass (their attempt record included).
@@ -146,34 +149,7 @@ def reconcile(snap: Snapshot) -> Decisions:
     out.running_vcpus = result.running_vcpus
     out.used = {ce: r.cpu_milli / 1000 for ce, r in result.used.items()}
     for d in demands:
-        job = snap.jobs[d.key]
-        if d.key in requeue:
-            # Asked for as a job not admitted: admission says why it waits (it grants
-            # nothing, as no node can hold it), as it would of one just submitted.
-            waiting = result.waiting.get(d.key)
-            if waiting is not None:
-                out.requeue[d.key] = out.statuses[d.key] = waiting
-            continue
-        granted = result.grants.get(d.key)
-        if granted is not None and granted > d.granted and d.key not in counting:
-            out.admit[d.key] = granted
-            if not job.admitted:
-                out.statuses[d.key] = Status(
-                    State.STARTING,
-                    Code.ADMITTED,
-                    f"admitted to queue {d.queue} with {granted} pod(s) of {d.request}",
-                )
-        if job.admitted:
-            continue
-        waiting = result.waiting.get(d.key)
-        if waiting is None:
-            continue
-        out.statuses[d.key] = waiting
-        queue = snap.queues.get(job.queue)
-        if queue is not None and queue.state_time_limit_actions:
-            limit = _time_limit_exceeded(job, queue, waiting.code, snap.now)
-            if limit is not None:
-                out.fail[d.key] = Failure(Code.STATE_TIME_LIMIT, limit, started=False)
+        _decide(d, result, snap, out, requeued=d.key in requeue, counting=d.key in counting)
     # In the order admission granted them (queue priority, fair share, FIFO): a writer that
     # writes only the first ones writes those.
     out.admit = {key: out.admit[key] for key in result.grants if key in out.admit}
@@ -186,6 +162,47 @@ def reconcile(snap: Snapshot) -> Decisions:
             except IllegalTransition as exc:
                 out.illegal[key] = exc
     return out
+
+
+def _decide(
+    d: Demand,
+    result: AdmissionResult,
+    snap: Snapshot,
+    out: Decisions,
+    *,
+    requeued: bool,
+    counting: bool,
+) -> None:
+    """What admission's result means for one job: admitted (or grown), waiting with its
+    reason (failed past its queue's state time limit), or suspended again."""
+    job = snap.jobs[d.key]
+    if requeued:
+        # Asked for as a job not admitted: admission says why it waits (it grants
+        # nothing, as no node can hold it), as it would of one just submitted.
+        waiting = result.waiting.get(d.key)
+        if waiting is not None:
+            out.requeue[d.key] = out.statuses[d.key] = waiting
+        return
+    granted = result.grants.get(d.key)
+    if granted is not None and granted > d.granted and not counting:
+        out.admit[d.key] = granted
+        if not job.admitted:
+            out.statuses[d.key] = Status(
+                State.STARTING,
+                Code.ADMITTED,
+                f"admitted to queue {d.queue} with {granted} pod(s) of {d.request}",
+            )
+    if job.admitted:
+        return
+    waiting = result.waiting.get(d.key)
+    if waiting is None:
+        return
+    out.statuses[d.key] = waiting
+    queue = snap.queues.get(job.queue)
+    if queue is not None and queue.state_time_limit_actions:
+        limit = _time_limit_exceeded(job, queue, waiting.code, snap.now)
+        if limit is not None:
+            out.fail[d.key] = Failure(Code.STATE_TIME_LIMIT, limit, started=False)
 
 
 def _uncounted(job: JobInfo, pods: Sequence[PodInfo]) -> bool:
@@ -233,6 +250,19 @@ class _NeverPlaced:
         )
 
 
+def _asked_failure(job: JobInfo, started: bool) -> Failure | None:
+    """The failure a job's own annotations ask for, if any: invalid, terminated, or
+    cancelled (AWS Batch cancels a job until it is STARTING: one put back in its queue
+    too)."""
+    if job.spec_error is not None:
+        return Failure(Code.INVALID, f"invalid annotation: {job.spec_error}", started)
+    if job.terminate is not None:
+        return Failure(Code.TERMINATED, f"terminated: {job.terminate}", started)
+    if job.cancel is not None and not job.admitted:
+        return Failure(Code.CANCELLED, f"cancelled: {job.cancel}", started)
+    return None
+
+
 def _job(
     job: JobInfo,
     pods: Sequence[PodInfo],
@@ -258,15 +288,9 @@ def _job(
     if job.failure_target:
         # Stopping: the Job controller is removing its pods and will mark it Failed.
         return None, _held(job, pods, snap) if job.admitted else None
-    if job.spec_error is not None:
-        out.fail[key] = Failure(Code.INVALID, f"invalid annotation: {job.spec_error}", started)
-        return None, None
-    if job.terminate is not None:
-        out.fail[key] = Failure(Code.TERMINATED, f"terminated: {job.terminate}", started)
-        return None, None
-    if job.cancel is not None and not job.admitted:
-        # (AWS Batch cancels a job until it is STARTING: one put back in its queue too.)
-        out.fail[key] = Failure(Code.CANCELLED, f"cancelled: {job.cancel}", started)
+    asked = _asked_failure(job, started)
+    if asked is not None:
+        out.fail[key] = asked
         return None, None
     verdict = (
         resolve(job, lambda name: snap.jobs.get(f"{job.namespace}/{name}"))
@@ -301,6 +325,14 @@ def _job(
     refused = refusal(job)
     if refused is not None:
         return refused, None
+    if job.gang and job.completed_indexes:
+        # A node that exited 0 before its attempt ended keeps its index completed, and the
+        # Job controller would start the next attempt without it: a gang short of a node
+        # waits forever. AWS Batch runs every node anew, so the index is cleared first
+        # (once the Job controller has counted every finished pod), then it is admitted.
+        if not _uncounted(job, pods):
+            out.clear_indexes.append(key)
+        return None, None
     return None, _waiting(job, snap)
 
 

@@ -43,7 +43,6 @@ class JobInfo:
     requested_parallelism: int
     completions: int | None
     indexed: bool
-    per_index_retries: bool
     pod_request: Resources
     template_ready: bool  # pod template carries the queue label and batch toleration
     # status
@@ -154,7 +153,6 @@ def job_from_raw(raw: Mapping[str, Any]) -> JobInfo | None:
         requested_parallelism=_requested_parallelism(annotations, spec),
         completions=completions if isinstance(completions, int) else None,
         indexed=spec.get("completionMode") == "Indexed",
-        per_index_retries=spec.get("backoffLimitPerIndex") is not None,
         pod_request=pod_requests(template_spec) if template_spec else ZERO,
         template_ready=_template_ready(spec.get("template") or {}),
         active=_int(status.get("active"), 0),

@@ -26,6 +26,7 @@ from extender.jobs.lifecycle import CONDITION_REASONS, State, Status
 from extender.jobs.reconcile import Decisions, Failure, GangRestart
 from extender.jobs.retry import ONE_ATTEMPT, effective_strategy
 from extender.jobs.snapshot import JobInfo, format_time
+from extender.jobs.stamp import SUSPENDED_MUTABLE, stamp_pod_template
 
 log = structlog.get_logger("ebb.jobs")
 WRITES = Counter(
@@ -147,6 +148,27 @@ def status_annotations(job: JobInfo, status: Status, now: float) -> dict[str, st
     }
 
 
+def batch_template_patch(job: JobInfo, spec: Json) -> Json:
+    """The spec patch that makes a Job created suspended without the webhook run as the
+    webhook would have made it, in what a Job that never ran may still change: its pod
+    template's stamp (`SUSPENDED_MUTABLE`) and its backoffLimit."""
+    stamped = stamp_pod_template(
+        spec["template"], name=job.name, queue=job.queue, share=job.share, job_spec=job.spec
+    )
+    patch: Json = {
+        "template": {
+            "metadata": {"labels": stamped["metadata"]["labels"]},
+            "spec": {k: stamped["spec"][k] for k in SUSPENDED_MUTABLE if k in stamped["spec"]},
+        }
+    }
+    # backoffLimit is the one retry field a Job's update may change; (a retry strategy
+    # needs the webhook: podFailurePolicy, backoffLimitPerIndex and restartPolicy are
+    # immutable.) A job without one runs once, as the webhook makes it.
+    if effective_strategy(job.spec.retry, spec) is ONE_ATTEMPT:
+        patch["backoffLimit"] = 0
+    return patch
+
+
 def failure_status(job: JobInfo, failure: Failure, now: float) -> Json:
     """The Job status that fails it: the Job controller finishes a started job (stopping
     its pods); a job that never started is marked Failed outright."""
@@ -203,6 +225,7 @@ class Writer:
         ops += [self._requeue(jobs[key], status, now) for key, status in decisions.requeue.items()]
         ops += [self._fail(jobs[key], failure, now) for key, failure in decisions.fail.items()]
         ops += [self._restart(jobs[key], r, now) for key, r in decisions.restart.items()]
+        ops += [self._clear_indexes(jobs[key]) for key in decisions.clear_indexes]
         ops += [self._ungate(pod) for pod in decisions.ungate]
         await asyncio.gather(*ops)
         self._queue_publications(jobs, decisions, now)
@@ -263,25 +286,9 @@ class Writer:
         return True
 
     async def _with_batch_template(self, job: JobInfo, body: Json) -> Json:
-        """A Job created suspended without the webhook: stamp its pod template with the
-        queue labels and the batch toleration now (allowed while it never ran)."""
+        """A Job created suspended without the webhook: its pod template stamped now."""
         raw = await self._client.get(JOBS, job.name, job.namespace)
-        template = raw["spec"]["template"]
-        labels = {keys.QUEUE_LABEL: job.queue, keys.JOB_ID_LABEL: job.name}
-        if job.share:
-            labels[keys.SHARE_LABEL] = job.share
-        tolerations = list(template.get("spec", {}).get("tolerations") or [])
-        if keys.BATCH_TOLERATION not in tolerations:
-            tolerations.append(dict(keys.BATCH_TOLERATION))
-        body["spec"]["template"] = {
-            "metadata": {"labels": labels},
-            "spec": {"tolerations": tolerations},
-        }
-        # backoffLimit is the one retry field a Job's update may change; (a retry strategy
-        # needs the webhook: podFailurePolicy, backoffLimitPerIndex and restartPolicy are
-        # immutable.) A job without one runs once, as the webhook makes it.
-        if effective_strategy(job.spec.retry, raw["spec"]) is ONE_ATTEMPT:
-            body["spec"]["backoffLimit"] = 0
+        body["spec"].update(batch_template_patch(job, raw["spec"]))
         return body
 
     async def _requeue(self, job: JobInfo, status: Status, now: float) -> None:
@@ -308,6 +315,26 @@ class Writer:
                 "gang attempt ended, retried as a whole", job=job.key, reason=restart.status.reason
             )
             self._announce(job, restart.status, now)
+
+    async def _clear_indexes(self, job: JobInfo) -> None:
+        """A suspended multi-node job's next attempt runs every node: no index completed.
+        (The API server lets an Indexed Job with completions = parallelism lower
+        status.succeeded.) Conditional on the Job as the pass saw it."""
+        body = {
+            "metadata": {"resourceVersion": job.resource_version},
+            "status": {"completedIndexes": "", "succeeded": 0},
+        }
+        written = await self._write(
+            "clear_indexes",
+            lambda: self._client.patch(JOBS, job.name, body, job.namespace, subresource="status"),
+        )
+        if written is not None:
+            self._jobs.apply_write(written)
+            log.info(
+                "completed indexes cleared for the next attempt",
+                job=job.key,
+                cleared=job.completed_indexes,
+            )
 
     async def _fail(self, job: JobInfo, failure: Failure, now: float) -> None:
         body = failure_status(job, failure, now)

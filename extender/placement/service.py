@@ -20,6 +20,8 @@ import structlog
 from prometheus_client import Counter, Gauge
 
 from ebb import keys, kube
+from ebb.events import EventRecorder, ObjectRef
+from ebb.kube import Event
 from ebb.model import ComputeEnvironment, JobQueue, NodeInfo, PodInfo, node_from_raw
 from extender.callers import Refusal, refuse
 from extender.placement.cache import PlacementCache
@@ -48,8 +50,15 @@ _ASSUMED = Gauge(
 _GANG_HOLDS = Counter(
     "ebb_extender_gang_holds_total",
     "Multi-node jobs' holds at bind, by outcome: bound (every pod had a node, all bound "
-    "together) or timed_out (released, its pods retried).",
+    "together) or released (see ebb_extender_gang_releases_total).",
     ["outcome"],
+)
+_GANG_RELEASES = Counter(
+    "ebb_extender_gang_releases_total",
+    "Multi-node jobs' holds at bind released, their pods back in kube-scheduler's queue, "
+    "by reason: timed_out (not every pod had a node within --gang-hold) or pod_deleted (a "
+    "held pod was deleted: its Job terminated or deleted).",
+    ["reason"],
 )
 _BINDS_REFUSED = Counter(
     "ebb_extender_binds_refused_total",
@@ -158,6 +167,7 @@ class EbbExtender:
         binding: Binding,
         ready: Callable[[], bool],
         batch_only: bool = False,
+        events: EventRecorder | None = None,
     ) -> None:
         self._cache = cache
         self._pods = pods
@@ -173,6 +183,7 @@ class EbbExtender:
         # pod watch has not delivered the pod yet.
         self._recent: dict[str, PodInfo] = {}
         self._holds: dict[str, _GangHold] = {}  # multi-node Job UID -> its held pods
+        self.events = events  # a released hold is an Event on its Job
         _ASSUMED.set_function(lambda: cache.assumed_pods)
 
     async def filter(self, args: ExtenderArgs) -> FilterResult:
@@ -309,21 +320,46 @@ class EbbExtender:
         try:
             return await asyncio.wait_for(asyncio.shield(result), max(left, 0.0))
         except TimeoutError:
-            if self._holds.get(gang) is not hold:
-                return await result  # completed meanwhile: its binding is under way
-        del self._holds[gang]
-        _GANG_HOLDS.labels("timed_out").inc()
-        message = (
-            f"binding {args.pod_key}: multi-node job not fully placed within "
-            f"{self._binding.gang_hold:g} s ({self._cache.gang_placed(gang)} of {size} pods "
-            "had a node); released its nodes, its pods wait again"
-        )
-        log.info("gang hold timed out", job=pod.job_name, held=len(hold.members), size=size)
-        for _, member, waiter in hold.members.values():
+            if self._holds.get(gang) is hold:  # else bound or released meanwhile
+                placed = self._cache.gang_placed(gang)
+                self._release(
+                    gang,
+                    pod,
+                    "timed_out",
+                    f"multi-node job not fully placed within {self._binding.gang_hold:g} s "
+                    f"({placed} of {size} pods had a node)",
+                )
+        return await result
+
+    def on_pod(self, event: Event[PodInfo]) -> None:
+        """A held pod deleted (its Job terminated or deleted) releases its gang's hold at
+        once: the other held pods' nodes are not kept for the rest of the window."""
+        old = event.old
+        if event.new is not None or old is None or not old.job_uid:
+            return
+        hold = self._holds.get(old.job_uid)
+        if hold is not None and old.uid in hold.members:
+            self._release(
+                old.job_uid, old, "pod_deleted", f"its pod {old.key} was deleted while held"
+            )
+
+    def _release(self, gang: str, pod: PodInfo, reason: str, why: str) -> None:
+        """Answer every held bind of the gang with an error (kube-scheduler puts the pods
+        back in its queue), uncount them from their nodes, and say so: counted, logged and
+        an Event on the Job."""
+        hold = self._holds.pop(gang)
+        _GANG_HOLDS.labels("released").inc()
+        _GANG_RELEASES.labels(reason).inc()
+        message = f"{why}; released the nodes of its {len(hold.members)} held pods, they wait again"
+        log.info("gang hold released", job=pod.job_name, reason=reason, detail=message)
+        for args, member, waiter in hold.members.values():
             self._cache.forget(member.uid)
             if not waiter.done():
-                waiter.set_result(message)
-        return await result
+                waiter.set_result(f"binding {args.pod_key}: {message}")
+        if self.events is not None and pod.job_name:
+            job = ObjectRef("batch/v1", "Job", pod.job_name, pod.namespace, gang)
+            event = "GangHoldTimedOut" if reason == "timed_out" else "GangHoldReleased"
+            self.events.record(job, event, message, warning=True)
 
     async def _annotations(self, pod: PodInfo, node_name: str) -> dict[str, str]:
         """What an Ebb pod learns at bind (AWS_BATCH_CE_NAME, AWS_BATCH_JOB_ATTEMPT)."""
@@ -434,7 +470,7 @@ def ebb_extender(
         gang_hold=settings.gang_hold,
         node_taints=functools.partial(node_taints, client),
     )
-    return EbbExtender(
+    extender = EbbExtender(
         cache,
         pods.store,
         queues.store,
@@ -442,4 +478,7 @@ def ebb_extender(
         binding=binding,
         ready=lambda: all(event.is_set() for event in synced),
         batch_only=bool(settings.scheduler_name),
+        events=EventRecorder(client, "ebb-scheduler"),
     )
+    pods.subscribe(extender.on_pod)
+    return extender

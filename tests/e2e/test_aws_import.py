@@ -6,11 +6,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ebb import keys, kube
 from ebb.kube.resources import SERVICE_ACCOUNTS
+from tests.e2e.autoscaling import (
+    LocalAws,
+    environment_nodes,
+    pods_of,
+    scaled_to_zero,
+    status_is,
+)
 from tests.e2e.batch import unique, wait_state
 from tests.e2e.cluster import LocalCluster, create_node, wait_for
 from tests.e2e.test_kubectl_plugin import kubectl_ebb, run_kubectl_ebb
@@ -154,5 +162,139 @@ async def test_import_aws_batch_json_and_run_the_seed_definitions(
             (kube.COMPUTE_ENVIRONMENTS, ce_name),
             (kube.NODES, f"{ce_name}-cpu"),
             (kube.NODES, f"{ce_name}-gpu"),
+        ):
+            await kube_client.delete(res, name)
+
+
+@pytest.mark.usefixtures("autoscaler")
+async def test_an_imported_managed_environment_scales_from_zero_and_back(
+    cluster: LocalCluster,
+    kube_client: kube.KubeClient,
+    namespace: str,
+    tmp_path: Path,
+    local_aws: LocalAws,
+) -> None:
+    """`describe-compute-environments` output for a Spot and a GPU On-Demand environment,
+    with the queue that orders them: imported, they are VALID, launch from zero for the
+    seed's definitions (the GPU one on a GPU instance) and go back to zero."""
+    spot, gpu, queue = unique("Imp_Spot"), unique("Imp_Gpu"), unique("Imp_Q")
+    spot_name, gpu_name, queue_name = (n.lower().replace("_", "-") for n in (spot, gpu, queue))
+    info = local_aws.info
+
+    def managed(name: str, capacity: str, types: list[str], **extra: Any) -> dict[str, Any]:
+        return {
+            "computeEnvironmentName": name,
+            "computeEnvironmentArn": f"{ARN}:compute-environment/{name}",
+            "ecsClusterArn": f"arn:aws:ecs:us-east-1:123456789012:cluster/{name}",
+            "type": "MANAGED",
+            "state": "ENABLED",
+            "status": "VALID",
+            "statusReason": "ComputeEnvironment Healthy",
+            "containerOrchestrationType": "EKS",
+            "eksConfiguration": {
+                "eksClusterArn": "arn:aws:eks:us-east-1:123456789012:cluster/ebb",
+                "kubernetesNamespace": "aws-batch",
+            },
+            "computeResources": {
+                "type": capacity,
+                "minvCpus": 0,
+                "maxvCpus": 16,
+                "desiredvCpus": 0,
+                "instanceTypes": types,
+                "subnets": info["subnets"],
+                "securityGroupIds": [info["securityGroup"]],
+                "instanceRole": (
+                    f"arn:aws:iam::123456789012:instance-profile/{info['instanceRole']}"
+                ),
+                **extra,
+            },
+            "serviceRole": "arn:aws:iam::123456789012:role/aws-service-role/batch.amazonaws.com",
+        }
+
+    listing = {
+        "computeEnvironments": [
+            managed(spot, "SPOT", ["optimal"], allocationStrategy="SPOT_CAPACITY_OPTIMIZED"),
+            managed(
+                gpu,
+                "EC2",
+                ["g4dn"],
+                allocationStrategy="BEST_FIT_PROGRESSIVE",
+                ec2Configuration=[{"imageType": "EKS_AL2_NVIDIA"}],
+            ),
+        ]
+    }
+    queues = {
+        "jobQueues": [
+            {
+                "jobQueueName": queue,
+                "jobQueueArn": f"{ARN}:job-queue/{queue}",
+                "state": "ENABLED",
+                "status": "VALID",
+                "priority": 1,
+                "computeEnvironmentOrder": [
+                    {"order": 1, "computeEnvironment": f"{ARN}:compute-environment/{spot}"},
+                    {"order": 2, "computeEnvironment": f"{ARN}:compute-environment/{gpu}"},
+                ],
+            }
+        ]
+    }
+    paths = []
+    for file, doc in (("ces.json", listing), ("queues.json", queues)):
+        (tmp_path / file).write_text(json.dumps(doc))
+        paths.append(str(tmp_path / file))
+    seeds = [str(SEED / "myjoboneks-sleep.json"), str(SEED / "mygpujoboneks-smi.json")]
+    proc = run_kubectl_ebb(cluster, cluster.kubeconfig, "import", "-n", namespace, *paths, *seeds)
+    assert proc.returncode == 0, proc.stderr
+    assert "desiredvCpus: not carried" in proc.stderr
+    try:
+        for ce in (spot_name, gpu_name):
+            ce_spec = (await kube_client.get(kube.COMPUTE_ENVIRONMENTS, ce))["spec"]
+            assert ce_spec["minvCpus"] == 0 and ce_spec["maxvCpus"] == 16
+            await wait_for(
+                lambda ce=ce: status_is(kube_client, ce, status="VALID"), 60, message=f"{ce} VALID"
+            )
+            assert not local_aws.live(ce)  # minvCpus 0: nothing runs before a job
+        # The only Ebb field AWS Batch has not: how long an idle node stays (default 60 s).
+        for ce in (spot_name, gpu_name):
+            await kube_client.patch(
+                kube.COMPUTE_ENVIRONMENTS, ce, {"spec": {"scaleDownDelaySeconds": 3}}
+            )
+
+        # One after the other: submitted together, the CPU job may take the GPU node that
+        # comes up first (Ebb places a pod on room that exists in any of its queue's
+        # environments before waiting for a launch).
+        for job, definition in (("sleep", "myjoboneks-sleep"), ("smi", "mygpujoboneks-smi")):
+            kubectl_ebb(
+                cluster,
+                *("submit", "-n", namespace, "--job-name", job, "--job-queue", queue_name),
+                *("--job-definition", definition),
+            )
+            await wait_state(kube_client, namespace, job, "RUNNING", "SUCCEEDED", timeout=150)
+        for job in ("sleep", "smi"):
+            await wait_state(kube_client, namespace, job, "SUCCEEDED", timeout=150)
+        ran_on = {
+            job: (await pods_of(kube_client, namespace, job))[0]["spec"]["nodeName"]
+            for job in ("sleep", "smi")
+        }
+        spot_nodes = {
+            n["metadata"]["name"] for n in await environment_nodes(kube_client, spot_name)
+        }
+        gpu_nodes = {n["metadata"]["name"] for n in await environment_nodes(kube_client, gpu_name)}
+        assert ran_on["sleep"] in spot_nodes, ran_on
+        assert ran_on["smi"] in gpu_nodes, ran_on
+        spot_types = {i["InstanceType"] for i in local_aws.instances(spot_name)}
+        gpu_types = {i["InstanceType"] for i in local_aws.instances(gpu_name)}
+        assert spot_types and {t.split(".")[0] for t in spot_types} <= {"m6i", "c6i", "r6i", "c7i"}
+        assert all(i.get("InstanceLifecycle") == "spot" for i in local_aws.instances(spot_name))
+        assert gpu_types and {t.split(".")[0] for t in gpu_types} == {"g4dn"}
+        for ce in (spot_name, gpu_name):
+            await wait_for(
+                lambda ce=ce: scaled_to_zero(kube_client, local_aws, ce), 90, message=f"{ce} at 0"
+            )
+    finally:
+        for res, name in (
+            (kube.JOB_QUEUES, queue_name),
+            (kube.COMPUTE_ENVIRONMENTS, spot_name),
+            (kube.COMPUTE_ENVIRONMENTS, gpu_name),
         ):
             await kube_client.delete(res, name)

@@ -462,3 +462,121 @@ async def test_a_spot_reclaim_of_one_node_retries_the_gang_once(
     assert lost["statusReason"] == f"Host EC2 (instance {instance_id}) terminated.", lost
     assert lost["exitCode"] is None
     await wait_for(lambda: scaled_to_zero(kube_client, local_aws, ce), 120, message="to zero")
+
+
+async def test_why_says_what_a_waiting_gang_waits_for(
+    cluster: LocalCluster,
+    kube_client: kube.KubeClient,
+    namespace: str,
+    local_aws: LocalAws,
+    setup: Any,
+) -> None:
+    """EC2 has only 2 r6i.xlarge: a gang of 3 is admitted but its launch is refused in
+    every zone, so it waits for its nodes; a second gang waits over maxvCpus. `kubectl
+    ebb why` says what each waits for. (r6i.xlarge: no other test here uses it, as the
+    autoscaler then avoids it for a while.)"""
+    ce = name("why")
+    local_aws.faults(
+        [
+            {
+                "action": "RunInstances",
+                "match": {"InstanceType": "r6i.xlarge"},
+                "capacity": 2,
+                "error": "InsufficientInstanceCapacity",
+                "status": 500,
+            }
+        ]
+    )
+    await setup(
+        kube.COMPUTE_ENVIRONMENTS,
+        compute_environment(ce, local_aws, maxvCpus=16, instanceTypes=["r6i.xlarge"]),
+    )
+    await setup(kube.JOB_QUEUES, job_queue(f"{ce}-q", ce))
+    await kube_client.create(kube.JOBS, gang_job("wide", f"{ce}-q", 3), namespace)
+    await wait_state(kube_client, namespace, "wide", "STARTING")
+    await kube_client.create(kube.JOBS, gang_job("next", f"{ce}-q", 2), namespace)
+    await wait_state(kube_client, namespace, "next", "RUNNABLE")
+    gang = f"multi-node job {namespace}/wide"
+
+    async def refused() -> bool:
+        events = await events_of(kube_client, ce)
+        return any(e["reason"] == "InsufficientCapacity" and gang in e["message"] for e in events)
+
+    await wait_for(refused, 60, message="the gang's launch refused")
+    why = kubectl_ebb(cluster, "why", "wide", "-n", namespace)
+    assert "multi-node job: 3 nodes, one pod each (main node index 0), all or nothing" in why, why
+    assert "3 of 3 pods created, 0 bound to a node, 0 running; none is bound until all 3" in why
+    assert f"{ce}: InsufficientCapacity: r6i.xlarge/us-east-1" in why, why
+    assert f"none of 3 launched ({gang})" in why, why
+    # The second gang: over maxvCpus, naming the nodes it takes.
+    why = kubectl_ebb(cluster, "why", "next", "-n", namespace)
+    assert "needs 2 nodes in one compute environment" in why, why
+    assert "(multi-node job, all or nothing)" in why, why
+    assert f"{ce}: it takes 2 x r6i.xlarge, 8 vCPUs of maxvCpus 16; 12 taken" in why, why
+    assert "2 of 2 pods created" not in why and "0 of 2 pods created" in why, why
+    for job in ("wide", "next"):
+        await kube_client.delete(kube.JOBS, job, namespace)
+    assert not local_aws.instances(ce)  # nothing partial was launched
+
+
+def _runs_per_index(log: PodLog, job: str) -> dict[int, int]:
+    """How many pods each node index of `job` had (an Indexed Job's pod is named
+    <job>-<index>-<suffix>)."""
+    pods = {pod for j, pod, _, _ in log.events if j == job}
+    runs: dict[int, int] = {}
+    for pod in pods:
+        index = int(pod.removeprefix(f"{job}-").split("-", 1)[0])
+        runs[index] = runs.get(index, 0) + 1
+    return runs
+
+
+async def test_a_worker_done_before_the_main_node_is_not_run_again(
+    kube_client: kube.KubeClient, namespace: str, local_aws: LocalAws, setup: Any
+) -> None:
+    """Node index 2 exits 0 long before the main node: its slot is done (not run again),
+    the gang goes on, and the main node's exit decides the job."""
+    ce = name("early")
+    await setup(kube.COMPUTE_ENVIRONMENTS, environment(local_aws, ce, 12))
+    await setup(kube.JOB_QUEUES, job_queue(f"{ce}-q", ce))
+    async with pod_log(kube_client, namespace) as log:
+        # Node index 1 would run 300 s: stopped when the main node (index 0) succeeds.
+        await kube_client.create(
+            kube.JOBS, gang_job("early", f"{ce}-q", 3, run_seconds=300), namespace
+        )
+        main = await _pod_of_index(kube_client, namespace, "early", 0)
+        await _set_run(kube_client, main, **{"run-seconds": "8"})
+        worker = await _pod_of_index(kube_client, namespace, "early", 2)
+        await _set_run(kube_client, worker, **{"run-seconds": "1"})
+        done = await wait_state(kube_client, namespace, "early", "SUCCEEDED", "FAILED", timeout=120)
+    assert annotation(done, keys.STATE) == "SUCCEEDED", annotation(done, keys.REASON)
+    assert annotation(done, keys.GANG_ATTEMPT) in ("", "1")
+    assert _runs_per_index(log, "early") == {0: 1, 1: 1, 2: 1}, log.events
+    assert done["status"]["completedIndexes"] == "0,2"
+    await wait_for(lambda: scaled_to_zero(kube_client, local_aws, ce), 90, message="to zero")
+
+
+async def test_a_retried_gang_runs_every_node_again_once_per_attempt(
+    kube_client: kube.KubeClient, namespace: str, local_aws: LocalAws, setup: Any
+) -> None:
+    """Node index 2 exits 0, then node index 1 fails: the attempt ends and the gang is
+    retried as a whole (AWS Batch: a new attempt for every node), so index 2 runs again
+    in attempt 2 — once, as every other node — and the main node decides."""
+    ce = name("redo")
+    await setup(kube.COMPUTE_ENVIRONMENTS, environment(local_aws, ce, 12))
+    await setup(kube.JOB_QUEUES, job_queue(f"{ce}-q", ce))
+    strategy = {keys.RETRY_STRATEGY: orjson.dumps({"attempts": 2}).decode()}
+    body = gang_job("redo", f"{ce}-q", 3, run_seconds=10, annotations=strategy)
+    async with pod_log(kube_client, namespace) as log:
+        await kube_client.create(kube.JOBS, body, namespace)
+        done_early = await _pod_of_index(kube_client, namespace, "redo", 2)
+        await _set_run(kube_client, done_early, **{"run-seconds": "1"})
+        failing = await _pod_of_index(kube_client, namespace, "redo", 1)
+        await _set_run(kube_client, failing, **{"run-seconds": "4", "exit-code": "3"})
+        done = await wait_state(kube_client, namespace, "redo", "SUCCEEDED", "FAILED", timeout=180)
+    assert annotation(done, keys.STATE) == "SUCCEEDED", annotation(done, keys.REASON)
+    assert annotation(done, keys.GANG_ATTEMPT) == "2"
+    record = _attempts(done)
+    assert set(record) == {1, 2} and set(record[2]) == {0, 1, 2}, record
+    assert record[1][2]["exitCode"] == 0 and record[1][1]["exitCode"] == 3, record[1]
+    assert _runs_per_index(log, "redo") == {0: 2, 1: 2, 2: 2}, log.events
+    await wait_for(lambda: scaled_to_zero(kube_client, local_aws, ce), 90, message="to zero")

@@ -146,6 +146,43 @@ async def test_a_suspended_job_the_webhook_never_saw_is_managed(
         assert keys.BATCH_TOLERATION in template["spec"]["tolerations"]
 
 
+async def test_a_job_the_webhook_never_saw_runs_pods_stamped_as_the_webhook_stamps_them(
+    kube_client: kube.KubeClient, namespace: str
+) -> None:
+    """Twins, one through the webhook, one created suspended and put in a queue later:
+    their pod templates carry the same labels, tolerations and schedulerName. Their names
+    (a manual selector lets a Job's name pass 63 characters) differ past the 63rd, where
+    the job-id label, a label value, ends."""
+    stem = "twins-named-by-a-pipeline-that-puts-its-whole-run-into-the-names"
+    async with batch_env(kube_client) as env:
+        ce = await env.compute_environment(unique("ce"))
+        q = await env.queue(unique("q"), [ce])
+        for twin, webhook in (("seen", True), ("unseen", False)):
+            name = f"{stem}-{twin}"
+            body = job_body(name, q, suspend=None if webhook else True)
+            body["spec"]["manualSelector"] = True
+            body["spec"]["selector"] = {"matchLabels": {"twin": twin}}
+            body["spec"]["template"]["metadata"]["labels"] = {"twin": twin}
+            if not webhook:
+                del body["metadata"]["labels"][keys.QUEUE_LABEL]
+            await kube_client.create(kube.JOBS, body, namespace)
+            if not webhook:
+                await kube_client.patch(
+                    kube.JOBS, name, {"metadata": {"labels": {keys.QUEUE_LABEL: q}}}, namespace
+                )
+        stamps = []
+        for twin in ("seen", "unseen"):
+            done = await wait_state(kube_client, namespace, f"{stem}-{twin}", "SUCCEEDED")
+            template = done["spec"]["template"]
+            labels = dict(template["metadata"]["labels"])
+            assert labels.pop("twin") == twin
+            stamps.append(
+                (labels, template["spec"]["tolerations"], template["spec"].get("schedulerName"))
+            )
+        assert stamps[0] == stamps[1]
+        assert stamps[0][0][keys.JOB_ID_LABEL] == stem[:63]
+
+
 @pytest.mark.parametrize("webhook", [True, False], ids=["webhook", "created-without-webhook"])
 async def test_a_job_without_retry_strategy_runs_once(
     kube_client: kube.KubeClient, namespace: str, webhook: bool

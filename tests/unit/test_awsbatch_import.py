@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from ebb import keys
 from ebb.awsbatch_import import ImportRefused, kube_name, name_from_arn, parse_json, translate
-from ebb.cli import main
+from kubectl_ebb.main import main
 
 SEED = Path(__file__).parent.parent / "data" / "awsbatch"
 ARN = "arn:aws:batch:us-east-1:123456789012"
@@ -80,6 +80,7 @@ def test_managed_compute_environment_from_describe_output() -> None:
         "securityGroupIds": ["sg-0b2"],
         "instanceRole": "ecsInstanceRole",
         "tags": {"team": "ml"},
+        "placementGroup": "pg",
         "launchTemplate": {"launchTemplateName": "lt", "version": "$Latest"},
         "imageType": "EKS_AL2_NVIDIA",
         "imageId": "ami-0abc",
@@ -90,7 +91,6 @@ def test_managed_compute_environment_from_describe_output() -> None:
         "status",
         "serviceRole",
         "computeResources.desiredvCpus",
-        "computeResources.placementGroup",
         "computeResources.ec2KeyPair",
         "computeResources.ec2Configuration[1]",
     ):

@@ -30,11 +30,11 @@ from ebb import keys
 from ebb.model import JobQueue
 from ebb.resources import Resources
 from ebb.server import MAX_BODY_BYTES
-from extender import webhook
 from extender.jobs.admission import CapacityLimit, NodeShape
 from extender.jobs.snapshot import JobInfo
 from extender.placement.routes import add_routes as add_placement_routes
 from extender.settings import SchedulerSettings
+from extender.webhook import context, routes
 from tests.unit.jobs.factories import job as job_info
 from tests.unit.jobs.factories import raw_job
 from tests.unit.test_placement_http import BATCH_POD, Daemon
@@ -70,7 +70,7 @@ async def nothing(*_: str) -> None:
     return None
 
 
-CONTEXT = webhook.WebhookContext(
+CONTEXT = context.WebhookContext(
     queue=QUEUES.get,
     queue_names=lambda: list(QUEUES),
     refresh_queue=nothing,
@@ -87,7 +87,7 @@ async def client() -> AsyncIterator[Client]:
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     extender = Daemon().extender
     add_placement_routes(app, lambda: extender, max_body_bytes=EXTENDER_LIMIT, read_timeout=5.0)
-    webhook.add_routes(app, lambda: CONTEXT)
+    routes.add_routes(app, lambda: CONTEXT)
     test_client = TestClient(TestServer(app))
     await test_client.start_server()
     yield test_client
@@ -142,7 +142,7 @@ async def send(client: Client, path: str, body: Any) -> tuple[int, str]:
 
 async def still_serving(client: Client) -> None:
     """A good request to each endpoint gets its normal answer."""
-    status, text = await send(client, webhook.MUTATE_PATH, admission(new_job("good")))
+    status, text = await send(client, routes.MUTATE_PATH, admission(new_job("good")))
     assert status == 200, text
     response = orjson.loads(text)["response"]
     assert response["allowed"] is True and response["patch"]
@@ -152,7 +152,7 @@ async def still_serving(client: Client) -> None:
 
 # --- the matrix ----------------------------------------------------------------------
 
-MUTATE, VALIDATE = webhook.MUTATE_PATH, webhook.VALIDATE_PATH
+MUTATE, VALIDATE = routes.MUTATE_PATH, routes.VALIDATE_PATH
 DEPENDS = keys.DEPENDS_ON
 ANNOTATION = "metadata.annotations[{}]"
 

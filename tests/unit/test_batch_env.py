@@ -11,7 +11,8 @@ from ebb import keys
 from ebb.jobspec import parse_job_spec
 from extender.placement.protocol import BindingArgs
 from extender.placement.service import Binding, attempt_number
-from extender.webhook import mutate, user_batch_env
+from extender.webhook.batch_env import user_batch_env
+from extender.webhook.mutation import mutate
 from tests.unit.placement_objects import pod
 from tests.unit.test_placement_binding import extender_with
 

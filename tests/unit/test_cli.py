@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from ebb import keys, kube
-from ebb.cli import Cli
+from kubectl_ebb.views import Cli
 
 FORBIDDEN = kube.ApiError(
     403, "Forbidden", 'events is forbidden: User "alice" cannot list resource "events"'

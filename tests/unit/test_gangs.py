@@ -73,6 +73,7 @@ def test_a_gang_takes_a_whole_node_per_pod_and_all_or_nothing() -> None:
     waiting = result.waiting["b"]
     assert waiting.code is Code.WAITING_FOR_CAPACITY
     assert "needs 2 nodes in one compute environment" in waiting.reason
+    assert "ce: it takes 2 x c6i.xlarge, 8 vCPUs of maxvCpus 16; 12 taken" in waiting.reason
 
 
 def test_a_gang_no_environment_can_hold_never_runs() -> None:

@@ -11,10 +11,14 @@ import dataclasses
 from collections.abc import Mapping
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import REGISTRY
 
+from ebb.events import EventRecorder, ObjectRef
 from ebb.kube import Event, EventType
 from ebb.model import PodInfo
+from ebb.server import add_ops_routes
 from extender.placement.cache import PlacementCache
 from extender.placement.protocol import BindingArgs
 from extender.placement.service import Binding, EbbExtender
@@ -157,3 +161,90 @@ async def test_a_taint_only_the_cache_still_shows_is_read_afresh_before_a_refusa
     answer = await extender.bind(BindingArgs("p2", "ns", "", "batch"))
     assert "does not tolerate the taint node.kubernetes.io/not-ready:NoSchedule" in answer
     assert posted == ["p1"]
+
+
+class RecordedEvents(EventRecorder):
+    """Events kept in a list instead of sent."""
+
+    def __init__(self) -> None:
+        self.recorded: list[tuple[ObjectRef, str, str, bool]] = []
+
+    def record(self, ref: ObjectRef, reason: str, message: str, *, warning: bool = False) -> None:
+        self.recorded.append((ref, reason, message, warning))
+
+
+async def scrape(metric: str) -> float:
+    """A sample of the daemon's /metrics, read as Prometheus does."""
+    app = web.Application()
+    add_ops_routes(app, lambda: True)
+    async with TestClient(TestServer(app)) as client:
+        text = await (await client.get("/metrics")).text()
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(metric))
+
+
+def gang_extender(
+    size: int, hold: float, posted: list[str]
+) -> tuple[EbbExtender, dict[str, PodInfo], RecordedEvents]:
+    """A gang of `size` pods of Job `train` and batch nodes n0, n1, ... for them."""
+
+    async def post(args: BindingArgs, annotations: Mapping[str, str]) -> None:
+        posted.append(args.pod_name)
+
+    pods = {
+        f"ns/train-{i}": dataclasses.replace(
+            pod(f"train-{i}", "q", namespace="ns"),
+            job_uid="job-1",
+            job_name="train",
+            gang_size=size,
+        )
+        for i in range(size)
+    }
+    binding = Binding(post, no_failures, concurrency=4, wait=1, assumed_pod_ttl=30, gang_hold=hold)
+    extender = extender_with(pods, binding)
+    for i in range(size):
+        info = node(f"n{i}", "ce")
+        extender._cache.on_node(Event(EventType.ADDED, info.name, None, info))
+    extender.events = RecordedEvents()
+    return extender, pods, extender.events
+
+
+async def test_a_gang_not_fully_placed_within_the_hold_is_released_counted_and_told() -> None:
+    posted: list[str] = []
+    extender, _, events = gang_extender(3, 0.2, posted)
+    metric = 'ebb_extender_gang_releases_total{reason="timed_out"}'
+    before = await scrape(metric)
+    answers = await asyncio.gather(
+        *(extender.bind(BindingArgs(f"train-{i}", "ns", "", f"n{i}")) for i in (0, 1))
+    )
+    for answer in answers:  # the third pod never had a node
+        assert "not fully placed within 0.2 s (2 of 3 pods had a node)" in answer, answer
+        assert "released the nodes of its 2 held pods, they wait again" in answer, answer
+    assert posted == []
+    assert [extender._cache.occupants(f"n{i}") for i in range(3)] == [(0, 0)] * 3
+    assert await scrape(metric) == before + 1
+    ((job, reason, message, warning),) = events.recorded
+    assert (job.kind, job.namespace, job.name, job.uid) == ("Job", "ns", "train", "job-1")
+    assert (reason, warning) == ("GangHoldTimedOut", True)
+    assert message.startswith("multi-node job not fully placed within 0.2 s (2 of 3 pods")
+
+
+async def test_a_held_pod_deleted_releases_its_gang_at_once() -> None:
+    posted: list[str] = []
+    extender, pods, events = gang_extender(3, 30.0, posted)
+    metric = 'ebb_extender_gang_releases_total{reason="pod_deleted"}'
+    before = await scrape(metric)
+    held = [
+        asyncio.create_task(extender.bind(BindingArgs(f"train-{i}", "ns", "", f"n{i}")))
+        for i in (0, 1)
+    ]
+    await asyncio.sleep(0.05)
+    assert extender._cache.gang_placed("job-1") == 2
+    gone = pods.pop("ns/train-1")  # its Job was terminated
+    extender._cache.on_pod(Event(EventType.DELETED, gone.key, gone, None))
+    extender.on_pod(Event(EventType.DELETED, gone.key, gone, None))
+    answers = await asyncio.wait_for(asyncio.gather(*held), 1)  # not the 30 s window
+    for answer in answers:
+        assert "its pod ns/train-1 was deleted while held; released the nodes of its 2" in answer
+    assert posted == [] and extender._cache.gang_placed("job-1") == 0
+    assert await scrape(metric) == before + 1
+    assert [(r, w) for _, r, _, w in events.recorded] == [("GangHoldReleased", True)]

@@ -120,6 +120,15 @@ def test_gpu_pods_only_on_nvidia_gpu_types_and_cpu_pods_never_on_gpu_types() -> 
     assert sum(x.pods for x in plan.launches if x.instance_type in gpu_types) == 3
 
 
+def test_cpu_pod_in_a_gpu_only_environment_waits_saying_why() -> None:
+    spec = ce(instance_types=("g4dn",))
+    plan = plan_launches({"ce": env(spec)}, pods(1))
+    assert plan.launches == ()
+    assert plan.waiting == {
+        "ns/p0": "ce has only GPU types that fit it; a pod without GPUs never launches one"
+    }
+
+
 def test_gpu_pod_with_no_gpu_type_waits_with_a_reason() -> None:
     plan = plan_launches({"ce": env(ce())}, pods(1, gpu=1))
     assert not plan.launches
@@ -234,6 +243,29 @@ def test_spot_capacity_optimized_prefers_low_interruption_types() -> None:
     assert buckets <= {0, 1}
 
 
+def test_capacity_optimized_launches_within_a_small_max_vcpus() -> None:
+    # The quietest pools are big types: above maxvCpus they can never be launched, so a
+    # smaller type is, instead of nothing (an imported `optimal` Spot environment of 16
+    # vCPUs launched nothing for a 1-vCPU pod).
+    for families in (("optimal",), ("c6i", "m6i")):
+        spec = ce(
+            type="SPOT",
+            instance_types=families,
+            max_vcpus=16,
+            allocation_strategy="SPOT_CAPACITY_OPTIMIZED",
+        )
+        plan = plan_launches({"ce": env(spec)}, pods(1, memory=GI))
+        assert plan.waiting == {}, families
+        assert sum(launch.vcpus for launch in plan.launches) <= 16
+
+
+def test_a_pod_only_types_above_the_budget_fit_waits_for_max_vcpus() -> None:
+    spec = ce(instance_types=("c6i.large", "c6i.4xlarge"), max_vcpus=8)
+    plan = plan_launches({"ce": env(spec)}, pods(1, cpu=6000, memory=GI))
+    assert plan.launches == ()
+    assert plan.waiting == {"ns/p0": "maxvCpus 8 of ce reached"}
+
+
 def test_spot_price_capacity_optimized_weighs_price_with_risk() -> None:
     spec = ce(
         type="SPOT",
@@ -318,6 +350,15 @@ def test_plans_respect_limits_and_every_pod_placed_fits(
         assert launch.vcpus == t.vcpus * launch.count
         assert launch.zones
         assert launch.pods or launch.reason == REASON_MIN_VCPUS
+    budget = max_vcpus - e.vcpus
+    if e.problem is None and any(
+        o.vcpus <= budget
+        and p.requests.fits_in(o.usable)
+        and (o.instance_type.nvidia_gpus > 0 if p.requests.gpu else o.instance_type.gpus == 0)
+        for o in e.offerings
+        for p in pending
+    ):
+        assert placed, "a pod fits a type within maxvCpus, yet nothing was launched"
     smallest = min((o.vcpus for o in e.offerings), default=0)
     if e.problem is None and smallest:
         # minvCpus kept, unless the next instance would break maxvCpus.

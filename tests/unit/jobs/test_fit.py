@@ -14,12 +14,13 @@ from ebb import keys
 from ebb.catalog import NodeOverheadSettings, shipped_catalog
 from ebb.model import ComputeEnvironment, JobQueue, PodInfo, StateTimeLimitAction
 from ebb.resources import Resources
-from extender import webhook
 from extender.jobs.admission import CapacityLimit, Demand, QueueView, admit
 from extender.jobs.capacity import capacity_limits
 from extender.jobs.lifecycle import Code, State
 from extender.jobs.reconcile import Snapshot, reconcile
 from extender.jobs.snapshot import JobInfo
+from extender.webhook.context import WebhookContext
+from extender.webhook.review import review as admission_review
 from tests.unit.jobs.factories import job, pod, raw_job
 
 GIB = 2**30
@@ -220,9 +221,9 @@ async def _nothing(*_: str) -> None:
     return None
 
 
-def context(capacity: dict[str, CapacityLimit]) -> webhook.WebhookContext:
+def context(capacity: dict[str, CapacityLimit]) -> WebhookContext:
     queues = {"q": JobQueue("q", 1, tuple(capacity))}
-    return webhook.WebhookContext(
+    return WebhookContext(
         queue=queues.get,
         queue_names=lambda: list(queues),
         refresh_queue=_nothing,
@@ -234,9 +235,9 @@ def context(capacity: dict[str, CapacityLimit]) -> webhook.WebhookContext:
     )
 
 
-def review(ctx: webhook.WebhookContext, obj: dict[str, Any], **request: Any) -> dict[str, Any]:
+def review(ctx: WebhookContext, obj: dict[str, Any], **request: Any) -> dict[str, Any]:
     body = {"request": {"uid": "u", "operation": "CREATE", "object": obj, **request}}
-    response: dict[str, Any] = webhook.review(body, ctx, mutating=True)["response"]
+    response: dict[str, Any] = admission_review(body, ctx, mutating=True)["response"]
     return response
 
 
@@ -286,7 +287,7 @@ def test_webhook_warns_about_unknown_ebb_keys_naming_the_closest_known_one() -> 
     old = new_job(annotations={"ebb.dev/cancle": "x"})
     updated = new_job(annotations={"ebb.dev/cancle": "x", "ebb.dev/terminat": "y"})
     body = {"request": {"uid": "u", "operation": "UPDATE", "object": updated, "oldObject": old}}
-    answer = webhook.review(body, ctx, mutating=False)["response"]
+    answer = admission_review(body, ctx, mutating=False)["response"]
     assert answer["warnings"] == [
         "metadata.annotations[ebb.dev/terminat]: not a key Ebb knows; ignored "
         "(did you mean ebb.dev/terminate?)"

@@ -137,3 +137,38 @@ def test_a_gang_is_translated_for_ebb_to_retry() -> None:
     assert patch["successPolicy"] == {"rules": [{"succeededIndexes": "2"}]}
     assert {r["action"] for r in patch["podFailurePolicy"]["rules"]} == {"Ignore"}
     assert patch["backoffLimit"] == 2**31 - 1
+
+
+def waiting_gang(status: dict[str, Any]) -> JobInfo:
+    """A gang suspended after its attempt 1 ended, waiting for attempt 2."""
+    annotations = {
+        keys.NODES: "3",
+        keys.RETRY_STRATEGY: SPOT_IDIOM,
+        keys.GANG_ATTEMPT: "2",
+        keys.STATE: "RUNNABLE",
+    }
+    return job(
+        "g",
+        annotations=annotations,
+        suspend=True,
+        completions=3,
+        parallelism=3,
+        indexed=True,
+        status=status,
+    )
+
+
+def test_a_node_that_exited_0_in_the_ended_attempt_runs_again_in_the_next() -> None:
+    """Node index 2 exited 0 before another node failed: its index stays completed, and
+    the Job controller would start attempt 2 on two nodes (a gang that never completes).
+    Its completed index is cleared first; the gang is admitted whole after that."""
+    done = pod("g", "g-2", phase="Succeeded", node="n2", index=2, exit_code=0)
+    out = run(waiting_gang({"succeeded": 1, "completedIndexes": "2"}), [done])
+    assert out.clear_indexes == ["ns/g"] and not out.admit
+    # The Job controller has not counted it yet: nothing is written meanwhile.
+    counting = pod("g", "g-2", phase="Succeeded", node="n2", index=2, exit_code=0, tracked=True)
+    out = run(waiting_gang({"succeeded": 1, "completedIndexes": "2"}), [counting])
+    assert not out.clear_indexes and not out.admit
+    # Cleared: admitted on all three nodes.
+    out = run(waiting_gang({}), [done])
+    assert not out.clear_indexes and out.admit == {"ns/g": 3}

@@ -202,7 +202,7 @@ def test_array_summary_counts_children() -> None:
 
 def test_webhook_sends_batch_pods_to_the_configured_scheduler() -> None:
     from ebb.jobspec import JobSpec
-    from extender.webhook import mutate
+    from extender.webhook.mutation import mutate
     from tests.unit.jobs.factories import raw_job
 
     raw = raw_job("j", suspend=False)

@@ -128,7 +128,7 @@ def test_status_reasons() -> None:
 
 def test_a_job_without_retry_strategy_runs_once_unless_its_author_chose_a_limit() -> None:
     from ebb.jobspec import JobSpec
-    from extender.webhook import mutate
+    from extender.webhook.mutation import mutate
     from tests.unit.jobs.factories import raw_job
 
     def mutated(**spec: object) -> dict[str, object]:

@@ -22,11 +22,13 @@ from ebb.model import (
 )
 from ebb.resources import Resources
 from ebb.selector import LabelSelector, Requirement, SelectorError, parse, parse_or_closed
-from extender import webhook
 from extender.jobs import status, tenancy
 from extender.jobs.admission import CapacityLimit
 from extender.jobs.lifecycle import Code, State
 from extender.jobs.reconcile import Snapshot, reconcile
+from extender.webhook.context import Rejected, WebhookContext
+from extender.webhook.review import review as admission_review
+from extender.webhook.validation import validate_update
 from tests.unit.jobs.factories import job
 
 NOW = 1_767_225_600.0
@@ -278,9 +280,9 @@ async def _nothing(*_: str) -> None:
     return None
 
 
-def context(q: JobQueue, *others: JobQueue, **namespaces: dict[str, str]) -> webhook.WebhookContext:
+def context(q: JobQueue, *others: JobQueue, **namespaces: dict[str, str]) -> WebhookContext:
     queues = {x.name: x for x in (q, *others)}
-    return webhook.WebhookContext(
+    return WebhookContext(
         queue=queues.get,
         queue_names=lambda: list(queues),
         refresh_queue=_nothing,
@@ -295,7 +297,7 @@ def context(q: JobQueue, *others: JobQueue, **namespaces: dict[str, str]) -> web
     )
 
 
-def review(ctx: webhook.WebhookContext, queue_name: str, namespace: str, **labels: str) -> Any:
+def review(ctx: WebhookContext, queue_name: str, namespace: str, **labels: str) -> Any:
     obj = {
         "metadata": {
             "name": "j",
@@ -305,7 +307,7 @@ def review(ctx: webhook.WebhookContext, queue_name: str, namespace: str, **label
         "spec": {"template": {"spec": {"containers": [{"name": "c"}]}}},
     }
     body = {"request": {"uid": "u", "operation": "CREATE", "object": obj}}
-    return webhook.review(body, ctx, mutating=True)["response"]
+    return admission_review(body, ctx, mutating=True)["response"]
 
 
 def test_the_webhook_refuses_without_listing_other_tenants_queues() -> None:
@@ -355,18 +357,18 @@ def test_only_ebb_writes_what_it_publishes_on_a_job(key: str) -> None:
     ctx = context(job_queue_from_raw({"metadata": {"name": "q"}, "spec": {"priority": 1}}), a={})
     old = _queued()
     forged = _queued(**{key: "SUCCEEDED" if key != keys.STATE else "RUNNING"})
-    with pytest.raises(webhook.Rejected, match=rf"metadata.annotations\[{key}\]: is written by"):
-        webhook.validate_update(old, forged, "alice", ctx)
-    webhook.validate_update(old, forged, "ebb", ctx)  # Ebb's own write
+    with pytest.raises(Rejected, match=rf"metadata.annotations\[{key}\]: is written by"):
+        validate_update(old, forged, "alice", ctx)
+    validate_update(old, forged, "ebb", ctx)  # Ebb's own write
 
 
 def test_a_tenant_cannot_raise_a_queued_arrays_parallelism() -> None:
     ctx = context(job_queue_from_raw({"metadata": {"name": "q"}, "spec": {"priority": 1}}), a={})
     old, wider = _queued(), _queued()
     wider["spec"]["parallelism"] = 10
-    with pytest.raises(webhook.Rejected, match=r"spec.parallelism: Ebb sets it for Jobs of"):
-        webhook.validate_update(old, wider, "alice", ctx)
-    webhook.validate_update(old, wider, "ebb", ctx)
+    with pytest.raises(Rejected, match=r"spec.parallelism: Ebb sets it for Jobs of"):
+        validate_update(old, wider, "alice", ctx)
+    validate_update(old, wider, "ebb", ctx)
 
 
 def test_a_new_job_starts_without_a_forged_history() -> None:
@@ -382,7 +384,7 @@ def test_a_new_job_starts_without_a_forged_history() -> None:
         "spec": {"template": {"spec": {"containers": [{"name": "c"}]}}},
     }
     body = {"request": {"uid": "u", "operation": "CREATE", "object": obj}}
-    response = webhook.review(body, context(q, a={}), mutating=True)["response"]
+    response = admission_review(body, context(q, a={}), mutating=True)["response"]
     assert response["allowed"]
     patch = json.loads(base64.b64decode(response["patch"]))
     annotations = next(op["value"] for op in patch if op["path"] == "/metadata")["annotations"]
