@@ -194,6 +194,8 @@ class Autoscaler:
                         group.environments,
                         queue.priority,
                         f"{pod.created:016.3f}",
+                        exclusive=group.gang > 0,
+                        job=pod.job.key,
                     )
                 out.append(pod.pending)
         return out

@@ -21,7 +21,17 @@ measures the capacity strategy alone.
 environment (in its queue's order) with room that fits it; a node runs one batch pod
 and is terminated as soon as it has none.
 
-Both launch into one zone per request, taking turns, and meet the same simulated EC2
+`PodByPodGangs` — plain Kubernetes Jobs and cluster-autoscaler for multi-node jobs: the
+node groups above, and no gang awareness anywhere (the one baseline where more than the
+capacity decisions differ). A multi-node job is a plain Indexed Job of one pod per node:
+admitted pod by pod as capacity allows (what Ebb's admission does for any Job of more
+than one pod without `ebb.dev/nodes`), placed pod by pod as nodes appear (each pod still
+on a node of its own), provisioned pod by pod; a bound pod holds its node idle until the
+last pod of its gang is bound, as a training framework's rendezvous waits for every
+worker. Its failure semantics are Ebb's (one pod lost ends the attempt for all), so that
+only admission, placement and provisioning differ.
+
+All launch into one zone per request, taking turns, and meet the same simulated EC2
 (boot times, Spot interruptions, refused launches) as Ebb.
 """
 
@@ -240,6 +250,15 @@ class NodeGroups(CapacityPolicy):
 
     def idle_delay(self, instance: Instance) -> float:
         return UNNEEDED_SECONDS
+
+
+class PodByPodGangs(NodeGroups):
+    name = "pod-by-pod-gangs"
+    description = (
+        "plain Indexed Jobs and cluster-autoscaler node groups: a multi-node job admitted, "
+        "provisioned and placed pod by pod, its bound pods idle until all are bound"
+    )
+    gang_aware = False
 
 
 def _size(need: Resources) -> tuple[int, int, int]:

@@ -83,6 +83,9 @@ class ClusterView:
 class CapacityPolicy(abc.ABC):
     name: str = ""
     description: str = ""
+    # Multi-node jobs are gangs, as Ebb runs them: admitted, placed and retried all or
+    # nothing. False: as plain Indexed Jobs, pod by pod (a baseline without gangs).
+    gang_aware: bool = True
 
     def __init__(
         self,
@@ -194,6 +197,7 @@ class EbbCapacity(CapacityPolicy):
                 i.allocatable - i.free,
                 max_pods - i.slots,
                 job_pods=i.batch_pods,
+                exclusive=i.gang_pods > 0,
                 zone=i.zone,
             )
             for i in view.instances

@@ -44,6 +44,7 @@ class Instance:
         "free_cpu",
         "free_gpu",
         "free_memory",
+        "gang_pods",
         "gone",
         "id",
         "idle_since",
@@ -81,7 +82,8 @@ class Instance:
         self.allocatable = allocatable
         self.free_cpu, self.free_memory, self.free_gpu = usable.cpu_milli, usable.memory, usable.gpu
         self.slots = slots  # batch pods it can still take
-        self.batch_pods = 0  # pods running on it
+        self.batch_pods = 0  # pods bound to it
+        self.gang_pods = 0  # of which a multi-node job's (it has the node to itself)
         self.ready = False
         self.gone = False
         self.idle_since: float | None = None

@@ -133,10 +133,9 @@ class Simulation:
         instances = self.autoscaler.instances
         if self.jobs.open == 0 and not instances:
             return True
-        # Nothing can happen any more (jobs that never fit, pods no policy provides for).
-        return self.now - self._last_progress > self.s.stall_seconds and not any(
-            i.batch_pods for i in instances.values()
-        )
+        # Nothing can happen any more (jobs that never fit, pods no policy provides for,
+        # gangs that hold part of their nodes and can never get the rest).
+        return self.now - self._last_progress > self.s.stall_seconds and not self.placement.running
 
     def _sample(self, _: object) -> None:
         self.recorder.sample(self.now, len(self.autoscaler.instances))

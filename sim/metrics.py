@@ -10,7 +10,10 @@ Definitions:
 - wait: from the moment a job (an array: each child) became RUNNABLE — submitted, its
   dependencies met — until its first attempt started on a node; percentiles are
   nearest-rank;
-- makespan: from the first submission to the end of the last job.
+- makespan: from the first submission to the end of the last job;
+- gang-held node-hours: nodes held by a multi-node job's pod that could not start
+  because its gang was not all bound yet (from the pod's bind until its gang started,
+  or until it was stopped): idle nodes that are paid for and can take nothing else.
 """
 
 from __future__ import annotations
@@ -94,6 +97,7 @@ class Recorder:
         self.refusals = self.interruptions = self.pods_interrupted = self.retries = 0
         self.running_milli = self.pending_milli = self.queued_milli = 0
         self.running_by_share: dict[str, int] = {}
+        self.held_node_seconds = 0.0
 
     # --- jobs and pods -----------------------------------------------------------------
 
@@ -132,6 +136,10 @@ class Recorder:
         """A job (`spec`) reached SUCCEEDED or FAILED."""
         self.outcomes[state.value] = self.outcomes.get(state.value, 0) + 1
         self.last_end = max(self.last_end, now)
+
+    def held(self, seconds: float) -> None:
+        """A gang pod held its node `seconds` without running."""
+        self.held_node_seconds += seconds
 
     def never_runnable(self) -> None:
         self.never += 1
@@ -210,6 +218,7 @@ class Recorder:
                 "by_share": {s: percentiles(v) for s, v in sorted(self.waits.items())},
             },
             "makespan_seconds": round(self.last_end - start, 1),
+            "gang_held_node_hours": round(self.held_node_seconds / 3600, 2),
             "simulated_seconds": round(now - start, 1),
             "peak_instances": self.peak_instances,
             "peak_vcpus": self.peak_vcpus,

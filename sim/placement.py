@@ -11,6 +11,16 @@ scoring plugins are left out (the extender's weight dominates them).
 Pods wait for a node as in kube-scheduler: in creation order, and a pod that fits no
 node is retried only when a node that could take it appears or frees room. Pods start
 the moment they are bound (image pulls are not modelled).
+
+A multi-node job's pods (a gang) are node-exclusive: the filter is given the pod as the
+webhook labels it (`ebb.dev/nodes`), so it keeps a gang pod only on empty nodes and
+nothing else beside one. With a gang-aware policy (Ebb) the gang is placed as the
+extender does it, all or nothing: its pods are filtered with `gang_unplaced` (no node is
+kept unless there are empty nodes for all of them) over every empty node of its queue
+(not a sample: the extender holds the pods it placed until the last has a node), then
+bound together. Without (a baseline: plain Indexed Jobs), each pod takes a node as one
+comes, and a bound gang pod holds its node idle until every pod of its gang is bound
+(the training framework's rendezvous): only then do they start.
 """
 
 from __future__ import annotations
@@ -34,7 +44,19 @@ if TYPE_CHECKING:
 
 
 class Pod:
-    __slots__ = ("attempt", "created", "end", "group", "index", "job", "node", "pending", "start")
+    __slots__ = (
+        "attempt",
+        "bound_at",
+        "created",
+        "end",
+        "group",
+        "index",
+        "job",
+        "node",
+        "pending",
+        "running",
+        "start",
+    )
 
     def __init__(self, job: Job, index: int, attempt: int, created: float, group: Group) -> None:
         self.job = job
@@ -43,34 +65,56 @@ class Pod:
         self.created = created
         self.group = group
         self.node: Instance | None = None
+        self.bound_at = 0.0
+        self.running = False  # started (a gang pod: once its whole gang was bound)
         self.start = 0.0
         self.end = 0.0
         self.pending: PendingPod | None = None
 
 
 class Group:
-    """Pods waiting for a node that place alike (same queue and request), oldest first.
-    Blocked: the head fit no node, so no pod of the group can, until room appears."""
+    """Pods waiting for a node that place alike (same queue, request and gang size),
+    oldest first; a gang's pods are next to each other. Blocked: the head fit no node, so
+    no pod of the group can, until room appears."""
 
-    __slots__ = ("blocked", "environments", "fits", "info", "number", "pods", "queue", "request")
+    __slots__ = (
+        "blocked",
+        "environments",
+        "fits",
+        "gang",
+        "info",
+        "number",
+        "pods",
+        "queue",
+        "request",
+    )
 
     def __init__(
-        self, number: int, queue: JobQueue, request: Resources, environments: tuple[str, ...]
+        self,
+        number: int,
+        queue: JobQueue,
+        request: Resources,
+        environments: tuple[str, ...],
+        gang: int = 0,
     ) -> None:
         self.number = number
         self.queue = queue
         self.request = request
         self.environments = environments
+        self.gang = gang  # a multi-node job's pods: its node count (0: not a gang)
         self.pods: deque[Pod] = deque()
         self.blocked = False
         self.fits = {env: Fits() for env in environments}
         # What the placement functions read of a pod: its queue and requests, on a pod
-        # as the webhook stamps it (queue label, batch taint tolerated).
+        # as the webhook stamps it (queue label, a gang's size, batch taint tolerated).
+        labels = {keys.QUEUE_LABEL: queue.name}
+        if gang:
+            labels[keys.NODES] = str(gang)
         raw = {
             "metadata": {
                 "namespace": NAMESPACE,
                 "name": f"{queue.name}-{request.cpu_milli}m-{request.memory}-{request.gpu}",
-                "labels": {keys.QUEUE_LABEL: queue.name},
+                "labels": labels,
             },
             "spec": {"tolerations": [{"key": keys.BATCH_NODE_TAINT, "operator": "Exists"}]},
         }
@@ -117,25 +161,29 @@ class Fits:
 class Placement:
     def __init__(self, sim: Simulation) -> None:
         self.sim = sim
-        self._groups: dict[tuple[str, Resources], Group] = {}
+        self._groups: dict[tuple[str, Resources, int], Group] = {}
         self.ready_groups: dict[Group, None] = {}
         self.blocked_groups: dict[Group, None] = {}  # their pods wait for capacity
         self._groups_by_environment: dict[str, list[Group]] = {}
         self.pods_on: dict[str, dict[Pod, None]] = {}  # node → its batch pods
         self.node_states: dict[str, scoring.NodeState] = {}
+        self.running = 0  # pods started and not ended
+        self._whole_gangs = sim.policy.gang_aware
 
-    def new_pod(self, job: Job, index: int, attempt: int) -> None:
+    def new_pod(self, job: Job, index: int, attempt: int) -> Pod:
         spec = job.spec
-        key = (spec.queue, spec.request)
+        key = (spec.queue, spec.request, spec.nodes)
         group = self._groups.get(key)
         if group is None:
             queue = self.sim.queues[spec.queue]
-            group = Group(len(self._groups), queue, spec.request, queue.compute_environments)
+            group = Group(
+                len(self._groups), queue, spec.request, queue.compute_environments, spec.nodes
+            )
             self._groups[key] = group
             for env in group.environments:
                 self._groups_by_environment.setdefault(env, []).append(group)
             for node in self.sim.autoscaler.instances.values():
-                if node.environment in group.fits and self.takes(node, spec.request):
+                if node.environment in group.fits and self._fits(node, group):
                     group.fits[node.environment].add(node)
         pod = Pod(job, index, attempt, self.sim.now, group)
         job.active += 1
@@ -145,6 +193,13 @@ class Placement:
             self.sim.autoscaler.unschedulable()
         else:
             self.ready_groups[group] = None
+        return pod
+
+    def withdraw(self, pod: Pod) -> None:
+        """A pod not bound yet is deleted (its gang's attempt ended)."""
+        pod.group.pods.remove(pod)
+        pod.job.active -= 1
+        self.sim.recorder.pending(pod.group.request, -1)
 
     def schedule(self) -> None:
         """kube-scheduler's queue: the oldest pod first; a group whose head fits nowhere
@@ -154,9 +209,7 @@ class Placement:
         heapq.heapify(heap)
         while heap:
             _, number, group = heap[0]
-            pod = group.pods[0]
-            if self._place(pod, group):
-                group.pods.popleft()
+            if self._place_gang(group) if group.gang and self._whole_gangs else self._place(group):
                 if group.pods:
                     heapq.heapreplace(heap, (group.pods[0].created, number, group))
                 else:
@@ -167,7 +220,8 @@ class Placement:
                 self.blocked_groups[group] = None
                 self.sim.autoscaler.unschedulable()
 
-    def _place(self, pod: Pod, group: Group) -> bool:
+    def _place(self, group: Group) -> bool:
+        """Bind the group's oldest pod, if a node takes it."""
         names: list[str] = []
         limit = self.sim.s.placement_candidates
         for env in group.environments:  # the queue's first environments first
@@ -187,22 +241,62 @@ class Placement:
         for name, score in scores:
             if score > top:
                 best, top = name, score
-        self._bind(pod, self.sim.autoscaler.instances[best])
+        self._bind(group.pods.popleft(), self.sim.autoscaler.instances[best])
+        return True
+
+    def _place_gang(self, group: Group) -> bool:
+        """Bind every pod of the oldest gang, each on an empty node of its own, or none:
+        the extender's filter with `gang_unplaced` over every empty node that fits, then
+        the best-scored nodes (the first on ties)."""
+        names = [node.id for env in group.environments for node in group.fits[env].nodes]
+        sim = self.sim
+        verdict = scoring.filter_nodes(
+            group.info,
+            names,
+            self.node_states,
+            sim.queues,
+            sim.environments,
+            gang_unplaced=group.gang,
+        )
+        if not verdict.kept:
+            return False
+        scores = scoring.score_nodes(
+            group.info, verdict.kept, self.node_states, sim.queues, sim.environments
+        )
+        best = sorted(scores, key=lambda scored: -scored[1])[: group.gang]
+        for name, _ in best:
+            self._bind(group.pods.popleft(), sim.autoscaler.instances[name])
         return True
 
     def _bind(self, pod: Pod, node: Instance) -> None:
         job, request = pod.job, pod.group.request
+        if pod.group.gang:
+            node.gang_pods += 1
         self._take(node, request, 1)
         pod.node = node
-        pod.start = self.sim.now
+        pod.bound_at = self.sim.now
         self.pods_on[node.id][pod] = None
         sim = self.sim
         sim.jobs.bound(job, request, node.environment, 1)
+        sim.progress()
+        if pod.group.gang:
+            sim.jobs.gang_pod_bound(pod)
+        else:
+            self.start(pod)
+
+    def start(self, pod: Pod) -> None:
+        """The pod's container runs (a gang's pods: once all of them are bound)."""
+        sim = self.sim
+        job, request = pod.job, pod.group.request
+        pod.running = True
+        pod.start = sim.now
+        self.running += 1
+        if pod.group.gang:
+            sim.recorder.held(sim.now - pod.bound_at)
         sim.jobs.started(job)
         if pod.attempt == 1:
             sim.recorder.wait(job.spec, sim.now - job.runnable_since)
         sim.recorder.started(job.spec, request)
-        sim.progress()
         duration = job.spec.duration
         if job.spec.spread:
             duration *= 1.0 + job.spec.spread * (sim.rng.random() - 0.5)
@@ -217,8 +311,16 @@ class Placement:
         del self.pods_on[node.id][pod]
         sim = self.sim
         sim.jobs.bound(job, request, node.environment, -1)
-        sim.recorder.stopped(job.spec, request, sim.now - pod.start)
+        if pod.running:
+            pod.running = False
+            self.running -= 1
+            sim.recorder.stopped(job.spec, request, sim.now - pod.start)
+        else:  # a gang pod that held its node, waiting for the rest of its gang
+            sim.recorder.pending(request, -1)
+            sim.recorder.held(sim.now - pod.bound_at)
         sim.progress()
+        if pod.group.gang:
+            node.gang_pods -= 1
         if not node.gone:
             self._take(node, request, -1)
 
@@ -246,16 +348,22 @@ class Placement:
 
     @staticmethod
     def takes(node: Instance, r: Resources) -> bool:
-        """Could the node take a pod of `r` now (schedulable, room and a pod slot)?"""
+        """Could the node take a pod of `r` now (schedulable, room and a pod slot, no
+        multi-node job's pod)?"""
         return (
             node.ready
             and not node.gone
             and node.draining is None
             and node.slots > 0
+            and not node.gang_pods
             and r.cpu_milli <= node.free_cpu
             and r.memory <= node.free_memory
             and r.gpu <= node.free_gpu
         )
+
+    def _fits(self, node: Instance, group: Group) -> bool:
+        """Could the node take the group's pods (a gang's: only an empty node)?"""
+        return self.takes(node, group.request) and not (group.gang and node.batch_pods)
 
     def node_changed(self, node: Instance) -> None:
         """Keep each group's list of nodes that fit it; a blocked group that a node now
@@ -263,7 +371,7 @@ class Placement:
         env = node.environment
         for group in self._groups_by_environment.get(env, ()):
             fits = group.fits[env]
-            if self.takes(node, group.request):
+            if self._fits(node, group):
                 if node not in fits.at:
                     fits.add(node)
                     if group.blocked:

@@ -17,6 +17,17 @@ What decides (the daemon's own functions, called as reconcile calls them):
   controller's back-off (10 s, doubling, at most 6 min);
 - each state change: `extender.jobs.lifecycle.transition`.
 
+Multi-node jobs (gangs) as the daemon runs them (docs/decisions/0008): the demand of a
+Job with `ebb.dev/nodes` (`JobInfo.gang`), so admission grants all its pods at once or
+none; its pods start once all are bound; the first to fail (its exit code, or its node
+lost) ends the attempt: every other pod is stopped and the retry strategy
+(`extender.jobs.retry.verdict`, the attempts counted per gang) either fails the job or
+sends the whole gang back to its queue for admission again; the main node's (index 0)
+success is the job's. Under a policy that is not gang-aware (a baseline) the same Job
+has no `ebb.dev/nodes`: a plain Indexed Job, admitted pod by pod as capacity allows
+(elastic), its pods still waiting for each other to start (the training framework's
+rendezvous) and failing together.
+
 Array jobs model Ebb's elastic admission (parallelism raised as capacity allows, a
 finished child's slot reused by the next index) but not n_to_n dependencies or
 SEQUENTIAL arrays; timeouts and cancellations are not modelled. Admitted single jobs'
@@ -30,7 +41,7 @@ import heapq
 import math
 from typing import TYPE_CHECKING
 
-from ebb.jobspec import JobSpec, RetryAction
+from ebb.jobspec import JobSpec, MultiNode, RetryAction
 from ebb.resources import Resources
 from extender.jobs import fairshare
 from extender.jobs.admission import CapacityLimit, Demand, QueueView, admit
@@ -38,7 +49,7 @@ from extender.jobs.capacity import capacity_limits
 from extender.jobs.dependencies import resolve
 from extender.jobs.lifecycle import Code, State, transition
 from extender.jobs.reconcile import admitted_demand, waiting_demand
-from extender.jobs.retry import rule_matches
+from extender.jobs.retry import ONE_ATTEMPT, rule_matches, verdict
 from extender.jobs.snapshot import JobInfo
 from sim.workloads import SimJob
 
@@ -59,11 +70,14 @@ class Job:
 
     __slots__ = (
         "active",
+        "attempt_pods",
         "bound",
         "demand",
         "failed",
+        "gang_attempt",
         "granted",
         "key",
+        "multi_node",
         "next_index",
         "retries",
         "runnable_since",
@@ -73,8 +87,13 @@ class Job:
         "tries",
     )
 
-    def __init__(self, spec: SimJob) -> None:
+    def __init__(self, spec: SimJob, gang_aware: bool = True) -> None:
         self.spec = spec
+        # A multi-node job as the webhook parses `ebb.dev/nodes` (None: not one, or a
+        # baseline's plain Indexed Job).
+        self.multi_node = MultiNode(spec.nodes) if spec.nodes and gang_aware else None
+        self.gang_attempt = 1
+        self.attempt_pods: list[Pod] = []  # a gang's pods of this attempt, not ended
         self.key = f"{NAMESPACE}/{spec.name}"  # as the daemon keys Jobs (namespace/name)
         self.state = State.SUBMITTED
         self.runnable_since = 0.0
@@ -85,7 +104,7 @@ class Job:
         self.next_index = 0  # the next array index never started
         self.retries: list[tuple[float, int, int]] = []  # heap of (due, index, attempt)
         self.tries: dict[int, int] = {}  # index → attempts made (only once retried)
-        self.bound: dict[str, int] = {}  # environment → this array's pods bound there
+        self.bound: dict[str, int] = {}  # environment → its pods bound there (array, gang)
         self.demand: Demand | None = None  # a waiting or unbound single job's demand
 
     @property
@@ -104,7 +123,11 @@ class Job:
             queue=spec.queue,
             share=spec.share,
             created=spec.submit,
-            spec=JobSpec(depends_on=spec.depends_on, scheduling_priority=spec.priority),
+            spec=JobSpec(
+                depends_on=spec.depends_on,
+                scheduling_priority=spec.priority,
+                multi_node=self.multi_node,
+            ),
             spec_error=None,
             cancel=None,
             terminate=None,
@@ -112,7 +135,7 @@ class Job:
             parallelism=max(self.granted, 1),
             requested_parallelism=spec.pods,
             completions=spec.pods,
-            indexed=spec.array_size > 0,
+            indexed=spec.array_size > 0 or spec.nodes > 0,
             pod_request=spec.request,
             template_ready=True,
             active=self.active,
@@ -136,6 +159,7 @@ class Job:
             admitted_at=None,
             attempts_json="",
             array_status="",
+            gang_attempt=self.gang_attempt,
         )
 
 
@@ -150,6 +174,7 @@ class JobController:
         self._waiting: dict[str, Demand] = {}  # runnable single jobs not admitted
         self._unbound: dict[str, Demand] = {}  # admitted single jobs without a bound pod
         self._arrays: dict[str, Job] = {}  # runnable arrays with children to run
+        self._gangs: dict[str, Job] = {}  # admitted multi-node jobs (their attempt)
         self._held: dict[tuple[str, str, Resources, str], int] = {}  # bound single pods
         self._usage = fairshare.UsageHistory()
         self._half_lives = fairshare.half_lives(sim.queues, sim.policies)
@@ -168,7 +193,7 @@ class JobController:
     # --- jobs ---------------------------------------------------------------------------------
 
     def submit(self, spec: SimJob) -> None:
-        job = Job(spec)
+        job = Job(spec, self.sim.policy.gang_aware)
         self.jobs[job.key] = job
         self.open += 1
         self.sim.progress()
@@ -215,6 +240,7 @@ class JobController:
         self._waiting.pop(job.key, None)
         self._unbound.pop(job.key, None)
         self._arrays.pop(job.key, None)
+        self._gangs.pop(job.key, None)
         job.demand = None
         self.sim.recorder.ended(job.spec, state, self.sim.now)
         self.admission_wanted()
@@ -237,7 +263,9 @@ class JobController:
             return  # superseded by an earlier pass
         self._admission_due = math.inf
         self._admission_pass()
-        if self._waiting or any(j.granted < j.remaining for j in self._arrays.values()):
+        if self._waiting or any(
+            j.granted < j.remaining for j in (*self._arrays.values(), *self._gangs.values())
+        ):
             due = sim.now + sim.s.scheduler.resync_seconds
             self._admission_due = due
             sim.push(due, self._admission_event, None)
@@ -271,6 +299,8 @@ class JobController:
             demand = self._array_demand(job)
             if demand is not None:
                 demands.append(demand)
+        for job in self._gangs.values():
+            demands.append(admitted_demand(job.info(), job.spec.share, job.active, job.bound, now))
         result = admit(views, self.capacity, demands, now, sim.s.scheduler.starvation_seconds)
         self._usage = self._usage.advanced(result.running_vcpus, now, self._half_lives)
         jobs = self.jobs
@@ -300,6 +330,14 @@ class JobController:
             job.state = transition(job.state, State.STARTING)
         if job.spec.array_size:
             self._fill_array(job)
+            return
+        if job.spec.nodes:
+            self._waiting.pop(job.key, None)
+            self._gangs[job.key] = job
+            for _ in range(new):  # a gang-aware admission grants them all at once
+                pod = self.sim.placement.new_pod(job, job.next_index, job.gang_attempt)
+                job.attempt_pods.append(pod)
+                job.next_index += 1
             return
         del self._waiting[job.key]
         job.demand = admitted_demand(job.info(), job.spec.share, 0, {}, self.sim.now)
@@ -335,7 +373,7 @@ class JobController:
 
     def bound(self, job: Job, request: Resources, env: str, pods: int) -> None:
         """`pods` of the job bound to (> 0) or gone from (< 0) a node of `env`."""
-        if job.spec.array_size:
+        if job.spec.array_size or job.spec.nodes:
             n = job.bound.get(env, 0) + pods
             if n:
                 job.bound[env] = n
@@ -355,9 +393,24 @@ class JobController:
         if job.state is State.STARTING:
             job.state = transition(job.state, State.RUNNING)
 
+    def gang_pod_bound(self, pod: Pod) -> None:
+        """A gang's pods start once every one of them is bound."""
+        job = pod.job
+        pods = job.attempt_pods
+        if len(pods) == job.spec.nodes and all(p.node is not None for p in pods):
+            for p in pods:
+                self.sim.placement.start(p)
+
     def attempt_succeeded(self, pod: Pod) -> None:
         job = pod.job
         job.active -= 1
+        if job.spec.nodes:
+            job.attempt_pods.remove(pod)
+            if pod.index == 0:  # the main node's success is the job's
+                self._stop_gang(job)
+                job.succeeded = job.spec.nodes
+                self._end_job(job, State.SUCCEEDED)
+            return
         job.succeeded += 1
         self._attempt_done(job)
 
@@ -365,6 +418,9 @@ class JobController:
         """The job's retry strategy, rule by rule (first match wins; no match retries)."""
         job = pod.job
         job.active -= 1
+        if job.spec.nodes:
+            self._gang_attempt_ends(pod, exit_code, status_reason)
+            return
         strategy = job.spec.retry
         retry = strategy is not None and pod.attempt < strategy.attempts
         if retry and strategy is not None:
@@ -385,6 +441,37 @@ class JobController:
         else:
             job.failed += 1
         self._attempt_done(job)
+
+    def _gang_attempt_ends(self, pod: Pod, exit_code: int | None, status_reason: str) -> None:
+        """One pod failed: the gang's attempt ends; retried as a whole if its strategy
+        allows (AWS Batch's multi-node semantics; the daemon's `_gang_attempt_ends`)."""
+        job = pod.job
+        job.attempt_pods.remove(pod)
+        self._stop_gang(job)
+        self._gangs.pop(job.key, None)
+        job.granted = job.next_index = 0
+        strategy = job.spec.retry or ONE_ATTEMPT
+        if (
+            verdict(strategy, exit_code, status_reason) is RetryAction.EXIT
+            or job.gang_attempt >= strategy.attempts
+        ):
+            job.failed = job.spec.nodes
+            self._end_job(job, State.FAILED)
+            return
+        self.sim.recorder.retried()
+        job.gang_attempt += 1
+        self._runnable(job)
+
+    def _stop_gang(self, job: Job) -> None:
+        """Every pod of the gang's attempt still there is stopped (bound) or deleted."""
+        placement = self.sim.placement
+        for p in job.attempt_pods:
+            if p.node is not None:
+                placement.unbind(p)
+                job.active -= 1
+            else:
+                placement.withdraw(p)
+        job.attempt_pods = []
 
     def _attempt_done(self, job: Job) -> None:
         if job.remaining == 0:

@@ -11,6 +11,8 @@ Three sources:
   per line.
 - `burst(...)`: a synthetic AWS-Batch-style burst: arrays of up to 10,000 children,
   dependency chains, CPU and GPU jobs arriving over an hour, then nothing.
+- `gangs(...)`: a synthetic GPU training mix: multi-node jobs (gangs) of 4, 16 and 64
+  nodes among single GPU jobs.
 
 The traces are not shipped with Ebb (no licence lets it redistribute them): the loaders
 take a path. How each trace's fields become a job is written on each loader.
@@ -47,7 +49,8 @@ SPOT_RETRY = RetryStrategy(
 
 @dataclass(frozen=True, slots=True)
 class SimJob:
-    """One submitted job: a single job, or an array job of `array_size` children."""
+    """One submitted job: a single job, an array job of `array_size` children, or a
+    multi-node job (a gang, `ebb.dev/nodes`) of `nodes` pods, one per node."""
 
     name: str
     queue: str
@@ -55,6 +58,7 @@ class SimJob:
     duration: float  # seconds one attempt of one pod runs
     request: Resources  # per pod
     array_size: int = 0  # 0: a single job; N >= 2: an array of N children
+    nodes: int = 0  # 0: not a multi-node job; N >= 1: a gang of N pods (index 0 the main)
     share: str = ""
     priority: int = 0  # ebb.dev/scheduling-priority
     depends_on: tuple[Dependency, ...] = ()
@@ -64,7 +68,7 @@ class SimJob:
 
     @property
     def pods(self) -> int:
-        return self.array_size or 1
+        return self.array_size or self.nodes or 1
 
 
 @dataclass(frozen=True)
@@ -421,3 +425,86 @@ def _chain(
     train_a, train_b = job("train-a", ok), job("train-b", ok)
     done = tuple(Dependency(t.name, DependencyType.AFTER_ANY) for t in (train_a, train_b))
     return [prep, train_a, train_b, job("report", done)]
+
+
+# --- synthetic GPU training with multi-node jobs -------------------------------------------
+
+GANG_SIZES = (4, 16, 64)
+# One training pod per node: a 4-GPU node's GPUs and most of its CPU and memory (a
+# g6.12xlarge or g5.12xlarge holds one).
+TRAINING_POD = Resources(44_000, 160 * GIB, 4)
+
+
+def gangs_scenario(max_vcpus: int = 4_800) -> Scenario:
+    """One GPU Spot environment (then On-Demand) for the `train` queue; `max_vcpus` each
+    (the default: 100 nodes of 48 vCPUs, so that gangs of 64 nodes contend)."""
+    gpu = ("g5", "g6")
+    return Scenario(
+        environments=(
+            environment("gpu-spot", "SPOT", max_vcpus, gpu),
+            environment("gpu-ondemand", "EC2", max_vcpus, gpu),
+        ),
+        queues=(JobQueue("train", 100, ("gpu-spot", "gpu-ondemand")),),
+    )
+
+
+def gangs(
+    jobs: int = 200,
+    *,
+    seed: int = 0,
+    arrival_seconds: float = 6 * 3600.0,
+    gang_fraction: float = 0.3,
+    sizes: Sequence[int] = GANG_SIZES,
+    median_seconds: float = 1800.0,
+    max_vcpus: int = 4_800,
+) -> Workload:
+    """`jobs` jobs in the `train` queue arriving over `arrival_seconds` (Poisson):
+
+    - `gang_fraction` of them multi-node training jobs, of `sizes` nodes (uniformly), one
+      pod of `TRAINING_POD` per node;
+    - the others single GPU jobs (1 GPU, 6 vCPU, 24 GiB);
+
+    run times log-normal around `median_seconds` (σ 0.8, 60 s to 8 h). Every job retries
+    a lost Spot host up to 3 attempts (a gang as a whole). Deterministic given `seed`.
+    """
+    rng = random.Random(seed)
+    rate = jobs / arrival_seconds
+    out: list[SimJob] = []
+    clock = 0.0
+    n_gangs = 0
+    for i in range(jobs):
+        clock += rng.expovariate(rate)
+        duration = min(max(rng.lognormvariate(math.log(median_seconds), 0.8), 60.0), 28_800.0)
+        if rng.random() < gang_fraction:
+            n_gangs += 1
+            size = sizes[rng.randrange(len(sizes))]
+            out.append(
+                SimJob(
+                    f"train-{i}",
+                    "train",
+                    clock,
+                    duration,
+                    TRAINING_POD,
+                    nodes=size,
+                    retry=SPOT_RETRY,
+                )
+            )
+        else:
+            out.append(
+                SimJob(
+                    f"gpu-{i}",
+                    "train",
+                    clock,
+                    duration,
+                    Resources(6000, 24 * GIB, 1),
+                    retry=SPOT_RETRY,
+                )
+            )
+    return Workload(
+        "gangs",
+        out,
+        gangs_scenario(max_vcpus),
+        f"synthetic GPU training: {jobs:,} jobs ({n_gangs} multi-node jobs of "
+        f"{', '.join(map(str, sizes))} nodes, {jobs - n_gangs} single GPU jobs) over "
+        f"{arrival_seconds:.0f} s, maxvCpus {max_vcpus:,} per environment, seed {seed}",
+    )
