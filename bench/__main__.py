@@ -27,6 +27,12 @@ BENCHMARKS: tuple[tuple[str, tuple[str, ...], bool, str], ...] = (
     ("autoscaler_planner", (), True, "capacity plans for 10,000 pods, cost against a bound"),
     ("simulator", ("--jobs=100000",), True, "the simulator on a 100,000-job burst"),
     ("simulator", ("--compare",), False, "1,000,000 jobs; Ebb against the baselines"),
+    (
+        "simulator_gangs",
+        (),
+        True,
+        "multi-node jobs: gang-held node-hours and cost, Ebb against pod by pod",
+    ),
     ("admission_e2e", (), False, "15,000 Jobs admitted on the local stack"),
     ("kueue_compare", ("--timeout", "1500"), False, "the same 15,000 Jobs: Ebb against Kueue"),
     ("scheduler_memory", (), False, "the scheduler daemon's memory with 100,000 Jobs"),

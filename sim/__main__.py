@@ -4,6 +4,7 @@
         --out out/sim-alibaba
     python -m sim --workload swf --trace ../shared/data/traces/nasa-ipsc-1993.swf --compare
     python -m sim --workload burst --jobs 1000000 --out out/sim-burst
+    python -m sim --workload gangs --capacity pod-by-pod-gangs --out out/sim-gangs
 
 Writes, per run, `metrics.json` and the plots `capacity.png`, `waits.png` and
 `shares.png` into the output directory (with --compare: one directory per policy, and
@@ -27,7 +28,7 @@ from autoscaler.planner import (
     SPOT_PRICE_CAPACITY_OPTIMIZED,
 )
 from sim import plots, workloads
-from sim.baselines import NodeGroups, OnePodPerInstance
+from sim.baselines import EbbWithoutGangs, NodeGroups, OnePodPerInstance, PodByPodGangs
 from sim.capacity import CapacityPolicy, EbbCapacity
 from sim.cloud import CloudSettings
 from sim.engine import Settings, Simulation
@@ -37,6 +38,8 @@ POLICIES: dict[str, Callable[..., CapacityPolicy]] = {
     "ebb": EbbCapacity,
     "cluster-autoscaler": NodeGroups,
     "one-pod-per-instance": OnePodPerInstance,
+    "pod-by-pod-gangs": PodByPodGangs,
+    "ebb-without-gangs": EbbWithoutGangs,
 }
 STRATEGIES = (BEST_FIT_PROGRESSIVE, SPOT_CAPACITY_OPTIMIZED, SPOT_PRICE_CAPACITY_OPTIMIZED)
 
@@ -52,8 +55,11 @@ def with_strategy(workload: workloads.Workload, strategy: str) -> workloads.Work
 
 
 def load(args: argparse.Namespace) -> workloads.Workload:
+    jobs = {} if args.jobs is None else {"jobs": args.jobs}  # else the generator's default
     if args.workload == "burst":
-        return workloads.burst(args.jobs, seed=args.seed)
+        return workloads.burst(**jobs, seed=args.seed)
+    if args.workload == "gangs":
+        return workloads.gangs(**jobs, seed=args.seed)
     if not args.trace:
         raise SystemExit(f"--workload {args.workload} needs --trace PATH (see BENCHMARKS.md)")
     if args.workload == "alibaba":
@@ -152,9 +158,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m sim", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--workload", choices=("alibaba", "swf", "burst"), required=True)
+    parser.add_argument("--workload", choices=("alibaba", "swf", "burst", "gangs"), required=True)
     parser.add_argument("--trace", help="the trace file (alibaba: a pod list CSV; swf: a log)")
-    parser.add_argument("--jobs", type=int, default=1_000_000, help="burst: jobs to submit")
+    parser.add_argument(
+        "--jobs", type=int, help="burst, gangs: jobs to submit (defaults 1,000,000 and 150)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--capacity", choices=sorted(POLICIES), default="ebb")
     parser.add_argument("--strategy", choices=STRATEGIES, help="for the Spot environments")

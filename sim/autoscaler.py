@@ -194,8 +194,9 @@ class Autoscaler:
                         group.environments,
                         queue.priority,
                         f"{pod.created:016.3f}",
+                        # A node each; planned as a gang only by a gang-aware policy.
                         exclusive=group.gang > 0,
-                        job=pod.job.key,
+                        job=pod.job.key if self.policy.gang_aware else "",
                     )
                 out.append(pod.pending)
         return out

@@ -31,6 +31,10 @@ last pod of its gang is bound, as a training framework's rendezvous waits for ev
 worker. Its failure semantics are Ebb's (one pod lost ends the attempt for all), so that
 only admission, placement and provisioning differ.
 
+`EbbWithoutGangs` — the same absence of gang awareness on Ebb's own autoscaler (as Ebb
+ran multi-node training before it had gangs): separates what gang awareness saves from
+what the capacity strategy does.
+
 All launch into one zone per request, taking turns, and meet the same simulated EC2
 (boot times, Spot interruptions, refused launches) as Ebb.
 """
@@ -44,7 +48,7 @@ from dataclasses import dataclass
 from autoscaler.planner import Environment, Offering, PendingPod
 from ebb.catalog import InstanceType
 from ebb.resources import Resources
-from sim.capacity import CapacityPolicy, ClusterView, Decision, Order
+from sim.capacity import CapacityPolicy, ClusterView, Decision, EbbCapacity, Order
 from sim.cloud import Instance
 
 SCAN_SECONDS = 10.0
@@ -257,6 +261,15 @@ class PodByPodGangs(NodeGroups):
     description = (
         "plain Indexed Jobs and cluster-autoscaler node groups: a multi-node job admitted, "
         "provisioned and placed pod by pod, its bound pods idle until all are bound"
+    )
+    gang_aware = False
+
+
+class EbbWithoutGangs(EbbCapacity):
+    name = "ebb-without-gangs"
+    description = (
+        "Ebb's autoscaler, multi-node jobs as plain Indexed Jobs: admitted, provisioned and "
+        "placed pod by pod, their bound pods idle until all are bound"
     )
     gang_aware = False
 

@@ -449,7 +449,7 @@ def gangs_scenario(max_vcpus: int = 4_800) -> Scenario:
 
 
 def gangs(
-    jobs: int = 200,
+    jobs: int = 150,
     *,
     seed: int = 0,
     arrival_seconds: float = 6 * 3600.0,

@@ -6,8 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import pytest
+
 from ebb.resources import Resources
-from sim.baselines import PodByPodGangs
+from sim.baselines import EbbWithoutGangs, PodByPodGangs
 from sim.capacity import CapacityPolicy, EbbCapacity
 from sim.cloud import Instance
 from sim.placement import Pod
@@ -74,8 +76,11 @@ def test_under_ebb_a_gang_is_bound_and_started_all_at_once_on_nodes_of_its_own()
     assert run.starts["gang-b"][0] >= run.ends["gang-a"][0]
 
 
-def test_the_baseline_holds_nodes_idle_for_an_incomplete_gang() -> None:
-    run, binds = traced(two_gangs_and_singles(), max_vcpus=12, policy=PodByPodGangs)
+@pytest.mark.parametrize("policy", [PodByPodGangs, EbbWithoutGangs])
+def test_without_gangs_nodes_are_held_idle_for_an_incomplete_gang(
+    policy: Callable[..., CapacityPolicy],
+) -> None:
+    run, binds = traced(two_gangs_and_singles(), max_vcpus=12, policy=policy)
     m = run.run().metrics
     assert m["jobs"]["succeeded"] == 5
     bound_b = sorted(t for t, pod, _ in binds.at if pod.job.spec.name == "gang-b")
