@@ -11,13 +11,17 @@ import pytest
 from ebb.resources import Resources
 from sim.baselines import EbbWithoutGangs, PodByPodGangs
 from sim.capacity import CapacityPolicy, EbbCapacity
-from sim.cloud import Instance
+from sim.cloud import CloudSettings, Instance
 from sim.placement import Pod
 from sim.workloads import GIB, SPOT_RETRY, SimJob, environment, gangs
-from tests.unit.sim.helpers import Traced, job, workload
+from tests.unit.sim.helpers import STEADY, Traced, job, workload
 
 # One pod of this per c6i.large (1.78 vCPUs usable): a node each, as a training pod.
 NODE_POD = Resources(1500, GIB)
+# Boots that take 60 to 120 s: a gang's instances become nodes one by one.
+UNEVEN_BOOTS = CloudSettings(
+    interruption_scale=0.0, insufficient_capacity_spot=0.0, insufficient_capacity_on_demand=0.0
+)
 
 
 @dataclass
@@ -30,10 +34,13 @@ class Binds:
 
 
 def traced(
-    jobs_: list[SimJob], max_vcpus: int, policy: Callable[..., CapacityPolicy] = EbbCapacity
+    jobs_: list[SimJob],
+    max_vcpus: int,
+    policy: Callable[..., CapacityPolicy] = EbbCapacity,
+    cloud: CloudSettings = STEADY,
 ) -> tuple[Traced, Binds]:
     envs = [environment("od", "EC2", max_vcpus, ["c6i.large"])]
-    run = Traced(workload(jobs_, envs), policy)
+    run = Traced(workload(jobs_, envs), policy, cloud)
     placement = run.sim.placement
     binds = Binds()
     bind = placement._bind
@@ -59,7 +66,7 @@ def two_gangs_and_singles() -> list[SimJob]:
 
 
 def test_under_ebb_a_gang_is_bound_and_started_all_at_once_on_nodes_of_its_own() -> None:
-    run, binds = traced(two_gangs_and_singles(), max_vcpus=12)
+    run, binds = traced(two_gangs_and_singles(), max_vcpus=12, cloud=UNEVEN_BOOTS)
     m = run.run().metrics
     assert m["jobs"]["succeeded"] == 5
     for name in ("gang-a", "gang-b"):
