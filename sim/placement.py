@@ -198,7 +198,6 @@ class Placement:
     def withdraw(self, pod: Pod) -> None:
         """A pod not bound yet is deleted (its gang's attempt ended)."""
         pod.group.pods.remove(pod)
-        pod.job.active -= 1
         self.sim.recorder.pending(pod.group.request, -1)
 
     def schedule(self) -> None:

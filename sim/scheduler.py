@@ -11,8 +11,8 @@ What decides (the daemon's own functions, called as reconcile calls them):
   scheduler's settings while jobs wait;
 - dependencies: `extender.jobs.dependencies.resolve`, when a job is submitted and when
   one it depends on ends;
-- retries: the job's AWS-style retry strategy, rule by rule with
-  `extender.jobs.retry.rule_matches` against the exit code or the status reason Ebb
+- retries: the job's AWS-style retry strategy, its first matching rule
+  (`extender.jobs.retry.verdict`) against the exit code or the status reason Ebb
   reports (`retry.status_reason_for`); a new attempt starts after the Job
   controller's back-off (10 s, doubling, at most 6 min);
 - each state change: `extender.jobs.lifecycle.transition`.
@@ -49,7 +49,7 @@ from extender.jobs.capacity import capacity_limits
 from extender.jobs.dependencies import resolve
 from extender.jobs.lifecycle import Code, State, transition
 from extender.jobs.reconcile import admitted_demand, waiting_demand
-from extender.jobs.retry import ONE_ATTEMPT, rule_matches, verdict
+from extender.jobs.retry import ONE_ATTEMPT, verdict
 from extender.jobs.snapshot import JobInfo
 from sim.workloads import SimJob
 
@@ -422,13 +422,11 @@ class JobController:
             self._gang_attempt_ends(pod, exit_code, status_reason)
             return
         strategy = job.spec.retry
-        retry = strategy is not None and pod.attempt < strategy.attempts
-        if retry and strategy is not None:
-            for rule in strategy.rules:
-                if rule_matches(rule, exit_code, status_reason):
-                    retry = rule.action is RetryAction.RETRY
-                    break
-        if retry:
+        if (
+            strategy is not None
+            and pod.attempt < strategy.attempts
+            and verdict(strategy, exit_code, status_reason) is RetryAction.RETRY
+        ):
             self.sim.recorder.retried()
             due = self.sim.now + min(_BACKOFF_FIRST * 2 ** (pod.attempt - 1), _BACKOFF_MAX)
             if job.spec.array_size:
@@ -468,9 +466,9 @@ class JobController:
         for p in job.attempt_pods:
             if p.node is not None:
                 placement.unbind(p)
-                job.active -= 1
             else:
                 placement.withdraw(p)
+        job.active -= len(job.attempt_pods)
         job.attempt_pods = []
 
     def _attempt_done(self, job: Job) -> None:
