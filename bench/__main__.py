@@ -37,6 +37,13 @@ BENCHMARKS: tuple[tuple[str, tuple[str, ...], bool, str], ...] = (
         "5,000 nodes, 20,000 pods: Ebb against kube-scheduler",
     ),
     ("autoscaler_e2e", (), False, "scale-up from zero and back on the local stack"),
+    ("placement_extender", (), False, "the extender's latency and throughput at 5,000 nodes"),
+    (
+        "placement_throughput",
+        ("--phases", "without", "with", "no-bind", "without"),
+        False,
+        "kube-scheduler's throughput at 5,000 nodes with and without the extender",
+    ),
     ("client_decode", (), False, "Kubernetes clients' decode time (needs .venv-clients)"),
 )
 

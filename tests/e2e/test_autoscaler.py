@@ -12,7 +12,8 @@ import orjson
 import pytest
 
 from ebb import catalog, keys, kube
-from tests.e2e.autoscaling import (
+from local_stack import ROOT
+from local_stack.aws import (
     CLUSTER_NAME,
     LocalAws,
     Process,
@@ -23,7 +24,6 @@ from tests.e2e.autoscaling import (
     event_reasons,
     events_of,
     has_event,
-    job_queue,
     job_succeeded,
     launch_token,
     metric,
@@ -32,8 +32,9 @@ from tests.e2e.autoscaling import (
     scaled_to_zero,
     status_is,
 )
-from tests.e2e.batch import annotation, wait_state
-from tests.e2e.cluster import ROOT, wait_for
+from local_stack.batch import annotation, wait_state
+from local_stack.builders import job_queue
+from local_stack.harness import wait_for
 
 CATALOG = catalog.shipped_catalog()
 

@@ -14,13 +14,13 @@ import orjson
 import pytest
 
 from ebb import keys, kube
-from tests.e2e.autoscaling import (
+from local_stack import ROOT
+from local_stack.aws import (
     LocalAws,
     Process,
     batch_job,
     compute_environment,
     events_of,
-    job_queue,
     job_succeeded,
     launch_token,
     metric,
@@ -28,8 +28,9 @@ from tests.e2e.autoscaling import (
     pods_of,
     scaled_to_zero,
 )
-from tests.e2e.batch import annotation, wait_state
-from tests.e2e.cluster import ROOT, LocalCluster, wait_for
+from local_stack.batch import annotation, wait_state
+from local_stack.builders import job_queue
+from local_stack.harness import LocalCluster, wait_for
 from tests.e2e.test_kubectl_plugin import kubectl_ebb
 
 # One gang pod (3 vCPUs) per c6i.xlarge (4 vCPUs): the autoscaler launches a node per pod.

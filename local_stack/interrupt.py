@@ -1,6 +1,6 @@
 """Inject a Spot interruption into the local stack, as EC2 would deliver one.
 
-    python hack/interrupt.py --aws-endpoint-url URL --queue-url Q i-0123456789abcdef0
+    python -m local_stack.interrupt --aws-endpoint-url URL --queue-url Q i-0123456789abcdef0
 
 Sends EventBridge's "EC2 Spot Instance Interruption Warning" to the SQS queue, waits
 --notice-seconds (EC2 gives two minutes), terminates the instance and sends the
@@ -13,11 +13,8 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 import boto3
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from autoscaler.interruptions import SPOT_INTERRUPTION, STATE_CHANGE, event
 
