@@ -2,12 +2,13 @@
 its own, in the order below; every figure in BENCHMARKS.md names the module that gives it.
 
     python -m bench                 # the quick ones (a few minutes)
-    python -m bench --all           # every benchmark (about two hours on 2 cores)
+    python -m bench --all           # every benchmark BENCHMARKS.md reports (hours on 2 cores)
     python -m bench --only kueue_compare,scheduler_memory
     python -m bench --list
 
 The long ones bring up private local clusters (state in .ebb-bench, ports from
-EBB_BENCH_PORT_BASE) one after another, never two at once.
+EBB_BENCH_PORT_BASE; placement_throughput's from its --port-base) one after another,
+never two at once.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ and what those tests create and read."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import time
@@ -15,7 +16,7 @@ from typing import Any
 import boto3
 
 from ebb import keys, kube
-from local_stack import builders
+from local_stack import builders, interrupt
 from local_stack.harness import LocalCluster, Process
 
 CLUSTER_NAME = "ebb-e2e"
@@ -57,6 +58,20 @@ class LocalAws:
             aws_access_key_id="local", aws_secret_access_key="local", region_name="us-east-1"
         )
         return session.client(service, endpoint_url=self.endpoint)  # type: ignore[call-overload]
+
+    async def interrupt(
+        self, instance_id: str, notice_seconds: float
+    ) -> asyncio.subprocess.Process:
+        """Reclaim a Spot instance as EC2 would (local_stack.interrupt), in the background."""
+        return await asyncio.create_subprocess_exec(
+            *interrupt.command(
+                instance_id,
+                endpoint=self.endpoint,
+                queue_url=self.info["queueUrl"],
+                notice_seconds=notice_seconds,
+            ),
+            env={"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "PATH": ""},
+        )
 
     def faults(self, rules: list[dict[str, Any]]) -> None:
         request = urllib.request.Request(

@@ -203,7 +203,7 @@ async def _main(settings: BridgeSettings) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = load(BridgeSettings, argv, os.environ, prog="bridge.py")
+    settings = load(BridgeSettings, argv, os.environ, prog="python -m local_stack.bridge")
     logs.configure(settings.log_level)
     asyncio.run(_main(settings))
     return 0

@@ -70,6 +70,19 @@ CONTROLLERS = (
 )
 
 
+# Each port setting left at 0 is port_base + its offset here.
+PORT_OFFSETS = {
+    "etcd_port": 379,
+    "apiserver_port": 443,
+    "scheduler_port": 259,
+    "controller_manager_port": 257,
+    "kwok_port": 247,
+    "extender_port": 900,
+    "aws_port": 960,
+    "autoscaler_port": 961,
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class ClusterSettings:
     """Start, stop or inspect Ebb's local Kubernetes control plane."""
@@ -121,9 +134,9 @@ class ClusterSettings:
         " here reads them (no node lifecycle controller); at 5,000 nodes they are 500 writes/s.",
     )
 
-    def port(self, name: str, offset: int) -> int:
+    def port(self, name: str) -> int:
         value: int = getattr(self, name)
-        return value or self.port_base + offset
+        return value or self.port_base + PORT_OFFSETS[name]
 
 
 class Cluster:
@@ -134,14 +147,14 @@ class Cluster:
         self.logs = self.state / "logs"
         self.pids = self.state / "pids"
         self.kubeconfig = self.state / "kubeconfig"
-        self.etcd_port = settings.port("etcd_port", 379)
-        self.apiserver_port = settings.port("apiserver_port", 443)
-        self.scheduler_port = settings.port("scheduler_port", 259)
-        self.kcm_port = settings.port("controller_manager_port", 257)
-        self.kwok_port = settings.port("kwok_port", 247)
-        self.extender_port = settings.port("extender_port", 900)
-        self.aws_port = settings.port("aws_port", 960)
-        self.autoscaler_port = settings.port("autoscaler_port", 961)
+        self.etcd_port = settings.port("etcd_port")
+        self.apiserver_port = settings.port("apiserver_port")
+        self.scheduler_port = settings.port("scheduler_port")
+        self.kcm_port = settings.port("controller_manager_port")
+        self.kwok_port = settings.port("kwok_port")
+        self.extender_port = settings.port("extender_port")
+        self.aws_port = settings.port("aws_port")
+        self.autoscaler_port = settings.port("autoscaler_port")
         self.aws_info = self.state / "aws.json"
         self.server = f"https://127.0.0.1:{self.apiserver_port}"
         self._bin_path = settings.bin_path

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from ebb import kube
 from local_stack import ROOT, builders
+from local_stack.cluster import PORT_OFFSETS
 
 T = TypeVar("T")
 
@@ -34,7 +35,7 @@ class LocalCluster:
 
     @property
     def extender_port(self) -> int:
-        return self.port_base + 900
+        return self.port_base + PORT_OFFSETS["extender_port"]
 
     def client_context(self, who: str = "ebb-extender-client") -> ssl.SSLContext:
         """A TLS client trusting Ebb's CA and showing the client certificate the local
@@ -47,7 +48,7 @@ class LocalCluster:
 
     @property
     def etcd_url(self) -> str:
-        return f"http://127.0.0.1:{self.port_base + 379}"
+        return f"http://127.0.0.1:{self.port_base + PORT_OFFSETS['etcd_port']}"
 
     def compact_etcd(self) -> int:
         """Compact etcd's history up to now (what kube-apiserver does every 5 minutes), so

@@ -19,8 +19,23 @@ import boto3
 from autoscaler.interruptions import SPOT_INTERRUPTION, STATE_CHANGE, event
 
 
+def command(instance_id: str, *, endpoint: str, queue_url: str, notice_seconds: float) -> list[str]:
+    """The command line that reclaims `instance_id` as below."""
+    return [
+        sys.executable,
+        "-m",
+        "local_stack.interrupt",
+        instance_id,
+        f"--aws-endpoint-url={endpoint}",
+        f"--queue-url={queue_url}",
+        f"--notice-seconds={notice_seconds}",
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m local_stack.interrupt", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("instance_id")
     parser.add_argument("--aws-endpoint-url", default="http://127.0.0.1:5000")
     parser.add_argument("--queue-url", required=True)

@@ -40,7 +40,7 @@ from ebb import keys, kube
 from ebb.catalog import shipped_catalog
 from ebb.resources import pod_requests
 from kubectl_ebb.output import STATES, table
-from local_stack import ROOT
+from local_stack import ROOT, interrupt
 from local_stack.cluster import binaries_path
 
 CLUSTER = [sys.executable, "-m", "local_stack.cluster"]
@@ -249,14 +249,14 @@ async def interrupt_victim(client: kube.KubeClient, run: Run, info: dict[str, An
         instance = provider.rsplit("/", 1)[-1]
         if not instance.startswith("i-"):
             return
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "local_stack.interrupt",
+        reclaim = interrupt.command(
             instance,
-            f"--aws-endpoint-url={info['endpoint']}",
-            f"--queue-url={info['queueUrl']}",
-            f"--notice-seconds={NOTICE_SECONDS}",
+            endpoint=info["endpoint"],
+            queue_url=info["queueUrl"],
+            notice_seconds=NOTICE_SECONDS,
+        )
+        proc = await asyncio.create_subprocess_exec(
+            *reclaim,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
@@ -575,7 +575,9 @@ def kubectl(env: dict[str, str], *args: str, text: str | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m local_stack.run", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--keep", action="store_true", help="leave the cluster running")
     parser.add_argument("--state-dir", default=os.environ.get("EBB_STATE_DIR", str(ROOT / ".ebb")))
     parser.add_argument("--port-base", default=os.environ.get("EBB_PORT_BASE", "16000"))

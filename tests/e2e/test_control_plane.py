@@ -11,7 +11,7 @@ import pytest
 
 from ebb import kube
 from local_stack import builders
-from local_stack.harness import LocalCluster, create_node, wait_for
+from local_stack.harness import LocalCluster, cluster_args, create_node, wait_for
 
 
 async def test_crds_are_established(kube_client: kube.KubeClient) -> None:
@@ -148,19 +148,10 @@ def test_kubectl_sees_ebb_resources(cluster: LocalCluster) -> None:
 
 
 def test_cluster_status_reports_every_component(cluster: LocalCluster) -> None:
-    import sys
-
-    from local_stack import ROOT
-
     proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "hack" / "cluster.py"),
-            "status",
-            f"--state-dir={cluster.state_dir}",
-            f"--port-base={cluster.port_base}",
-            f"--bin-path={cluster.bin_path}",
-        ],
+        cluster_args(
+            "status", cluster.state_dir, cluster.port_base, f"--bin-path={cluster.bin_path}"
+        ),
         stdout=subprocess.PIPE,
         text=True,
         check=False,

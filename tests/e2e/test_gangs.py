@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,7 +13,6 @@ import orjson
 import pytest
 
 from ebb import keys, kube
-from local_stack import ROOT
 from local_stack.aws import (
     LocalAws,
     Process,
@@ -442,17 +440,7 @@ async def test_a_spot_reclaim_of_one_node_retries_the_gang_once(
     worker = await _pod_of_index(kube_client, namespace, "ddp", 1, phase="Running")
     node = await kube_client.get(kube.NODES, worker["spec"]["nodeName"])
     instance_id = node["spec"]["providerID"].rsplit("/", 1)[-1]
-    interrupt = await asyncio.create_subprocess_exec(
-        *[
-            sys.executable,
-            str(ROOT / "hack" / "interrupt.py"),
-            instance_id,
-            f"--aws-endpoint-url={local_aws.endpoint}",
-            f"--queue-url={local_aws.info['queueUrl']}",
-            "--notice-seconds=2",
-        ],
-        env={"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "PATH": ""},
-    )
+    interrupt = await local_aws.interrupt(instance_id, notice_seconds=2)
     assert await asyncio.wait_for(interrupt.wait(), 30) == 0
     done = await wait_state(kube_client, namespace, "ddp", "SUCCEEDED", "FAILED", timeout=180)
     assert annotation(done, keys.STATE) == "SUCCEEDED", annotation(done, keys.REASON)
