@@ -45,10 +45,10 @@ test: venv binaries lint typecheck
 	EBB_REQUIRE_E2E=1 $(PYTEST) tests -q --durations=30
 
 run: venv binaries
-	$(BIN)/python hack/run.py $(if $(KEEP),--keep,)
+	$(BIN)/python -m local_stack.run $(if $(KEEP),--keep,)
 
 down: venv
-	$(BIN)/python hack/cluster.py down
+	$(BIN)/python -m local_stack.cluster down
 
 bench: venv binaries
 	$(BIN)/python -m bench

@@ -2,12 +2,13 @@
 its own, in the order below; every figure in BENCHMARKS.md names the module that gives it.
 
     python -m bench                 # the quick ones (a few minutes)
-    python -m bench --all           # every benchmark (about two hours on 2 cores)
+    python -m bench --all           # every benchmark BENCHMARKS.md reports (hours on 2 cores)
     python -m bench --only kueue_compare,scheduler_memory
     python -m bench --list
 
 The long ones bring up private local clusters (state in .ebb-bench, ports from
-EBB_BENCH_PORT_BASE) one after another, never two at once.
+EBB_BENCH_PORT_BASE; placement_throughput's from its --port-base) one after another,
+never two at once.
 """
 
 from __future__ import annotations
@@ -44,6 +45,13 @@ BENCHMARKS: tuple[tuple[str, tuple[str, ...], bool, str], ...] = (
     ),
     ("autoscaler_e2e", (), False, "scale-up from zero and back on the local stack"),
     ("gang_start", (), False, "4-, 16- and 64-node gangs from zero until all pods run"),
+    ("placement_extender", (), False, "the extender's latency and throughput at 5,000 nodes"),
+    (
+        "placement_throughput",
+        ("--phases", "without", "with", "no-bind", "without"),
+        False,
+        "kube-scheduler's throughput at 5,000 nodes with and without the extender",
+    ),
     ("client_decode", (), False, "Kubernetes clients' decode time (needs .venv-clients)"),
 )
 

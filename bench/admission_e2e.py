@@ -23,34 +23,22 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from ebb import keys, kube
-from tests.e2e.batch import job_body
-from tests.e2e.cluster import create_node
+from local_stack import ROOT, builders
+from local_stack.harness import cluster_args, create_node
 
-ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".ebb-bench"
 # The benchmarks' private clusters: clear of `make run` (16,000) and the tests (17,000-30,000).
-PORT_BASE = int(os.environ.get("EBB_BENCH_PORT_BASE", "40000"))
+PORT_BASE = int(os.environ.get("EBB_BENCH_PORT_BASE", "26000"))
 
 
 def cluster(command: str, state: Path, port_base: int, *extra: str) -> None:
-    subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "hack" / "cluster.py"),
-            command,
-            f"--state-dir={state}",
-            f"--port-base={port_base}",
-            *extra,
-        ],
-        check=True,
-    )
+    subprocess.run(cluster_args(command, state, port_base, *extra), check=True)
 
 
 @contextlib.contextmanager
@@ -76,20 +64,9 @@ async def setup(
     for ce in ces:
         await client.apply(
             kube.COMPUTE_ENVIRONMENTS,
-            {
-                "apiVersion": "ebb.dev/v1alpha1",
-                "kind": "ComputeEnvironment",
-                "metadata": {"name": ce},
-                "spec": {
-                    "type": "SPOT",
-                    "maxvCpus": 100_000,
-                    "instanceTypes": ["c6i"],
-                    "state": "DISABLED",
-                    "subnets": aws["subnets"],
-                    "securityGroupIds": [aws["securityGroup"]],
-                    "instanceRole": aws["instanceRole"],
-                },
-            },
+            builders.compute_environment(
+                ce, max_vcpus=100_000, state="DISABLED", **builders.ec2_networking(aws)
+            ),
             field_manager="bench",
         )
     per_ce = nodes // len(ces)
@@ -101,44 +78,23 @@ async def setup(
                 cpu="2000",
                 memory="16Ti",
                 labels={keys.COMPUTE_ENVIRONMENT_LABEL: ce},
-                taints=[{"key": keys.BATCH_NODE_TAINT, "effect": "NoSchedule"}],
+                taints=[builders.BATCH_TAINT],
             )
     await client.apply(
         kube.SCHEDULING_POLICIES,
-        {
-            "apiVersion": "ebb.dev/v1alpha1",
-            "kind": "SchedulingPolicy",
-            "metadata": {"name": "bench-fair"},
-            "spec": {
-                "fairsharePolicy": {
-                    "shareDistribution": [
-                        {"shareIdentifier": f"share-{s}", "weightFactor": 1 + s}
-                        for s in range(shares)
-                    ]
-                }
-            },
-        },
+        builders.scheduling_policy(
+            "bench-fair", [builders.share(f"share-{s}", 1 + s) for s in range(shares)]
+        ),
         field_manager="bench",
     )
     names = []
     for q in range(queues):
-        spec: dict[str, Any] = {
-            "priority": q % 3,
-            "computeEnvironmentOrder": [
-                {"order": 0, "computeEnvironment": ces[q % 5]},
-                {"order": 1, "computeEnvironment": ces[(q + 1) % 5]},
-            ],
-        }
-        if q % 3 == 0:
-            spec["schedulingPolicy"] = "bench-fair"
+        policy = {"schedulingPolicy": "bench-fair"} if q % 3 == 0 else {}
         await client.apply(
             kube.JOB_QUEUES,
-            {
-                "apiVersion": "ebb.dev/v1alpha1",
-                "kind": "JobQueue",
-                "metadata": {"name": f"bench-q{q}"},
-                "spec": spec,
-            },
+            builders.job_queue(
+                f"bench-q{q}", ces[q % 5], ces[(q + 1) % 5], priority=q % 3, **policy
+            ),
             field_manager="bench",
         )
         names.append(f"bench-q{q}")
@@ -148,7 +104,7 @@ async def setup(
 
 async def submit(client: kube.KubeClient, jobs: int, queues: int, shares: int) -> float:
     bodies = (
-        job_body(
+        builders.job(
             f"job-{i}",
             f"bench-q{i % queues}",
             cpu="1",

@@ -2,9 +2,9 @@
 all have started, then until every node is gone after the last one ended.
 Run: python -m bench.autoscaler_e2e [--pods 1000]
 
-Brings up its own local stack (hack/cluster.py up --ebb: the real control plane,
+Brings up its own local stack (local_stack/cluster.py up --ebb: the real control plane,
 Ebb's scheduler and autoscaler, moto and the instance-boot bridge, with a 2 s boot
-delay) in .ebb-bench on ports from EBB_BENCH_PORT_BASE (40000), creates a Spot compute
+delay) in .ebb-bench on ports from EBB_BENCH_PORT_BASE (26000), creates a Spot compute
 environment (optimal types, scaleDownDelaySeconds 10) and one Job of N pods (0.5 vCPU,
 1 GiB, 20 s each), measures, and stops the stack.
 """
@@ -21,6 +21,7 @@ from typing import Any
 
 from bench.admission_e2e import PORT_BASE, fresh_cluster
 from ebb import keys, kube
+from local_stack import builders
 
 DELAY = 10
 
@@ -30,63 +31,27 @@ async def measure(kubeconfig: Path, info: dict[str, Any], pods: int) -> dict[str
     async with kube.KubeClient(access, user_agent="ebb-bench") as client:
         await client.create(
             kube.COMPUTE_ENVIRONMENTS,
-            {
-                "apiVersion": keys.API_VERSION,
-                "kind": "ComputeEnvironment",
-                "metadata": {"name": "bench"},
-                "spec": {
-                    "type": "SPOT",
-                    "maxvCpus": 100_000,
-                    "instanceTypes": ["optimal"],
-                    "subnets": info["subnets"],
-                    "securityGroupIds": [info["securityGroup"]],
-                    "instanceRole": info["instanceRole"],
-                    "scaleDownDelaySeconds": DELAY,
-                },
-            },
+            builders.compute_environment(
+                "bench",
+                max_vcpus=100_000,
+                instance_types=("optimal",),
+                scaleDownDelaySeconds=DELAY,
+                **builders.ec2_networking(info),
+            ),
         )
-        await client.create(
-            kube.JOB_QUEUES,
-            {
-                "apiVersion": keys.API_VERSION,
-                "kind": "JobQueue",
-                "metadata": {"name": "bench"},
-                "spec": {
-                    "priority": 1,
-                    "computeEnvironmentOrder": [{"order": 1, "computeEnvironment": "bench"}],
-                },
-            },
+        await client.create(kube.JOB_QUEUES, builders.job_queue("bench", "bench"))
+        job = builders.job(
+            "bench",
+            pod_labels={keys.QUEUE_LABEL: "bench"},
+            run_seconds=20,
+            parallelism=pods,
+            completions=pods,
+            indexed=True,
+            cpu="500m",
+            memory="1Gi",
+            tolerations=[keys.BATCH_TOLERATION],
+            nodeSelector={keys.COMPUTE_ENVIRONMENT_LABEL: "bench"},
         )
-        requests = {"cpu": "500m", "memory": "1Gi"}
-        job = {
-            "apiVersion": "batch/v1",
-            "kind": "Job",
-            "metadata": {"name": "bench"},
-            "spec": {
-                "parallelism": pods,
-                "completions": pods,
-                "completionMode": "Indexed",
-                "backoffLimit": 0,
-                "template": {
-                    "metadata": {
-                        "labels": {keys.QUEUE_LABEL: "bench"},
-                        "annotations": {"kwok.ebb.dev/run-seconds": "20"},
-                    },
-                    "spec": {
-                        "restartPolicy": "Never",
-                        "tolerations": [keys.BATCH_TOLERATION],
-                        "nodeSelector": {keys.COMPUTE_ENVIRONMENT_LABEL: "bench"},
-                        "containers": [
-                            {
-                                "name": "main",
-                                "image": "busybox",
-                                "resources": {"requests": requests},
-                            }
-                        ],
-                    },
-                },
-            },
-        }
         start = time.monotonic()
         await client.create(kube.JOBS, job, "default")
         started = await _until(lambda: _count_started(client, pods), 600)

@@ -2,13 +2,14 @@
 until every pod of a 4-, 16- and 64-node gang runs, phase by phase.
 Run: python -m bench.gang_start [--nodes 4,16,64]
 
-Brings up its own local stack (hack/cluster.py up --ebb: the real control plane, Ebb's
-scheduler and autoscaler, the local EC2 (moto) and the instance-boot bridge that turns
-an instance into a KWOK node 2 s after its launch) in .ebb-bench on ports from
-EBB_BENCH_PORT_BASE (40000). Each gang gets a compute environment of its own, so it
-starts from zero nodes: on-demand c6i.large (2 vCPUs), maxvCpus 256, one pod of 1 vCPU
-and 1 GiB per node. The benchmark polls the local EC2 and the API server every 0.1 s
-and times, from the Job's creation:
+Brings up its own local stack (`python -m local_stack.cluster up --ebb`: the real
+control plane, Ebb's scheduler and autoscaler, the local EC2 (moto) and the
+instance-boot bridge that turns an instance into a KWOK node 2 s after its launch) in
+.ebb-bench on ports from EBB_BENCH_PORT_BASE (26000: below the kernel's ephemeral
+range). Each gang gets a compute environment of its own, so it starts from zero nodes:
+on-demand c6i.large (2 vCPUs), maxvCpus 256, one pod of 1 vCPU and 1 GiB per node.
+The benchmark polls the local EC2 and the API server every 0.1 s and times, from the
+Job's creation:
 
     submitted -> launched   every instance of the gang is in EC2 (one RunInstances)
               -> ready      every instance is a Ready node

@@ -3,7 +3,7 @@
     python -m bench.kueue_compare [--jobs 15000] [--queues 30] [--shares 5]
 
 Two phases, each on a fresh private cluster from the same binaries and settings
-(`hack/cluster.py up --ebb`: the control plane, KWOK, Ebb's daemons):
+(`local_stack/cluster.py up --ebb`: the control plane, KWOK, Ebb's daemons):
 
 1. Ebb: `bench.admission_e2e` as it is — `--queues` job queues over 5 compute
    environments (a third with fair share over `--shares` share identifiers, priorities
@@ -47,10 +47,11 @@ import aiohttp
 import yaml
 
 from bench import admission_e2e
-from bench.admission_e2e import PORT_BASE, ROOT, fresh_cluster
+from bench.admission_e2e import PORT_BASE, fresh_cluster
 from ebb import keys, kube, tls
 from ebb.kube.resources import SECRETS
-from tests.e2e.cluster import create_node
+from local_stack import ROOT, builders
+from local_stack.harness import create_node
 
 KUEUE = "kueue.x-k8s.io"
 WORKLOADS = kube.Resource(KUEUE, "v1beta2", "workloads", "Workload", True)
@@ -296,34 +297,11 @@ async def queues(client: kube.KubeClient, args: argparse.Namespace) -> list[str]
 def job(i: int, args: argparse.Namespace) -> dict[str, Any]:
     q = i % args.queues
     local = queue_names(q, args.shares)
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            "name": f"job-{i}",
-            "labels": {
-                f"{KUEUE}/queue-name": local[(i % args.shares) % len(local)],
-                f"{KUEUE}/priority-class": f"priority-{q % 3}",
-            },
-        },
-        "spec": {
-            "suspend": True,
-            "backoffLimit": 0,
-            "template": {
-                "metadata": {"annotations": {"kwok.ebb.dev/run-seconds": "3600"}},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "containers": [
-                        {
-                            "name": "main",
-                            "image": "busybox",
-                            "resources": {"requests": {"cpu": "1", "memory": "256Mi"}},
-                        }
-                    ],
-                },
-            },
-        },
+    labels = {
+        f"{KUEUE}/queue-name": local[(i % args.shares) % len(local)],
+        f"{KUEUE}/priority-class": f"priority-{q % 3}",
     }
+    return builders.job(f"job-{i}", labels=labels, run_seconds=3600, suspend=True)
 
 
 async def submit(client: kube.KubeClient, args: argparse.Namespace) -> float:

@@ -2,7 +2,7 @@
 
     python -m bench.kwok_scale [--nodes 5000] [--pods 20000] [--pods-per-job 10]
 
-Two phases, each on a fresh private cluster from the same binaries (`hack/cluster.py
+Two phases, each on a fresh private cluster from the same binaries (`local_stack/cluster.py
 up`), with `--nodes` KWOK nodes (32 vCPUs, 128 GiB, 110 pods each; five compute
 environments' labels and the batch taint) and `--pods` pods in Indexed Jobs of
 `--pods-per-job` pods (1 vCPU, 256 MiB, running `--run-seconds` under KWOK). KWOK keeps
@@ -32,7 +32,8 @@ from typing import Any
 from bench.admission_e2e import PORT_BASE, fresh_cluster
 from bench.scheduler_memory import start_daemon
 from ebb import keys, kube
-from tests.e2e.cluster import create_node
+from local_stack import builders
+from local_stack.harness import create_node
 
 CES, QUEUES = 5, 10
 
@@ -61,60 +62,25 @@ async def nodes(client: kube.KubeClient, count: int) -> None:
 async def queues(client: kube.KubeClient) -> None:
     for i in range(CES):
         await client.create(
-            kube.COMPUTE_ENVIRONMENTS,
-            {
-                "apiVersion": "ebb.dev/v1alpha1",
-                "kind": "ComputeEnvironment",
-                "metadata": {"name": f"ce-{i}"},
-                "spec": {"type": "SPOT", "maxvCpus": 1_000_000, "instanceTypes": ["c6i"]},
-            },
+            kube.COMPUTE_ENVIRONMENTS, builders.compute_environment(f"ce-{i}", max_vcpus=1_000_000)
         )
     for q in range(QUEUES):
+        environments = (f"ce-{q % CES}", f"ce-{(q + 1) % CES}")
         await client.create(
-            kube.JOB_QUEUES,
-            {
-                "apiVersion": "ebb.dev/v1alpha1",
-                "kind": "JobQueue",
-                "metadata": {"name": f"q{q}"},
-                "spec": {
-                    "priority": q % 3,
-                    "computeEnvironmentOrder": [
-                        {"order": 0, "computeEnvironment": f"ce-{q % CES}"},
-                        {"order": 1, "computeEnvironment": f"ce-{(q + 1) % CES}"},
-                    ],
-                },
-            },
+            kube.JOB_QUEUES, builders.job_queue(f"q{q}", *environments, priority=q % 3)
         )
 
 
 def job(i: int, args: argparse.Namespace, ebb: bool) -> dict[str, Any]:
-    labels = {keys.QUEUE_LABEL: f"q{i % QUEUES}"} if ebb else {}
-    spec: dict[str, Any] = {
-        "completions": args.pods_per_job,
-        "parallelism": args.pods_per_job,
-        "completionMode": "Indexed",
-        "backoffLimit": 0,
-        "template": {
-            "metadata": {"annotations": {"kwok.ebb.dev/run-seconds": str(args.run_seconds)}},
-            "spec": {
-                "restartPolicy": "Never",
-                "tolerations": [dict(keys.BATCH_TOLERATION)],
-                "containers": [
-                    {
-                        "name": "main",
-                        "image": "busybox",
-                        "resources": {"requests": {"cpu": "1", "memory": "256Mi"}},
-                    }
-                ],
-            },
-        },
-    }
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": f"job-{i}", "labels": labels},
-        "spec": spec,
-    }
+    return builders.job(
+        f"job-{i}",
+        f"q{i % QUEUES}" if ebb else None,
+        run_seconds=args.run_seconds,
+        completions=args.pods_per_job,
+        parallelism=args.pods_per_job,
+        indexed=True,
+        tolerations=[dict(keys.BATCH_TOLERATION)],
+    )
 
 
 def node_ready(raw: dict[str, Any]) -> bool:

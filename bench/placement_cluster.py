@@ -8,6 +8,7 @@ import random
 from typing import Any
 
 from ebb import keys
+from local_stack import builders
 
 # (compute environment, EC2 type "EC2"/"SPOT", share of the nodes, cpu, memory, gpus)
 ENVIRONMENTS = (
@@ -26,31 +27,15 @@ ZONES = ("us-east-1a", "us-east-1b", "us-east-1c")
 
 def environment_objects() -> list[dict[str, Any]]:
     return [
-        {
-            "apiVersion": keys.API_VERSION,
-            "kind": "ComputeEnvironment",
-            "metadata": {"name": name},
-            "spec": {"type": kind, "maxvCpus": 100000, "instanceTypes": ["optimal"]},
-        }
+        builders.compute_environment(
+            name, ce_type=kind, max_vcpus=100000, instance_types=("optimal",)
+        )
         for name, kind, *_ in ENVIRONMENTS
     ]
 
 
 def queue_objects() -> list[dict[str, Any]]:
-    return [
-        {
-            "apiVersion": keys.API_VERSION,
-            "kind": "JobQueue",
-            "metadata": {"name": name},
-            "spec": {
-                "priority": 10,
-                "computeEnvironmentOrder": [
-                    {"order": i + 1, "computeEnvironment": ce} for i, ce in enumerate(order)
-                ],
-            },
-        }
-        for name, order in QUEUES.items()
-    ]
+    return [builders.job_queue(name, *order, priority=10) for name, order in QUEUES.items()]
 
 
 def node_name(i: int) -> str:
@@ -69,7 +54,6 @@ def node_objects(count: int, *, kwok: bool = False) -> list[dict[str, Any]]:
     for i, (ce, capacity, cpu, memory, gpus) in enumerate(kinds[:count]):
         name = node_name(i)
         labels = {
-            "kubernetes.io/hostname": name,
             "kubernetes.io/os": "linux",
             "kubernetes.io/arch": "amd64",
             keys.INSTANCE_TYPE_LABEL: "p3.8xlarge" if gpus else "m6i.4xlarge",
@@ -79,29 +63,17 @@ def node_objects(count: int, *, kwok: bool = False) -> list[dict[str, Any]]:
         if ce is not None:
             labels[keys.COMPUTE_ENVIRONMENT_LABEL] = ce
             labels[keys.CAPACITY_TYPE_LABEL] = capacity
-            taints.append({"key": keys.BATCH_NODE_TAINT, "effect": "NoSchedule"})
-        allocatable = {"cpu": cpu, "memory": memory, "pods": "110", "ephemeral-storage": "100Gi"}
-        if gpus:
-            allocatable[keys.GPU_RESOURCE] = str(gpus)
+            taints.append(builders.BATCH_TAINT)
         nodes.append(
-            {
-                "apiVersion": "v1",
-                "kind": "Node",
-                "metadata": {
-                    "name": name,
-                    "labels": labels,
-                    "annotations": {"kwok.x-k8s.io/node": "fake"} if kwok else {},
-                },
-                "spec": {
-                    "taints": taints,
-                    "providerID": f"aws:///{ZONES[i % len(ZONES)]}/i-{i:017x}",
-                },
-                "status": {
-                    "allocatable": allocatable,
-                    "capacity": allocatable,
-                    "conditions": [{"type": "Ready", "status": "True"}],
-                },
-            }
+            builders.node(
+                name,
+                builders.node_resources(cpu, memory, gpu=gpus, **{"ephemeral-storage": "100Gi"}),
+                labels=labels,
+                taints=taints,
+                kwok=kwok,
+                provider_id=f"aws:///{ZONES[i % len(ZONES)]}/i-{i:017x}",
+                ready=True,
+            )
         )
     return nodes
 
@@ -120,50 +92,41 @@ def pod_object(
     labels = {"batch.kubernetes.io/job-name": name.rsplit("-", 1)[0], "job-name": name}
     if queue is not None:
         labels[keys.QUEUE_LABEL] = queue
-    spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "schedulerName": scheduler,
-        "serviceAccountName": "default",
-        "terminationGracePeriodSeconds": 30,
-        "dnsPolicy": "ClusterFirst",
-        "tolerations": [
-            keys.BATCH_TOLERATION,
-            {
-                "key": "node.kubernetes.io/not-ready",
-                "operator": "Exists",
-                "effect": "NoExecute",
-                "tolerationSeconds": 300,
-            },
-        ],
-        "containers": [
-            {
-                "name": "main",
-                "image": "public.ecr.aws/amazonlinux/amazonlinux:2",
-                "command": ["python", "train.py", "--epochs", "10"],
-                "resources": {
-                    "requests": {"cpu": cpu, "memory": memory},
-                    "limits": {"cpu": cpu, "memory": memory},
-                },
-                "terminationMessagePath": "/dev/termination-log",
-                "imagePullPolicy": "IfNotPresent",
-            }
+    main = builders.container(
+        cpu,
+        memory,
+        limits=True,
+        image="public.ecr.aws/amazonlinux/amazonlinux:2",
+        command=["python", "train.py", "--epochs", "10"],
+        terminationMessagePath="/dev/termination-log",
+        imagePullPolicy="IfNotPresent",
+    )
+    not_ready = {
+        "key": "node.kubernetes.io/not-ready",
+        "operator": "Exists",
+        "effect": "NoExecute",
+        "tolerationSeconds": 300,
+    }
+    placed = {"nodeName": node} if node is not None else {}
+    pod = builders.pod(
+        name,
+        [main],
+        labels=labels,
+        restartPolicy="Never",
+        schedulerName=scheduler,
+        serviceAccountName="default",
+        terminationGracePeriodSeconds=30,
+        dnsPolicy="ClusterFirst",
+        tolerations=[keys.BATCH_TOLERATION, not_ready],
+        **placed,
+    )
+    pod["metadata"] |= {
+        "namespace": namespace,
+        "uid": f"{random.getrandbits(128):032x}",
+        "annotations": builders.kwok_run(3600),
+        "ownerReferences": [
+            {"apiVersion": "batch/v1", "kind": "Job", "name": labels["job-name"], "uid": "1"}
         ],
     }
-    if node is not None:
-        spec["nodeName"] = node
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "uid": f"{random.getrandbits(128):032x}",
-            "labels": labels,
-            "annotations": {"kwok.ebb.dev/run-seconds": "3600"},
-            "ownerReferences": [
-                {"apiVersion": "batch/v1", "kind": "Job", "name": labels["job-name"], "uid": "1"}
-            ],
-        },
-        "spec": spec,
-        "status": {"phase": "Running" if node else "Pending", "qosClass": "Guaranteed"},
-    }
+    pod["status"] = {"phase": "Running" if node else "Pending", "qosClass": "Guaranteed"}
+    return pod

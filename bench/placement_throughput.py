@@ -1,13 +1,13 @@
 """Scheduling throughput of the real kube-scheduler with Ebb's extender against without it,
 on one KWOK cluster, in one run. Run: python -m bench.placement_throughput
 
-Brings up the local control plane (hack/cluster.py, its own state directory and ports),
+Brings up the local control plane (local_stack/cluster.py, its own state directory and ports),
 creates --nodes KWOK nodes (the synthetic cluster: four compute environments and system
 nodes) and starts Ebb's scheduler daemon. Then, per phase, creates --pods pending batch
 pods for a scheduler profile nobody serves yet, starts a kube-scheduler for that profile
 and times the bindings:
 
-- with: Ebb's extender stanza exactly as hack/cluster.py configures it (filter,
+- with: Ebb's extender stanza exactly as local_stack/cluster.py configures it (filter,
   prioritize and bind over HTTPS, nodeCacheCapable, weight 5);
 - without: the same KubeSchedulerConfiguration with no extender;
 - bind / no-bind (optional): Ebb's stanza with / without `bindVerb: bind` (whether Ebb
@@ -44,18 +44,14 @@ from bench import placement_cluster as synthetic
 from ebb import kube
 from ebb.kube import Event
 from ebb.model import pod_from_raw
-from tests.e2e.cluster import (
-    ROOT,
-    LocalCluster,
-    bin_path,
-    cluster_command,
-    scheduler_process,
-)
-from tests.e2e.extenders import kube_scheduler
+from local_stack import ROOT
+from local_stack.cluster import binaries_path
+from local_stack.extenders import kube_scheduler
+from local_stack.harness import LocalCluster, cluster_command, scheduler_process
 
 LABELS = {
     "without": "without extender",
-    "with": "with Ebb's extender as hack/cluster.py configures it",
+    "with": "with Ebb's extender as local_stack/cluster.py configures it",
     "bind": "with Ebb's extender, bindVerb: bind",
     "no-bind": "with Ebb's extender, no bindVerb",
 }
@@ -262,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port-base", type=int, default=22500)
     parser.add_argument("--state-dir", default=str(ROOT / ".ebb-bench"))
     args = parser.parse_args(argv)
-    state, path = Path(args.state_dir).resolve(), bin_path()
+    state, path = Path(args.state_dir).resolve(), binaries_path()
     cluster = LocalCluster(state, args.port_base, state / "kubeconfig", path)
     say(f"cluster up in {state} (ports {args.port_base}+)")
     cluster_command("down", state, args.port_base, f"--bin-path={path}")

@@ -2,7 +2,7 @@
 
     python -m bench.scheduler_memory [--jobs 100000]
 
-Brings up a private local cluster (`hack/cluster.py up`, its own state directory and
+Brings up a private local cluster (`local_stack/cluster.py up`, its own state directory and
 ports) and starts Ebb's scheduler daemon alone, as a process of its own. Creates one
 compute environment that is DISABLED and one job queue over it, then submits `--jobs`
 Jobs through the webhook: all stay queued (RUNNABLE), none can start. Waits until the
@@ -22,8 +22,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bench.admission_e2e import PORT_BASE, ROOT, fresh_cluster, submit
+from bench.admission_e2e import PORT_BASE, fresh_cluster, submit
 from ebb import kube
+from local_stack import ROOT, builders
 
 GOAL_MIB = 1024
 _RUNNABLE = re.compile(r'^ebb_jobs\{queue="bench-q0",state="RUNNABLE"\} ([0-9.e+]+)$', re.M)
@@ -83,30 +84,9 @@ async def fill(state: Path, jobs: int) -> float:
     async with kube.KubeClient(access, user_agent="ebb-bench", max_connections=64) as client:
         await client.create(
             kube.COMPUTE_ENVIRONMENTS,
-            {
-                "apiVersion": "ebb.dev/v1alpha1",
-                "kind": "ComputeEnvironment",
-                "metadata": {"name": "bench-ce"},
-                "spec": {
-                    "type": "SPOT",
-                    "maxvCpus": 100_000,
-                    "instanceTypes": ["c6i"],
-                    "state": "DISABLED",
-                },
-            },
+            builders.compute_environment("bench-ce", max_vcpus=100_000, state="DISABLED"),
         )
-        await client.create(
-            kube.JOB_QUEUES,
-            {
-                "apiVersion": "ebb.dev/v1alpha1",
-                "kind": "JobQueue",
-                "metadata": {"name": "bench-q0"},
-                "spec": {
-                    "priority": 1,
-                    "computeEnvironmentOrder": [{"order": 0, "computeEnvironment": "bench-ce"}],
-                },
-            },
-        )
+        await client.create(kube.JOB_QUEUES, builders.job_queue("bench-q0", "bench-ce"))
         await client.create(kube.NAMESPACES, {"metadata": {"name": "bench"}})
         return await submit(client, jobs, queues=1, shares=1)
 

@@ -16,22 +16,17 @@ from typing import Any
 import pytest
 
 from ebb import kube
-from tests.e2e.autoscaling import LocalAws, autoscaler_process, bridge_process
-from tests.e2e.cluster import (
-    ROOT,
-    LocalCluster,
-    Process,
-    bin_path,
-    cluster_command,
-    scheduler_process,
-)
+from local_stack import ROOT
+from local_stack.aws import LocalAws, autoscaler_process, bridge_process
+from local_stack.cluster import binaries_path
+from local_stack.harness import LocalCluster, Process, cluster_command, scheduler_process
 
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[LocalCluster]:
     state_dir = Path(os.environ.get("EBB_TEST_STATE_DIR", ROOT / ".ebb-test")).resolve()
     port_base = int(os.environ.get("EBB_TEST_PORT_BASE", "17000"))
-    path = bin_path()
+    path = binaries_path()
     if state_dir.exists():
         cluster_command("down", state_dir, port_base, f"--bin-path={path}")
         shutil.rmtree(state_dir)

@@ -15,17 +15,10 @@ import orjson
 import pytest
 
 from ebb import keys, kube
-from tests.e2e.autoscaling import (
-    LocalAws,
-    batch_job,
-    compute_environment,
-    job_queue,
-    name,
-    pods_of,
-    scaled_to_zero,
-)
-from tests.e2e.batch import annotation
-from tests.e2e.cluster import LocalCluster, wait_for
+from local_stack.aws import LocalAws, batch_job, compute_environment, name, pods_of, scaled_to_zero
+from local_stack.batch import annotation
+from local_stack.builders import job_queue
+from local_stack.harness import LocalCluster, wait_for
 from tests.e2e.test_kubectl_plugin import kubectl_ebb
 from tests.e2e.test_truth import parse_tables
 

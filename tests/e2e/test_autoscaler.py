@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import sys
 from typing import Any
 
 import orjson
 import pytest
 
 from ebb import catalog, keys, kube
-from tests.e2e.autoscaling import (
+from local_stack.aws import (
     CLUSTER_NAME,
     LocalAws,
     Process,
@@ -23,7 +22,6 @@ from tests.e2e.autoscaling import (
     event_reasons,
     events_of,
     has_event,
-    job_queue,
     job_succeeded,
     launch_token,
     metric,
@@ -32,8 +30,9 @@ from tests.e2e.autoscaling import (
     scaled_to_zero,
     status_is,
 )
-from tests.e2e.batch import annotation, wait_state
-from tests.e2e.cluster import ROOT, wait_for
+from local_stack.batch import annotation, wait_state
+from local_stack.builders import job_queue
+from local_stack.harness import wait_for
 
 CATALOG = catalog.shipped_catalog()
 
@@ -245,17 +244,7 @@ async def test_a_reclaimed_spot_instance_ends_the_attempt_at_once_and_the_job_is
     pod = await wait_for(running_pod, 60, message="the job's pod running")
     node = await kube_client.get(kube.NODES, pod["spec"]["nodeName"])
     instance_id = node["spec"]["providerID"].rsplit("/", 1)[-1]
-    interrupt = await asyncio.create_subprocess_exec(
-        *[
-            sys.executable,
-            str(ROOT / "hack" / "interrupt.py"),
-            instance_id,
-            f"--aws-endpoint-url={local_aws.endpoint}",
-            f"--queue-url={local_aws.info['queueUrl']}",
-            "--notice-seconds=3",
-        ],
-        env={"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "PATH": ""},
-    )
+    interrupt = await local_aws.interrupt(instance_id, notice_seconds=3)
 
     async def cordoned() -> bool:
         n = await kube_client.get(kube.NODES, node["metadata"]["name"])

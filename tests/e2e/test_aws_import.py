@@ -12,15 +12,9 @@ import pytest
 
 from ebb import keys, kube
 from ebb.kube.resources import SERVICE_ACCOUNTS
-from tests.e2e.autoscaling import (
-    LocalAws,
-    environment_nodes,
-    pods_of,
-    scaled_to_zero,
-    status_is,
-)
-from tests.e2e.batch import unique, wait_state
-from tests.e2e.cluster import LocalCluster, create_node, wait_for
+from local_stack.aws import LocalAws, environment_nodes, pods_of, scaled_to_zero, status_is
+from local_stack.batch import unique, wait_state
+from local_stack.harness import LocalCluster, create_node, wait_for
 from tests.e2e.test_kubectl_plugin import kubectl_ebb, run_kubectl_ebb
 
 pytestmark = pytest.mark.usefixtures("scheduler_daemon")

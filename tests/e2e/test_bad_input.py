@@ -19,40 +19,25 @@ import pytest
 from ebb import keys, kube
 from ebb.server import MAX_BODY_BYTES
 from extender.settings import SchedulerSettings
-from tests.e2e.batch import batch_env, job_body, unique
-from tests.e2e.cluster import LocalCluster
+from local_stack import builders
+from local_stack.batch import batch_env, unique
+from local_stack.harness import LocalCluster
 
 pytestmark = pytest.mark.usefixtures("scheduler_daemon")
 HUGE = 10**12
 
 
 def compute_environment(**spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "ebb.dev/v1alpha1",
-        "kind": "ComputeEnvironment",
-        "metadata": {"name": unique("bad-ce")},
-        "spec": {"type": "SPOT", "maxvCpus": 64, "instanceTypes": ["c6i"], **spec},
-    }
+    return builders.compute_environment(unique("bad-ce"), **spec)
 
 
 def job_queue(**spec: Any) -> dict[str, Any]:
-    order = [{"order": 1, "computeEnvironment": "ce"}]
-    return {
-        "apiVersion": "ebb.dev/v1alpha1",
-        "kind": "JobQueue",
-        "metadata": {"name": unique("bad-q")},
-        "spec": {"priority": 1, "computeEnvironmentOrder": order, **spec},
-    }
+    return builders.job_queue(unique("bad-q"), "ce", **spec)
 
 
 def policy(shares: list[dict[str, Any]] | None = None, **fairshare: Any) -> dict[str, Any]:
-    shares = shares if shares is not None else [{"shareIdentifier": "a", "weightFactor": 1}]
-    return {
-        "apiVersion": "ebb.dev/v1alpha1",
-        "kind": "SchedulingPolicy",
-        "metadata": {"name": unique("bad-sp")},
-        "spec": {"fairsharePolicy": {"shareDistribution": shares, **fairshare}},
-    }
+    shares = shares if shares is not None else [builders.share("a", 1)]
+    return builders.scheduling_policy(unique("bad-sp"), shares, **fairshare)
 
 
 CE, JQ, SP = kube.COMPUTE_ENVIRONMENTS, kube.JOB_QUEUES, kube.SCHEDULING_POLICIES
@@ -198,7 +183,7 @@ async def queue(kube_client: kube.KubeClient) -> AsyncIterator[str]:
 
 
 def annotated(queue: str, **annotations: str) -> dict[str, Any]:
-    return job_body(unique("bad"), queue, annotations=annotations)
+    return builders.job(unique("bad"), queue, annotations=annotations)
 
 
 JOB_ROWS: list[tuple[str, dict[str, str], str]] = [
@@ -257,9 +242,9 @@ async def test_a_cycle_through_jobs_created_a_moment_ago_is_refused(
 ) -> None:
     first, second, third = unique("c"), unique("c"), unique("c")
     for job_name, after in ((first, third), (second, first)):
-        body = job_body(job_name, queue, annotations={keys.DEPENDS_ON: after})
+        body = builders.job(job_name, queue, annotations={keys.DEPENDS_ON: after})
         await kube_client.create(kube.JOBS, body, namespace)
-    body = job_body(third, queue, annotations={keys.DEPENDS_ON: second})
+    body = builders.job(third, queue, annotations={keys.DEPENDS_ON: second})
     with pytest.raises(kube.ApiError) as info:
         await kube_client.create(kube.JOBS, body, namespace)
     assert (

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from ebb import keys, kube
-from tests.e2e.batch import batch_env, job_body, unique, wait_state
+from local_stack import builders
+from local_stack.batch import batch_env, unique, wait_state
 
 pytestmark = pytest.mark.usefixtures("scheduler_daemon")
 
@@ -37,7 +38,7 @@ async def test_the_third_attempt_is_attempt_3_and_runs_in_its_environment(
     async with batch_env(kube_client) as env:
         ce = await env.compute_environment(unique("ce"))
         q = await env.queue(unique("q"), [ce])
-        body = job_body(
+        body = builders.job(
             "flaky",
             q,
             annotations={keys.RETRY_STRATEGY: '{"attempts": 3}'},
@@ -72,7 +73,7 @@ async def test_an_array_childs_variables_and_attempt(
     async with batch_env(kube_client) as env:
         ce = await env.compute_environment(unique("ce"))
         q = await env.queue(unique("q"), [ce])
-        body = job_body("arr", q, completions=3, parallelism=3, indexed=True)
+        body = builders.job("arr", q, completions=3, parallelism=3, indexed=True)
         await kube_client.create(kube.JOBS, body, namespace)
         await wait_state(kube_client, namespace, "arr", "SUCCEEDED", timeout=90)
         pods = await job_pods(kube_client, namespace, "arr")
@@ -95,7 +96,7 @@ async def test_a_user_aws_batch_variable_is_refused_naming_container_and_variabl
     async with batch_env(kube_client) as env:
         ce = await env.compute_environment(unique("ce"))
         q = await env.queue(unique("q"), [ce])
-        body = job_body("mine", q)
+        body = builders.job("mine", q)
         body["spec"]["template"]["spec"]["containers"][0]["env"] = [
             {"name": "AWS_BATCH_FOO", "value": "x"}
         ]

@@ -34,15 +34,10 @@ import aiohttp
 import orjson
 
 from ebb import keys, kube
-from tests.e2e.autoscaling import (
-    AWS_TIMEOUT_SECONDS,
-    LocalAws,
-    compute_environment,
-    job_queue,
-    name,
-)
-from tests.e2e.batch import job_body
-from tests.e2e.cluster import LocalCluster, Process, wait_for
+from local_stack import builders
+from local_stack.aws import AWS_TIMEOUT_SECONDS, LocalAws, compute_environment, name
+from local_stack.builders import job_queue
+from local_stack.harness import LocalCluster, Process, wait_for
 
 T = TypeVar("T")
 KILLS_PER_DAEMON = 6
@@ -82,7 +77,9 @@ def workload(queue: str, rng: random.Random) -> Workload:
     w = Workload()
 
     def job(job_name: str, **kwargs: Any) -> dict[str, Any]:
-        return job_body(job_name, queue, cpu="250m", run_seconds=rng.choice((1, 2, 3)), **kwargs)
+        return builders.job(
+            job_name, queue, cpu="250m", run_seconds=rng.choice((1, 2, 3)), **kwargs
+        )
 
     ok = Expected(SUCCEEDED, "SUCCEEDED", 1)
     for i in range(700):

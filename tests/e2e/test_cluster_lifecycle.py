@@ -1,5 +1,5 @@
-"""hack/cluster.py on its own: a second cluster comes up, reports itself, and `down`
-leaves no process behind."""
+"""The local cluster (local_stack.cluster) on its own: a second cluster comes up, reports
+itself, and `down` leaves no process behind."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import os
 import shutil
 from pathlib import Path
 
-from tests.e2e.cluster import ROOT, LocalCluster, cluster_command
+from local_stack import ROOT
+from local_stack.harness import LocalCluster, cluster_command
 
 
 def processes_mentioning(text: str) -> list[str]:

@@ -10,16 +10,8 @@ from typing import Any
 import pytest
 
 from ebb import kube
-from tests.e2e.cluster import LocalCluster, create_node, wait_for
-
-
-def compute_environment(name: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "ebb.dev/v1alpha1",
-        "kind": "ComputeEnvironment",
-        "metadata": {"name": name},
-        "spec": {"type": "SPOT", "maxvCpus": 64, "instanceTypes": ["c6i"], **spec},
-    }
+from local_stack import builders
+from local_stack.harness import LocalCluster, cluster_args, create_node, wait_for
 
 
 async def test_crds_are_established(kube_client: kube.KubeClient) -> None:
@@ -48,7 +40,9 @@ async def test_api_server_rejects_invalid_compute_environment(
 ) -> None:
     name = f"bad-{uuid.uuid4().hex[:6]}"
     with pytest.raises(kube.ApiError) as info:
-        await kube_client.create(kube.COMPUTE_ENVIRONMENTS, compute_environment(name, **spec))
+        await kube_client.create(
+            kube.COMPUTE_ENVIRONMENTS, builders.compute_environment(name, **spec)
+        )
     assert info.value.status == 422
     assert message in info.value.message
 
@@ -57,7 +51,9 @@ async def test_api_server_accepts_valid_compute_environment_with_defaults(
     kube_client: kube.KubeClient,
 ) -> None:
     name = f"ok-{uuid.uuid4().hex[:6]}"
-    created = await kube_client.create(kube.COMPUTE_ENVIRONMENTS, compute_environment(name))
+    created = await kube_client.create(
+        kube.COMPUTE_ENVIRONMENTS, builders.compute_environment(name)
+    )
     try:
         assert created["spec"]["state"] == "ENABLED"
         assert created["spec"]["minvCpus"] == 0
@@ -67,45 +63,27 @@ async def test_api_server_accepts_valid_compute_environment_with_defaults(
 
 
 async def test_api_server_rejects_duplicate_queue_order(kube_client: kube.KubeClient) -> None:
-    body = {
-        "apiVersion": "ebb.dev/v1alpha1",
-        "kind": "JobQueue",
-        "metadata": {"name": f"q-{uuid.uuid4().hex[:6]}"},
-        "spec": {
-            "priority": 1,
-            "computeEnvironmentOrder": [
-                {"order": 1, "computeEnvironment": "a"},
-                {"order": 1, "computeEnvironment": "b"},
-            ],
-        },
-    }
+    body = builders.job_queue(
+        f"q-{uuid.uuid4().hex[:6]}",
+        computeEnvironmentOrder=[
+            {"order": 1, "computeEnvironment": "a"},
+            {"order": 1, "computeEnvironment": "b"},
+        ],
+    )
     with pytest.raises(kube.ApiError) as info:
         await kube_client.create(kube.JOB_QUEUES, body)
     assert "each order value must be unique" in info.value.message
 
 
 def job(name: str, annotations: dict[str, str], backoff_limit: int = 0) -> dict[str, Any]:
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": name},
-        "spec": {
-            "backoffLimit": backoff_limit,
-            "template": {
-                "metadata": {"annotations": annotations},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "containers": [
-                        {
-                            "name": "main",
-                            "image": "busybox",
-                            "resources": {"requests": {"cpu": "500m", "memory": "128Mi"}},
-                        }
-                    ],
-                },
-            },
-        },
-    }
+    """A Job of no queue: the Job controller runs it as it is."""
+    return builders.job(
+        name,
+        pod_annotations=annotations,
+        backoff_limit=backoff_limit,
+        cpu="500m",
+        memory="128Mi",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -170,19 +148,10 @@ def test_kubectl_sees_ebb_resources(cluster: LocalCluster) -> None:
 
 
 def test_cluster_status_reports_every_component(cluster: LocalCluster) -> None:
-    import sys
-
-    from tests.e2e.cluster import ROOT
-
     proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "hack" / "cluster.py"),
-            "status",
-            f"--state-dir={cluster.state_dir}",
-            f"--port-base={cluster.port_base}",
-            f"--bin-path={cluster.bin_path}",
-        ],
+        cluster_args(
+            "status", cluster.state_dir, cluster.port_base, f"--bin-path={cluster.bin_path}"
+        ),
         stdout=subprocess.PIPE,
         text=True,
         check=False,

@@ -1,4 +1,4 @@
-"""EC2 misbehaving, injected through the local AWS (hack/ec2.py) in front of the
+"""EC2 misbehaving, injected through the local AWS (local_stack/ec2.py) in front of the
 autoscaler's real boto3 calls: launches left unanswered past the daemon's timeout,
 an offering with less capacity than a launch asks for, and throttling on every kind
 of call. Whatever happens: no duplicate instances, no instance left without a node,
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from ebb import kube
-from tests.e2e.autoscaling import (
+from local_stack.aws import (
     AWS_TIMEOUT_SECONDS,
     LocalAws,
     Process,
@@ -23,14 +23,14 @@ from tests.e2e.autoscaling import (
     compute_environment,
     environment_nodes,
     events_of,
-    job_queue,
     job_succeeded,
     launch_token,
     metric,
     name,
     scaled_to_zero,
 )
-from tests.e2e.cluster import wait_for
+from local_stack.builders import job_queue
+from local_stack.harness import wait_for
 
 UNANSWERED = {
     # EC2 launches, but its answer comes after the daemon stopped waiting for it.

@@ -19,9 +19,10 @@ from typing import Any
 import pytest
 
 from ebb import kube
-from tests.e2e.cluster import LocalCluster, create_node
-from tests.e2e.extenders import ScriptedExtender, favour, kube_scheduler, only, serve_extenders
-from tests.e2e.placement import node_of, unschedulable, wait_schedulable
+from local_stack import builders
+from local_stack.extenders import ScriptedExtender, favour, kube_scheduler, only, serve_extenders
+from local_stack.harness import LocalCluster, create_node
+from local_stack.placement import node_of, unschedulable, wait_schedulable
 
 TAINT = "conformance.ebb.dev/only"
 EXTENDED_RESOURCE = "foo.com/bar"
@@ -81,23 +82,20 @@ def extender_pod(
     """Upstream's pod; only its own scenario asks for the extended resource that extender2
     manages (elsewhere no node offers it)."""
     limits = {EXTENDED_RESOURCE: "1"} if extended_resource else {}
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name},
-        "spec": {
-            "schedulerName": scheduler,
-            "containers": [
-                {
-                    "name": "container",
-                    "image": "registry.k8s.io/pause:3.10",
-                    "resources": {"limits": limits},
-                }
-            ],
-            "tolerations": [{"key": TAINT, "operator": "Exists", "effect": "NoSchedule"}],
-            **spec,
-        },
-    }
+    pause = builders.container(
+        None,
+        None,
+        name="container",
+        image="registry.k8s.io/pause:3.10",
+        resources={"limits": limits},
+    )
+    return builders.pod(
+        name,
+        [pause],
+        schedulerName=scheduler,
+        tolerations=[{"key": TAINT, "operator": "Exists", "effect": "NoSchedule"}],
+        **spec,
+    )
 
 
 def stanza(url: str, prefix: str, **extra: Any) -> dict[str, Any]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,13 +13,12 @@ import orjson
 import pytest
 
 from ebb import keys, kube
-from tests.e2e.autoscaling import (
+from local_stack.aws import (
     LocalAws,
     Process,
     batch_job,
     compute_environment,
     events_of,
-    job_queue,
     job_succeeded,
     launch_token,
     metric,
@@ -28,8 +26,9 @@ from tests.e2e.autoscaling import (
     pods_of,
     scaled_to_zero,
 )
-from tests.e2e.batch import annotation, wait_state
-from tests.e2e.cluster import ROOT, LocalCluster, wait_for
+from local_stack.batch import annotation, wait_state
+from local_stack.builders import job_queue
+from local_stack.harness import LocalCluster, wait_for
 from tests.e2e.test_kubectl_plugin import kubectl_ebb
 
 # One gang pod (3 vCPUs) per c6i.xlarge (4 vCPUs): the autoscaler launches a node per pod.
@@ -441,17 +440,7 @@ async def test_a_spot_reclaim_of_one_node_retries_the_gang_once(
     worker = await _pod_of_index(kube_client, namespace, "ddp", 1, phase="Running")
     node = await kube_client.get(kube.NODES, worker["spec"]["nodeName"])
     instance_id = node["spec"]["providerID"].rsplit("/", 1)[-1]
-    interrupt = await asyncio.create_subprocess_exec(
-        *[
-            sys.executable,
-            str(ROOT / "hack" / "interrupt.py"),
-            instance_id,
-            f"--aws-endpoint-url={local_aws.endpoint}",
-            f"--queue-url={local_aws.info['queueUrl']}",
-            "--notice-seconds=2",
-        ],
-        env={"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "PATH": ""},
-    )
+    interrupt = await local_aws.interrupt(instance_id, notice_seconds=2)
     assert await asyncio.wait_for(interrupt.wait(), 30) == 0
     done = await wait_state(kube_client, namespace, "ddp", "SUCCEEDED", "FAILED", timeout=180)
     assert annotation(done, keys.STATE) == "SUCCEEDED", annotation(done, keys.REASON)

@@ -10,19 +10,18 @@ import orjson
 import pytest
 
 from ebb import keys, kube
-from tests.e2e.batch import batch_env, unique, wait_state
-from tests.e2e.cluster import LocalCluster
+from local_stack import builders
+from local_stack.batch import batch_env, unique, wait_state
+from local_stack.harness import LocalCluster
 from tests.e2e.test_kubectl_plugin import kubectl_ebb, run_kubectl_ebb
 
 pytestmark = pytest.mark.usefixtures("scheduler_daemon")
 
 
 def definition(name: str, args: list[str], *, parameters: dict[str, str] | None = None) -> Any:
-    return {
-        "apiVersion": keys.API_VERSION,
-        "kind": "JobDefinition",
-        "metadata": {"name": name},
-        "spec": {
+    return builders.job_definition(
+        name,
+        {
             "type": "container",
             "parameters": parameters or {},
             "retryStrategy": {"attempts": 2},
@@ -45,7 +44,7 @@ def definition(name: str, args: list[str], *, parameters: dict[str, str] | None 
                 }
             },
         },
-    }
+    )
 
 
 def submit(cluster: LocalCluster, namespace: str, *args: str) -> Any:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from ebb import keys, kube
-from tests.e2e.batch import annotation, batch_env, job_body, unique, wait_state
-from tests.e2e.cluster import wait_for
+from local_stack import builders
+from local_stack.batch import annotation, batch_env, unique, wait_state
+from local_stack.harness import wait_for
 
 pytestmark = pytest.mark.usefixtures("scheduler_daemon")
 
@@ -17,7 +18,7 @@ async def test_a_job_is_suspended_admitted_runs_and_succeeds(
     async with batch_env(kube_client) as env:
         ce = await env.compute_environment(unique("ce"))
         queue = await env.queue(unique("q"), [ce])
-        created = await kube_client.create(kube.JOBS, job_body("hello", queue), namespace)
+        created = await kube_client.create(kube.JOBS, builders.job("hello", queue), namespace)
         # The webhook made it Ebb's.
         assert created["spec"]["suspend"] is True
         assert annotation(created, keys.STATE) == "SUBMITTED"
@@ -60,7 +61,7 @@ async def test_webhook_rejects_bad_annotations_naming_the_field(
         queue = await env.queue(unique("q"), [ce])
         with pytest.raises(kube.ApiError) as info:
             await kube_client.create(
-                kube.JOBS, job_body("bad", queue, annotations=annotations), namespace
+                kube.JOBS, builders.job("bad", queue, annotations=annotations), namespace
             )
         assert message in info.value.message
 
@@ -73,13 +74,13 @@ async def test_webhook_rejects_unknown_and_disabled_queues_and_oversized_pods(
         off = await env.queue(unique("off"), [ce], state="DISABLED")
         on = await env.queue(unique("on"), [ce])
         with pytest.raises(kube.ApiError) as info:
-            await kube_client.create(kube.JOBS, job_body("a", "no-such-queue"), namespace)
+            await kube_client.create(kube.JOBS, builders.job("a", "no-such-queue"), namespace)
         assert "job queue 'no-such-queue' does not exist" in info.value.message
         with pytest.raises(kube.ApiError) as info:
-            await kube_client.create(kube.JOBS, job_body("b", off), namespace)
+            await kube_client.create(kube.JOBS, builders.job("b", off), namespace)
         assert "is DISABLED and accepts no new jobs" in info.value.message
         with pytest.raises(kube.ApiError) as info:
-            await kube_client.create(kube.JOBS, job_body("c", on, cpu="32"), namespace)
+            await kube_client.create(kube.JOBS, builders.job("c", on, cpu="32"), namespace)
         assert (
             f"requests.cpu: 32 vCPUs per pod exceeds the largest compute environment of "
             f"queue {on} ({ce}: maxvCpus 16)"
@@ -90,7 +91,7 @@ async def test_webhook_rejects_unknown_and_disabled_queues_and_oversized_pods(
         tiny = await env.queue(unique("tiny"), [small])
         with pytest.raises(kube.ApiError) as info:
             # c6i.large: 2 vCPUs, of which ~1.78 are left after kube-reserved and DaemonSets.
-            await kube_client.create(kube.JOBS, job_body("d", tiny, cpu="1900m"), namespace)
+            await kube_client.create(kube.JOBS, builders.job("d", tiny, cpu="1900m"), namespace)
         assert (
             f"requests.cpu 1.9 vCPUs exceeds what any node of compute environment {small} can "
             "hold: c6i.large has 1.78 vCPUs usable"
@@ -105,7 +106,7 @@ async def test_only_ebb_may_unsuspend_a_queued_job(
         # unsuspending it is then no change at all.
         ce = await env.compute_environment(unique("ce"), nodes=0, state="DISABLED")
         queue = await env.queue(unique("q"), [ce])
-        await kube_client.create(kube.JOBS, job_body("mine", queue), namespace)
+        await kube_client.create(kube.JOBS, builders.job("mine", queue), namespace)
         with pytest.raises(kube.ApiError) as info:
             await kube_client.patch(kube.JOBS, "mine", {"spec": {"suspend": False}}, namespace)
         assert "spec.suspend: only Ebb admits Jobs" in info.value.message

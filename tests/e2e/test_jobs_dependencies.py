@@ -8,7 +8,8 @@ import itertools
 import pytest
 
 from ebb import keys, kube
-from tests.e2e.batch import annotation, batch_env, job_body, unique, wait_state
+from local_stack import builders
+from local_stack.batch import annotation, batch_env, unique, wait_state
 
 pytestmark = pytest.mark.usefixtures("scheduler_daemon")
 
@@ -24,7 +25,7 @@ async def test_a_failed_middle_job_fails_its_descendants_with_the_reason(
             ann = {keys.DEPENDS_ON: depends} if depends else {}
             return kube_client.create(
                 kube.JOBS,
-                job_body(name, q, annotations=ann, **kw),  # type: ignore[arg-type]
+                builders.job(name, q, annotations=ann, **kw),  # type: ignore[arg-type]
                 namespace,
             )
 
@@ -65,10 +66,10 @@ async def test_afternotok_job_fails_when_its_dependency_succeeds(
     async with batch_env(kube_client) as env:
         ce = await env.compute_environment(unique("ce"))
         q = await env.queue(unique("q"), [ce])
-        await kube_client.create(kube.JOBS, job_body("fine", q), namespace)
+        await kube_client.create(kube.JOBS, builders.job("fine", q), namespace)
         await kube_client.create(
             kube.JOBS,
-            job_body("cleanup", q, annotations={keys.DEPENDS_ON: "fine:afternotok"}),
+            builders.job("cleanup", q, annotations={keys.DEPENDS_ON: "fine:afternotok"}),
             namespace,
         )
         done = await wait_state(kube_client, namespace, "cleanup", "FAILED")
@@ -80,19 +81,19 @@ async def test_dependency_cycles_are_rejected(kube_client: kube.KubeClient, name
         ce = await env.compute_environment(unique("ce"), nodes=0)
         q = await env.queue(unique("q"), [ce])
         await kube_client.create(
-            kube.JOBS, job_body("a", q, annotations={keys.DEPENDS_ON: "b"}), namespace
+            kube.JOBS, builders.job("a", q, annotations={keys.DEPENDS_ON: "b"}), namespace
         )
         await kube_client.create(
-            kube.JOBS, job_body("b", q, annotations={keys.DEPENDS_ON: "c"}), namespace
+            kube.JOBS, builders.job("b", q, annotations={keys.DEPENDS_ON: "c"}), namespace
         )
         with pytest.raises(kube.ApiError) as info:
             await kube_client.create(
-                kube.JOBS, job_body("c", q, annotations={keys.DEPENDS_ON: "a"}), namespace
+                kube.JOBS, builders.job("c", q, annotations={keys.DEPENDS_ON: "a"}), namespace
             )
         assert "dependency cycle c → a → b → c" in info.value.message
         with pytest.raises(kube.ApiError) as info:
             await kube_client.create(
-                kube.JOBS, job_body("self", q, annotations={keys.DEPENDS_ON: "self"}), namespace
+                kube.JOBS, builders.job("self", q, annotations={keys.DEPENDS_ON: "self"}), namespace
             )
         assert "dependency cycle self → self" in info.value.message
 
@@ -105,7 +106,7 @@ async def test_sequential_array_runs_children_in_index_order(
         q = await env.queue(unique("q"), [ce])
         await kube_client.create(
             kube.JOBS,
-            job_body(
+            builders.job(
                 "seq",
                 q,
                 completions=4,
@@ -135,7 +136,7 @@ async def test_n_to_n_child_waits_for_the_same_index(
         # "second" index i may only start after "first" index i succeeded.
         await kube_client.create(
             kube.JOBS,
-            job_body(
+            builders.job(
                 "second",
                 q,
                 completions=3,
@@ -150,7 +151,7 @@ async def test_n_to_n_child_waits_for_the_same_index(
         assert "job first (not created yet)" in annotation(waiting, keys.REASON)
         await kube_client.create(
             kube.JOBS,
-            job_body("first", q, completions=3, parallelism=3, indexed=True, run_seconds=3),
+            builders.job("first", q, completions=3, parallelism=3, indexed=True, run_seconds=3),
             namespace,
         )
         second = await wait_state(kube_client, namespace, "second", "STARTING", "RUNNING")

@@ -11,8 +11,9 @@ import orjson
 import pytest
 
 from ebb import keys, kube
-from tests.e2e.batch import annotation, batch_env, job_body, unique, wait_state
-from tests.e2e.cluster import LocalCluster, wait_for
+from local_stack import builders
+from local_stack.batch import annotation, batch_env, unique, wait_state
+from local_stack.harness import LocalCluster, wait_for
 
 pytestmark = pytest.mark.usefixtures("scheduler_daemon")
 
@@ -28,7 +29,7 @@ async def test_waiting_jobs_say_why_and_capacity_is_never_exceeded(
         ce = await env.compute_environment(unique("ce"), max_vcpus=2, node_cpu="4")
         q = await env.queue(unique("q"), [ce])
         for i in range(4):
-            await kube_client.create(kube.JOBS, job_body(f"j{i}", q, run_seconds=5), namespace)
+            await kube_client.create(kube.JOBS, builders.job(f"j{i}", q, run_seconds=5), namespace)
         waiting = await wait_state(kube_client, namespace, "j3", "RUNNABLE")
         reason = annotation(waiting, keys.REASON)
         assert reason.startswith("position 2 in queue")
@@ -63,14 +64,16 @@ async def test_the_higher_priority_queue_goes_first(
         low = await env.queue(unique("low"), [ce], priority=1)
         high = await env.queue(unique("high"), [ce], priority=100)
         await kube_client.create(
-            kube.JOBS, job_body("blocker", low, cpu="2", run_seconds=4), namespace
+            kube.JOBS, builders.job("blocker", low, cpu="2", run_seconds=4), namespace
         )
         await wait_state(kube_client, namespace, "blocker", "STARTING", "RUNNING")
         for i in range(3):
-            await kube_client.create(kube.JOBS, job_body(f"low{i}", low, run_seconds=2), namespace)
+            await kube_client.create(
+                kube.JOBS, builders.job(f"low{i}", low, run_seconds=2), namespace
+            )
         for i in range(3):
             await kube_client.create(
-                kube.JOBS, job_body(f"high{i}", high, run_seconds=2), namespace
+                kube.JOBS, builders.job(f"high{i}", high, run_seconds=2), namespace
             )
         for name in ("low2", "high2"):
             await wait_state(kube_client, namespace, name, "SUCCEEDED", timeout=90)
@@ -88,7 +91,7 @@ async def test_fair_share_splits_capacity_by_weight(
         policy = await env.policy(unique("fair"), {"a": 1.0, "b": 2.0})
         q = await env.queue(unique("q"), [ce], policy=policy)
         bodies = [
-            job_body(f"{share}{i}", q, share=share, run_seconds=3)
+            builders.job(f"{share}{i}", q, share=share, run_seconds=3)
             for i in range(24)
             for share in ("a", "b")
         ]
@@ -123,11 +126,15 @@ async def test_small_jobs_backfill_and_a_job_that_can_never_fit_says_so(
         ce = await env.compute_environment(unique("ce"), max_vcpus=4, node_cpu="8")
         q = await env.queue(unique("q"), [ce])
         await kube_client.create(
-            kube.JOBS, job_body("holder", q, cpu="3", run_seconds=20), namespace
+            kube.JOBS, builders.job("holder", q, cpu="3", run_seconds=20), namespace
         )
         await wait_state(kube_client, namespace, "holder", "STARTING", "RUNNING")
-        await kube_client.create(kube.JOBS, job_body("big", q, cpu="4", run_seconds=1), namespace)
-        await kube_client.create(kube.JOBS, job_body("small", q, cpu="1", run_seconds=1), namespace)
+        await kube_client.create(
+            kube.JOBS, builders.job("big", q, cpu="4", run_seconds=1), namespace
+        )
+        await kube_client.create(
+            kube.JOBS, builders.job("small", q, cpu="1", run_seconds=1), namespace
+        )
         await wait_state(kube_client, namespace, "small", "SUCCEEDED")  # went around "big"
         big = await wait_state(kube_client, namespace, "big", "RUNNABLE")
         assert "position 1" in annotation(big, keys.REASON)
@@ -162,9 +169,9 @@ async def test_state_time_limit_cancels_a_job_stuck_runnable(
                 }
             ],
         )
-        await kube_client.create(kube.JOBS, job_body("holder", q, run_seconds=60), namespace)
+        await kube_client.create(kube.JOBS, builders.job("holder", q, run_seconds=60), namespace)
         await wait_state(kube_client, namespace, "holder", "STARTING", "RUNNING")
-        await kube_client.create(kube.JOBS, job_body("stuck", q), namespace)
+        await kube_client.create(kube.JOBS, builders.job("stuck", q), namespace)
         await wait_state(kube_client, namespace, "stuck", "RUNNABLE")
         # Travel in time: it has been waiting for capacity for 11 minutes. Only Ebb writes
         # what it publishes, so the clock is turned back with its own credentials.
@@ -190,7 +197,7 @@ async def test_array_job_children_run_within_capacity_and_are_summarised(
         q = await env.queue(unique("q"), [ce])
         created = await kube_client.create(
             kube.JOBS,
-            job_body("arr", q, completions=12, parallelism=12, indexed=True, run_seconds=1),
+            builders.job("arr", q, completions=12, parallelism=12, indexed=True, run_seconds=1),
             namespace,
         )
         env_vars = created["spec"]["template"]["spec"]["containers"][0]["env"]

@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 
 from ebb import keys, kube
-from tests.e2e.batch import annotation, batch_env, job_body, unique
-from tests.e2e.cluster import Process, wait_for
+from local_stack import builders
+from local_stack.batch import annotation, batch_env, unique
+from local_stack.harness import Process, wait_for
 
 
 async def test_kill_minus_9_mid_workload_loses_nothing(
@@ -16,12 +17,14 @@ async def test_kill_minus_9_mid_workload_loses_nothing(
     async with batch_env(kube_client) as env:
         ce = await env.compute_environment(unique("ce"), max_vcpus=4, node_cpu="8")
         q = await env.queue(unique("q"), [ce])
-        bodies = [job_body(f"j{i}", q, run_seconds=1.5) for i in range(30)]
+        bodies = [builders.job(f"j{i}", q, run_seconds=1.5) for i in range(30)]
         bodies += [
-            job_body(f"d{i}", q, run_seconds=1, annotations={keys.DEPENDS_ON: f"j{i}"})
+            builders.job(f"d{i}", q, run_seconds=1, annotations={keys.DEPENDS_ON: f"j{i}"})
             for i in range(10)
         ]
-        bodies.append(job_body("arr", q, completions=8, parallelism=8, indexed=True, run_seconds=1))
+        bodies.append(
+            builders.job("arr", q, completions=8, parallelism=8, indexed=True, run_seconds=1)
+        )
         await asyncio.gather(*(kube_client.create(kube.JOBS, b, namespace) for b in bodies))
 
         async def some_running() -> bool:

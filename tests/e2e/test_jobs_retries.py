@@ -11,8 +11,9 @@ import pytest
 
 from ebb import keys, kube
 from extender.jobs.lifecycle import State, allowed
-from tests.e2e.batch import annotation, batch_env, job_body, unique, wait_state
-from tests.e2e.cluster import LocalCluster, wait_for
+from local_stack import builders
+from local_stack.batch import annotation, batch_env, unique, wait_state
+from local_stack.harness import LocalCluster, wait_for
 from tests.e2e.test_kubectl_plugin import kubectl_ebb
 
 pytestmark = pytest.mark.usefixtures("scheduler_daemon")
@@ -37,7 +38,9 @@ async def test_retries_exit_code_1_twice_but_not_exit_code_2(
         for name, code in (("exit1", 1), ("exit2", 2)):
             await kube_client.create(
                 kube.JOBS,
-                job_body(name, q, exit_code=code, annotations={keys.RETRY_STRATEGY: RETRY_1_NOT_2}),
+                builders.job(
+                    name, q, exit_code=code, annotations={keys.RETRY_STRATEGY: RETRY_1_NOT_2}
+                ),
                 namespace,
             )
         one = await wait_state(kube_client, namespace, "exit1", "FAILED", timeout=90)
@@ -57,7 +60,7 @@ async def test_timeout_stops_the_attempt_and_is_not_retried(
     async with batch_env(kube_client) as env:
         ce = await env.compute_environment(unique("ce"))
         q = await env.queue(unique("q"), [ce])
-        body = job_body(
+        body = builders.job(
             "slow",
             q,
             run_seconds=300,
@@ -79,11 +82,11 @@ async def test_cancel_fails_a_waiting_job_and_its_afterok_dependents(
     async with batch_env(kube_client) as env:
         ce = await env.compute_environment(unique("ce"), max_vcpus=1)
         q = await env.queue(unique("q"), [ce])
-        await kube_client.create(kube.JOBS, job_body("busy", q, run_seconds=30), namespace)
+        await kube_client.create(kube.JOBS, builders.job("busy", q, run_seconds=30), namespace)
         await wait_state(kube_client, namespace, "busy", "RUNNING", "STARTING")
-        await kube_client.create(kube.JOBS, job_body("waiting", q), namespace)
+        await kube_client.create(kube.JOBS, builders.job("waiting", q), namespace)
         await kube_client.create(
-            kube.JOBS, job_body("after", q, annotations={keys.DEPENDS_ON: "waiting"}), namespace
+            kube.JOBS, builders.job("after", q, annotations={keys.DEPENDS_ON: "waiting"}), namespace
         )
         await wait_state(kube_client, namespace, "waiting", "RUNNABLE")
         await kube_client.patch(
@@ -108,7 +111,7 @@ async def test_terminate_stops_a_running_job(kube_client: kube.KubeClient, names
     async with batch_env(kube_client) as env:
         ce = await env.compute_environment(unique("ce"))
         q = await env.queue(unique("q"), [ce])
-        await kube_client.create(kube.JOBS, job_body("long", q, run_seconds=300), namespace)
+        await kube_client.create(kube.JOBS, builders.job("long", q, run_seconds=300), namespace)
         await wait_state(kube_client, namespace, "long", "RUNNING")
         await kube_client.patch(
             kube.JOBS,
@@ -134,7 +137,7 @@ async def test_a_suspended_job_the_webhook_never_saw_is_managed(
         q = await env.queue(unique("q"), [ce])
         # Created suspended with no queue label (the webhook does not see it), then put
         # in a queue: no toleration, no labels on its pod template.
-        body = job_body("plain", q, suspend=True)
+        body = builders.job("plain", q, suspend=True)
         del body["metadata"]["labels"][keys.QUEUE_LABEL]
         await kube_client.create(kube.JOBS, body, namespace)
         await kube_client.patch(
@@ -159,7 +162,7 @@ async def test_a_job_the_webhook_never_saw_runs_pods_stamped_as_the_webhook_stam
         q = await env.queue(unique("q"), [ce])
         for twin, webhook in (("seen", True), ("unseen", False)):
             name = f"{stem}-{twin}"
-            body = job_body(name, q, suspend=None if webhook else True)
+            body = builders.job(name, q, suspend=None if webhook else True)
             body["spec"]["manualSelector"] = True
             body["spec"]["selector"] = {"matchLabels": {"twin": twin}}
             body["spec"]["template"]["metadata"]["labels"] = {"twin": twin}
@@ -193,7 +196,7 @@ async def test_a_job_without_retry_strategy_runs_once(
         ce = await env.compute_environment(unique("ce"))
         q = await env.queue(unique("q"), [ce])
         for name, limit in (("once", None), ("chosen", 1)):
-            body = job_body(name, q, exit_code=1, suspend=None if webhook else True)
+            body = builders.job(name, q, exit_code=1, suspend=None if webhook else True)
             if limit is None:
                 del body["spec"]["backoffLimit"]  # Kubernetes' default, 6
             else:
@@ -247,16 +250,16 @@ async def test_states_do_not_flap_and_a_retry_waits_runnable_holding_its_admissi
         async with batch_env(kube_client) as env:
             ce = await env.compute_environment(unique("ce"), max_vcpus=2)
             q = await env.queue(unique("q"), [ce])
-            await kube_client.create(kube.JOBS, job_body("ok", q, run_seconds=2), namespace)
+            await kube_client.create(kube.JOBS, builders.job("ok", q, run_seconds=2), namespace)
             retry = {keys.RETRY_STRATEGY: '{"attempts": 2}'}
-            body = job_body("retried", q, cpu="2", exit_code=3, annotations=retry)
+            body = builders.job("retried", q, cpu="2", exit_code=3, annotations=retry)
             await kube_client.create(kube.JOBS, body, namespace)
 
             async def retry_wait() -> bool:
                 return any(s[1] == "RUNNABLE:RETRY_WAIT" for s in seen.get("retried", ()))
 
             await wait_for(retry_wait, 60, message="the failed attempt waiting for its retry")
-            await kube_client.create(kube.JOBS, job_body("behind", q, cpu="1"), namespace)
+            await kube_client.create(kube.JOBS, builders.job("behind", q, cpu="1"), namespace)
             # The Job controller waits 10 s before the next attempt: meanwhile the retried
             # job holds its 2 vCPUs and the job behind it waits.
             await asyncio.sleep(3)

@@ -11,8 +11,9 @@ import orjson
 import pytest
 
 from ebb import keys, kube
-from tests.e2e.batch import batch_env, job_body, unique, wait_state
-from tests.e2e.cluster import LocalCluster
+from local_stack import builders
+from local_stack.batch import batch_env, unique, wait_state
+from local_stack.harness import LocalCluster
 
 pytestmark = pytest.mark.usefixtures("scheduler_daemon")
 
@@ -45,10 +46,10 @@ async def test_queues_jobs_why_describe_cancel(
     async with batch_env(kube_client) as env:
         ce = await env.compute_environment(unique("ce"), max_vcpus=1)
         q = await env.queue(unique("q"), [ce])
-        await kube_client.create(kube.JOBS, job_body("first", q, run_seconds=30), namespace)
-        await kube_client.create(kube.JOBS, job_body("second", q), namespace)
+        await kube_client.create(kube.JOBS, builders.job("first", q, run_seconds=30), namespace)
+        await kube_client.create(kube.JOBS, builders.job("second", q), namespace)
         await kube_client.create(
-            kube.JOBS, job_body("third", q, annotations={keys.DEPENDS_ON: "second"}), namespace
+            kube.JOBS, builders.job("third", q, annotations={keys.DEPENDS_ON: "second"}), namespace
         )
         await wait_state(kube_client, namespace, "second", "RUNNABLE")
         await wait_state(kube_client, namespace, "third", "PENDING")

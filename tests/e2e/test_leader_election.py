@@ -9,19 +9,20 @@ import time
 from typing import Any
 
 from ebb import keys, kube
-from tests.e2e.autoscaling import (
+from local_stack import builders
+from local_stack.aws import (
     LocalAws,
     autoscaler_process,
     batch_job,
     compute_environment,
-    job_queue,
     job_succeeded,
     metric,
     name,
     scaled_to_zero,
 )
-from tests.e2e.batch import annotation, batch_env, job_body, unique, wait_state
-from tests.e2e.cluster import LocalCluster, Process, scheduler_process, wait_for
+from local_stack.batch import annotation, batch_env, unique, wait_state
+from local_stack.builders import job_queue
+from local_stack.harness import LocalCluster, Process, scheduler_process, wait_for
 
 FAIL_OVER_GOAL_SECONDS = 15
 
@@ -66,13 +67,13 @@ async def test_fail_over_to_the_standby_replica(
         async with batch_env(kube_client) as env:
             ce = await env.compute_environment(unique("ce"))
             q = await env.queue(unique("q"), [ce])
-            await kube_client.create(kube.JOBS, job_body("before", q), namespace)
+            await kube_client.create(kube.JOBS, builders.job("before", q), namespace)
             await wait_state(kube_client, namespace, "before", "SUCCEEDED")
             await fail_over(kube_client, "ebb-scheduler", scheduler_daemon, "standby")
             # The killed replica comes back (it serves the webhook URL of this local
             # cluster); it follows, and the standby-turned-leader admits the next job.
             scheduler_daemon.start()
-            await kube_client.create(kube.JOBS, job_body("after", q), namespace)
+            await kube_client.create(kube.JOBS, builders.job("after", q), namespace)
             done = await wait_state(kube_client, namespace, "after", "SUCCEEDED")
             assert annotation(done, keys.ADMITTED_AT)
             assert await lease_holder(kube_client) == "standby"

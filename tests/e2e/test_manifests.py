@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import yaml
 
-from tests.e2e.cluster import ROOT, LocalCluster
+from local_stack import ROOT
+from local_stack.harness import LocalCluster
 
 
 def test_kustomize_base_is_accepted_by_the_api_server(cluster: LocalCluster) -> None:

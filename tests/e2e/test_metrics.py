@@ -12,9 +12,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ebb import keys, kube
-from tests.e2e.autoscaling import LocalAws, compute_environment, job_queue
-from tests.e2e.batch import job_body, wait_state
-from tests.e2e.cluster import ROOT, Process
+from local_stack import ROOT, builders
+from local_stack.aws import LocalAws, compute_environment
+from local_stack.batch import wait_state
+from local_stack.builders import job_queue
+from local_stack.harness import Process
 
 Families = dict[str, tuple[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]]
 
@@ -85,13 +87,13 @@ async def test_metrics_are_named_typed_and_move(
     await kube_client.create(kube.COMPUTE_ENVIRONMENTS, compute_environment(ce, local_aws))
     await kube_client.create(kube.JOB_QUEUES, job_queue(queue, ce))
     try:
-        await kube_client.create(kube.JOBS, job_body("first", queue, run_seconds=2), namespace)
+        await kube_client.create(kube.JOBS, builders.job("first", queue, run_seconds=2), namespace)
         await kube_client.create(
             kube.JOBS,
-            job_body("second", queue, run_seconds=1, annotations={keys.DEPENDS_ON: "first"}),
+            builders.job("second", queue, run_seconds=1, annotations={keys.DEPENDS_ON: "first"}),
             namespace,
         )
-        await kube_client.create(kube.JOBS, job_body("broken", queue, exit_code=4), namespace)
+        await kube_client.create(kube.JOBS, builders.job("broken", queue, exit_code=4), namespace)
         await wait_state(kube_client, namespace, "second", "SUCCEEDED", timeout=120)
         await wait_state(kube_client, namespace, "broken", "FAILED", timeout=120)
         after_s, after_a = scrape(scheduler_daemon.ops_url), scrape(autoscaler.ops_url)

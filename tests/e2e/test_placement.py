@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from ebb import keys, kube
-from tests.e2e.cluster import create_node, wait_for
-from tests.e2e.placement import (
+from local_stack import builders
+from local_stack.harness import create_node, wait_for
+from local_stack.placement import (
     batch_pod,
     create_batch_node,
     create_environment,
@@ -159,15 +160,8 @@ def daemon_set(name: str, group: str, tolerations: list[dict[str, str]]) -> dict
 
 
 def plain_pod(name: str, node_selector: dict[str, str]) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name},
-        "spec": {
-            "nodeSelector": node_selector,
-            "containers": [{"name": "web", "image": "busybox"}],
-        },
-    }
+    web = builders.container(None, None, name="web")
+    return builders.pod(name, [web], nodeSelector=node_selector)
 
 
 async def test_batch_nodes_take_only_pods_that_tolerate_their_taint(

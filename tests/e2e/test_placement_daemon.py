@@ -22,8 +22,9 @@ from ebb import kube
 from extender.app import PLACEMENT, PODS, create_app
 from extender.placement.protocol import BindingArgs, decode_extender_args
 from extender.settings import SchedulerSettings
-from tests.e2e.cluster import ROOT, LocalCluster, scheduler_daemon_args, wait_for
-from tests.e2e.placement import batch_pod, create_batch_node, create_environment, create_queue
+from local_stack import ROOT
+from local_stack.harness import LocalCluster, scheduler_daemon_args, wait_for
+from local_stack.placement import batch_pod, create_batch_node, create_environment, create_queue
 
 Session = aiohttp.ClientSession
 

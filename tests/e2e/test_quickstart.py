@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.cluster import ROOT, LocalCluster
+from local_stack import ROOT
+from local_stack.harness import LocalCluster
 from tests.e2e.test_cluster_lifecycle import processes_mentioning
 
 JOBS = ("render", "merge", "train", "report", "flaky", "publish", "spot-victim", "sweep")

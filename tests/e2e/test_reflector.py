@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 
 from ebb import kube
 from ebb.kube.reflector import Event, EventType
-from tests.e2e.cluster import LocalCluster, wait_for
+from local_stack.harness import LocalCluster, wait_for
 
 CONFIG_MAPS = kube.Resource("", "v1", "configmaps", "ConfigMap", True)
 

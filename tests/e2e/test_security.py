@@ -29,27 +29,21 @@ import yaml
 
 from autoscaler.interruptions import SPOT_INTERRUPTION, event
 from ebb import keys, kube, tls
-from tests.e2e.autoscaling import (
+from local_stack import ROOT, builders
+from local_stack.aws import (
     LocalAws,
     autoscaler_process,
     batch_job,
     compute_environment,
     environment_nodes,
-    job_queue,
     job_succeeded,
     metric,
     name,
 )
-from tests.e2e.batch import batch_env, job_body, unique, wait_state
-from tests.e2e.cluster import (
-    ROOT,
-    LocalCluster,
-    Process,
-    create_node,
-    scheduler_process,
-    wait_for,
-)
-from tests.e2e.placement import batch_pod, wait_schedulable
+from local_stack.batch import batch_env, unique, wait_state
+from local_stack.builders import job_queue
+from local_stack.harness import LocalCluster, Process, create_node, scheduler_process, wait_for
+from local_stack.placement import batch_pod, wait_schedulable
 
 SCHEDULER = "system:serviceaccount:ebb-system:ebb-scheduler"
 AUTOSCALER = "system:serviceaccount:ebb-system:ebb-autoscaler"
@@ -489,7 +483,7 @@ async def test_only_kube_scheduler_can_bind_and_only_what_it_would(
                     session.post(webhook, json={}) as resp,
                 ):
                     assert resp.status == status
-            await kube_client.create(kube.JOBS, job_body("after", q), namespace)
+            await kube_client.create(kube.JOBS, builders.job("after", q), namespace)
             await wait_state(kube_client, namespace, "after", "SUCCEEDED")
             for name in pods:
                 await kube_client.delete(kube.PODS, name, namespace, grace_period_seconds=0)

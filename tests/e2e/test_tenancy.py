@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 from ebb import keys, kube
-from tests.e2e.batch import BatchEnv, annotation, batch_env, job_body, unique, wait_state
-from tests.e2e.cluster import LocalCluster, wait_for
+from local_stack import builders
+from local_stack.batch import BatchEnv, annotation, batch_env, unique, wait_state
+from local_stack.harness import LocalCluster, wait_for
 from tests.e2e.test_kubectl_plugin import kubectl_ebb
 
 pytestmark = pytest.mark.usefixtures("scheduler_daemon")
@@ -47,17 +48,7 @@ async def tenant_queue(env: BatchEnv, **spec: Any) -> str:
     webhook may not have seen a later change yet)."""
     ce = await env.compute_environment(unique("ce"))
     q = unique("q")
-    order = [{"order": 0, "computeEnvironment": ce}]
-    await env.client.create(
-        kube.JOB_QUEUES,
-        {
-            "apiVersion": "ebb.dev/v1alpha1",
-            "kind": "JobQueue",
-            "metadata": {"name": q},
-            "spec": {"priority": 1, "computeEnvironmentOrder": order, **spec},
-        },
-    )
-    env.created.append((kube.JOB_QUEUES, q))
+    await env.create(kube.JOB_QUEUES, builders.job_queue(q, ce, **spec))
     return q
 
 
@@ -69,7 +60,7 @@ def label_unreviewed(cluster: LocalCluster, namespace: str, job: str, *labels: s
 async def create_unreviewed(
     cluster: LocalCluster, client: kube.KubeClient, namespace: str, name: str, queue: str, **kw: Any
 ) -> None:
-    body = job_body(name, queue, suspend=True, **kw)
+    body = builders.job(name, queue, suspend=True, **kw)
     labels = body["metadata"]["labels"]
     del labels[keys.QUEUE_LABEL]
     await client.create(kube.JOBS, body, namespace)
@@ -84,7 +75,7 @@ async def test_a_queue_refuses_jobs_from_namespaces_it_does_not_select(
         q = await tenant_queue(env, namespaceSelector={"matchLabels": {"team": "a"}})
         other = await tenant_queue(env, namespaceSelector={"matchLabels": {"team": "a"}})
         with pytest.raises(kube.ApiError) as info:
-            await kube_client.create(kube.JOBS, job_body("j", q), team_b)
+            await kube_client.create(kube.JOBS, builders.job("j", q), team_b)
         message = info.value.message
         assert f"metadata.labels[{keys.QUEUE_LABEL}]: job queue {q} does not admit" in message
         assert f"namespace {team_b}" in message
@@ -92,10 +83,10 @@ async def test_a_queue_refuses_jobs_from_namespaces_it_does_not_select(
         assert other not in message  # another tenant's queue is not listed
         # Nor when the queue does not exist: only the queues open to the namespace are named.
         with pytest.raises(kube.ApiError) as info:
-            await kube_client.create(kube.JOBS, job_body("j", "no-such-queue"), team_b)
+            await kube_client.create(kube.JOBS, builders.job("j", "no-such-queue"), team_b)
         assert f"queues open to namespace {team_b}: " in info.value.message
         assert q not in info.value.message and other not in info.value.message
-        await kube_client.create(kube.JOBS, job_body("j", q), team_a)
+        await kube_client.create(kube.JOBS, builders.job("j", q), team_a)
         await wait_state(kube_client, team_a, "j", "SUCCEEDED")
 
 
@@ -128,10 +119,10 @@ async def test_a_namespace_name_is_the_share_of_a_job_without_one(
         q = await tenant_queue(env, shareIdentifierFromNamespace=True, schedulingPolicy=policy)
         # "labelled" fills the one node, so "bare" waits where `kubectl ebb why` shows its share.
         await kube_client.create(
-            kube.JOBS, job_body("labelled", q, share="other", cpu="4", run_seconds=15), team
+            kube.JOBS, builders.job("labelled", q, share="other", cpu="4", run_seconds=15), team
         )
         await wait_state(kube_client, team, "labelled", "RUNNING")
-        await kube_client.create(kube.JOBS, job_body("bare", q), team)
+        await kube_client.create(kube.JOBS, builders.job("bare", q), team)
         await wait_state(kube_client, team, "bare", "STARTING")
         why = kubectl_ebb(cluster, "why", "bare", "-n", team)
         assert f"share {team} weight 2" in why, why
@@ -150,36 +141,21 @@ async def test_a_share_claimed_from_a_namespace_it_is_not_open_to_is_refused(
     team_a, team_b = await tenant(team="a"), await tenant(team="b")
     async with batch_env(kube_client) as env:
         policy = unique("fair")
-        await kube_client.create(
-            kube.SCHEDULING_POLICIES,
-            {
-                "apiVersion": "ebb.dev/v1alpha1",
-                "kind": "SchedulingPolicy",
-                "metadata": {"name": policy},
-                "spec": {
-                    "fairsharePolicy": {
-                        "shareDistribution": [
-                            {"shareIdentifier": "open"},
-                            {
-                                "shareIdentifier": "team-a*",
-                                "namespaceSelector": {"matchLabels": {"team": "a"}},
-                            },
-                        ]
-                    }
-                },
-            },
-        )
-        env.created.append((kube.SCHEDULING_POLICIES, policy))
+        shares = [
+            builders.share("open"),
+            builders.share("team-a*", namespaceSelector={"matchLabels": {"team": "a"}}),
+        ]
+        await env.create(kube.SCHEDULING_POLICIES, builders.scheduling_policy(policy, shares))
         q = await tenant_queue(env, schedulingPolicy=policy)
         with pytest.raises(kube.ApiError) as info:
-            await kube_client.create(kube.JOBS, job_body("j", q, share="team-a-etl"), team_b)
+            await kube_client.create(kube.JOBS, builders.job("j", q, share="team-a-etl"), team_b)
         message = info.value.message
         assert f"metadata.labels[{keys.SHARE_LABEL}]: share identifier 'team-a-etl'" in message
         assert f"may not be used from namespace {team_b}" in message
         assert f"{policy} spec.fairsharePolicy.shareDistribution[1] (team-a*)" in message
         assert "namespaceSelector (team=a)" in message
-        await kube_client.create(kube.JOBS, job_body("open", q, share="open"), team_b)
-        await kube_client.create(kube.JOBS, job_body("j", q, share="team-a-etl"), team_a)
+        await kube_client.create(kube.JOBS, builders.job("open", q, share="open"), team_b)
+        await kube_client.create(kube.JOBS, builders.job("j", q, share="team-a-etl"), team_a)
         # Past the webhook, the scheduler refuses it too.
         await create_unreviewed(cluster, kube_client, team_b, "stray", q, share="team-a-etl")
         stray = await wait_state(kube_client, team_b, "stray", "RUNNABLE")
@@ -196,16 +172,7 @@ async def test_a_share_claimed_from_a_namespace_it_is_not_open_to_is_refused(
 
 
 def queue_with(selector: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "ebb.dev/v1alpha1",
-        "kind": "JobQueue",
-        "metadata": {"name": unique("bad-q")},
-        "spec": {
-            "priority": 1,
-            "computeEnvironmentOrder": [{"order": 1, "computeEnvironment": "ce"}],
-            "namespaceSelector": selector,
-        },
-    }
+    return builders.job_queue(unique("bad-q"), "ce", namespaceSelector=selector)
 
 
 SELECTOR_ROWS = [
@@ -270,7 +237,7 @@ async def test_a_selector_that_selects_no_namespace_says_so_and_nothing_else_sto
         assert "spec.namespaceSelector (team=nobody) selects no namespace" in found["message"]
         printed = cluster.kubectl("get", "jobqueue", nobody, "-o", "json")
         assert json.loads(printed)["status"]["status"] == "VALID"  # the queue itself works
-        await kube_client.create(kube.JOBS, job_body("j", q), team)
+        await kube_client.create(kube.JOBS, builders.job("j", q), team)
         await wait_state(kube_client, team, "j", "SUCCEEDED")
 
 
@@ -281,7 +248,7 @@ async def test_a_job_in_a_namespace_being_deleted_is_not_admitted(
     hold = "ebb.dev/test-hold"
     async with AsyncExitStack() as stack, batch_env(kube_client) as env:
         q = await tenant_queue(env)
-        body = job_body("late", q, suspend=True)
+        body = builders.job("late", q, suspend=True)
         del body["metadata"]["labels"][keys.QUEUE_LABEL]
         body["metadata"]["finalizers"] = [hold]
         await kube_client.create(kube.JOBS, body, going)
@@ -298,7 +265,7 @@ async def test_a_job_in_a_namespace_being_deleted_is_not_admitted(
 
         await wait_for(terminating, 30, message="the namespace's Job being deleted")
         with pytest.raises(kube.ApiError) as info:
-            await kube_client.create(kube.JOBS, job_body("new", q), going)
+            await kube_client.create(kube.JOBS, builders.job("new", q), going)
         assert "being terminated" in info.value.message  # the API server's own refusal
         label_unreviewed(cluster, going, "late", f"{keys.QUEUE_LABEL}={q}")
         late = await wait_state(kube_client, going, "late", "RUNNABLE")
@@ -306,5 +273,5 @@ async def test_a_job_in_a_namespace_being_deleted_is_not_admitted(
         assert f"namespace {going} is being deleted" in annotation(late, keys.REASON)
         assert (await kube_client.get(kube.JOBS, "late", going))["spec"]["suspend"] is True
         # Nothing else stops.
-        await kube_client.create(kube.JOBS, job_body("j", q), staying)
+        await kube_client.create(kube.JOBS, builders.job("j", q), staying)
         await wait_state(kube_client, staying, "j", "SUCCEEDED")

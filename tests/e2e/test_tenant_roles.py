@@ -21,8 +21,9 @@ import pytest
 import yaml
 
 from ebb import keys, kube, tls
-from tests.e2e.batch import batch_env, job_body, unique, wait_state
-from tests.e2e.cluster import ROOT, LocalCluster, wait_for
+from local_stack import ROOT, builders
+from local_stack.batch import batch_env, unique, wait_state
+from local_stack.harness import LocalCluster, wait_for
 from tests.e2e.test_kubectl_plugin import run_kubectl_ebb
 
 pytestmark = pytest.mark.usefixtures("scheduler_daemon")
@@ -193,7 +194,7 @@ def test_every_verb_the_user_roles_grant_is_asked_about_above() -> None:
 
 def user_kubeconfig(cluster: LocalCluster, user: str, namespace: str) -> Path:
     """A kubeconfig with a real client certificate for `user`, issued by the cluster's
-    client CA (hack/cluster.py's pki), whose context's namespace is `namespace`."""
+    client CA (local_stack/cluster.py's pki), whose context's namespace is `namespace`."""
     pki = cluster.state_dir / "pki"
     ca = tls.KeyPair((pki / "ca.crt").read_bytes(), (pki / "ca.key").read_bytes())
     cert, key = pki / f"user-{user}.crt", pki / f"user-{user}.key"
@@ -256,10 +257,10 @@ async def test_kubectl_ebb_shows_a_tenant_their_jobs_and_refuses_the_rest(
     async with batch_env(kube_client) as env:
         ce = await env.compute_environment(unique("ce"), max_vcpus=1)
         q = await env.queue(unique("q"), [ce])
-        submit(alice, job_body("alice-runs", q, run_seconds=600))
+        submit(alice, builders.job("alice-runs", q, run_seconds=600))
         await wait_state(kube_client, ALICE_NS, "alice-runs", "RUNNING")
-        submit(alice, job_body("alice-waits", q))
-        submit(bob, job_body("bob-waits", q))
+        submit(alice, builders.job("alice-waits", q))
+        submit(bob, builders.job("bob-waits", q))
         await wait_state(kube_client, ALICE_NS, "alice-waits", "RUNNABLE")
         await wait_state(kube_client, BOB_NS, "bob-waits", "RUNNABLE")
 

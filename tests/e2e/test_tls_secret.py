@@ -14,9 +14,10 @@ from cryptography import x509
 
 from ebb import kube, tls
 from ebb.kube.resources import SECRETS
-from tests.e2e.autoscaling import metric
-from tests.e2e.batch import batch_env, job_body, unique, wait_state
-from tests.e2e.cluster import LocalCluster, Process, scheduler_process
+from local_stack import builders
+from local_stack.aws import metric
+from local_stack.batch import batch_env, unique, wait_state
+from local_stack.harness import LocalCluster, Process, scheduler_process
 
 
 async def test_two_replicas_race_and_end_with_the_same_certificate(
@@ -104,7 +105,7 @@ async def test_replicas_serve_through_renewals_without_a_refused_job_or_failed_c
                     served[i].add(await serial_served(port))
                 # Refused by the webhook, create raises; kube-scheduler places each.
                 job = f"job-{len(jobs)}"
-                await kube_client.create(kube.JOBS, job_body(job, q), namespace)
+                await kube_client.create(kube.JOBS, builders.job(job, q), namespace)
                 jobs.append(job)
                 await asyncio.sleep(4)
             for job in jobs:

@@ -16,9 +16,10 @@ import pytest
 
 from ebb import catalog, keys, kube
 from ebb.resources import cpu_millis
-from tests.e2e.autoscaling import LocalAws, compute_environment, environment_nodes, job_queue, name
-from tests.e2e.batch import job_body
-from tests.e2e.cluster import LocalCluster, Process
+from local_stack import builders
+from local_stack.aws import LocalAws, compute_environment, environment_nodes, name
+from local_stack.builders import job_queue
+from local_stack.harness import LocalCluster, Process
 from tests.e2e.test_kubectl_plugin import kubectl_ebb
 from tests.e2e.test_metrics import scrape, total
 
@@ -237,26 +238,16 @@ async def test_every_status_is_true_after_the_work_and_after_scale_to_zero(
         kube.COMPUTE_ENVIRONMENTS,
         compute_environment(ce, local_aws, scaleDownDelaySeconds=SCALE_DOWN_DELAY),
     )
-    await setup(
-        kube.SCHEDULING_POLICIES,
-        {
-            "apiVersion": "ebb.dev/v1alpha1",
-            "kind": "SchedulingPolicy",
-            "metadata": {"name": policy},
-            "spec": {"fairsharePolicy": {"shareDistribution": [{"shareIdentifier": "a"}]}},
-        },
-    )
-    fair = job_queue(fair_q, ce)
-    fair["spec"]["schedulingPolicy"] = policy
-    await setup(kube.JOB_QUEUES, fair)
+    await setup(kube.SCHEDULING_POLICIES, builders.scheduling_policy(policy, [builders.share("a")]))
+    await setup(kube.JOB_QUEUES, job_queue(fair_q, ce, schedulingPolicy=policy))
     await setup(kube.JOB_QUEUES, job_queue(fifo_q, ce))
 
     jobs = [
-        job_body("ok-1", fair_q, share="a", run_seconds=3),
-        job_body("ok-2", fair_q, share="a", run_seconds=2),
-        job_body("broken", fair_q, share="a", exit_code=3),
-        job_body("ok-3", fifo_q, run_seconds=2),
-        job_body("array", fifo_q, completions=4, parallelism=4, indexed=True, run_seconds=2),
+        builders.job("ok-1", fair_q, share="a", run_seconds=3),
+        builders.job("ok-2", fair_q, share="a", run_seconds=2),
+        builders.job("broken", fair_q, share="a", exit_code=3),
+        builders.job("ok-3", fifo_q, run_seconds=2),
+        builders.job("array", fifo_q, completions=4, parallelism=4, indexed=True, run_seconds=2),
     ]
     for body in jobs:
         body["spec"]["template"]["spec"]["nodeSelector"] = {keys.COMPUTE_ENVIRONMENT_LABEL: ce}

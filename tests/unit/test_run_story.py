@@ -1,22 +1,20 @@
-"""`make run` checks its own story (hack/run.py): what went as the README says, and
+"""`make run` checks its own story (local_stack/run.py): what went as the README says, and
 what did not, in sentences."""
 
 from __future__ import annotations
 
-import runpy
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-RUN: dict[str, Any] = runpy.run_path(str(ROOT / "hack" / "run.py"))
+from local_stack import run as demo
+
 NAMES = ["render", "merge", "train", "report", "flaky", "publish", "spot-victim", "sweep"]
 INSTANCE = "i-0123456789abcdef0"
 
 
 def outcomes() -> list[Any]:
     """The story as the README tells it."""
-    outcome = RUN["Outcome"]
+    outcome = demo.Outcome
     done = "Essential container in task exited"
     jobs = []
     for name in NAMES:
@@ -32,19 +30,19 @@ def outcomes() -> list[Any]:
 
 
 def finished_run() -> Any:
-    run = RUN["Run"]()
+    run = demo.Run()
     run.all_done_at, run.zero_at = 100.0, 120.0
-    run.interruption = RUN["Interruption"](INSTANCE, "ip-10-0-0-1", 50.0, 60.0)
+    run.interruption = demo.Interruption(INSTANCE, "ip-10-0-0-1", 50.0, 60.0)
     return run
 
 
 def test_the_story_as_told_has_no_problems_and_names_the_intended_failures() -> None:
-    ok, problems = RUN["story"](finished_run(), outcomes(), NAMES)
+    ok, problems = demo.story(finished_run(), outcomes(), NAMES)
     assert problems == []
     assert any(line.startswith("flaky FAILED after 1 attempt, as intended") for line in ok)
     assert any("publish FAILED without starting, as intended" in line for line in ok)
     assert any(INSTANCE in line and "retry SUCCEEDED" in line for line in ok)
-    table = RUN["jobs_table"](outcomes())
+    table = demo.jobs_table(outcomes())
     assert "attempt 1: Host EC2 (instance i-0123456789abcdef0) terminated." in table
     assert table.count("(intended)") == 2
     assert "The other 5 jobs SUCCEEDED." in ok
@@ -53,7 +51,7 @@ def test_the_story_as_told_has_no_problems_and_names_the_intended_failures() -> 
 def test_array_children_retried_are_said() -> None:
     jobs = outcomes()
     jobs[-1] = replace(jobs[-1], attempts=117, children=60)  # sweep
-    ok, problems = RUN["story"](finished_run(), jobs, NAMES)
+    ok, problems = demo.story(finished_run(), jobs, NAMES)
     assert problems == []
     assert any(
         "The other 5 jobs SUCCEEDED (retried" in line and "sweep: 57 of its 60" in line
@@ -67,7 +65,7 @@ def test_each_departure_from_the_story_is_a_sentence() -> None:
     jobs = outcomes()
     jobs[6] = replace(jobs[6], attempts=1, status_reasons=("Essential container in task exited",))
     jobs[7] = replace(jobs[7], state="FAILED", reason="Job has reached the specified backoff limit")
-    _, problems = RUN["story"](run, jobs, NAMES)
+    _, problems = demo.story(run, jobs, NAMES)
     assert problems == [
         "sweep ended FAILED, not SUCCEEDED: Job has reached the specified backoff limit",
         'spot-victim took 1 attempt(s) with attempt 1 ending "Essential container in task '
@@ -80,7 +78,7 @@ def test_each_departure_from_the_story_is_a_sentence() -> None:
 def test_no_interruption_and_no_return_to_zero_are_problems() -> None:
     run = finished_run()
     run.interruption, run.zero_at = None, None
-    _, problems = RUN["story"](run, outcomes(), NAMES)
+    _, problems = demo.story(run, outcomes(), NAMES)
     assert problems == [
         "no Spot interruption was injected (spot-victim never ran on an instance)",
         "capacity did not come back to zero within the timeout",

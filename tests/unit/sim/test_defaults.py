@@ -9,7 +9,7 @@ from autoscaler.wake import next_wake
 from ebb.catalog import NodeOverheadSettings
 from extender.jobs.controller import ControllerSettings
 from extender.settings import SchedulerSettings
-from hack.bridge import BridgeSettings
+from local_stack.bridge import BridgeSettings
 from sim import capacity
 from sim.engine import Settings, Simulation
 from sim.workloads import burst

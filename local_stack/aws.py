@@ -1,8 +1,10 @@
-"""Helpers for the autoscaler's end-to-end tests: the local AWS (moto with fault
-injection), the instance-boot bridge and the autoscaler daemon, as real subprocesses."""
+"""The local AWS (moto with fault injection, local_stack.ec2), the instance-boot bridge
+and the autoscaler daemon as real subprocesses, for the autoscaler's end-to-end tests;
+and what those tests create and read."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import time
@@ -14,7 +16,8 @@ from typing import Any
 import boto3
 
 from ebb import keys, kube
-from tests.e2e.cluster import ROOT, LocalCluster, Process
+from local_stack import builders, interrupt
+from local_stack.harness import LocalCluster, Process
 
 CLUSTER_NAME = "ebb-e2e"
 AWS_TIMEOUT_SECONDS = 5
@@ -28,7 +31,8 @@ class LocalAws:
             "moto",
             [
                 sys.executable,
-                str(ROOT / "hack" / "ec2.py"),
+                "-m",
+                "local_stack.ec2",
                 f"--port={self.port}",
                 f"--info-file={self.info_file}",
             ],
@@ -55,6 +59,20 @@ class LocalAws:
         )
         return session.client(service, endpoint_url=self.endpoint)  # type: ignore[call-overload]
 
+    async def interrupt(
+        self, instance_id: str, notice_seconds: float
+    ) -> asyncio.subprocess.Process:
+        """Reclaim a Spot instance as EC2 would (local_stack.interrupt), in the background."""
+        return await asyncio.create_subprocess_exec(
+            *interrupt.command(
+                instance_id,
+                endpoint=self.endpoint,
+                queue_url=self.info["queueUrl"],
+                notice_seconds=notice_seconds,
+            ),
+            env={"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "PATH": ""},
+        )
+
     def faults(self, rules: list[dict[str, Any]]) -> None:
         request = urllib.request.Request(
             f"{self.endpoint}/_ebb/faults", data=json.dumps(rules).encode(), method="POST"
@@ -80,7 +98,8 @@ def bridge_process(cluster: LocalCluster, aws: LocalAws) -> Process:
         "ebb-bridge",
         [
             sys.executable,
-            str(ROOT / "hack" / "bridge.py"),
+            "-m",
+            "local_stack.bridge",
             f"--kubeconfig={cluster.kubeconfig}",
             f"--aws-endpoint-url={aws.endpoint}",
             f"--cluster-name={CLUSTER_NAME}",
@@ -131,35 +150,9 @@ def autoscaler_process(
 
 
 def compute_environment(name: str, aws: LocalAws, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "ebb.dev/v1alpha1",
-        "kind": "ComputeEnvironment",
-        "metadata": {"name": name},
-        "spec": {
-            "type": "SPOT",
-            "maxvCpus": 64,
-            "instanceTypes": ["c6i", "m6i"],
-            "subnets": aws.info["subnets"],
-            "securityGroupIds": [aws.info["securityGroup"]],
-            "instanceRole": aws.info["instanceRole"],
-            "scaleDownDelaySeconds": 3,
-            **spec,
-        },
-    }
-
-
-def job_queue(name: str, *environments: str, priority: int = 1) -> dict[str, Any]:
-    return {
-        "apiVersion": "ebb.dev/v1alpha1",
-        "kind": "JobQueue",
-        "metadata": {"name": name},
-        "spec": {
-            "priority": priority,
-            "computeEnvironmentOrder": [
-                {"order": i + 1, "computeEnvironment": e} for i, e in enumerate(environments)
-            ],
-        },
-    }
+    """A Spot environment of c6i and m6i in the local AWS, scaling down after 3 s idle."""
+    fields = {"scaleDownDelaySeconds": 3, **builders.ec2_networking(aws.info), **spec}
+    return builders.compute_environment(name, instance_types=("c6i", "m6i"), **fields)
 
 
 def batch_job(
@@ -174,38 +167,21 @@ def batch_job(
     exit_code: int = 0,
     annotations: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    requests: dict[str, Any] = {"cpu": cpu, "memory": memory}
-    if gpu:
-        requests[keys.GPU_RESOURCE] = str(gpu)
-    spec: dict[str, Any] = {
-        "parallelism": pods,
-        "completions": pods,
-        "backoffLimit": 0,
-        "template": {
-            "metadata": {
-                "labels": {keys.QUEUE_LABEL: queue},
-                "annotations": {
-                    "kwok.ebb.dev/run-seconds": str(run_seconds),
-                    "kwok.ebb.dev/exit-code": str(exit_code),
-                },
-            },
-            "spec": {
-                "restartPolicy": "Never",
-                "tolerations": [keys.BATCH_TOLERATION],
-                # Until the extender filters nodes by queue, keep tests off each other's nodes.
-                "nodeSelector": {keys.COMPUTE_ENVIRONMENT_LABEL: queue.removesuffix("-q")},
-                "containers": [
-                    {
-                        "name": "main",
-                        "image": "busybox",
-                        "resources": {"requests": requests, "limits": requests},
-                    }
-                ],
-            },
-        },
-    }
-    meta = {"name": name, "annotations": annotations or {}}
-    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": spec}
+    """A Job of `pods` pods of `queue` (its label on the pod template), each on a node of
+    the environment named as the queue without its "-q"."""
+    return builders.job(
+        name,
+        annotations=annotations,
+        pod_labels={keys.QUEUE_LABEL: queue},
+        run_seconds=run_seconds,
+        exit_code=exit_code,
+        parallelism=pods,
+        completions=pods,
+        containers=[builders.container(cpu, memory, gpu=gpu, limits=True)],
+        tolerations=[keys.BATCH_TOLERATION],
+        # Until the extender filters nodes by queue, keep tests off each other's nodes.
+        nodeSelector={keys.COMPUTE_ENVIRONMENT_LABEL: queue.removesuffix("-q")},
+    )
 
 
 async def job_succeeded(client: kube.KubeClient, namespace: str, name: str) -> bool:
@@ -270,4 +246,4 @@ async def as_async(value: Any) -> Any:
 
 
 def launch_token(instance: dict[str, Any]) -> str:
-    return next(t["Value"] for t in instance["Tags"] if t["Key"] == keys.TAG_LAUNCH)
+    return str(next(t["Value"] for t in instance["Tags"] if t["Key"] == keys.TAG_LAUNCH))

@@ -17,7 +17,7 @@
    capacity type, job starts and ends, the Spot reclaim marked).
 4. Stops everything it started, unless --keep (`make run KEEP=1`).
 
-Every run starts from an empty cluster (`cluster.py up --fresh`): one left up by
+Every run starts from an empty cluster (`local_stack.cluster up --fresh`): one left up by
 `make run KEEP=1`, or by a run that was killed, is stopped and its data deleted first.
 A failure ends the run with a sentence saying what failed and what to do, exit 1.
 """
@@ -36,15 +36,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from ebb import keys, kube
+from ebb.catalog import shipped_catalog
+from ebb.resources import pod_requests
+from kubectl_ebb.output import STATES, table
+from local_stack import ROOT, interrupt
+from local_stack.cluster import binaries_path
 
-from ebb import keys, kube  # noqa: E402
-from ebb.catalog import shipped_catalog  # noqa: E402
-from ebb.resources import pod_requests  # noqa: E402
-from kubectl_ebb.output import STATES, table  # noqa: E402
-
-CLUSTER = [sys.executable, str(ROOT / "hack" / "cluster.py")]
+CLUSTER = [sys.executable, "-m", "local_stack.cluster"]
 EXAMPLES = ROOT / "manifests" / "examples"
 TERMINAL = ("SUCCEEDED", "FAILED")
 WAITING = tuple(s for s in STATES if s not in TERMINAL)  # all zero once every job is done
@@ -250,13 +249,14 @@ async def interrupt_victim(client: kube.KubeClient, run: Run, info: dict[str, An
         instance = provider.rsplit("/", 1)[-1]
         if not instance.startswith("i-"):
             return
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(ROOT / "hack" / "interrupt.py"),
+        reclaim = interrupt.command(
             instance,
-            f"--aws-endpoint-url={info['endpoint']}",
-            f"--queue-url={info['queueUrl']}",
-            f"--notice-seconds={NOTICE_SECONDS}",
+            endpoint=info["endpoint"],
+            queue_url=info["queueUrl"],
+            notice_seconds=NOTICE_SECONDS,
+        )
+        proc = await asyncio.create_subprocess_exec(
+            *reclaim,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
@@ -268,7 +268,7 @@ async def interrupt_victim(client: kube.KubeClient, run: Run, info: dict[str, An
 
 
 async def reclaimed(proc: asyncio.subprocess.Process, interruption: Interruption, run: Run) -> None:
-    """Stamps the moment hack/interrupt.py has terminated the instance (it then exits)."""
+    """Stamps the moment local_stack.interrupt has terminated the instance (it then exits)."""
     _, err = await proc.communicate()
     if proc.returncode == 0:
         interruption.reclaimed_at = run.elapsed()
@@ -575,7 +575,9 @@ def kubectl(env: dict[str, str], *args: str, text: str | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m local_stack.run", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--keep", action="store_true", help="leave the cluster running")
     parser.add_argument("--state-dir", default=os.environ.get("EBB_STATE_DIR", str(ROOT / ".ebb")))
     parser.add_argument("--port-base", default=os.environ.get("EBB_PORT_BASE", "16000"))
@@ -593,7 +595,7 @@ def main(argv: list[str] | None = None) -> int:
         if not started:
             keep = False  # nothing worth keeping: stop whatever did start
             raise DemoFailed(
-                "the local cluster did not start (hack/cluster.py says why above). "
+                "the local cluster did not start (local_stack.cluster says why above). "
                 "If a port is taken, choose others, e.g. EBB_PORT_BASE=20000 make run"
             )
         _demo(state, Path(args.out), args.timeout, keep)
@@ -611,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stopped = keep or subprocess.run([*CLUSTER, "down", *flags], check=False).returncode == 0
     if not stopped and not failure:
-        failure = "stopping the cluster failed (hack/cluster.py says what is left above)."
+        failure = "stopping the cluster failed (local_stack.cluster says what is left above)."
     if not failure:
         return 0
     if not started:
@@ -625,12 +627,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _demo(state: Path, out: Path, timeout: float, keep: bool) -> None:
-    path = subprocess.run(
-        [str(ROOT / "hack" / "build-binaries.sh"), "--print-path"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.split()[-1]
+    path = binaries_path()
     env = {
         **os.environ,
         "KUBECONFIG": str(state / "kubeconfig"),

@@ -1,7 +1,7 @@
 """The local stand-in for AWS: a moto server (EC2, SSM, SQS over real HTTP) with a
 fault-injection layer in front, seeded with what Ebb needs.
 
-    python hack/ec2.py --port 5000 --info-file .ebb/aws.json
+    python -m local_stack.ec2 --port 5000 --info-file .ebb/aws.json
 
 Seeding: a VPC with one subnet per zone, a security group, an instance profile
 (ebb-node), the SSM parameters that
@@ -168,7 +168,7 @@ class Faults:
 def _error(code: str, status: int) -> Reply:
     body = (
         f"<Response><Errors><Error><Code>{code}</Code>"
-        f"<Message>injected by hack/ec2.py: {code}</Message></Error></Errors>"
+        f"<Message>injected by local_stack.ec2: {code}</Message></Error></Errors>"
         "<RequestID>ebb-fault</RequestID></Response>"
     ).encode()
     return f"{status} Injected", [("Content-Type", "text/xml")], body
@@ -222,7 +222,9 @@ def seed(endpoint: str, image_parameter_prefix: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m local_stack.ec2", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument("--info-file", required=True)

@@ -1,7 +1,7 @@
 """A real local Kubernetes control plane for Ebb's tests and local run.
 
-    python hack/cluster.py up|down|status
-    python hack/cluster.py restart COMPONENT
+    python -m local_stack.cluster up|down|status
+    python -m local_stack.cluster restart COMPONENT
 
 `up` starts etcd, kube-apiserver, kube-controller-manager, kube-scheduler (with Ebb's
 scheduler extender configured) and kwok on 127.0.0.1, installs Ebb's CRDs, and writes
@@ -30,25 +30,29 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from ebb import tls  # noqa: E402
-from ebb.settings import load, setting  # noqa: E402
+from ebb import tls
+from ebb.settings import load, setting
+from local_stack import ROOT
 
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 # Ebb's own daemons, started by `up --ebb` (the local run); tests start their own.
 EBB_COMPONENTS = ("ebb-scheduler", "moto", "ebb-bridge", "ebb-autoscaler")
 # pki file name -> common name of the client certificates Ebb's CA issues.
 EBB_CLIENTS = {"ebb-extender-client": "kube-scheduler", "ebb-webhook-client": "kube-apiserver"}
-_PYTHON_MODULES = {"ebb-scheduler": "extender", "ebb-autoscaler": "autoscaler"}
+# Ebb's daemons, and the local stand-ins for AWS (moto with fault injection, and the
+# instance-boot bridge), each run as `python -m MODULE`.
+_PYTHON_MODULES = {
+    "ebb-scheduler": "extender",
+    "ebb-autoscaler": "autoscaler",
+    "moto": "local_stack.ec2",
+    "ebb-bridge": "local_stack.bridge",
+}
 # Ebb's daemons run as their own service accounts (manifests/rbac), as in a cluster.
 SERVICE_ACCOUNTS = ("ebb-scheduler", "ebb-autoscaler")
-# The local stand-ins for AWS: moto with fault injection, and the instance-boot bridge.
-_PYTHON_SCRIPTS = {"moto": ROOT / "hack" / "ec2.py", "ebb-bridge": ROOT / "hack" / "bridge.py"}
 CONTROLLERS = (
     "job-controller",
     "pod-garbage-collector-controller",
@@ -64,6 +68,19 @@ CONTROLLERS = (
     # Fills the built-in view/edit roles with Ebb's aggregated ones (manifests/rbac).
     "clusterrole-aggregation-controller",
 )
+
+
+# Each port setting left at 0 is port_base + its offset here.
+PORT_OFFSETS = {
+    "etcd_port": 379,
+    "apiserver_port": 443,
+    "scheduler_port": 259,
+    "controller_manager_port": 257,
+    "kwok_port": 247,
+    "extender_port": 900,
+    "aws_port": 960,
+    "autoscaler_port": 961,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,9 +134,9 @@ class ClusterSettings:
         " here reads them (no node lifecycle controller); at 5,000 nodes they are 500 writes/s.",
     )
 
-    def port(self, name: str, offset: int) -> int:
+    def port(self, name: str) -> int:
         value: int = getattr(self, name)
-        return value or self.port_base + offset
+        return value or self.port_base + PORT_OFFSETS[name]
 
 
 class Cluster:
@@ -130,14 +147,14 @@ class Cluster:
         self.logs = self.state / "logs"
         self.pids = self.state / "pids"
         self.kubeconfig = self.state / "kubeconfig"
-        self.etcd_port = settings.port("etcd_port", 379)
-        self.apiserver_port = settings.port("apiserver_port", 443)
-        self.scheduler_port = settings.port("scheduler_port", 259)
-        self.kcm_port = settings.port("controller_manager_port", 257)
-        self.kwok_port = settings.port("kwok_port", 247)
-        self.extender_port = settings.port("extender_port", 900)
-        self.aws_port = settings.port("aws_port", 960)
-        self.autoscaler_port = settings.port("autoscaler_port", 961)
+        self.etcd_port = settings.port("etcd_port")
+        self.apiserver_port = settings.port("apiserver_port")
+        self.scheduler_port = settings.port("scheduler_port")
+        self.kcm_port = settings.port("controller_manager_port")
+        self.kwok_port = settings.port("kwok_port")
+        self.extender_port = settings.port("extender_port")
+        self.aws_port = settings.port("aws_port")
+        self.autoscaler_port = settings.port("autoscaler_port")
         self.aws_info = self.state / "aws.json"
         self.server = f"https://127.0.0.1:{self.apiserver_port}"
         self._bin_path = settings.bin_path
@@ -148,17 +165,7 @@ class Cluster:
     def bin_path(self) -> str:
         if not self._bin_path:
             say("ensuring control-plane binaries (hack/build-binaries.sh)…")
-            out = (
-                subprocess.run(
-                    [str(ROOT / "hack" / "build-binaries.sh"), "--print-path"],
-                    check=True,
-                    stdout=subprocess.PIPE,
-                    text=True,
-                )
-                .stdout.strip()
-                .splitlines()
-            )
-            self._bin_path = out[-1]
+            self._bin_path = binaries_path()
         return self._bin_path
 
     def binary(self, name: str) -> str:
@@ -305,9 +312,6 @@ class Cluster:
         module = _PYTHON_MODULES.get(name)
         if module is not None:
             return "-m" in argv and module in argv and str(self.state) in " ".join(argv)
-        script = _PYTHON_SCRIPTS.get(name)
-        if script is not None:
-            return str(script) in argv and str(self.state) in " ".join(argv)
         return Path(argv[0]).name == name
 
     def _start(self, name: str, args: list[str]) -> None:
@@ -316,13 +320,7 @@ class Cluster:
             return
         log_path = self.logs / f"{name}.log"
         module = _PYTHON_MODULES.get(name)
-        script = _PYTHON_SCRIPTS.get(name)
-        if module:
-            program = [sys.executable, "-m", module]
-        elif script:
-            program = [sys.executable, str(script)]
-        else:
-            program = [self.binary(name)]
+        program = [sys.executable, "-m", module] if module else [self.binary(name)]
         with log_path.open("ab") as log_file:
             proc = subprocess.Popen(
                 [*program, *args],
@@ -481,7 +479,7 @@ class Cluster:
 
     def _start_scheduler(self) -> None:
         kubeconfig = self.state / "kube-scheduler.kubeconfig"
-        config = {
+        config: dict[str, Any] = {
             "apiVersion": "kubescheduler.config.k8s.io/v1",
             "kind": "KubeSchedulerConfiguration",
             "clientConnection": {
@@ -697,6 +695,18 @@ class Cluster:
         return 0 if running >= len(COMPONENTS) else 1
 
 
+def binaries_path() -> str:
+    """The PATH fragment holding the control-plane binaries: hack/build-binaries.sh builds
+    them, or reuses the ones built for hack/versions.env."""
+    out = subprocess.run(
+        [str(ROOT / "hack" / "build-binaries.sh"), "--print-path"],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    ).stdout
+    return out.strip().splitlines()[-1]
+
+
 def _terminate(pid: int, timeout: float = 10.0) -> None:
     try:
         os.killpg(pid, signal.SIGTERM)
@@ -734,7 +744,10 @@ def say(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    usage = "usage: hack/cluster.py up|down|status|restart COMPONENT [flags]  (--help for flags)"
+    usage = (
+        "usage: python -m local_stack.cluster up|down|status|restart COMPONENT [flags]"
+        "  (--help for flags)"
+    )
     if not args or args[0] not in ("up", "down", "status", "restart"):
         print(usage, file=sys.stderr)
         return 2
@@ -745,7 +758,9 @@ def main(argv: list[str] | None = None) -> int:
             print(usage, file=sys.stderr)
             return 2
         component, rest = rest[0], rest[1:]
-    cluster = Cluster(load(ClusterSettings, rest, os.environ, prog=f"cluster.py {command}"))
+    cluster = Cluster(
+        load(ClusterSettings, rest, os.environ, prog=f"python -m local_stack.cluster {command}")
+    )
     try:
         if command == "up":
             cluster.up()
@@ -760,7 +775,7 @@ def main(argv: list[str] | None = None) -> int:
         said = failed.stderr.strip() if isinstance(failed.stderr, str) else ""
         what = " ".join([Path(str(failed.cmd[0])).name, *map(str, failed.cmd[1:4])])
         raise SystemExit(
-            f"cluster.py {command}: `{what} …` exited with "
+            f"local_stack.cluster {command}: `{what} …` exited with "
             f"{failed.returncode}" + (f": {said}" if said else " (its message is above)")
         ) from None
     return 0

@@ -1,4 +1,5 @@
-"""Helpers for end-to-end tests on the real local control plane (hack/cluster.py)."""
+"""What tests and benchmarks drive the local stack with: a handle on a running cluster
+(local_stack.cluster), Ebb's processes run for real, and waiting for a condition."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ebb import kube
+from local_stack import ROOT, builders
+from local_stack.cluster import PORT_OFFSETS
 
-ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
 
 
@@ -29,11 +31,11 @@ class LocalCluster:
     port_base: int
     kubeconfig: Path
     bin_path: str
-    up_args: tuple[str, ...] = ()  # the flags `hack/cluster.py up` was given
+    up_args: tuple[str, ...] = ()  # the flags `local_stack.cluster up` was given
 
     @property
     def extender_port(self) -> int:
-        return self.port_base + 900
+        return self.port_base + PORT_OFFSETS["extender_port"]
 
     def client_context(self, who: str = "ebb-extender-client") -> ssl.SSLContext:
         """A TLS client trusting Ebb's CA and showing the client certificate the local
@@ -46,7 +48,7 @@ class LocalCluster:
 
     @property
     def etcd_url(self) -> str:
-        return f"http://127.0.0.1:{self.port_base + 379}"
+        return f"http://127.0.0.1:{self.port_base + PORT_OFFSETS['etcd_port']}"
 
     def compact_etcd(self) -> int:
         """Compact etcd's history up to now (what kube-apiserver does every 5 minutes), so
@@ -100,26 +102,35 @@ def _post_json(url: str, body: dict[str, Any]) -> dict[str, Any]:
         return result
 
 
+def cluster_args(
+    command: str, state_dir: Path, port_base: int, *extra: str, component: str = ""
+) -> list[str]:
+    """The command line of `python -m local_stack.cluster COMMAND` for this cluster."""
+    return [
+        sys.executable,
+        "-m",
+        "local_stack.cluster",
+        command,
+        *([component] if component else []),
+        f"--state-dir={state_dir}",
+        f"--port-base={port_base}",
+        *extra,
+    ]
+
+
 def cluster_command(
     command: str, state_dir: Path, port_base: int, *extra: str, component: str = ""
 ) -> str:
+    """Run `python -m local_stack.cluster COMMAND`; its output, or RuntimeError saying it."""
     proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "hack" / "cluster.py"),
-            command,
-            *([component] if component else []),
-            f"--state-dir={state_dir}",
-            f"--port-base={port_base}",
-            *extra,
-        ],
+        cluster_args(command, state_dir, port_base, *extra, component=component),
         capture_output=True,
         check=False,
         text=True,
         timeout=1800,
     )
     if proc.returncode != 0:
-        raise RuntimeError(f"hack/cluster.py {command} failed:\n{proc.stderr}\n{proc.stdout}")
+        raise RuntimeError(f"local_stack.cluster {command} failed:\n{proc.stderr}\n{proc.stdout}")
     return proc.stdout + proc.stderr
 
 
@@ -156,16 +167,6 @@ def scheduler_process(
     return Process(name, args, cluster.state_dir / "logs", ops_url=f"http://127.0.0.1:{port + 1}")
 
 
-def bin_path() -> str:
-    out = subprocess.run(
-        [str(ROOT / "hack" / "build-binaries.sh"), "--print-path"],
-        check=True,
-        stdout=subprocess.PIPE,
-        text=True,
-    ).stdout
-    return out.strip().splitlines()[-1]
-
-
 async def wait_for(
     check: Callable[[], Awaitable[T | None]],
     timeout: float = 60.0,
@@ -194,20 +195,8 @@ async def create_node(
     taints: list[dict[str, str]] | None = None,
 ) -> dict[str, Any]:
     """A KWOK-managed node (kwok marks it Ready and runs its pods)."""
-    capacity = {"cpu": cpu, "memory": memory, "pods": "110"}
-    if gpu:
-        capacity["nvidia.com/gpu"] = str(gpu)
-    body = {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {
-            "name": name,
-            "annotations": {"kwok.x-k8s.io/node": "fake"},
-            "labels": {"kubernetes.io/hostname": name, **(labels or {})},
-        },
-        "spec": {"taints": taints or []},
-        "status": {"capacity": capacity, "allocatable": capacity},
-    }
+    capacity = builders.node_resources(cpu, memory, gpu=gpu)
+    body = builders.node(name, capacity, labels=labels, taints=taints or ())
     return await client.create(kube.NODES, body)
 
 

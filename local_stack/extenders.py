@@ -22,7 +22,7 @@ from ebb.model import PodInfo
 from extender.placement.protocol import BindingArgs, ExtenderArgs, FilterResult, HostPriority
 from extender.placement.routes import add_routes
 from extender.placement.service import bind_pod
-from tests.e2e.cluster import LocalCluster
+from local_stack.harness import LocalCluster
 
 Predicate = Callable[[PodInfo, str], bool]
 Prioritizer = Callable[[PodInfo, Sequence[str]], list[HostPriority]]

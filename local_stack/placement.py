@@ -5,35 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from ebb import keys, kube
-from tests.e2e.cluster import create_node, wait_for
-
-BATCH_TAINT = {"key": keys.BATCH_NODE_TAINT, "effect": "NoSchedule"}
+from local_stack import builders
+from local_stack.harness import create_node, wait_for
 
 
 async def create_environment(client: kube.KubeClient, name: str, *, spot: bool = False) -> None:
-    spec = {"type": "SPOT" if spot else "EC2", "maxvCpus": 64, "instanceTypes": ["optimal"]}
-    await client.create(
-        kube.COMPUTE_ENVIRONMENTS,
-        {
-            "apiVersion": keys.API_VERSION,
-            "kind": "ComputeEnvironment",
-            "metadata": {"name": name},
-            "spec": spec,
-        },
+    body = builders.compute_environment(
+        name, ce_type="SPOT" if spot else "EC2", instance_types=("optimal",)
     )
+    await client.create(kube.COMPUTE_ENVIRONMENTS, body)
 
 
 async def create_queue(client: kube.KubeClient, name: str, *environments: str) -> None:
-    order = [{"order": i + 1, "computeEnvironment": ce} for i, ce in enumerate(environments)]
-    await client.create(
-        kube.JOB_QUEUES,
-        {
-            "apiVersion": keys.API_VERSION,
-            "kind": "JobQueue",
-            "metadata": {"name": name},
-            "spec": {"priority": 1, "computeEnvironmentOrder": order},
-        },
-    )
+    await client.create(kube.JOB_QUEUES, builders.job_queue(name, *environments))
 
 
 async def create_batch_node(
@@ -41,7 +25,7 @@ async def create_batch_node(
 ) -> None:
     capacity = keys.CAPACITY_SPOT if spot else keys.CAPACITY_ON_DEMAND
     labels = {keys.COMPUTE_ENVIRONMENT_LABEL: environment, keys.CAPACITY_TYPE_LABEL: capacity}
-    await create_node(client, name, cpu=cpu, labels=labels, taints=[BATCH_TAINT])
+    await create_node(client, name, cpu=cpu, labels=labels, taints=[builders.BATCH_TAINT])
     await wait_schedulable(client, name)
 
 
@@ -62,22 +46,13 @@ async def wait_schedulable(client: kube.KubeClient, name: str) -> None:
 
 def batch_pod(name: str, queue: str, *, cpu: str = "1", **spec: Any) -> dict[str, Any]:
     """A pod as the webhook leaves a batch Job's pod: queue label and batch toleration."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "labels": {keys.QUEUE_LABEL: queue}},
-        "spec": {
-            "containers": [
-                {
-                    "name": "main",
-                    "image": "busybox",
-                    "resources": {"requests": {"cpu": cpu, "memory": "64Mi"}},
-                }
-            ],
-            "tolerations": [keys.BATCH_TOLERATION],
-            **spec,
-        },
-    }
+    return builders.pod(
+        name,
+        [builders.container(cpu, "64Mi")],
+        labels={keys.QUEUE_LABEL: queue},
+        tolerations=[keys.BATCH_TOLERATION],
+        **spec,
+    )
 
 
 async def node_of(client: kube.KubeClient, namespace: str, name: str) -> str:

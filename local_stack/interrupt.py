@@ -1,6 +1,6 @@
 """Inject a Spot interruption into the local stack, as EC2 would deliver one.
 
-    python hack/interrupt.py --aws-endpoint-url URL --queue-url Q i-0123456789abcdef0
+    python -m local_stack.interrupt --aws-endpoint-url URL --queue-url Q i-0123456789abcdef0
 
 Sends EventBridge's "EC2 Spot Instance Interruption Warning" to the SQS queue, waits
 --notice-seconds (EC2 gives two minutes), terminates the instance and sends the
@@ -13,17 +13,29 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 import boto3
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from autoscaler.interruptions import SPOT_INTERRUPTION, STATE_CHANGE, event
 
 
+def command(instance_id: str, *, endpoint: str, queue_url: str, notice_seconds: float) -> list[str]:
+    """The command line that reclaims `instance_id` as below."""
+    return [
+        sys.executable,
+        "-m",
+        "local_stack.interrupt",
+        instance_id,
+        f"--aws-endpoint-url={endpoint}",
+        f"--queue-url={queue_url}",
+        f"--notice-seconds={notice_seconds}",
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m local_stack.interrupt", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("instance_id")
     parser.add_argument("--aws-endpoint-url", default="http://127.0.0.1:5000")
     parser.add_argument("--queue-url", required=True)

@@ -1,7 +1,7 @@
 """The instance-boot bridge: plays what a booting EC2 instance and the cloud's node
 lifecycle do, against the local moto server.
 
-    python hack/bridge.py --kubeconfig K --aws-endpoint-url URL [--boot-seconds 2]
+    python -m local_stack.bridge --kubeconfig K --aws-endpoint-url URL [--boot-seconds 2]
 
 An instance of this cluster that has been running for --boot-seconds becomes a KWOK node:
 named by its private DNS name, providerID aws:///<zone>/<instance-id>, the labels and
@@ -27,13 +27,10 @@ import re
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import structlog
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ebb import keys, kube, logs
 from ebb.catalog import NodeOverheadSettings, shipped_catalog
@@ -41,6 +38,10 @@ from ebb.model import pod_from_raw
 from ebb.podgc import end_lost_pod
 from ebb.resources import MIB
 from ebb.settings import load, setting
+from local_stack import builders
+
+if TYPE_CHECKING:
+    from mypy_boto3_ec2.type_defs import InstanceTypeDef
 
 log = structlog.get_logger("ebb.bridge")
 GOING = ("shutting-down", "terminated", "stopping", "stopped")
@@ -91,7 +92,7 @@ class Bridge:
         self.nodes: dict[str, str] = {}  # instance id -> node name
         self.going_since: dict[str, float] = {}  # instance id -> when EC2 said it goes
 
-    def _instances(self) -> list[dict[str, Any]]:
+    def _instances(self) -> list[InstanceTypeDef]:
         pages = self.ec2.get_paginator("describe_instances").paginate(
             Filters=[{"Name": f"tag:{keys.TAG_CLUSTER}", "Values": [self.s.cluster_name]}]
         )
@@ -133,7 +134,7 @@ class Bridge:
         name = self.nodes[iid]
         listed = await self.client.list(kube.PODS, field_selector=f"spec.nodeName={name}")
         at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        message = "PodGC: node no longer exists (the local stand-in for PodGC: hack/bridge.py)"
+        message = "PodGC: node no longer exists (the local stand-in for PodGC: local_stack.bridge)"
         pods = [pod_from_raw(raw) for raw in listed.items]
         pods = [p for p in pods if p.phase not in ("Succeeded", "Failed")]
         for pod in pods:
@@ -142,7 +143,7 @@ class Bridge:
         del self.nodes[iid]
         log.info("instance gone; pods and node deleted", instance=iid, node=name, pods=len(pods))
 
-    async def _register(self, raw: dict[str, Any]) -> None:
+    async def _register(self, raw: InstanceTypeDef) -> None:
         iid, zone = raw["InstanceId"], raw["Placement"]["AvailabilityZone"]
         name = raw["PrivateDnsName"]
         t = self.catalog.get(raw["InstanceType"])
@@ -159,24 +160,20 @@ class Bridge:
                 out[keys.GPU_RESOURCE] = str(r.gpu)
             return out
 
-        body = {
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {
-                "name": name,
-                "annotations": {"kwok.x-k8s.io/node": "fake"},
-                "labels": {
-                    "kubernetes.io/hostname": name,
-                    "kubernetes.io/arch": "arm64" if t.arch == "arm64" else "amd64",
-                    "kubernetes.io/os": "linux",
-                    keys.INSTANCE_TYPE_LABEL: t.name,
-                    keys.ZONE_LABEL: zone,
-                    **labels,
-                },
+        body = builders.node(
+            name,
+            resources(capacity),
+            allocatable=resources(allocatable),
+            labels={
+                "kubernetes.io/arch": "arm64" if t.arch == "arm64" else "amd64",
+                "kubernetes.io/os": "linux",
+                keys.INSTANCE_TYPE_LABEL: t.name,
+                keys.ZONE_LABEL: zone,
+                **labels,
             },
-            "spec": {"providerID": f"aws:///{zone}/{iid}", "taints": taints},
-            "status": {"capacity": resources(capacity), "allocatable": resources(allocatable)},
-        }
+            taints=taints,
+            provider_id=f"aws:///{zone}/{iid}",
+        )
         try:
             await self.client.create(kube.NODES, body)
         except kube.ApiError as exc:
@@ -206,7 +203,7 @@ async def _main(settings: BridgeSettings) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = load(BridgeSettings, argv, os.environ, prog="bridge.py")
+    settings = load(BridgeSettings, argv, os.environ, prog="python -m local_stack.bridge")
     logs.configure(settings.log_level)
     asyncio.run(_main(settings))
     return 0
