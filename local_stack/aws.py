@@ -93,6 +93,25 @@ class LocalAws:
         ]
 
 
+def insufficient_capacity(
+    instance_type: str, *, capacity: int | None = None, times: int | None = None
+) -> dict[str, Any]:
+    """A fault rule: EC2 answers RunInstances of `instance_type` with
+    InsufficientInstanceCapacity (beyond `capacity` instances when given; `times` as in
+    the fault seam, -1 for ever)."""
+    rule: dict[str, Any] = {
+        "action": "RunInstances",
+        "match": {"InstanceType": instance_type},
+        "error": "InsufficientInstanceCapacity",
+        "status": 500,
+    }
+    if capacity is not None:
+        rule["capacity"] = capacity
+    if times is not None:
+        rule["times"] = times
+    return rule
+
+
 def bridge_process(cluster: LocalCluster, aws: LocalAws) -> Process:
     return Process(
         "ebb-bridge",

@@ -15,7 +15,15 @@ import orjson
 import pytest
 
 from ebb import keys, kube
-from local_stack.aws import LocalAws, batch_job, compute_environment, name, pods_of, scaled_to_zero
+from local_stack.aws import (
+    LocalAws,
+    batch_job,
+    compute_environment,
+    insufficient_capacity,
+    name,
+    pods_of,
+    scaled_to_zero,
+)
 from local_stack.batch import annotation
 from local_stack.builders import job_queue
 from local_stack.harness import LocalCluster, wait_for
@@ -195,17 +203,7 @@ async def test_an_admitted_job_its_environment_can_no_longer_hold_waits_runnable
     (nothing left for the autoscaler to launch for) and the counts say so; widened to
     c6i.4xlarge, it is admitted again and runs."""
     ce = name("shrink")
-    local_aws.faults(
-        [
-            {
-                "action": "RunInstances",
-                "match": {"InstanceType": "c6i.2xlarge"},
-                "error": "InsufficientInstanceCapacity",
-                "status": 500,
-                "times": -1,
-            }
-        ]
-    )
+    local_aws.faults([insufficient_capacity("c6i.2xlarge", times=-1)])
     await setup(
         kube.COMPUTE_ENVIRONMENTS,
         compute_environment(ce, local_aws, type="EC2", maxvCpus=16, instanceTypes=["c6i.2xlarge"]),

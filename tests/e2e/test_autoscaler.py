@@ -22,6 +22,7 @@ from local_stack.aws import (
     event_reasons,
     events_of,
     has_event,
+    insufficient_capacity,
     job_succeeded,
     launch_token,
     metric,
@@ -155,12 +156,7 @@ async def test_insufficient_capacity_on_the_first_type_falls_back(
     ce = name("ice")
     local_aws.faults(
         [
-            {
-                "action": "RunInstances",
-                "match": {"InstanceType": "c6i.large"},
-                "error": "InsufficientInstanceCapacity",
-                "status": 500,
-            },
+            insufficient_capacity("c6i.large"),
             # ...and EC2 throttles the next two launch requests.
             {"action": "RunInstances", "error": "RequestLimitExceeded", "status": 503, "times": 2},
         ]

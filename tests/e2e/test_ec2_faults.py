@@ -23,6 +23,7 @@ from local_stack.aws import (
     compute_environment,
     environment_nodes,
     events_of,
+    insufficient_capacity,
     job_succeeded,
     launch_token,
     metric,
@@ -127,17 +128,7 @@ async def test_an_offering_short_of_capacity_launches_nothing_partial(
     plans the pods again on what is left (another zone, then the next type); the one
     c6i.xlarge EC2 still has may be used by a smaller launch, never more."""
     ce = name("short")
-    local_aws.faults(
-        [
-            {
-                "action": "RunInstances",
-                "match": {"InstanceType": "c6i.xlarge"},
-                "capacity": 1,
-                "error": "InsufficientInstanceCapacity",
-                "status": 500,
-            }
-        ]
-    )
+    local_aws.faults([insufficient_capacity("c6i.xlarge", capacity=1)])
     await setup(
         kube.COMPUTE_ENVIRONMENTS,
         compute_environment(ce, local_aws, type="EC2", instanceTypes=["c6i.xlarge", "m6i.xlarge"]),

@@ -19,6 +19,7 @@ from local_stack.aws import (
     batch_job,
     compute_environment,
     events_of,
+    insufficient_capacity,
     job_succeeded,
     launch_token,
     metric,
@@ -272,17 +273,7 @@ async def test_a_gang_refused_for_lack_of_capacity_launches_nothing_partial_and_
     whole in each zone (RunInstances with MinCount = MaxCount = 3, so EC2 launches
     none), and the whole gang falls back to the next type, in one launch, one zone."""
     ce = name("atomic")
-    local_aws.faults(
-        [
-            {
-                "action": "RunInstances",
-                "match": {"InstanceType": "c6i.xlarge"},
-                "capacity": 2,
-                "error": "InsufficientInstanceCapacity",
-                "status": 500,
-            }
-        ]
-    )
+    local_aws.faults([insufficient_capacity("c6i.xlarge", capacity=2)])
     await setup(
         kube.COMPUTE_ENVIRONMENTS,
         compute_environment(
@@ -465,17 +456,7 @@ async def test_why_says_what_a_waiting_gang_waits_for(
     ebb why` says what each waits for. (r6i.xlarge: no other test here uses it, as the
     autoscaler then avoids it for a while.)"""
     ce = name("why")
-    local_aws.faults(
-        [
-            {
-                "action": "RunInstances",
-                "match": {"InstanceType": "r6i.xlarge"},
-                "capacity": 2,
-                "error": "InsufficientInstanceCapacity",
-                "status": 500,
-            }
-        ]
-    )
+    local_aws.faults([insufficient_capacity("r6i.xlarge", capacity=2)])
     await setup(
         kube.COMPUTE_ENVIRONMENTS,
         compute_environment(ce, local_aws, maxvCpus=16, instanceTypes=["r6i.xlarge"]),
