@@ -2,7 +2,7 @@
 # Build: docker build -t ebb:0.1.0 .   Run as a non-root user with a read-only root.
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml constraints.txt README.md ./
+COPY pyproject.toml constraints.txt README.md LICENSE ./
 COPY ebb ebb
 COPY extender extender
 COPY autoscaler autoscaler

@@ -406,6 +406,8 @@ class Controller:
                 last_launch_error=self.ledger.errors.get(name, ""),
             )
             metrics.DESIRED_VCPUS.labels(name).set(view.vcpus)
+            metrics.MAX_VCPUS.labels(name).set(view.spec.max_vcpus)
+            metrics.MIN_VCPUS.labels(name).set(view.spec.min_vcpus)
             self._resource_metrics(name, mine, nodes)
             metrics.NODES.labels(name).set(len(nodes))
             metrics.PENDING_PODS.labels(name).set(status["pendingPods"])

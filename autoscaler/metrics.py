@@ -54,6 +54,17 @@ COST = Gauge(
     ["compute_environment"],
 )
 NODES = Gauge("ebb_autoscaler_nodes", "Nodes per compute environment.", ["compute_environment"])
+# The environment's limits, so a dashboard or an alert can set provisioned vCPUs against them.
+MAX_VCPUS = Gauge(
+    "ebb_compute_environment_max_vcpus",
+    "The compute environment's maxvCpus: the most vCPUs it may have.",
+    ["compute_environment"],
+)
+MIN_VCPUS = Gauge(
+    "ebb_compute_environment_min_vcpus",
+    "The compute environment's minvCpus: the vCPUs it keeps even when idle.",
+    ["compute_environment"],
+)
 # The gauges labelled by compute environment alone: a deleted environment's are removed.
 PER_ENVIRONMENT = (
     PENDING_PODS,
@@ -66,6 +77,8 @@ PER_ENVIRONMENT = (
     REQUESTED_GPUS,
     COST,
     NODES,
+    MAX_VCPUS,
+    MIN_VCPUS,
 )
 LAUNCHES = Counter(
     "ebb_autoscaler_launches_total",

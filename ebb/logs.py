@@ -1,4 +1,9 @@
-"""Structured JSON logs (structlog) for both daemons; one line per event."""
+"""Structured JSON logs (structlog) for both daemons; one line per event.
+
+Ebb's own events and the standard library's records (aiohttp, botocore, asyncio, warnings)
+go through one handler and one renderer, so every line is a JSON object with the same
+fields: `event`, `level`, `logger`, `timestamp`.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,9 @@ import sys
 import structlog
 
 _REDACT = ("token", "authorization", "password", "secret", "client-key")
+# Ebb's loggers ("ebb.*") log at the configured level; everyone else's at warning or above,
+# so a library's chatter at info does not drown Ebb's decisions.
+_OWN_LOGGERS = "ebb"
 
 
 def _redact(_: object, __: str, event: structlog.typing.EventDict) -> structlog.typing.EventDict:
@@ -23,18 +31,34 @@ def configure(level: str = "info", json: bool = True) -> None:
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     )
+    shared: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _redact,
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            _redact,
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        # Filtering before anything is built keeps a debug line (one per pod) free at info.
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(max(numeric, logging.WARNING))
+    logging.getLogger(_OWN_LOGGERS).setLevel(numeric)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.captureWarnings(True)

@@ -5,7 +5,10 @@
 #   with --with-kueue also Kueue's manager (only the peer benchmark asks for it).
 # Binaries are cached by version in ${EBB_BIN_CACHE:-~/.cache/ebb/bin}/<part>-<version>/;
 # only what is missing is rebuilt. Prints the directory holding every binary
-# (one per part) on stdout's last line as PATH fragments when --print-path is given.
+# (one per part) on stdout's last line as PATH fragments when --print-path is given
+# (and then says nothing when every part is cached: the caller only wants the path).
+# Go's own output (hundreds of "go: downloading" lines) goes to $work/build.log, one
+# progress line per part to stderr; --verbose (or EBB_BUILD_VERBOSE=1) shows Go's output.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -16,16 +19,30 @@ cache=${EBB_BIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ebb/bin}
 work=${EBB_BUILD_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ebb/build}
 print_path=0
 with_kueue=0
+verbose=${EBB_BUILD_VERBOSE:-0}
 for arg in "$@"; do
   case "$arg" in
     --print-path) print_path=1 ;;
     --with-kueue) with_kueue=1 ;;
-    *) printf '[build-binaries] unknown argument %s (use --print-path, --with-kueue)\n' "$arg" >&2; exit 2 ;;
+    --verbose) verbose=1 ;;
+    *) printf '[build-binaries] unknown argument %s (use --print-path, --with-kueue, --verbose)\n' "$arg" >&2; exit 2 ;;
   esac
 done
+build_log="$work/build.log"
 
 say() { printf '[build-binaries] %s\n' "$*" >&2; }
 die() { printf '[build-binaries] ERROR: %s\n' "$*" >&2; exit 1; }
+# Go's output: to the build log, or with --verbose to stderr.
+logged() { if [ "$verbose" = 1 ]; then "$@" >&2; else "$@" >>"$build_log" 2>&1; fi; }
+# A part's build failed: the end of its output, and where the rest is.
+build_failed() {
+  [ "$verbose" = 1 ] || { tail -n 25 "$build_log" >&2; set -- "$1 (the last lines of $build_log above)"; }
+  die "$1"
+}
+# One line per part: what it is, how long it took here when measured (2 cores, cold Go
+# caches; README), then its time once built.
+building() { printf '[build-binaries] %s: building (measured cold on 2 cores: %s)… ' "$1" "$2" >&2; }
+built() { printf 'built in %d s\n' "$((SECONDS - $1))" >&2; }
 
 command -v go >/dev/null 2>&1 || die "Go is not installed (need go >= 1.25 on PATH); install it, then run this again."
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
@@ -71,25 +88,26 @@ wrapper_module() {
   printf 'module ebb.local/%s\n\ngo 1.25\n' "$name" >"$dir/go.mod"
 }
 
+etcd_cached() { have_all "$cache/etcd-$ETCD_VERSION" etcd; }
 build_etcd() {
   local out="$cache/etcd-$ETCD_VERSION"
-  have_all "$out" etcd && { say "etcd $ETCD_VERSION: cached"; return; }
-  say "etcd $ETCD_VERSION: building (go.etcd.io/etcd/server/v3)…"
+  building "etcd $ETCD_VERSION" "67 s"
   local dir="$work/etcd-$ETCD_VERSION" start=$SECONDS
   fetch_module "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >/dev/null
   wrapper_module "$dir" etcd
-  (cd "$dir" && go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >&2 &&
-    go build -trimpath -ldflags "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=$ETCD_VERSION" \
-      -o "$dir/out/etcd" go.etcd.io/etcd/server/v3) || die "etcd build failed (see output above)"
+  (cd "$dir" && logged go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" &&
+    logged go build -trimpath -ldflags "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=$ETCD_VERSION" \
+      -o "$dir/out/etcd" go.etcd.io/etcd/server/v3) || build_failed "etcd build failed"
   mkdir -p "$out" && mv "$dir/out/etcd" "$out/etcd"
-  say "etcd $ETCD_VERSION: built in $((SECONDS - start)) s"
+  built "$start"
 }
 
+kubernetes_bins=(kube-apiserver kube-scheduler kube-controller-manager kubectl)
+kubernetes_cached() { have_all "$cache/kubernetes-$KUBERNETES_VERSION" "${kubernetes_bins[@]}"; }
 build_kubernetes() {
   local out="$cache/kubernetes-$KUBERNETES_VERSION"
-  local bins=(kube-apiserver kube-scheduler kube-controller-manager kubectl)
-  have_all "$out" "${bins[@]}" && { say "kubernetes $KUBERNETES_VERSION: cached"; return; }
-  say "kubernetes $KUBERNETES_VERSION: building ${bins[*]} in one go build (cold: tens of minutes on 2 cores)…"
+  local bins=("${kubernetes_bins[@]}")
+  building "kubernetes $KUBERNETES_VERSION (${bins[*]})" "4 min 35 s"
   local dir="$work/kubernetes-$KUBERNETES_VERSION" start=$SECONDS gomod
   gomod=$(fetch_module "k8s.io/kubernetes@$KUBERNETES_VERSION" | json_field GoMod)
   [ -f "$gomod" ] || die "the module proxy gave no go.mod for k8s.io/kubernetes@$KUBERNETES_VERSION"
@@ -101,9 +119,8 @@ build_kubernetes() {
     replaces+=("-replace=$mod=$mod@$staging_version")
   done < <(sed -n 's#^[[:space:]]*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#\1#p' "$gomod")
   [ "${#replaces[@]}" -gt 10 ] || die "found only ${#replaces[@]} staging modules in $gomod"
-  say "kubernetes: replacing ${#replaces[@]} staging modules with $staging_version"
-  (cd "$dir" && go mod edit "${replaces[@]}" && go get "k8s.io/kubernetes@$KUBERNETES_VERSION" >&2) ||
-    die "resolving k8s.io/kubernetes@$KUBERNETES_VERSION failed (see output above)"
+  (cd "$dir" && logged go mod edit "${replaces[@]}" && logged go get "k8s.io/kubernetes@$KUBERNETES_VERSION") ||
+    build_failed "resolving k8s.io/kubernetes@$KUBERNETES_VERSION failed"
   local minor=${KUBERNETES_VERSION#v1.}; minor=${minor%%.*}
   local v ldflags="-s -w"
   for v in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
@@ -113,48 +130,55 @@ build_kubernetes() {
   local pkgs=()
   for b in "${bins[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$b"); done
   mkdir -p "$dir/out"
-  (cd "$dir" && go build -trimpath -ldflags "$ldflags" -o "$dir/out/" "${pkgs[@]}") ||
-    die "kubernetes build failed (see output above)"
+  (cd "$dir" && logged go build -trimpath -ldflags "$ldflags" -o "$dir/out/" "${pkgs[@]}") ||
+    build_failed "kubernetes build failed"
   mkdir -p "$out" && for b in "${bins[@]}"; do mv "$dir/out/$b" "$out/$b"; done
-  say "kubernetes $KUBERNETES_VERSION: built in $((SECONDS - start)) s"
+  built "$start"
 }
 
+kwok_cached() { have_all "$cache/kwok-$KWOK_VERSION" kwok && [ -d "$cache/kwok-$KWOK_VERSION/stages" ]; }
 build_kwok() {
   local out="$cache/kwok-$KWOK_VERSION"
-  have_all "$out" kwok && [ -d "$out/stages" ] && { say "kwok $KWOK_VERSION: cached"; return; }
-  say "kwok $KWOK_VERSION: building…"
+  building "kwok $KWOK_VERSION" "86 s"
   local start=$SECONDS dir
   dir=$(fetch_module "sigs.k8s.io/kwok@$KWOK_VERSION" | json_field Dir)
   mkdir -p "$out"
-  GOBIN="$out" go install -trimpath -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v}" \
-    "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" || die "kwok build failed (see output above)"
+  GOBIN="$out" logged go install -trimpath -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v}" \
+    "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" || build_failed "kwok build failed"
   # Keep kwok's shipped stage files beside it, for reference and reuse.
   rm -rf "$out/stages" && mkdir -p "$out/stages" && cp -r "$dir/kustomize/stage/." "$out/stages/" && chmod -R u+w "$out/stages"
-  say "kwok $KWOK_VERSION: built in $((SECONDS - start)) s"
+  built "$start"
 }
 
+kueue_cached() { have_all "$cache/kueue-$KUEUE_VERSION" kueue && [ -d "$cache/kueue-$KUEUE_VERSION/crds" ]; }
 build_kueue() {
   local out="$cache/kueue-$KUEUE_VERSION"
-  have_all "$out" kueue && [ -d "$out/crds" ] && { say "kueue $KUEUE_VERSION: cached"; return; }
-  say "kueue $KUEUE_VERSION: building (sigs.k8s.io/kueue/cmd/kueue)…"
+  building "kueue $KUEUE_VERSION" "not measured"
   local start=$SECONDS dir
   dir=$(fetch_module "sigs.k8s.io/kueue@$KUEUE_VERSION" | json_field Dir)
   mkdir -p "$out"
-  GOBIN="$out" go install -trimpath \
+  GOBIN="$out" logged go install -trimpath \
     -ldflags "-s -w -X sigs.k8s.io/kueue/pkg/version.GitVersion=$KUEUE_VERSION" \
-    "sigs.k8s.io/kueue/cmd/kueue@$KUEUE_VERSION" || die "kueue build failed (see output above)"
+    "sigs.k8s.io/kueue/cmd/kueue@$KUEUE_VERSION" || build_failed "kueue build failed"
   # Its CRDs come from the same module, so they always match the binary.
   rm -rf "$out/crds" && mkdir -p "$out/crds" &&
     cp "$dir"/config/components/crd/bases/*.yaml "$out/crds/" && chmod -R u+w "$out/crds"
-  say "kueue $KUEUE_VERSION: built in $((SECONDS - start)) s"
+  built "$start"
 }
 
 mkdir -p "$cache" "$work"
-build_etcd
-build_kwok
-build_kubernetes
-[ "$with_kueue" = 1 ] && build_kueue
-say "all binaries ready under $cache"
+parts=(etcd kwok kubernetes)
+[ "$with_kueue" = 1 ] && parts+=(kueue)
+missing=()
+for part in "${parts[@]}"; do "${part}_cached" || missing+=("$part"); done
+if [ "${#missing[@]}" = 0 ]; then
+  [ "$print_path" = 1 ] || say "control-plane binaries: all cached in $cache"
+else
+  [ "$verbose" = 1 ] || : >"$build_log"
+  say "building ${missing[*]} once (measured cold on 2 cores: about 7 min for all three; Go's output: $build_log)"
+  for part in "${missing[@]}"; do "build_$part"; done
+  say "control-plane binaries ready in $cache"
+fi
 if [ "$print_path" = 1 ]; then
   path="$cache/etcd-$ETCD_VERSION:$cache/kubernetes-$KUBERNETES_VERSION:$cache/kwok-$KWOK_VERSION"
   [ "$with_kueue" = 1 ] && path="$path:$cache/kueue-$KUEUE_VERSION"

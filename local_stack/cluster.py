@@ -164,7 +164,6 @@ class Cluster:
 
     def bin_path(self) -> str:
         if not self._bin_path:
-            say("ensuring control-plane binaries (hack/build-binaries.sh)…")
             self._bin_path = binaries_path()
         return self._bin_path
 
@@ -697,7 +696,8 @@ class Cluster:
 
 def binaries_path() -> str:
     """The PATH fragment holding the control-plane binaries: hack/build-binaries.sh builds
-    them, or reuses the ones built for hack/versions.env."""
+    them (a progress line per part on stderr), or silently reuses the ones built for
+    hack/versions.env."""
     out = subprocess.run(
         [str(ROOT / "hack" / "build-binaries.sh"), "--print-path"],
         check=True,

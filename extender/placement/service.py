@@ -210,7 +210,7 @@ class EbbExtender:
         if verdict.kept:
             log.debug("filtered", pod=pod.key, queue=pod.queue, kept=len(verdict.kept))
         else:
-            log.info(
+            log.debug(
                 "no node fits",
                 pod=pod.key,
                 queue=pod.queue,
@@ -272,7 +272,7 @@ class EbbExtender:
             self._cache.forget(pod.uid)
             log.warning("binding failed", pod=args.pod_key, node=args.node, error=str(exc))
             return f"binding {args.pod_key} to {args.node}: {exc}"
-        log.info("bound", pod=args.pod_key, node=args.node, queue=pod.queue)
+        log.debug("bound", pod=args.pod_key, node=args.node, queue=pod.queue)
         return ""
 
     async def _hold(self, pod: PodInfo, args: BindingArgs, size: int, gang: str) -> str:

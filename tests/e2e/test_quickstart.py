@@ -63,6 +63,14 @@ def story_problems(  # noqa: C901
         problems.append("the workload was not submitted as 8 jobs")
     if "Traceback" in out + proc.stderr:
         problems.append(f"a traceback was printed: {proc.stderr[-1500:]}")
+    # Quiet by default: cached binaries in one line, no build output, no warnings.
+    build_lines = [line for line in proc.stderr.splitlines() if "[build-binaries]" in line]
+    cached = "[build-binaries] control-plane binaries: all cached in "
+    if len(build_lines) != 1 or not build_lines[0].startswith(cached):
+        problems.append(f"the binaries were not reported cached in one line: {build_lines}")
+    noise = [line for line in proc.stderr.splitlines() if re.search(r"[Ww]arning|^go: ", line)]
+    if noise:
+        problems.append(f"make run printed warnings or build output: {noise[:5]}")
     rows = summary_rows(out)
     if not rows:
         return [*problems, f"no job table in the summary: {out[-1500:]}"]
