@@ -220,7 +220,7 @@ async def daemon_process(
 
 
 async def test_not_ready_until_synced_and_shuts_down_gracefully(
-    cluster: LocalCluster, daemon: tuple[Session, str, str], tmp_path: Any
+    cluster: LocalCluster, daemon: tuple[Session, str, str], tmp_path: Path
 ) -> None:
     """A daemon whose API server is unreachable is alive but not ready, and tells
     kube-scheduler so for batch pods; SIGTERM stops it cleanly."""
