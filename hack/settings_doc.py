@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import sys
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,12 +31,16 @@ def table(settings: type) -> str:
     return "\n".join(rows)
 
 
+def fill(settings: type, match: re.Match[str]) -> str:
+    return match.group(1) + table(settings) + match.group(2)
+
+
 def render(text: str) -> str:
     for name, settings in TABLES.items():
         pattern = re.compile(
             rf"(<!-- settings: {name} -->\n).*?(\n<!-- end settings -->)", re.DOTALL
         )
-        text = pattern.sub(lambda m, s=settings: m.group(1) + table(s) + m.group(2), text)
+        text = pattern.sub(partial(fill, settings), text)
     return text
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import boto3
 
 from ebb import keys, kube
+from ebb.catalog import InstanceType, shipped_catalog
 from local_stack import builders, interrupt
 from local_stack.harness import LocalCluster, Process
 
@@ -223,6 +224,14 @@ async def environment_nodes(client: kube.KubeClient, environment: str) -> list[d
         kube.NODES, label_selector=f"{keys.COMPUTE_ENVIRONMENT_LABEL}={environment}"
     )
     return listed.items
+
+
+def launched_type(instance_type: str) -> InstanceType:
+    """The catalog entry of a type the local AWS launched (the bridge boots only those)."""
+    t = shipped_catalog().get(instance_type)
+    if t is None:
+        raise KeyError(f"{instance_type} is not in the shipped catalog")
+    return t
 
 
 def name(prefix: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
+from functools import partial
 from typing import Any
 
 import orjson
@@ -98,7 +99,7 @@ async def test_a_higher_priority_queue_is_served_before_jobs_the_nodes_cannot_ho
             await kube_client.create(kube.JOBS, job(j, low, ce, run_seconds=RUN), namespace)
 
         await wait_for(
-            lambda names=lows: watch.started_all(names, 3),
+            partial(watch.started_all, lows, 3),
             60,
             interval=0.1,
             message=f"round {r}: 3 low jobs running",
@@ -111,7 +112,7 @@ async def test_a_higher_priority_queue_is_served_before_jobs_the_nodes_cannot_ho
         assert waiting_lows, f"round {r}: every low job was admitted before the high ones came"
 
         jobs = await wait_for(
-            lambda names=lows + highs: watch.finished_all(names),
+            partial(watch.finished_all, lows + highs),
             90,
             interval=0.1,
             message=f"round {r}: all jobs done",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+from functools import partial
 from typing import Any
 
 import orjson
@@ -14,7 +15,6 @@ from ebb import catalog, keys, kube
 from local_stack.aws import (
     CLUSTER_NAME,
     LocalAws,
-    Process,
     as_async,
     batch_job,
     compute_environment,
@@ -25,6 +25,7 @@ from local_stack.aws import (
     insufficient_capacity,
     job_succeeded,
     launch_token,
+    launched_type,
     metric,
     name,
     pods_of,
@@ -33,7 +34,7 @@ from local_stack.aws import (
 )
 from local_stack.batch import annotation, wait_state
 from local_stack.builders import job_queue
-from local_stack.harness import wait_for
+from local_stack.harness import Process, wait_for
 
 CATALOG = catalog.shipped_catalog()
 
@@ -55,7 +56,7 @@ async def test_scale_from_zero_for_cpu_and_gpu_jobs_and_back_to_zero(
         kube.JOBS, batch_job("gpu", f"{gpu_ce}-q", pods=2, cpu="2", memory="8Gi", gpu=1), namespace
     )
     for job in ("cpu", "gpu"):
-        await wait_for(lambda j=job: job_succeeded(kube_client, namespace, j), 90, message=job)
+        await wait_for(partial(job_succeeded, kube_client, namespace, job), 90, message=job)
 
     nodes = [n for ce in (cpu_ce, gpu_ce) for n in await environment_nodes(kube_client, ce)]
     node_types = {
@@ -72,13 +73,13 @@ async def test_scale_from_zero_for_cpu_and_gpu_jobs_and_back_to_zero(
             assert t is not None, f"{pod['metadata']['name']} ran on a node Ebb did not launch"
             assert (t.nvidia_gpus > 0) == wants_gpu, (job, t.name)
     for instance in local_aws.instances(gpu_ce):
-        assert CATALOG.get(instance["InstanceType"]).gpus  # type: ignore[union-attr]
+        assert launched_type(instance["InstanceType"]).gpus
         assert "InstanceLifecycle" not in instance  # EC2 = On-Demand
     assert all(i.get("InstanceLifecycle") == "spot" for i in local_aws.instances(cpu_ce))
 
     # Idle: every node goes after scaleDownDelaySeconds (3 s), then zero instances.
     for ce in (cpu_ce, gpu_ce):
-        await wait_for(lambda c=ce: scaled_to_zero(kube_client, local_aws, c), 60, message=ce)
+        await wait_for(partial(scaled_to_zero, kube_client, local_aws, ce), 60, message=ce)
     status = (await kube_client.get(kube.COMPUTE_ENVIRONMENTS, cpu_ce))["status"]
     assert status["status"] == "VALID"
     await wait_for(
@@ -102,7 +103,7 @@ async def test_max_vcpus_is_never_exceeded(
 
     async def done() -> bool:
         nonlocal peak
-        vcpus = sum(CATALOG.get(i["InstanceType"]).vcpus for i in local_aws.live(ce))  # type: ignore[union-attr]
+        vcpus = sum(launched_type(i["InstanceType"]).vcpus for i in local_aws.live(ce))
         peak = max(peak, vcpus)
         return await job_succeeded(kube_client, namespace, "many")
 
@@ -368,11 +369,11 @@ async def test_invalid_compute_environment_says_why(
         await setup(kube.COMPUTE_ENVIRONMENTS, compute_environment(ce, local_aws, **spec))
     for ce, (_, reason) in cases.items():
         await wait_for(
-            lambda c=ce, r=reason: status_is(kube_client, c, status="INVALID", statusReason=r),
+            partial(status_is, kube_client, ce, status="INVALID", statusReason=reason),
             20,
             message=f"{ce} INVALID",
         )
-        await wait_for(lambda c=ce: has_event(kube_client, c, "Invalid"), 10, message="event")
+        await wait_for(partial(has_event, kube_client, ce, "Invalid"), 10, message="event")
 
 
 async def test_an_instance_that_never_becomes_a_node_is_terminated(
@@ -400,7 +401,8 @@ async def test_an_instance_that_never_becomes_a_node_is_terminated(
 
     async def terminated() -> bool:
         state = ec2.describe_instances(InstanceIds=[instance["InstanceId"]])
-        return state["Reservations"][0]["Instances"][0]["State"]["Name"] != "running"
+        instance_state: str = state["Reservations"][0]["Instances"][0]["State"]["Name"]
+        return instance_state != "running"
 
     await wait_for(terminated, 40, message="the registration timeout (15 s)")
     assert metric(autoscaler.ops_url, label) - before == 1

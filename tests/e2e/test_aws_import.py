@@ -5,6 +5,7 @@ that run jobs to SUCCEEDED (the GPU one on a GPU node)."""
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -245,7 +246,7 @@ async def test_an_imported_managed_environment_scales_from_zero_and_back(
             ce_spec = (await kube_client.get(kube.COMPUTE_ENVIRONMENTS, ce))["spec"]
             assert ce_spec["minvCpus"] == 0 and ce_spec["maxvCpus"] == 16
             await wait_for(
-                lambda ce=ce: status_is(kube_client, ce, status="VALID"), 60, message=f"{ce} VALID"
+                partial(status_is, kube_client, ce, status="VALID"), 60, message=f"{ce} VALID"
             )
             assert not local_aws.live(ce)  # minvCpus 0: nothing runs before a job
         # The only Ebb field AWS Batch has not: how long an idle node stays (default 60 s).
@@ -283,7 +284,7 @@ async def test_an_imported_managed_environment_scales_from_zero_and_back(
         assert gpu_types and {t.split(".")[0] for t in gpu_types} == {"g4dn"}
         for ce in (spot_name, gpu_name):
             await wait_for(
-                lambda ce=ce: scaled_to_zero(kube_client, local_aws, ce), 90, message=f"{ce} at 0"
+                partial(scaled_to_zero, kube_client, local_aws, ce), 90, message=f"{ce} at 0"
             )
     finally:
         for res, name in (

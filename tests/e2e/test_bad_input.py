@@ -8,7 +8,6 @@ tests/unit/test_bad_input.py.)"""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -258,11 +257,7 @@ async def test_an_oversize_body_is_refused_and_the_daemon_goes_on(
 ) -> None:
     base = f"https://localhost:{cluster.extender_port}"
     # The extender's limit is larger: without nodeCacheCapable, requests carry whole Nodes.
-    extender_limit = next(
-        f.default
-        for f in dataclasses.fields(SchedulerSettings)
-        if f.name == "extender_max_body_bytes"
-    )
+    extender_limit = SchedulerSettings().extender_max_body_bytes
     # path -> (limit, the caller that may call it)
     limits = {
         "/webhook/jobs/mutate": (MAX_BODY_BYTES, "ebb-webhook-client"),
@@ -271,7 +266,7 @@ async def test_an_oversize_body_is_refused_and_the_daemon_goes_on(
     for path, (limit, who) in limits.items():
         connector = aiohttp.TCPConnector(ssl=cluster.client_context(who))
         async with aiohttp.ClientSession(connector=connector) as session:
-            oversize = b'{"request": "' + b"x" * int(limit) + b'"}'
+            oversize = b'{"request": "' + b"x" * limit + b'"}'
             async with session.post(base + path, data=oversize) as resp:
                 assert resp.status == 413, await resp.text()
                 assert "body" in (await resp.text()).lower()

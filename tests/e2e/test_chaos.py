@@ -28,6 +28,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import partial
 from typing import Any, TypeVar
 
 import aiohttp
@@ -519,7 +520,7 @@ async def nodes_of(client: kube.KubeClient, ces: list[str]) -> list[dict[str, An
     for ce in ces:
         selector = f"{keys.COMPUTE_ENVIRONMENT_LABEL}={ce}"
         listed = await until_ok(
-            lambda s=selector: client.list(kube.NODES, label_selector=s), "list nodes"
+            partial(client.list, kube.NODES, label_selector=selector), "list nodes"
         )
         nodes += listed.items
     return nodes

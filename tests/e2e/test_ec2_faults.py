@@ -18,7 +18,6 @@ from ebb import kube
 from local_stack.aws import (
     AWS_TIMEOUT_SECONDS,
     LocalAws,
-    Process,
     batch_job,
     compute_environment,
     environment_nodes,
@@ -31,9 +30,9 @@ from local_stack.aws import (
     scaled_to_zero,
 )
 from local_stack.builders import job_queue
-from local_stack.harness import wait_for
+from local_stack.harness import Process, wait_for
 
-UNANSWERED = {
+UNANSWERED: dict[str, dict[str, Any]] = {
     # EC2 launches, but its answer comes after the daemon stopped waiting for it.
     "answer-lost": {"delay_after": 2 * AWS_TIMEOUT_SECONDS, "times": 1},
     # The request never takes effect, three times in a row; each send times out.

@@ -155,11 +155,13 @@ async def test_reply_slower_than_http_timeout(setup: Setup, ignorable: bool) -> 
     client, namespace = setup.client, setup.namespace
     slow = ScriptedExtender("slow", [only(setup.machines[0])], delay=3.0)
     scheduler = f"slow-{'ign' if ignorable else 'req'}-{namespace}"
-    group = {"nodeSelector": {"conformance.ebb.dev/group": namespace}}
+    group = {"conformance.ebb.dev/group": namespace}
     async with setup.scheduling(
         scheduler, {"slow": slow}, slow={"httpTimeout": "1s", "ignorable": ignorable}
     ):
-        await client.create(kube.PODS, extender_pod("late", scheduler, **group), namespace)
+        await client.create(
+            kube.PODS, extender_pod("late", scheduler, nodeSelector=group), namespace
+        )
         if ignorable:
             # Scheduled without the extender's verdict (which allowed machine1 only).
             assert await node_of(client, namespace, "late") in setup.machines
@@ -198,12 +200,14 @@ async def test_failed_and_unresolvable_nodes_are_not_preemption_candidates(
     await client.create(kube.PODS, resident, namespace)
     refuser = ScriptedExtender("refuser", [only()], unresolvable=unresolvable)
     scheduler = f"pre-{'u' if unresolvable else 'f'}-{namespace}"
-    pinned = {
-        "nodeSelector": {"kubernetes.io/hostname": machine1},
-        "priorityClassName": high_priority,
-    }
     async with setup.scheduling(scheduler, {"refuser": refuser}):
-        await client.create(kube.PODS, extender_pod("urgent", scheduler, **pinned), namespace)
+        urgent = extender_pod(
+            "urgent",
+            scheduler,
+            nodeSelector={"kubernetes.io/hostname": machine1},
+            priorityClassName=high_priority,
+        )
+        await client.create(kube.PODS, urgent, namespace)
         message = await unschedulable(client, namespace, "urgent", "Unschedulable")
     assert "1 extender failed: refuser" in message
     tried_machine1 = f'preemption: expected at least one victim pod on node "{machine1}"'

@@ -21,13 +21,14 @@ async def test_a_failed_middle_job_fails_its_descendants_with_the_reason(
         ce = await env.compute_environment(unique("ce"))
         q = await env.queue(unique("q"), [ce])
 
-        def create(name: str, depends: str | None, **kw: object) -> object:
+        async def create(
+            name: str, depends: str | None, run_seconds: float = 1, exit_code: int | None = None
+        ) -> None:
             ann = {keys.DEPENDS_ON: depends} if depends else {}
-            return kube_client.create(
-                kube.JOBS,
-                builders.job(name, q, annotations=ann, **kw),  # type: ignore[arg-type]
-                namespace,
+            body = builders.job(
+                name, q, annotations=ann, run_seconds=run_seconds, exit_code=exit_code
             )
+            await kube_client.create(kube.JOBS, body, namespace)
 
         # Runtime dependencies: the leaves exist before what they wait for.
         await create("leaf", "middle2")

@@ -8,6 +8,7 @@ import contextlib
 import json
 import signal
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -202,7 +203,7 @@ async def test_fuzzed_bindings_get_an_answer_never_a_crash(
 
 @contextlib.asynccontextmanager
 async def daemon_process(
-    cluster: LocalCluster, kubeconfig: str, offset: int
+    cluster: LocalCluster, kubeconfig: Path, offset: int
 ) -> AsyncIterator[asyncio.subprocess.Process]:
     proc = await asyncio.create_subprocess_exec(
         *scheduler_daemon_args(cluster, kubeconfig=kubeconfig, port=cluster.port_base + offset),
@@ -219,7 +220,7 @@ async def daemon_process(
 
 
 async def test_not_ready_until_synced_and_shuts_down_gracefully(
-    cluster: LocalCluster, daemon: tuple[Session, str, str], tmp_path: Any
+    cluster: LocalCluster, daemon: tuple[Session, str, str], tmp_path: Path
 ) -> None:
     """A daemon whose API server is unreachable is alive but not ready, and tells
     kube-scheduler so for batch pods; SIGTERM stops it cleanly."""
@@ -227,7 +228,7 @@ async def test_not_ready_until_synced_and_shuts_down_gracefully(
     unreachable = tmp_path / "kubeconfig"
     config = cluster.kubeconfig.read_text().replace(f":{cluster.port_base + 443}", ":9")
     unreachable.write_text(config)
-    async with daemon_process(cluster, str(unreachable), 905) as proc:
+    async with daemon_process(cluster, unreachable, 905) as proc:
         ops = f"http://127.0.0.1:{cluster.port_base + 906}"
 
         async def healthy() -> bool:

@@ -276,8 +276,8 @@ async def test_the_autoscaler_never_terminates_an_instance_without_its_cluster_t
         dropped = "ebb_autoscaler_notices_dropped_total"
         before = metric(own_autoscaler[0].ops_url, dropped)
         garbage = ['{"source": "aws.ec2", "detail-type": ', "[]", json.dumps({"source": "x"})]
-        for body in garbage:
-            sqs.send_message(QueueUrl=local_aws.info["queueUrl"], MessageBody=body)
+        for junk in garbage:
+            sqs.send_message(QueueUrl=local_aws.info["queueUrl"], MessageBody=junk)
         for iid in instance_ids.values():
             notice = event(SPOT_INTERRUPTION, iid, region="us-east-1")
             sqs.send_message(QueueUrl=local_aws.info["queueUrl"], MessageBody=json.dumps(notice))

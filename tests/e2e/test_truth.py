@@ -14,16 +14,21 @@ from typing import Any
 
 import pytest
 
-from ebb import catalog, keys, kube
+from ebb import keys, kube
 from ebb.resources import cpu_millis
 from local_stack import builders
-from local_stack.aws import LocalAws, compute_environment, environment_nodes, name
+from local_stack.aws import (
+    LocalAws,
+    compute_environment,
+    environment_nodes,
+    launched_type,
+    name,
+)
 from local_stack.builders import job_queue
 from local_stack.harness import LocalCluster, Process
 from tests.e2e.test_kubectl_plugin import kubectl_ebb
 from tests.e2e.test_metrics import scrape, total
 
-CATALOG = catalog.shipped_catalog()
 STATES = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED", "FAILED")
 SCALE_DOWN_DELAY = 30  # long enough to look at the idle nodes before they go
 
@@ -49,12 +54,6 @@ def parse_tables(text: str) -> dict[str, Table]:
             kind, _, row_name = row["NAME"].rpartition("/")
             out.setdefault(kind, {})[row_name] = row
     return out
-
-
-def instance_vcpus(instance_type: str) -> int:
-    t = CATALOG.get(instance_type)
-    assert t is not None, instance_type
-    return t.vcpus
 
 
 async def truth(
@@ -85,14 +84,11 @@ async def truth(
         "states": states,
         "pods": {p["metadata"]["name"] for p in pods},
         "nodes": len(nodes),
-        "current_vcpus": sum(instance_vcpus(t) for t in node_types),
-        "memory": sum(CATALOG.get(t).memory_mib * 2**20 for t in node_types),  # type: ignore[union-attr]
-        "desired_vcpus": sum(instance_vcpus(i["InstanceType"]) for i in live),
+        "current_vcpus": sum(launched_type(t).vcpus for t in node_types),
+        "memory": sum(launched_type(t).memory_mib * 2**20 for t in node_types),
+        "desired_vcpus": sum(launched_type(i["InstanceType"]).vcpus for i in live),
         "instances": len(aws.live()),
-        "cost": sum(
-            CATALOG.get(i["InstanceType"]).price(keys.CAPACITY_SPOT)  # type: ignore[union-attr]
-            for i in live
-        ),
+        "cost": sum(launched_type(i["InstanceType"]).price(keys.CAPACITY_SPOT) for i in live),
         # Every queue here routes to `ce` only.
         "pending_pods": sum(
             1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Iterator
+from typing import Any
 
 import boto3
 import pytest
@@ -30,7 +31,9 @@ def stubbed() -> Iterator[tuple[Aws, Stubber, list[float]]]:
         stub.assert_no_pending_responses()
 
 
-def instance(instance_id: str, cluster: str = "c1", lifecycle: str | None = "spot") -> dict:
+def instance(
+    instance_id: str, cluster: str = "c1", lifecycle: str | None = "spot"
+) -> dict[str, Any]:
     raw = {
         "InstanceId": instance_id,
         "InstanceType": "c6i.large",

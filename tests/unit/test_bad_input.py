@@ -12,7 +12,6 @@ webhook endpoints closes the file (the extender's is in test_placement_http.py).
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -41,11 +40,7 @@ from tests.unit.test_placement_http import BATCH_POD, Daemon
 
 Client = TestClient[web.Request, web.Application]
 # The daemon's (larger: without nodeCacheCapable, extender requests carry whole Nodes).
-EXTENDER_LIMIT = next(
-    int(f.default)
-    for f in dataclasses.fields(SchedulerSettings)
-    if f.name == "extender_max_body_bytes"
-)
+EXTENDER_LIMIT = SchedulerSettings().extender_max_body_bytes
 GIB = 2**30
 ADMITTER = "system:serviceaccount:ebb-system:ebb-scheduler"
 

@@ -94,8 +94,8 @@ def test_a_gang_is_never_admitted_in_part(gangs: list[tuple[int, int]], max_vcpu
         demands.append(gang(f"g{i}", nodes, t=i, granted=held))
     result = admit(QUEUES, {"ce": managed(max_vcpus)}, demands, now=0)
     for d in demands:
-        granted = result.grants.get(d.key)
-        assert granted is None or granted == d.want, (d, granted)
+        grant = result.grants.get(d.key)
+        assert grant is None or grant == d.want, (d, grant)
     # New grants never exceed what the environment may hold.
     new = sum(result.grants.values())
     held = sum(d.granted for d in demands)

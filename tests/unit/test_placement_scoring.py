@@ -219,12 +219,13 @@ def test_more_tiers_than_scores_still_order_the_first_ten() -> None:
 CE_NAMES = ("a", "b", "c", "d")
 
 
-@st.composite
-def scenarios(
-    draw: st.DrawFn,
-) -> tuple[
+Scenario = tuple[
     PodInfo, list[str], dict[str, NodeState], dict[str, JobQueue], dict[str, ComputeEnvironment]
-]:
+]
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> Scenario:
     envs = {
         name: environment(name, spot=draw(st.booleans()), enabled=draw(st.booleans()))
         for name in draw(st.sets(st.sampled_from(CE_NAMES)))
@@ -277,8 +278,8 @@ def _fits(p: PodInfo, state: NodeState) -> bool:
 
 @given(scenarios())
 def test_filter_partitions_the_candidates_and_keeps_only_nodes_that_may_take_the_pod(
-    scenario,
-) -> None:  # type: ignore[no-untyped-def]
+    scenario: Scenario,
+) -> None:
     p, names, nodes, queues, envs = scenario
     verdict = filter_nodes(p, names, nodes, queues, envs)
     kept, failed, unresolvable = set(verdict.kept), set(verdict.failed), set(verdict.unresolvable)
@@ -343,8 +344,8 @@ def test_scores_are_0_to_10_in_candidate_order_and_respect_the_queue_order(scena
 
 @given(scenarios(), st.integers(0, 8), st.integers(1, 8))
 def test_within_one_tier_the_fuller_node_never_scores_lower(
-    scenario, extra_cpu: int, cpu: int
-) -> None:  # type: ignore[no-untyped-def]
+    scenario: Scenario, extra_cpu: int, cpu: int
+) -> None:
     p, _, _, queues, envs = scenario
     p = replace(p, queue="q", requests=Resources(cpu_milli=1000))
     ce = queues["q"].compute_environments[0]

@@ -9,6 +9,7 @@ from autoscaler.scaledown import (
     IDLE,
     SPOT_INTERRUPTION,
     InstanceState,
+    NodeAction,
     NodeActionKind,
     NodeRecord,
     NodeState,
@@ -27,12 +28,24 @@ CE = ComputeEnvironment(name="ce", type="SPOT", max_vcpus=64, instance_types=("c
 
 
 def node(
-    name: str, *, pods: int = 0, idle: float | None = 0.0, vcpus: int = 4, **kw: object
+    name: str,
+    *,
+    pods: int = 0,
+    idle: float | None = 0.0,
+    vcpus: int = 4,
+    draining: str | None = None,
+    draining_since: float | None = None,
 ) -> NodeState:
-    return NodeState(name, "ce", vcpus, 0.1 * vcpus, pods, None if pods else idle, **kw)  # type: ignore[arg-type]
+    idle_since = None if pods else idle
+    return NodeState(name, "ce", vcpus, 0.1 * vcpus, pods, idle_since, draining, draining_since)
 
 
-def plan(nodes: list[NodeState], now: float, envs=None, vcpus: int | None = None):
+def plan(
+    nodes: list[NodeState],
+    now: float,
+    envs: dict[str, ComputeEnvironment] | None = None,
+    vcpus: int | None = None,
+) -> list[NodeAction]:
     total = sum(n.vcpus for n in nodes) if vcpus is None else vcpus
     return plan_scale_down(
         nodes, envs or {"ce": CE}, {"ce": total}, now, grace_seconds=5, orphan_delay_seconds=30
@@ -73,8 +86,8 @@ def test_min_vcpus_are_kept() -> None:
 def test_nodes_of_a_deleted_environment_scale_down_after_the_orphan_delay() -> None:
     nodes = [NodeState("a", "gone", 4, 0.4, 0, 0.0)]
     kwargs = {"grace_seconds": 5, "orphan_delay_seconds": 30}
-    assert plan_scale_down(nodes, {}, {"gone": 4}, 20, **kwargs) == []  # type: ignore[arg-type]
-    assert [a.kind for a in plan_scale_down(nodes, {}, {"gone": 4}, 30, **kwargs)] == [CORDON]  # type: ignore[arg-type]
+    assert plan_scale_down(nodes, {}, {"gone": 4}, 20, **kwargs) == []
+    assert [a.kind for a in plan_scale_down(nodes, {}, {"gone": 4}, 30, **kwargs)] == [CORDON]
 
 
 @settings(max_examples=200, deadline=None)

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TypedDict, Unpack
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,15 +22,27 @@ def cap(vcpus: int, gpus: int = 2**40) -> CapacityLimit:
     return CapacityLimit(Resources(vcpus * 1000, 2**60, gpus))
 
 
-def demand(key: str, queue: str = "q", n: float = 1, t: float = 0, **kw: object) -> Demand:
-    return Demand(
-        key=key,
-        queue=queue,
-        request=cpu(n),
-        want=kw.pop("want", 1),  # type: ignore[arg-type]
-        submitted=t,
-        **kw,
-    )  # type: ignore[arg-type]
+class DemandFields(TypedDict, total=False):
+    """The Demand fields a test may set beyond `demand`'s own parameters."""
+
+    granted: int
+    share: str
+    priority: int
+    runnable_since: float
+    elastic: bool
+    bound: Mapping[str, int] | None
+    exclusive: bool
+
+
+def demand(
+    key: str,
+    queue: str = "q",
+    n: float = 1,
+    t: float = 0,
+    want: int = 1,
+    **kw: Unpack[DemandFields],
+) -> Demand:
+    return Demand(key=key, queue=queue, request=cpu(n), want=want, submitted=t, **kw)
 
 
 def test_fifo_until_the_compute_environment_is_full() -> None:

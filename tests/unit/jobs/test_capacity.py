@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ebb.catalog import NodeOverheadSettings, shipped_catalog
 from ebb.model import ComputeEnvironment
 from ebb.resources import Resources
@@ -9,10 +11,8 @@ GIB = 2**30
 CATALOG = shipped_catalog()
 
 
-def ce(name: str, types: tuple[str, ...], max_vcpus: int = 64, **kw: object) -> ComputeEnvironment:
-    return ComputeEnvironment(
-        name=name, type="SPOT", max_vcpus=max_vcpus, instance_types=types, **kw
-    )  # type: ignore[arg-type]
+def ce(name: str, types: tuple[str, ...], max_vcpus: int = 64) -> ComputeEnvironment:
+    return ComputeEnvironment(name=name, type="SPOT", max_vcpus=max_vcpus, instance_types=types)
 
 
 def test_cpu_environment_holds_no_gpu_pods_and_no_pod_bigger_than_its_types() -> None:
@@ -31,7 +31,7 @@ def test_gpu_environment_limits_gpus_by_its_types_or_max_gpus() -> None:
     limits = capacity_limits(
         [
             ce("g", ("g5.xlarge", "g5.12xlarge"), max_vcpus=96),
-            ce("capped", ("g5.xlarge",), max_gpus=2),
+            replace(ce("capped", ("g5.xlarge",)), max_gpus=2),
         ],
         CATALOG,
         NodeOverheadSettings().node_overhead(),
@@ -45,8 +45,8 @@ def test_gpu_environment_limits_gpus_by_its_types_or_max_gpus() -> None:
 def test_disabled_and_invalid_environments_hold_nothing() -> None:
     limits = capacity_limits(
         [
-            ce("off", ("c6i",), state="DISABLED"),
-            ce("bad", ("c6i",), status="INVALID", status_reason="subnets: not found"),
+            replace(ce("off", ("c6i",)), state="DISABLED"),
+            replace(ce("bad", ("c6i",)), status="INVALID", status_reason="subnets: not found"),
         ],
         CATALOG,
         NodeOverheadSettings().node_overhead(),

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ebb.model import JobQueue, StateTimeLimitAction
+from ebb.model import JobQueue, PodInfo, StateTimeLimitAction
 from ebb.resources import Resources
 from extender.jobs.admission import CapacityLimit
 from extender.jobs.lifecycle import Code, State
@@ -15,8 +15,8 @@ NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
 def snapshot(
     *jobs: JobInfo,
-    pods: dict[str, list] | None = None,
-    vcpus: int = 4,  # type: ignore[type-arg]
+    pods: dict[str, list[PodInfo]] | None = None,
+    vcpus: int = 4,
     queue: JobQueue | None = None,
 ) -> Snapshot:
     return Snapshot(

@@ -37,9 +37,8 @@ TEAM_A = {"matchLabels": {"team": "a"}}
 
 def queue(**spec: Any) -> JobQueue:
     order = [{"order": 0, "computeEnvironment": "ce"}]
-    raw = {"metadata": {"name": "q"}, "spec": {"priority": 1, "computeEnvironmentOrder": order}}
-    raw["spec"].update(spec)
-    return job_queue_from_raw(raw)
+    spec = {"priority": 1, "computeEnvironmentOrder": order, **spec}
+    return job_queue_from_raw({"metadata": {"name": "q"}, "spec": spec})
 
 
 def policy(*entries: dict[str, Any]) -> SchedulingPolicy:
