@@ -13,7 +13,7 @@ import pytest
 
 from ebb import keys, kube
 from ebb.kube.resources import SERVICE_ACCOUNTS
-from local_stack.aws import LocalAws, environment_nodes, pods_of, scaled_to_zero, status_is
+from local_stack.aws import LocalAws, pods_of, scaled_to_zero, status_is
 from local_stack.batch import unique, wait_state
 from local_stack.harness import LocalCluster, create_node, wait_for
 from tests.e2e.test_kubectl_plugin import kubectl_ebb, run_kubectl_ebb
@@ -271,12 +271,12 @@ async def test_an_imported_managed_environment_scales_from_zero_and_back(
             job: (await pods_of(kube_client, namespace, job))[0]["spec"]["nodeName"]
             for job in ("sleep", "smi")
         }
-        spot_nodes = {
-            n["metadata"]["name"] for n in await environment_nodes(kube_client, spot_name)
-        }
-        gpu_nodes = {n["metadata"]["name"] for n in await environment_nodes(kube_client, gpu_name)}
-        assert ran_on["sleep"] in spot_nodes, ran_on
-        assert ran_on["smi"] in gpu_nodes, ran_on
+        # A node is named after its instance's private DNS name; EC2 still lists an
+        # instance after it is terminated (an idle node may be gone by now).
+        spot_nodes = {i["PrivateDnsName"] for i in local_aws.instances(spot_name)}
+        gpu_nodes = {i["PrivateDnsName"] for i in local_aws.instances(gpu_name)}
+        assert ran_on["sleep"] in spot_nodes, (ran_on, spot_nodes)
+        assert ran_on["smi"] in gpu_nodes, (ran_on, gpu_nodes)
         spot_types = {i["InstanceType"] for i in local_aws.instances(spot_name)}
         gpu_types = {i["InstanceType"] for i in local_aws.instances(gpu_name)}
         assert spot_types and {t.split(".")[0] for t in spot_types} <= {"m6i", "c6i", "r6i", "c7i"}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import orjson
@@ -15,7 +16,6 @@ import pytest
 from ebb import keys, kube
 from local_stack.aws import (
     LocalAws,
-    Process,
     batch_job,
     compute_environment,
     events_of,
@@ -29,7 +29,7 @@ from local_stack.aws import (
 )
 from local_stack.batch import annotation, wait_state
 from local_stack.builders import job_queue
-from local_stack.harness import LocalCluster, wait_for
+from local_stack.harness import LocalCluster, Process, wait_for
 from tests.e2e.test_kubectl_plugin import kubectl_ebb
 
 # One gang pod (3 vCPUs) per c6i.xlarge (4 vCPUs): the autoscaler launches a node per pod.
@@ -119,9 +119,9 @@ async def test_gang_from_zero_is_bound_together_with_its_variables_and_service(
     # All or nothing: no pod of the gang ran while another had no node.
     first_bound: dict[str, int] = {}
     first_running = None
-    for i, (_, pod, node, phase) in enumerate(log.events):
-        if node and pod not in first_bound:
-            first_bound[pod] = i
+    for i, (_, pod_name, node, phase) in enumerate(log.events):
+        if node and pod_name not in first_bound:
+            first_bound[pod_name] = i
         if phase == "Running" and first_running is None:
             first_running = i
     assert first_running is not None
@@ -195,7 +195,7 @@ async def test_no_other_pod_shares_a_node_with_a_gang_pod(
         plain = batch_job("plain", f"{ce}-q", pods=8, cpu="500m", memory="256Mi", run_seconds=6)
         await kube_client.create(kube.JOBS, plain, namespace)
         for job in ("gang", "plain"):
-            await wait_for(lambda j=job: job_succeeded(kube_client, namespace, j), 150, message=job)
+            await wait_for(partial(job_succeeded, kube_client, namespace, job), 150, message=job)
     for active in log.alive_at():
         gang_nodes = {node for job, node in active.values() if job == "gang"}
         others = [node for job, node in active.values() if job != "gang"]
@@ -214,7 +214,7 @@ async def test_two_gangs_over_max_vcpus_run_one_after_the_other(
                 kube.JOBS, gang_job(job, f"{ce}-q", 3, run_seconds=4), namespace
             )
         for job in ("first", "second"):
-            await wait_for(lambda j=job: job_succeeded(kube_client, namespace, j), 180, message=job)
+            await wait_for(partial(job_succeeded, kube_client, namespace, job), 180, message=job)
     assert {j for j, _, _, _ in log.events} == {"first", "second"}
     # Never admitted side by side: no pod of one exists (even unbound) while one of the
     # other is unfinished.
@@ -250,7 +250,7 @@ async def test_a_gang_beside_its_environments_empty_nodes_gets_the_rest_in_their
     async with pod_log(kube_client, namespace) as log:
         for job, nodes in (("first", 2), ("second", 3)):
             await kube_client.create(kube.JOBS, gang_job(job, f"{ce}-q", nodes), namespace)
-            await wait_for(lambda j=job: job_succeeded(kube_client, namespace, j), 120, message=job)
+            await wait_for(partial(job_succeeded, kube_client, namespace, job), 120, message=job)
     used = {
         job: {node for j, _, node, _ in log.events if j == job and node}
         for job in ("first", "second")
