@@ -34,6 +34,16 @@ def _gang_of(pod: PodInfo) -> str | None:
     return pod.job_uid if pod.gang_size is not None else None
 
 
+def _count(counts: dict[str, dict[str, int]], key: str, item: str, delta: int) -> None:
+    """Add `delta` to counts[key][item], dropping what comes to zero."""
+    inner = counts.setdefault(key, {})
+    inner[item] = inner.get(item, 0) + delta
+    if not inner[item]:
+        del inner[item]
+        if not inner:
+            del counts[key]
+
+
 class PlacementCache:
     def __init__(self) -> None:
         self._infos: dict[str, NodeInfo] = {}
@@ -137,18 +147,8 @@ class PlacementCache:
         if counts == [0, 0]:
             del self._occupants[node]
         if gang is not None:  # (a pod is counted twice while both watched and assumed)
-            placed = self._gang_placed.setdefault(gang, {})
-            placed[uid] = placed.get(uid, 0) + delta
-            if not placed[uid]:
-                del placed[uid]
-                if not placed:
-                    del self._gang_placed[gang]
-            on = self._gang_nodes.setdefault(gang, {})
-            on[node] = on.get(node, 0) + delta
-            if not on[node]:
-                del on[node]
-                if not on:
-                    del self._gang_nodes[gang]
+            _count(self._gang_placed, gang, uid, delta)
+            _count(self._gang_nodes, gang, node, delta)
 
     def expire(self, now: float) -> int:
         """Forget the assumed pods whose time is up; returns how many."""
