@@ -322,17 +322,21 @@ def _use_existing_room(groups: Sequence[_Group], room: Sequence[Room]) -> None:
 
 
 def _use_empty_room(g: _Group, rooms: Mapping[str, list[_Free]]) -> None:
-    """A gang's pods, one on each empty room that fits one, all in one zone: the zone
-    with the most such room (the first in its environments' order on a tie)."""
-    by_zone: dict[str, list[_Free]] = {}
+    """A gang's pods, one on each empty room that fits one, all in one environment and
+    one zone (where the rest must launch): the first of its environments with such
+    room, then its zone with the most (as the extender's filter places a gang)."""
     for env in g.environments:
+        by_zone: dict[str, list[_Free]] = {}
         for free in rooms.get(env, ()):
             if free.empty and free.zone and _fit_count(free.room, free.pod_slots, g.requests):
                 by_zone.setdefault(free.zone, []).append(free)
-    if not by_zone:
+        if by_zone:
+            break
+    else:
         return
     zone, fitting = max(by_zone.items(), key=lambda item: len(item[1]))
     g.zone = zone
+    g.environments = (env,)
     for free in fitting[: g.left]:
         free.room -= g.requests
         free.pod_slots = 0  # nothing else goes beside an exclusive pod

@@ -16,7 +16,8 @@ A multi-node job's pods (a gang) are node-exclusive: the filter is given the pod
 webhook labels it (`ebb.dev/nodes`), so it keeps a gang pod only on empty nodes and
 nothing else beside one. With a gang-aware policy (Ebb) the gang is placed as the
 extender does it, all or nothing: its pods are filtered with `gang_unplaced` (no node is
-kept unless there are empty nodes for all of them) over every empty node of its queue
+kept unless one environment and zone has empty nodes for all of them; only that one's
+are) over every empty node of its queue
 (not a sample: the extender holds the pods it placed until the last has a node), then
 bound together. Without (a baseline: plain Indexed Jobs), each pod takes a node as one
 comes, and a bound gang pod holds its node idle until every pod of its gang is bound

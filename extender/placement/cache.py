@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from ebb.kube import Event, EventType, Reflector
 from ebb.model import NodeInfo, PodInfo
 from ebb.resources import ZERO, Resources
-from extender.placement.scoring import NodeState, node_state
+from extender.placement.scoring import GangGroup, NodeState, node_state
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +34,16 @@ def _gang_of(pod: PodInfo) -> str | None:
     return pod.job_uid if pod.gang_size is not None else None
 
 
+def _count(counts: dict[str, dict[str, int]], key: str, item: str, delta: int) -> None:
+    """Add `delta` to counts[key][item], dropping what comes to zero."""
+    inner = counts.setdefault(key, {})
+    inner[item] = inner.get(item, 0) + delta
+    if not inner[item]:
+        del inner[item]
+        if not inner:
+            del counts[key]
+
+
 class PlacementCache:
     def __init__(self) -> None:
         self._infos: dict[str, NodeInfo] = {}
@@ -44,6 +54,8 @@ class PlacementCache:
         self._occupants: dict[str, list[int]] = {}
         # multi-node Job UID -> its placed pods (uid -> times counted: watched, assumed)
         self._gang_placed: dict[str, dict[str, int]] = {}
+        # multi-node Job UID -> the nodes of its placed pods (node -> times counted)
+        self._gang_nodes: dict[str, dict[str, int]] = {}
         self._states: dict[str, NodeState] = {}
 
     @property
@@ -112,6 +124,15 @@ class PlacementCache:
         """How many pods of this multi-node job are bound or assumed on a node."""
         return len(self._gang_placed.get(job_uid, ()))
 
+    def gang_group(self, job_uid: str) -> GangGroup | None:
+        """The (compute environment, zone) of the first known node holding a placed pod of
+        this multi-node job: where the rest of its pods go. None: none placed."""
+        for node in self._gang_nodes.get(job_uid, ()):
+            info = self._infos.get(node)
+            if info is not None:
+                return info.compute_environment, info.zone
+        return None
+
     def occupants(self, node: str) -> tuple[int, int]:
         """(pods of Jobs, pods of multi-node jobs) bound or assumed on `node`."""
         counts = self._occupants.get(node)
@@ -126,12 +147,8 @@ class PlacementCache:
         if counts == [0, 0]:
             del self._occupants[node]
         if gang is not None:  # (a pod is counted twice while both watched and assumed)
-            placed = self._gang_placed.setdefault(gang, {})
-            placed[uid] = placed.get(uid, 0) + delta
-            if not placed[uid]:
-                del placed[uid]
-                if not placed:
-                    del self._gang_placed[gang]
+            _count(self._gang_placed, gang, uid, delta)
+            _count(self._gang_nodes, gang, node, delta)
 
     def expire(self, now: float) -> int:
         """Forget the assumed pods whose time is up; returns how many."""

@@ -10,8 +10,11 @@ environment (CE) in Q's `computeEnvironmentOrder`, that CE exists and is ENABLED
 neither cordoned nor being drained, and the pod's requests fit N's allocatable minus
 the requests of the pods bound or assumed there. Multi-node jobs are node-exclusive: a
 pod of one fits only a node with no pod of any Job on it, no other pod fits a node
-holding one, and none of a gang's pods fits until there are empty nodes for all of its
-pods not placed yet (the bind verb then holds and binds them together; see
+holding one, and a gang's pods all go to one compute environment and one zone (as AWS
+Batch runs a multi-node job in one CE, and the autoscaler launches a gang in one zone):
+none fits until one (CE, zone) has empty nodes for all of its pods not placed yet, the
+one its placed pods are in, else the first CE in the queue's order, then the zone with
+the most (the bind verb then holds and binds them together; see
 docs/decisions/0007-gang-placement.md). Each rejected node gets a short reason;
 reasons that evicting pods cannot fix (everything except "does not fit right now" and
 "node not in the cache yet") are unresolvable, so kube-scheduler's preemption skips
@@ -49,7 +52,7 @@ KubeSchedulerConfiguration sets how strongly these preferences win.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
@@ -133,6 +136,7 @@ class RejectKind(enum.StrEnum):
     NOT_EMPTY = "not_empty_for_gang"
     GANG_NODE = "holds_gang_pod"
     GANG_SHORT = "too_few_nodes_for_gang"
+    GANG_ELSEWHERE = "gang_in_another_ce_or_zone"
 
     @property
     def resolvable(self) -> bool:
@@ -164,6 +168,10 @@ _GANG_NODE = Rejection(
 )
 
 
+# Where a multi-node job's pods go: (compute environment, zone).
+GangGroup = tuple[str | None, str | None]
+
+
 @dataclass(frozen=True, slots=True)
 class FilterVerdict:
     kept: list[str]
@@ -180,10 +188,12 @@ def filter_nodes(
     environments: Lookup[ComputeEnvironment],
     *,
     gang_unplaced: int | None = None,
+    gang_group: GangGroup | None = None,
 ) -> FilterVerdict:
     """`gang_unplaced`: for a multi-node job's pod, how many of its pods have no node yet
-    (this one included): unless that many nodes fit, none is kept. None: not checked (a
-    bind checks one node)."""
+    (this one included): unless that many nodes fit in one (CE, zone), none is kept. None:
+    not checked (a bind checks one node). `gang_group`: the (CE, zone) of the nodes its
+    placed pods have, if any: only nodes there are kept."""
     if pod.queue is None:
         return FilterVerdict(list(names), {}, {}, {})
     queue = queues.get(pod.queue)
@@ -199,6 +209,7 @@ def filter_nodes(
     unresolvable: dict[str, str] = {}
     rejected: dict[RejectKind, int] = {}
     gang = pod.gang_size is not None
+    groups: dict[GangGroup, list[str]] = {}  # with gang_unplaced: the kept nodes by group
     # The hot loop of the extender: per node, a few dict lookups and comparisons.
     for name in names:
         state = nodes.get(name)
@@ -223,6 +234,8 @@ def filter_nodes(
                     rejection = _NOT_EMPTY if gang else _GANG_NODE
                 elif cpu <= free.cpu_milli and memory <= free.memory and gpu <= free.gpu:
                     kept.append(name)
+                    if gang_unplaced is not None:
+                        groups.setdefault((environment, info.zone), []).append(name)
                     continue
                 else:
                     rejection = _resource_rejection(request, state)
@@ -231,16 +244,75 @@ def filter_nodes(
         else:
             unresolvable[name] = rejection.message
         rejected[rejection.kind] = rejected.get(rejection.kind, 0) + 1
-    if gang_unplaced is not None and len(kept) < gang_unplaced:
-        # All or nothing: no pod of the gang takes a node before all of them can.
-        text = (
-            f"multi-node job needs {gang_unplaced} empty nodes for its {gang_unplaced} "
-            f"unplaced pods; {len(kept)} empty nodes fit"
-        )
-        failed.update(dict.fromkeys(kept, text))
-        rejected[RejectKind.GANG_SHORT] = len(kept)
-        kept = []
+    if gang_unplaced is not None:
+        verdict = FilterVerdict([], failed, unresolvable, rejected)
+        for there, rejection in _gang_groups(queue, groups, gang_unplaced, gang_group):
+            _reject_or_keep(verdict, there, rejection)
+        return verdict
     return FilterVerdict(kept, failed, unresolvable, rejected)
+
+
+def _gang_groups(
+    queue: JobQueue,
+    groups: Mapping[GangGroup, list[str]],
+    unplaced: int,
+    placed_in: GangGroup | None,
+) -> Iterator[tuple[list[str], Rejection | None]]:
+    """The nodes a gang's pod fits, group by group, each with why it is not kept (None:
+    kept): all or nothing, in one group with a node for each unplaced pod, so no pod of
+    the gang takes a node before all can, and all go to one CE and zone. The group its
+    placed pods are in, else the first of the queue's CEs, then the zone with the most
+    nodes (as the autoscaler's planner fills empty room for a gang)."""
+    rank = {environment: i for i, environment in enumerate(queue.compute_environments)}
+    ordered = sorted(groups, key=lambda g: (rank.get(g[0] or "", 0), -len(groups[g]), g[1] or ""))
+    need = f"multi-node job needs {unplaced} empty nodes"
+    if placed_in is not None:
+        chosen: GangGroup | None = placed_in
+        where = f"{_where(placed_in)}, where its other pods are"
+        fit = len(groups.get(placed_in, ()))
+        short = f"{need} for its {unplaced} unplaced pods in {where}; {fit} empty nodes fit there"
+    else:
+        chosen = next((g for g in ordered if len(groups[g]) >= unplaced), None)
+        where = (
+            f"{_where(chosen)}: the first of its queue's environments with {unplaced} empty "
+            "nodes that fit in one zone"
+            if chosen is not None
+            else ""  # no node is kept elsewhere: every group is short
+        )
+        total = sum(len(names) for names in groups.values())
+        if len(groups) > 1:
+            most = max(ordered, key=lambda g: len(groups[g]))  # the first of the largest
+            short = (
+                f"{need} in one compute environment and zone for its {unplaced} unplaced "
+                f"pods; {total} empty nodes fit, at most {len(groups[most])} in one "
+                f"({_where(most)})"
+            )
+        else:
+            short = f"{need} for its {unplaced} unplaced pods; {total} empty nodes fit"
+    enough = chosen is not None and len(groups.get(chosen, ())) >= unplaced
+    elsewhere = Rejection(RejectKind.GANG_ELSEWHERE, f"multi-node job's pods all go to {where}")
+    for group in ordered:
+        if group == chosen:
+            yield groups[group], None if enough else Rejection(RejectKind.GANG_SHORT, short)
+        elif chosen is not None:
+            yield groups[group], elsewhere
+        else:
+            yield groups[group], Rejection(RejectKind.GANG_SHORT, short)
+
+
+def _reject_or_keep(verdict: FilterVerdict, names: list[str], rejection: Rejection | None) -> None:
+    if rejection is None:
+        verdict.kept.extend(names)
+        return
+    (verdict.failed if rejection.resolvable else verdict.unresolvable).update(
+        dict.fromkeys(names, rejection.message)
+    )
+    verdict.rejected[rejection.kind] = verdict.rejected.get(rejection.kind, 0) + len(names)
+
+
+def _where(group: GangGroup) -> str:
+    environment, zone = group
+    return f"ce {environment}, zone {zone}" if zone else f"ce {environment} (no zone label)"
 
 
 def _environment_rejection(

@@ -194,9 +194,10 @@ class EbbExtender:
         if not self._ready():
             return FilterResult(error=NOT_SYNCED)
         self._cache.expire(time.monotonic())
-        unplaced = None
+        unplaced = group = None
         if pod.gang_size is not None and pod.job_uid:
             unplaced = pod.gang_size - self._cache.gang_placed(pod.job_uid)
+            group = self._cache.gang_group(pod.job_uid)
         verdict = filter_nodes(
             pod,
             args.node_names,
@@ -204,6 +205,7 @@ class EbbExtender:
             self._queues,
             self._environments,
             gang_unplaced=unplaced,
+            gang_group=group,
         )
         for kind, count in verdict.rejected.items():
             _FILTERED.labels(kind.value).inc(count)

@@ -11,10 +11,16 @@ from hypothesis import strategies as st
 
 from ebb import keys
 from ebb.jobspec import MultiNode, SpecError, parse_job_spec
-from ebb.resources import Resources
+from ebb.resources import ZERO, Resources
 from extender.jobs.admission import CapacityLimit, Demand, NodeShape, QueueView, admit
 from extender.jobs.lifecycle import Code
-from extender.placement.scoring import filter_nodes, node_state
+from extender.placement.scoring import (
+    FilterVerdict,
+    NodeState,
+    RejectKind,
+    filter_nodes,
+    node_state,
+)
 from tests.unit.placement_objects import environment, node, pod, queue
 
 GIB = 2**30
@@ -135,3 +141,77 @@ def test_no_gang_pod_is_placed_until_nodes_exist_for_all() -> None:
     )
     ready = filter_nodes(member, list(nodes), nodes, QUEUE, ENVIRONMENTS, gang_unplaced=2)
     assert ready.kept == ["a", "b"]
+
+
+TWO_CES = {"q": queue("q", "ce", "ce2")}
+TWO_ENVIRONMENTS = {"ce": environment("ce"), "ce2": environment("ce2")}
+
+
+def empty_nodes(ce: str, zone: str, count: int) -> dict[str, NodeState]:
+    names = (f"{ce}-{zone}-{i}" for i in range(count))
+    return {n: node_state(dataclasses.replace(node(n, ce), zone=zone), ZERO) for n in names}
+
+
+def gang_filter(
+    nodes: dict[str, NodeState], unplaced: int, placed_in: tuple[str, str] | None = None
+) -> FilterVerdict:
+    """A pod of a 3-node gang of queue q (ce, then ce2), filtered over `nodes`."""
+    member = dataclasses.replace(pod("m", "q"), gang_size=3, job_uid="job-1")
+    return filter_nodes(
+        member,
+        list(nodes),
+        nodes,
+        TWO_CES,
+        TWO_ENVIRONMENTS,
+        gang_unplaced=unplaced,
+        gang_group=placed_in,
+    )
+
+
+def test_a_gang_is_never_split_across_compute_environments_or_zones() -> None:
+    # 2 empty nodes in each environment, 1 + 1 in two zones of ce2: 4 in all, 2 at most in one.
+    nodes = {
+        **empty_nodes("ce", "a", 2),
+        **empty_nodes("ce2", "a", 1),
+        **empty_nodes("ce2", "b", 1),
+    }
+    verdict = gang_filter(nodes, 3)
+    assert verdict.kept == []
+    assert verdict.failed["ce2-b-0"] == (
+        "multi-node job needs 3 empty nodes in one compute environment and zone for its 3 "
+        "unplaced pods; 4 empty nodes fit, at most 2 in one (ce ce, zone a)"
+    )
+    assert verdict.rejected == {RejectKind.GANG_SHORT: 4}
+
+
+def test_a_gang_goes_to_the_first_environment_then_the_zone_with_most_room() -> None:
+    nodes = {
+        **empty_nodes("ce", "a", 1),
+        **empty_nodes("ce2", "a", 2),
+        **empty_nodes("ce2", "b", 3),
+        **empty_nodes("ce", "b", 2),
+    }
+    verdict = gang_filter(nodes, 2)
+    assert verdict.kept == ["ce-b-0", "ce-b-1"]
+    assert verdict.unresolvable["ce2-b-0"] == (
+        "multi-node job's pods all go to ce ce, zone b: the first of its queue's "
+        "environments with 2 empty nodes that fit in one zone"
+    )
+    three = gang_filter(nodes, 3)
+    assert three.kept == ["ce2-b-0", "ce2-b-1", "ce2-b-2"]
+    assert three.rejected[RejectKind.GANG_ELSEWHERE] == 5
+
+
+def test_the_rest_of_a_gang_goes_where_its_first_pods_are() -> None:
+    nodes = {**empty_nodes("ce", "a", 1), **empty_nodes("ce2", "a", 3)}
+    rest = gang_filter(nodes, 2, ("ce", "a"))
+    assert rest.kept == []
+    assert rest.failed["ce-a-0"] == (
+        "multi-node job needs 2 empty nodes for its 2 unplaced pods in ce ce, zone a, "
+        "where its other pods are; 1 empty nodes fit there"
+    )
+    assert rest.unresolvable["ce2-a-0"] == (
+        "multi-node job's pods all go to ce ce, zone a, where its other pods are"
+    )
+    there = gang_filter(nodes, 2, ("ce2", "a"))
+    assert there.kept == ["ce2-a-0", "ce2-a-1", "ce2-a-2"]

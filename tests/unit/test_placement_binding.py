@@ -20,7 +20,7 @@ from ebb.kube import Event, EventType
 from ebb.model import PodInfo
 from ebb.server import add_ops_routes
 from extender.placement.cache import PlacementCache
-from extender.placement.protocol import BindingArgs
+from extender.placement.protocol import BindingArgs, ExtenderArgs
 from extender.placement.service import Binding, EbbExtender
 from tests.unit.placement_objects import environment, no_failures, node, pod, queue
 
@@ -248,3 +248,49 @@ async def test_a_held_pod_deleted_releases_its_gang_at_once() -> None:
     assert posted == [] and extender._cache.gang_placed("job-1") == 0
     assert await scrape(metric) == before + 1
     assert [(r, w) for _, r, _, w in events.recorded] == [("GangHoldReleased", True)]
+
+
+async def test_a_gang_is_held_and_bound_in_one_environment_and_zone() -> None:
+    # Queue q runs on ce then ce2. ce has one empty node in each of zones a and b, ce2 two
+    # in zone a: only ce2's zone a has room for the whole gang, and its first pod, held
+    # there, keeps the second pod there too (ce's nodes would have room for one pod now).
+    posted: list[str] = []
+
+    async def post(args: BindingArgs, annotations: Mapping[str, str]) -> None:
+        posted.append(args.node)
+
+    pods = {
+        f"ns/train-{i}": dataclasses.replace(
+            pod(f"train-{i}", "q", namespace="ns"), job_uid="job-1", job_name="train", gang_size=2
+        )
+        for i in range(2)
+    }
+    cache = PlacementCache()
+    for name, ce, zone in (
+        ("ce-a", "ce", "a"),
+        ("ce-b", "ce", "b"),
+        ("x0", "ce2", "a"),
+        ("x1", "ce2", "a"),
+    ):
+        info = dataclasses.replace(node(name, ce), zone=zone)
+        cache.on_node(Event(EventType.ADDED, info.name, None, info))
+    extender = EbbExtender(
+        cache,
+        pods,
+        {"q": queue("q", "ce", "ce2")},
+        {"ce": environment("ce"), "ce2": environment("ce2")},
+        binding=Binding(post, no_failures, concurrency=4, wait=1, assumed_pod_ttl=30),
+        ready=lambda: True,
+    )
+    names = ["ce-a", "ce-b", "x0", "x1"]
+    first = await extender.filter(ExtenderArgs(pods["ns/train-0"], names))
+    assert list(first.node_names) == ["x0", "x1"]
+    held = asyncio.create_task(extender.bind(BindingArgs("train-0", "ns", "", "x0")))
+    await asyncio.sleep(0.05)
+    second = await extender.filter(ExtenderArgs(pods["ns/train-1"], names))
+    assert list(second.node_names) == ["x1"]
+    assert second.unresolvable["ce-a"] == (
+        "multi-node job's pods all go to ce ce2, zone a, where its other pods are"
+    )
+    assert await extender.bind(BindingArgs("train-1", "ns", "", "x1")) == ""
+    assert await asyncio.wait_for(held, 1) == "" and sorted(posted) == ["x0", "x1"]

@@ -516,6 +516,22 @@ def test_a_gang_on_existing_room_takes_it_in_one_zone_and_launches_the_rest_ther
     assert plan.on_existing == 0 and plan.launches[0].count == 2
 
 
+def test_a_gang_on_existing_room_stays_in_one_environment() -> None:
+    """Empty room in the same zone of two environments, a and then b, holds the gang
+    only together: it takes a's (the first) and launches the rest in a, in that zone,
+    never b's room beside it (the extender's filter places a gang in one (CE, zone))."""
+
+    def empty(environment: str, node: str) -> Room:
+        return Room(environment, Resources(4000, 16 * GI), 100, node, empty=True, zone="us-east-1b")
+
+    room = [empty("a", "a1"), empty("b", "b1"), empty("b", "b2")]
+    pending = [dataclasses.replace(p, environments=("a", "b")) for p in gang(3)]
+    plan = plan_launches({"a": env(ce("a")), "b": env(ce("b"))}, pending, room)
+    assert plan.awaited_nodes == {"a1"}
+    (launch,) = plan.launches
+    assert (launch.environment, launch.count, launch.zones) == ("a", 2, ("us-east-1b",))
+
+
 gangs = st.lists(
     st.tuples(
         st.sampled_from([250, 1000, 2000, 3500, 30000]),
