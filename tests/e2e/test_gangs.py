@@ -303,7 +303,7 @@ async def test_a_gang_never_spans_two_environments_of_its_queue(
     for job, ce, nodes in (("warm-a", a, 2), ("warm-b", b, 3)):
         await kube_client.create(kube.JOBS, gang_job(job, f"{ce}-q", nodes), namespace)
     for job in ("warm-a", "warm-b"):
-        await wait_for(lambda j=job: job_succeeded(kube_client, namespace, j), 120, message=job)
+        await wait_for(partial(job_succeeded, kube_client, namespace, job), 120, message=job)
     async with pod_log(kube_client, namespace) as log:
         await kube_client.create(kube.JOBS, two_environments_gang("fits", queue, 3), namespace)
         await wait_for(lambda: job_succeeded(kube_client, namespace, "fits"), 60, message="fits")
@@ -347,9 +347,7 @@ async def test_a_gang_never_spans_two_environments_of_its_queue(
             kube.COMPUTE_ENVIRONMENTS, ce, {"spec": {"scaleDownDelaySeconds": 1}}
         )
     for ce in (a, b):
-        await wait_for(
-            lambda c=ce: scaled_to_zero(kube_client, local_aws, c), 60, message="to zero"
-        )
+        await wait_for(partial(scaled_to_zero, kube_client, local_aws, ce), 60, message="to zero")
 
 
 async def test_a_gang_refused_for_lack_of_capacity_launches_nothing_partial_and_falls_back(
