@@ -49,6 +49,16 @@ def environment(local_aws: LocalAws, ce: str, max_vcpus: int) -> dict[str, Any]:
     return compute_environment(ce, local_aws, maxvCpus=max_vcpus, instanceTypes=["c6i.xlarge"])
 
 
+async def environment_and_queue(
+    setup: Any, local_aws: LocalAws, prefix: str, max_vcpus: int
+) -> str:
+    """A c6i.xlarge environment of `max_vcpus` and its queue `<ce>-q`; the environment's name."""
+    ce = name(prefix)
+    await setup(kube.COMPUTE_ENVIRONMENTS, environment(local_aws, ce, max_vcpus))
+    await setup(kube.JOB_QUEUES, job_queue(f"{ce}-q", ce))
+    return ce
+
+
 class PodLog:
     """Every pod event of a namespace, in the API server's order."""
 
@@ -105,9 +115,7 @@ def env_of(pod: dict[str, Any]) -> dict[str, Any]:
 async def test_gang_from_zero_is_bound_together_with_its_variables_and_service(
     kube_client: kube.KubeClient, namespace: str, local_aws: LocalAws, setup: Any
 ) -> None:
-    ce = name("gang")
-    await setup(kube.COMPUTE_ENVIRONMENTS, environment(local_aws, ce, 16))
-    await setup(kube.JOB_QUEUES, job_queue(f"{ce}-q", ce))
+    ce = await environment_and_queue(setup, local_aws, "gang", 16)
     job = "train"
     body = gang_job(job, f"{ce}-q", 4, run_seconds=3)
     body["metadata"]["annotations"][keys.MAIN_NODE_INDEX] = "1"
@@ -184,9 +192,7 @@ async def test_a_gang_of_small_pods_gets_a_new_instance_per_pod_then_scales_to_z
 async def test_no_other_pod_shares_a_node_with_a_gang_pod(
     kube_client: kube.KubeClient, namespace: str, local_aws: LocalAws, setup: Any
 ) -> None:
-    ce = name("excl")
-    await setup(kube.COMPUTE_ENVIRONMENTS, environment(local_aws, ce, 24))
-    await setup(kube.JOB_QUEUES, job_queue(f"{ce}-q", ce))
+    ce = await environment_and_queue(setup, local_aws, "excl", 24)
     async with pod_log(kube_client, namespace) as log:
         await kube_client.create(
             kube.JOBS, gang_job("gang", f"{ce}-q", 2, run_seconds=8), namespace
@@ -205,9 +211,7 @@ async def test_no_other_pod_shares_a_node_with_a_gang_pod(
 async def test_two_gangs_over_max_vcpus_run_one_after_the_other(
     kube_client: kube.KubeClient, namespace: str, local_aws: LocalAws, setup: Any
 ) -> None:
-    ce = name("two")
-    await setup(kube.COMPUTE_ENVIRONMENTS, environment(local_aws, ce, 16))
-    await setup(kube.JOB_QUEUES, job_queue(f"{ce}-q", ce))
+    ce = await environment_and_queue(setup, local_aws, "two", 16)
     async with pod_log(kube_client, namespace) as log:
         for job in ("first", "second"):  # 3 nodes of 4 vCPUs each: 12 of 16
             await kube_client.create(
@@ -225,9 +229,7 @@ async def test_two_gangs_over_max_vcpus_run_one_after_the_other(
 async def test_a_gang_larger_than_its_environment_is_refused_naming_the_limit(
     kube_client: kube.KubeClient, namespace: str, local_aws: LocalAws, setup: Any
 ) -> None:
-    ce = name("small")
-    await setup(kube.COMPUTE_ENVIRONMENTS, environment(local_aws, ce, 8))
-    await setup(kube.JOB_QUEUES, job_queue(f"{ce}-q", ce))
+    ce = await environment_and_queue(setup, local_aws, "small", 8)
     with pytest.raises(kube.ApiError) as refused:
         await kube_client.create(kube.JOBS, gang_job("big", f"{ce}-q", 4), namespace)
     message = refused.value.message
@@ -441,9 +443,7 @@ def _attempts(raw: dict[str, Any]) -> dict[int, dict[int, dict[str, Any]]]:
 async def test_the_main_nodes_success_is_the_gangs(
     kube_client: kube.KubeClient, namespace: str, local_aws: LocalAws, setup: Any
 ) -> None:
-    ce = name("main")
-    await setup(kube.COMPUTE_ENVIRONMENTS, environment(local_aws, ce, 12))
-    await setup(kube.JOB_QUEUES, job_queue(f"{ce}-q", ce))
+    ce = await environment_and_queue(setup, local_aws, "main", 12)
     # The other nodes would run 300 s: the job ends when the main node (index 1) exits 0.
     body = gang_job("lead", f"{ce}-q", 3, run_seconds=300)
     body["metadata"]["annotations"][keys.MAIN_NODE_INDEX] = "1"
@@ -464,9 +464,7 @@ async def test_a_failed_node_retries_the_whole_gang(
     local_aws: LocalAws,
     setup: Any,
 ) -> None:
-    ce = name("fail")
-    await setup(kube.COMPUTE_ENVIRONMENTS, environment(local_aws, ce, 12))
-    await setup(kube.JOB_QUEUES, job_queue(f"{ce}-q", ce))
+    ce = await environment_and_queue(setup, local_aws, "fail", 12)
     strategy = {keys.RETRY_STRATEGY: orjson.dumps({"attempts": 2}).decode()}
     await kube_client.create(
         kube.JOBS, gang_job("mpi", f"{ce}-q", 3, run_seconds=8, annotations=strategy), namespace
@@ -509,9 +507,7 @@ async def test_a_failed_node_retries_the_whole_gang(
 async def test_a_spot_reclaim_of_one_node_retries_the_gang_once(
     kube_client: kube.KubeClient, namespace: str, local_aws: LocalAws, setup: Any
 ) -> None:
-    ce = name("spotgang")
-    await setup(kube.COMPUTE_ENVIRONMENTS, environment(local_aws, ce, 12))
-    await setup(kube.JOB_QUEUES, job_queue(f"{ce}-q", ce))
+    ce = await environment_and_queue(setup, local_aws, "spotgang", 12)
     body = gang_job(
         "ddp", f"{ce}-q", 3, run_seconds=30, annotations={keys.RETRY_STRATEGY: SPOT_IDIOM}
     )
@@ -593,9 +589,7 @@ async def test_a_worker_done_before_the_main_node_is_not_run_again(
 ) -> None:
     """Node index 2 exits 0 long before the main node: its slot is done (not run again),
     the gang goes on, and the main node's exit decides the job."""
-    ce = name("early")
-    await setup(kube.COMPUTE_ENVIRONMENTS, environment(local_aws, ce, 12))
-    await setup(kube.JOB_QUEUES, job_queue(f"{ce}-q", ce))
+    ce = await environment_and_queue(setup, local_aws, "early", 12)
     async with pod_log(kube_client, namespace) as log:
         # Node index 1 would run 300 s: stopped when the main node (index 0) succeeds.
         await kube_client.create(
@@ -619,9 +613,7 @@ async def test_a_retried_gang_runs_every_node_again_once_per_attempt(
     """Node index 2 exits 0, then node index 1 fails: the attempt ends and the gang is
     retried as a whole (AWS Batch: a new attempt for every node), so index 2 runs again
     in attempt 2 — once, as every other node — and the main node decides."""
-    ce = name("redo")
-    await setup(kube.COMPUTE_ENVIRONMENTS, environment(local_aws, ce, 12))
-    await setup(kube.JOB_QUEUES, job_queue(f"{ce}-q", ce))
+    ce = await environment_and_queue(setup, local_aws, "redo", 12)
     strategy = {keys.RETRY_STRATEGY: orjson.dumps({"attempts": 2}).decode()}
     body = gang_job("redo", f"{ce}-q", 3, run_seconds=10, annotations=strategy)
     async with pod_log(kube_client, namespace) as log:
