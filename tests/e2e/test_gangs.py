@@ -45,16 +45,19 @@ def gang_job(
     return body
 
 
-def environment(local_aws: LocalAws, ce: str, max_vcpus: int) -> dict[str, Any]:
-    return compute_environment(ce, local_aws, maxvCpus=max_vcpus, instanceTypes=["c6i.xlarge"])
+def environment(
+    local_aws: LocalAws, ce: str, max_vcpus: int, instance_type: str = "c6i.xlarge"
+) -> dict[str, Any]:
+    return compute_environment(ce, local_aws, maxvCpus=max_vcpus, instanceTypes=[instance_type])
 
 
 async def environment_and_queue(
-    setup: Any, local_aws: LocalAws, prefix: str, max_vcpus: int
+    setup: Any, local_aws: LocalAws, prefix: str, max_vcpus: int, instance_type: str = "c6i.xlarge"
 ) -> str:
-    """A c6i.xlarge environment of `max_vcpus` and its queue `<ce>-q`; the environment's name."""
+    """A Spot environment of `max_vcpus` of one instance type and its queue `<ce>-q`; the
+    environment's name."""
     ce = name(prefix)
-    await setup(kube.COMPUTE_ENVIRONMENTS, environment(local_aws, ce, max_vcpus))
+    await setup(kube.COMPUTE_ENVIRONMENTS, environment(local_aws, ce, max_vcpus, instance_type))
     await setup(kube.JOB_QUEUES, job_queue(f"{ce}-q", ce))
     return ce
 
@@ -115,9 +118,10 @@ def env_of(pod: dict[str, Any]) -> dict[str, Any]:
 async def test_gang_from_zero_is_bound_together_with_its_variables_and_service(
     kube_client: kube.KubeClient, namespace: str, local_aws: LocalAws, setup: Any
 ) -> None:
-    ce = await environment_and_queue(setup, local_aws, "gang", 16)
+    """A 4-node training gang, a GPU each, on GPU Spot capacity from zero."""
+    ce = await environment_and_queue(setup, local_aws, "gang", 16, "g4dn.xlarge")
     job = "train"
-    body = gang_job(job, f"{ce}-q", 4, run_seconds=3)
+    body = gang_job(job, f"{ce}-q", 4, run_seconds=3, gpu=1)
     body["metadata"]["annotations"][keys.MAIN_NODE_INDEX] = "1"
     async with pod_log(kube_client, namespace) as log:
         await kube_client.create(kube.JOBS, body, namespace)
@@ -134,9 +138,14 @@ async def test_gang_from_zero_is_bound_together_with_its_variables_and_service(
             first_running = i
     assert first_running is not None
     assert max(first_bound.values()) < first_running, log.events
-    # One pod per node.
+    # One pod per node: four g4dn.xlarge Spot instances.
     nodes = {node for _, _, node, _ in log.events if node}
     assert len(nodes) == 4
+    instances = local_aws.instances(ce)
+    assert len(instances) == 4, instances
+    assert {i["InstanceType"] for i in instances} == {"g4dn.xlarge"}
+    assert all(i.get("InstanceLifecycle") == "spot" for i in instances)
+    assert {i["PrivateDnsName"] for i in instances} == nodes
     listed = await kube_client.list(
         kube.PODS, namespace, label_selector=f"batch.kubernetes.io/job-name={job}"
     )
