@@ -200,23 +200,28 @@ class Controller:
         if self.ledger.unresolved():
             await self.ledger.resolve(self._specs())
         self.ec2.account(now)
-        # 3. The snapshot: our nodes, live instances, the environments that launch (not
-        #    UNMANAGED ones: those are their owners' nodes), and each as the planner sees it.
+        # 3. The snapshot, read from the caches with no await in between (the watches
+        #    apply their events while a pass awaits: a pod read as pending must not also
+        #    fill a node's room): our nodes, live instances, the environments that launch
+        #    (not UNMANAGED ones: those are their owners' nodes), each as the planner sees
+        #    it, the pending pods (counted every pass, so that status and metrics never
+        #    show pods that are gone) and the room they may take.
+        specs = {name: spec for name, spec in self._specs().items() if spec.managed}
+        zones = await self.ec2.zones({s for spec in specs.values() for s in spec.subnets})
         ours = self.ec2.our_nodes(self.nodes.store.values())
         live = {i.instance_id: i for i in self.ec2.instances.values() if i.state in LIVE_STATES}
-        specs = {name: spec for name, spec in self._specs().items() if spec.managed}
         self.ledger.forget_unavailable(mono)
-        views = await self._views(specs, live)
-        # 4. Pending pods, counted every pass so that status and metrics never show pods
-        #    that are gone, and the batch window they arrived in.
+        views = self._views(specs, live, zones)
         queues = {q.name: q for q in self.queues.store.values()}
         pending = pending_pods(self.pods.store.values(), queues)
+        rooms = self._room(ours, live, zones)
+        # 4. The batch window the pending pods arrived in.
         self._batch = self._batch.observe((p.key for p in pending), mono)
         pending_by_env = routed_pods(pending)
         # 5. Once the window is over: a plan, and its launches (through the ledger).
         if self._batch.ready(mono):
             self._batch = self._batch.closed()
-            pending_by_env = await self._plan(views, pending, ours, live, specs)
+            pending_by_env = await self._plan(views, pending, rooms, specs)
         # 6. Scale-down: cordon, uncordon, terminate.
         scale_down_at = await self._scale_down(ours, specs, live, now)
         # 7. Garbage: instances that never became nodes, nodes whose instance is gone.
@@ -233,10 +238,12 @@ class Controller:
 
     # --- the steps ------------------------------------------------------------------------
 
-    async def _views(
-        self, specs: Mapping[str, ComputeEnvironment], live: Mapping[str, Instance]
+    def _views(
+        self,
+        specs: Mapping[str, ComputeEnvironment],
+        live: Mapping[str, Instance],
+        zones: Mapping[str, str],
     ) -> dict[str, Environment]:
-        zones = await self.ec2.zones({s for spec in specs.values() for s in spec.subnets})
         in_flight = self.ledger.in_flight(zones)
         views = {}
         for name, spec in specs.items():
@@ -260,16 +267,13 @@ class Controller:
         self,
         views: Mapping[str, Environment],
         pending: Sequence[PendingPod],
-        ours: Mapping[str, NodeInfo],
-        live: Mapping[str, Instance],
+        rooms: Sequence[Room],
         specs: Mapping[str, ComputeEnvironment],
     ) -> dict[str, int]:
         """Plan for the pending pods and launch; returns the pods routed to each
         environment (with those later environments must take)."""
-        zones = await self.ec2.zones({s for spec in specs.values() for s in spec.subnets})
         started = time.perf_counter()
-        room = self._room(ours, live, zones)
-        plan = plan_launches(views, pending, room)
+        plan = plan_launches(views, pending, rooms)
         metrics.PLANNER_SECONDS.observe(time.perf_counter() - started)
         self._awaited_nodes = plan.awaited_nodes
         if plan.launches:
@@ -281,7 +285,7 @@ class Controller:
                 room=sorted(
                     f"{r.environment}/{r.zone or '?'}/{r.node or 'coming'}"
                     + ("/empty" if r.empty else "")
-                    for r in room
+                    for r in rooms
                 )[:20],
                 waiting=len(plan.waiting),
                 launches=[

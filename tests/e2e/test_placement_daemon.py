@@ -282,4 +282,6 @@ async def test_binds_are_logged_as_json_with_pod_and_node(
     assert entry["pod"] == f"{namespace}/logged"
     assert entry["node"] == node
     assert entry["queue"] == queue
-    assert entry["level"] == "info"
+    # A line per pod: at debug (the session's daemon runs at debug), named by its logger.
+    assert entry["level"] == "debug"
+    assert entry["logger"] == "ebb.placement"
