@@ -449,6 +449,15 @@ def _attempts(raw: dict[str, Any]) -> dict[int, dict[int, dict[str, Any]]]:
     return out
 
 
+def _succeeded_in_two_attempts(done: dict[str, Any]) -> dict[int, dict[int, dict[str, Any]]]:
+    """A gang retried once as a whole and SUCCEEDED; its published attempt record."""
+    assert annotation(done, keys.STATE) == "SUCCEEDED", annotation(done, keys.REASON)
+    assert annotation(done, keys.GANG_ATTEMPT) == "2"
+    record = _attempts(done)
+    assert set(record) == {1, 2}, record
+    return record
+
+
 async def test_the_main_nodes_success_is_the_gangs(
     kube_client: kube.KubeClient, namespace: str, local_aws: LocalAws, setup: Any
 ) -> None:
@@ -482,10 +491,8 @@ async def test_a_failed_node_retries_the_whole_gang(
     worker = await _pod_of_index(kube_client, namespace, "mpi", 2)
     await _set_run(kube_client, worker, **{"run-seconds": "1", "exit-code": "3"})
     done = await wait_state(kube_client, namespace, "mpi", "SUCCEEDED", "FAILED", timeout=180)
-    assert annotation(done, keys.STATE) == "SUCCEEDED", annotation(done, keys.REASON)
-    assert annotation(done, keys.GANG_ATTEMPT) == "2"
-    record = _attempts(done)
-    assert set(record) == {1, 2} and set(record[1]) == {0, 1, 2}, record
+    record = _succeeded_in_two_attempts(done)
+    assert set(record[1]) == {0, 1, 2}, record
     failed = record[1][2]
     assert (failed["pod"], failed["exitCode"]) == (worker["metadata"]["name"], 3), failed
     assert failed["statusReason"] == "Essential container in task exited"
@@ -527,10 +534,8 @@ async def test_a_spot_reclaim_of_one_node_retries_the_gang_once(
     interrupt = await local_aws.interrupt(instance_id, notice_seconds=2)
     assert await asyncio.wait_for(interrupt.wait(), 30) == 0
     done = await wait_state(kube_client, namespace, "ddp", "SUCCEEDED", "FAILED", timeout=180)
-    assert annotation(done, keys.STATE) == "SUCCEEDED", annotation(done, keys.REASON)
-    assert annotation(done, keys.GANG_ATTEMPT) == "2"
-    record = _attempts(done)
-    assert set(record) == {1, 2} and set(record[2]) == {0, 1, 2}, record
+    record = _succeeded_in_two_attempts(done)
+    assert set(record[2]) == {0, 1, 2}, record
     lost = record[1][1]
     assert lost["statusReason"] == f"Host EC2 (instance {instance_id}) terminated.", lost
     assert lost["exitCode"] is None
@@ -632,10 +637,8 @@ async def test_a_retried_gang_runs_every_node_again_once_per_attempt(
         failing = await _pod_of_index(kube_client, namespace, "redo", 1)
         await _set_run(kube_client, failing, **{"run-seconds": "4", "exit-code": "3"})
         done = await wait_state(kube_client, namespace, "redo", "SUCCEEDED", "FAILED", timeout=180)
-    assert annotation(done, keys.STATE) == "SUCCEEDED", annotation(done, keys.REASON)
-    assert annotation(done, keys.GANG_ATTEMPT) == "2"
-    record = _attempts(done)
-    assert set(record) == {1, 2} and set(record[2]) == {0, 1, 2}, record
+    record = _succeeded_in_two_attempts(done)
+    assert set(record[2]) == {0, 1, 2}, record
     assert record[1][2]["exitCode"] == 0 and record[1][1]["exitCode"] == 3, record[1]
     assert _runs_per_index(log, "redo") == {0: 2, 1: 2, 2: 2}, log.events
     await wait_for(lambda: scaled_to_zero(kube_client, local_aws, ce), 90, message="to zero")
