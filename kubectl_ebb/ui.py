@@ -502,10 +502,25 @@ def _only_the_user(token: str) -> Any:
     return middleware
 
 
+@web.middleware
+async def _failures_as_pages(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """What the API server did not answer, said on the page (a refresh shows it too)."""
+    try:
+        return await handler(request)
+    except kube.ApiError as exc:
+        message = f"the API server answered: {exc}"
+    except (aiohttp.ClientError, OSError) as exc:
+        message = f"cannot reach the API server: {exc}"
+    main = f'<p class="refused">{_text(message)}</p>'
+    return _page("Error", main, context=request.app[CONTEXT], status=502)
+
+
 def create_app(
     settings: UiSettings, access: kube.ClusterAccess, namespace: str, token: str
 ) -> web.Application:
-    app = web.Application(middlewares=[_only_the_user(token)])
+    app = web.Application(middlewares=[_only_the_user(token), _failures_as_pages])
 
     async def kubernetes(app: web.Application) -> AsyncIterator[None]:
         client = kube.KubeClient(access, user_agent="kubectl-ebb-ui")
