@@ -372,9 +372,13 @@ def _chart(kind: str, name: str, samples: list[Sample], unit: str, every: float)
         f'<text x="{width - pad}" y="12" text-anchor="end">{top} {unit}</text>'
         f'<line class="axis" x1="{pad}" y1="{base}" x2="{width - pad}" y2="{base}"/>'
         + "".join(lines)
-        + f'</svg><figcaption class="legend">{_text(caption)}; the last '
-        f"{(end - start) / 60:.0f} min</figcaption></figure>"
+        + f'</svg><figcaption class="legend">{_text(caption)}; over '
+        f"{_duration(samples[-1].at - start)}</figcaption></figure>"
     )
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
 async def job_list(request: web.Request) -> web.Response:

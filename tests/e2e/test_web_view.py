@@ -111,6 +111,7 @@ def browser() -> Iterator[WebDriver]:
     try:
         yield chrome
     finally:
+        started |= _descendants(service.process.pid)  # the renderers opened since
         chrome.quit()
     left = {pid for pid in started if _alive(pid)}
     assert not left, f"browser or driver processes left behind: {left}"

@@ -76,7 +76,7 @@ def test_a_chart_draws_what_was_published_and_says_what_was_not() -> None:
     assert [s.values["runnable"] for s in samples] == [1, 0, 0]  # the last 3 kept
     svg = _chart("queue", name, samples, "jobs", every=5)
     assert 'data-samples="3"' in svg
-    assert "runnable 0, running 0 jobs; the last 0 min" in svg
+    assert "runnable 0, running 0 jobs; over 10 s" in svg
     ce = History(size=2)
     ce.record(
         "environment",
