@@ -29,11 +29,13 @@ from ebb import kube
 from local_stack import builders
 from local_stack.batch import batch_env, unique, wait_state
 from local_stack.harness import LocalCluster
-from tests.e2e.test_tenant_roles import ALICE_NS, people, user_kubeconfig
+from tests.e2e.test_tenant_roles import user_kubeconfig
 
-__all__ = ["people"]  # the tenants' bindings, a fixture of test_tenant_roles
 pytestmark = pytest.mark.usefixtures("scheduler_daemon")
 REFRESH_SECONDS = 1
+ROLE_BINDINGS = kube.Resource(
+    "rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", namespaced=True
+)
 
 
 class Ui:
@@ -209,31 +211,42 @@ def test_nothing_answers_without_the_token(ui: Ui) -> None:
     assert urlsplit(ui.url).hostname == "127.0.0.1"
 
 
-@pytest.mark.usefixtures("people")
 async def test_a_tenant_sees_what_their_roles_allow(
-    cluster: LocalCluster, kube_client: kube.KubeClient, browser: WebDriver
+    cluster: LocalCluster, kube_client: kube.KubeClient, namespace: str, browser: WebDriver
 ) -> None:
-    """alice holds ebb-edit in her namespace only: her jobs are listed, the queues and
-    another namespace's jobs are refused in the plugin's sentence naming the role."""
+    """A tenant holding ebb-edit in their namespace only (a RoleBinding, as
+    docs/operations.md says to bind it): their jobs are listed and explained, the queues
+    and another namespace's jobs are refused in the plugin's sentence naming the role."""
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "wendy-ebb-edit"},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "ebb-edit",
+        },
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "wendy"}],
+    }
+    await kube_client.create(ROLE_BINDINGS, binding, namespace)  # gone with the namespace
     async with batch_env(kube_client) as env:
         ce = await env.compute_environment(unique("ce"), state="DISABLED")
         q = await env.queue(unique("q"), [ce])
-        await kube_client.create(kube.JOBS, builders.job("mine", q), ALICE_NS)
-        await wait_state(kube_client, ALICE_NS, "mine", "RUNNABLE")
-        view = Ui(cluster, user_kubeconfig(cluster, "alice", ALICE_NS))
+        await kube_client.create(kube.JOBS, builders.job("mine", q), namespace)
+        await wait_state(kube_client, namespace, "mine", "RUNNABLE")
+        view = Ui(cluster, user_kubeconfig(cluster, "wendy", namespace))
         try:
             browser.get(view.url)
             refusals = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "main .refused")]
             assert any("you may not list job queues" in r and "ebb-view" in r for r in refusals)
             browser.find_element(By.LINK_TEXT, "Jobs").click()
-            wait_text(browser, f'table.jobs tr[data-job="{ALICE_NS}/mine"] td.state', "RUNNABLE")
-            browser.get(f"{view.base}/jobs/{ALICE_NS}/mine")
+            wait_text(browser, f'table.jobs tr[data-job="{namespace}/mine"] td.state', "RUNNABLE")
+            browser.get(f"{view.base}/jobs/{namespace}/mine")
             why = text_of(browser, ".why")
             assert f"queue {q}: not visible to you; reading it takes ClusterRole ebb-view" in why
-            browser.get(f"{view.base}/jobs?namespace=team-bob")
+            browser.get(f"{view.base}/jobs?namespace=default")
             refused = text_of(browser, "main .refused")
-            assert "you may not list jobs in namespace team-bob" in refused
-            assert "ebb-edit, bound by a RoleBinding in namespace team-bob" in refused
+            assert "you may not list jobs in namespace default" in refused
+            assert "ebb-edit, bound by a RoleBinding in namespace default" in refused
         finally:
             view.stop()
-            await kube_client.delete(kube.JOBS, "mine", ALICE_NS)
