@@ -10,11 +10,13 @@ import sys
 import aiohttp
 
 import kubectl_ebb
-from ebb import keys, kube
+from ebb import keys, kube, settings
 from kubectl_ebb.objects import import_dry_run, submit_job
 from kubectl_ebb.output import STATES
 from kubectl_ebb.refusals import refusal
-from kubectl_ebb.views import Cli
+from kubectl_ebb.ui import UiSettings
+from kubectl_ebb.ui import serve as serve_ui
+from kubectl_ebb.views import Cli, NotAnEbbJob
 
 
 def _connection_flags(defaults: bool) -> argparse.ArgumentParser:
@@ -76,12 +78,26 @@ def parser() -> argparse.ArgumentParser:
     imports.add_argument(
         "--dry-run", action="store_true", help="print the objects (-o yaml|json); write nothing"
     )
+    ui = sub.add_parser(
+        "ui",
+        parents=[common],
+        help="a read-only web view of the queues, on 127.0.0.1, with your credentials",
+    )
+    settings.add_arguments(ui, UiSettings)
     return top
 
 
 async def _run(args: argparse.Namespace) -> None:
+    ui = (
+        settings.from_arguments(UiSettings, vars(args), os.environ)
+        if args.command == "ui"
+        else None
+    )
     access = kube.load_access(args.kubeconfig, args.context, os.environ)
     namespace = args.namespace or access.namespace
+    if ui is not None:
+        await serve_ui(ui, access, namespace)
+        return
     async with kube.KubeClient(access, user_agent="kubectl-ebb") as client:
         try:
             await _command(Cli(client, namespace, args.output), args)
@@ -120,10 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         asyncio.run(_run(args))
-    except kube.ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except kube.ApiError as exc:
+    except (kube.ConfigError, NotAnEbbJob, kube.ApiError, settings.SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except (aiohttp.ClientError, OSError) as exc:
