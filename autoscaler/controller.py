@@ -50,7 +50,7 @@ from autoscaler.scaledown import (
     track_nodes,
 )
 from autoscaler.settings import AutoscalerSettings
-from autoscaler.status import environment_status
+from autoscaler.status import environment_status, unmanaged_status
 from autoscaler.timestamps import rfc3339
 from autoscaler.wake import next_wake
 from ebb import kube
@@ -233,6 +233,7 @@ class Controller:
         await self.node_actions.collect_garbage(ours, now)
         # 8. Status, Events and metrics.
         await self._publish(views, ours, live, pending_by_env, now)
+        await self._publish_unmanaged(now)
         # 9. Sleep until the window closes or a scale-down decision is due.
         closes_at = self._batch.closes_at()
         return next_wake(
@@ -430,16 +431,36 @@ class Controller:
             if written == status:
                 continue
             old = written or {}
-            try:
-                await self.client.patch(
-                    kube.COMPUTE_ENVIRONMENTS, name, {"status": status}, subresource="status"
-                )
-            except kube.ApiError as exc:
-                log.warning("status update failed", compute_environment=name, error=str(exc))
+            if not await self._write_status(name, status):
                 continue
             self._status[name] = status
             if old.get("status") != status["status"] and view.problem:
                 self._events.record(view.spec, "Invalid", view.problem, warning=True)
+
+    async def _publish_unmanaged(self, now: float) -> None:
+        """UNMANAGED environments get their Ready condition (nothing else: Ebb launches
+        nothing for them)."""
+        specs = self._specs()
+        for gone in self._status.keys() - specs.keys():  # deleted (and maybe made anew)
+            del self._status[gone]
+        for name, spec in specs.items():
+            if spec.managed:
+                continue
+            written = self._status.get(name)
+            previous = conditions_from_raw(written) if written else spec.conditions
+            status = unmanaged_status(spec, previous, rfc3339(now))
+            if written != status and await self._write_status(name, status):
+                self._status[name] = status
+
+    async def _write_status(self, name: str, status: dict[str, Any]) -> bool:
+        try:
+            await self.client.patch(
+                kube.COMPUTE_ENVIRONMENTS, name, {"status": status}, subresource="status"
+            )
+        except kube.ApiError as exc:
+            log.warning("status update failed", compute_environment=name, error=str(exc))
+            return False
+        return True
 
     def _resource_metrics(
         self, name: str, instances: Sequence[Instance], nodes: Sequence[NodeInfo]

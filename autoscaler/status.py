@@ -9,8 +9,10 @@ from typing import Any
 
 from autoscaler.environments import Unavailable
 from autoscaler.planner import INSUFFICIENT_CAPACITY, MAX_VCPUS_REACHED, Environment
+from ebb import keys
 from ebb.catalog import Catalog
 from ebb.conditions import CAPACITY_AVAILABLE, FALSE, READY, TRUE, Condition, merge
+from ebb.model import ComputeEnvironment
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +51,14 @@ def environment_status(
         and any(o.name == u.instance_type for o in view.offerings)
     )
     conditions = [
-        _ready(view),
-        _capacity_available(view, launch_failure, blocked, offerings),
+        _ready(view.spec, view.problem),
+        _capacity_available(
+            view,
+            # A failed launch says something only while capacity is still asked for.
+            launch_failure if pending_pods or view.vcpus < view.spec.min_vcpus else None,
+            blocked,
+            offerings,
+        ),
     ]
     return {
         "status": "INVALID" if view.problem else "VALID",
@@ -66,12 +74,29 @@ def environment_status(
     }
 
 
-def _ready(view: Environment) -> Condition:
-    if view.problem:
-        return Condition(READY, FALSE, "Invalid", f"INVALID: {view.problem}")
-    if not view.spec.enabled:
-        message = "spec.state is DISABLED: it launches nothing; its nodes drain as jobs finish"
-        return Condition(READY, FALSE, "Disabled", message)
+def unmanaged_status(
+    spec: ComputeEnvironment, previous: Sequence[Condition], now: str
+) -> dict[str, Any]:
+    """An UNMANAGED environment's status: only its Ready condition (Ebb launches nothing
+    for it, so it has no capacity figures; its status column stays as it was)."""
+    conditions = merge(previous, [_ready(spec, None)], spec.generation, now)
+    return {"observedGeneration": spec.generation, "conditions": conditions}
+
+
+def _ready(spec: ComputeEnvironment, problem: str | None) -> Condition:
+    if problem:
+        return Condition(READY, FALSE, "Invalid", f"INVALID: {problem}")
+    if not spec.enabled:
+        what = "it launches nothing; its nodes drain" if spec.managed else "no new jobs go to it"
+        return Condition(READY, FALSE, "Disabled", f"spec.state is DISABLED: {what}")
+    if not spec.managed:
+        return Condition(
+            READY,
+            TRUE,
+            "Ready",
+            f"UNMANAGED and ENABLED: jobs run on your nodes labelled "
+            f"{keys.COMPUTE_ENVIRONMENT_LABEL}={spec.name}, within maxvCpus",
+        )
     return Condition(READY, TRUE, "Ready", "VALID and ENABLED")
 
 
@@ -83,7 +108,7 @@ def _capacity_available(
 ) -> Condition:
     """False when it cannot launch what its pods ask for now: not Ready, maxvCpus
     reached, EC2 short of capacity, or its last launch failed."""
-    ready = _ready(view)
+    ready = _ready(view.spec, view.problem)
     if ready.status != TRUE:
         return Condition(CAPACITY_AVAILABLE, FALSE, ready.reason, ready.message)
     if blocked == MAX_VCPUS_REACHED:

@@ -8,6 +8,7 @@ import asyncio
 from typing import Any
 
 from ebb import kube
+from local_stack import builders
 from local_stack.aws import (
     LocalAws,
     batch_job,
@@ -73,6 +74,12 @@ async def test_ready_follows_environments_queues_and_policies(
         in (await condition(kube_client, JQ, q))[0]["message"]
     )
     since = (await condition(kube_client, CE, ce))[0]["lastTransitionTime"]
+
+    # An UNMANAGED environment (your nodes) is Ready too; its status column stays empty.
+    unmanaged = f"{ce}-own"
+    await setup(CE, builders.compute_environment(unmanaged, ce_type="UNMANAGED"))
+    await kubectl_wait(cluster, CE, unmanaged, "Ready")
+    assert "status" not in (await kube_client.get(CE, unmanaged))["status"]
 
     # DISABLED: the environment says so, and its queue has no environment left.
     await kube_client.patch(CE, ce, {"spec": {"state": "DISABLED"}})

@@ -22,7 +22,7 @@ from autoscaler.planner import (
 )
 from autoscaler.room import Coming, NodeRoom, in_flight, room
 from autoscaler.scaledown import NodeSeen, NodeState, next_scale_down, track_nodes
-from autoscaler.status import LaunchFailure, environment_status
+from autoscaler.status import LaunchFailure, environment_status, unmanaged_status
 from autoscaler.wake import next_wake
 from ebb.catalog import NodeOverheadSettings, shipped_catalog
 from ebb.model import ComputeEnvironment, JobQueue, PodInfo
@@ -274,10 +274,14 @@ def test_the_status_document_of_an_environment() -> None:
 
 
 def _conditions(view: Environment, **kw: Any) -> dict[str, tuple[str, str, str]]:
-    args: dict[str, Any] = {"launch_failure": None, "blocked": None, "previous": (), "now": "T"}
-    status = environment_status(
-        view, CATALOG, node_types=[], pending_pods=0, unavailable=[], **{**args, **kw}
-    )
+    args: dict[str, Any] = {
+        "launch_failure": None,
+        "blocked": None,
+        "previous": (),
+        "now": "T",
+        "pending_pods": 0,
+    }
+    status = environment_status(view, CATALOG, node_types=[], unavailable=[], **{**args, **kw})
     return {c["type"]: (c["status"], c["reason"], c["message"]) for c in status["conditions"]}
 
 
@@ -312,11 +316,13 @@ def test_capacity_available_says_why_pods_wait() -> None:
         f"pods wait: maxvCpus {CE.max_vcpus} reached ({CE.max_vcpus} vCPUs running or launching)",
     )
     failure = LaunchFailure("T0", "InsufficientCapacity", "c6i.large/us-east-1a/spot: no")
-    assert _conditions(view, launch_failure=failure)["CapacityAvailable"] == (
+    assert _conditions(view, launch_failure=failure, pending_pods=1)["CapacityAvailable"] == (
         "False",
         "InsufficientCapacity",
         "c6i.large/us-east-1a/spot: no",
     )
+    # Once nothing waits for capacity, an old failure no longer says it is short.
+    assert _conditions(view, launch_failure=failure)["CapacityAvailable"][0] == "True"
     short = _conditions(view, blocked=INSUFFICIENT_CAPACITY)["CapacityAvailable"]
     assert short[:2] == ("False", "InsufficientCapacity")
     disabled = environment(
@@ -324,6 +330,17 @@ def test_capacity_available_says_why_pods_wait() -> None:
     )
     assert _conditions(disabled)["Ready"][:2] == ("False", "Disabled")
     assert _conditions(disabled)["CapacityAvailable"][:2] == ("False", "Disabled")
+
+
+def test_an_unmanaged_environment_gets_only_its_ready_condition() -> None:
+    spec = ComputeEnvironment("u", "UNMANAGED", 8, (), generation=3)
+    status = unmanaged_status(spec, (), "T")
+    assert status["observedGeneration"] == 3
+    ((ready,),) = [status["conditions"]]
+    assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", "True", "Ready")
+    assert "ebb.dev/compute-environment=u" in ready["message"]
+    off = unmanaged_status(dataclasses.replace(spec, state="DISABLED"), (), "T")
+    assert off["conditions"][0]["reason"] == "Disabled"
 
 
 # --- since when nodes are idle and draining --------------------------------------------------
