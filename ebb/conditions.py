@@ -57,7 +57,7 @@ def from_raw(status: Mapping[str, Any] | None) -> tuple[Condition, ...]:
     )
 
 
-def find(conditions: Iterable[Condition], kind: str) -> Condition | None:
+def _find(conditions: Iterable[Condition], kind: str) -> Condition | None:
     return next((c for c in conditions if c.type == kind), None)
 
 
@@ -69,9 +69,9 @@ def merge(
     condition is new or its status changed, else it is kept from `previous`."""
     out = []
     for condition in current:
-        before = find(previous, condition.type)
-        kept = before is not None and before.status == condition.status
-        since = before.last_transition_time if kept and before else ""
+        before = _find(previous, condition.type)
+        same = before is not None and before.status == condition.status
+        since = before.last_transition_time if before is not None and same else ""
         stamped = replace(
             condition, last_transition_time=since or now, observed_generation=generation
         )

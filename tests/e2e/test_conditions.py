@@ -54,6 +54,11 @@ async def reads(
     return seen == (*expected, generation)
 
 
+async def ready_says(client: kube.KubeClient, resource: kube.Resource, obj: str, text: str) -> bool:
+    """The Ready condition's message says `text`."""
+    return text in (await condition(client, resource, obj))[0].get("message", "")
+
+
 async def test_ready_follows_environments_queues_and_policies(
     cluster: LocalCluster, kube_client: kube.KubeClient, local_aws: LocalAws, setup: Any
 ) -> None:
@@ -98,7 +103,7 @@ async def test_ready_follows_environments_queues_and_policies(
     assert ready["lastTransitionTime"] != since  # it went False
     assert (await condition(kube_client, CE, ce, "CapacityAvailable"))[0]["status"] == "False"
     await wait_for(
-        lambda: as_message(kube_client, JQ, q, f"{ce} is INVALID (subnets: not found in EC2"), 30
+        lambda: ready_says(kube_client, JQ, q, f"{ce} is INVALID (subnets: not found in EC2"), 30
     )
     # The printer columns say the same as before: INVALID, with the reason.
     row = await asyncio.to_thread(cluster.kubectl, "get", "ce", ce, "-o", "wide", "--no-headers")
@@ -121,10 +126,6 @@ async def test_ready_follows_environments_queues_and_policies(
     after, new_generation = await condition(kube_client, SP, sp)
     assert new_generation == generation + 1
     assert after["lastTransitionTime"] == before["lastTransitionTime"]
-
-
-async def as_message(client: kube.KubeClient, resource: kube.Resource, obj: str, text: str) -> bool:
-    return text in (await condition(client, resource, obj))[0].get("message", "")
 
 
 async def test_capacity_available_says_maxvcpus_is_reached(
