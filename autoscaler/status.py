@@ -77,10 +77,15 @@ def environment_status(
 def unmanaged_status(
     spec: ComputeEnvironment, previous: Sequence[Condition], now: str
 ) -> dict[str, Any]:
-    """An UNMANAGED environment's status: only its Ready condition (Ebb launches nothing
-    for it, so it has no capacity figures; its status column stays as it was)."""
+    """An UNMANAGED environment's status: VALID, as AWS Batch shows one, and its Ready
+    condition; no capacity figures (Ebb launches nothing for it)."""
     conditions = merge(previous, [_ready(spec, None)], spec.generation, now)
-    return {"observedGeneration": spec.generation, "conditions": conditions}
+    return {
+        "status": "VALID",
+        "statusReason": "",
+        "observedGeneration": spec.generation,
+        "conditions": conditions,
+    }
 
 
 def _ready(spec: ComputeEnvironment, problem: str | None) -> Condition:

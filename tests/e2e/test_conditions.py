@@ -80,11 +80,11 @@ async def test_ready_follows_environments_queues_and_policies(
     )
     since = (await condition(kube_client, CE, ce))[0]["lastTransitionTime"]
 
-    # An UNMANAGED environment (your nodes) is Ready too; its status column stays empty.
+    # An UNMANAGED environment (your nodes) is Ready too, and VALID as in AWS Batch.
     unmanaged = f"{ce}-own"
     await setup(CE, builders.compute_environment(unmanaged, ce_type="UNMANAGED"))
     await kubectl_wait(cluster, CE, unmanaged, "Ready")
-    assert "status" not in (await kube_client.get(CE, unmanaged))["status"]
+    assert (await kube_client.get(CE, unmanaged))["status"]["status"] == "VALID"
 
     # DISABLED: the environment says so, and its queue has no environment left.
     await kube_client.patch(CE, ce, {"spec": {"state": "DISABLED"}})

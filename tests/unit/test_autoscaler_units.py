@@ -332,10 +332,10 @@ def test_capacity_available_says_why_pods_wait() -> None:
     assert _conditions(disabled)["CapacityAvailable"][:2] == ("False", "Disabled")
 
 
-def test_an_unmanaged_environment_gets_only_its_ready_condition() -> None:
+def test_an_unmanaged_environment_is_valid_with_only_its_ready_condition() -> None:
     spec = ComputeEnvironment("u", "UNMANAGED", 8, (), generation=3)
     status = unmanaged_status(spec, (), "T")
-    assert status["observedGeneration"] == 3
+    assert (status["status"], status["observedGeneration"]) == ("VALID", 3)
     ((ready,),) = [status["conditions"]]
     assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", "True", "Ready")
     assert "ebb.dev/compute-environment=u" in ready["message"]
