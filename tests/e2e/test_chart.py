@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 import shutil
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,10 +109,25 @@ def manifest_objects(target: LocalCluster) -> list[dict[str, Any]]:
     return [o for o in yaml.safe_load_all(out) if o]
 
 
-def lease_holder(target: LocalCluster, lease: str) -> str:
-    return target.kubectl(
-        "get", "lease", lease, "-n", NAMESPACE, "-o", "jsonpath={.spec.holderIdentity}"
-    )
+def wait_for_leader(target: LocalCluster, lease: str, identity: str, timeout: float = 60) -> None:
+    """Until `identity` holds the Lease (a replica is ready before it leads)."""
+    deadline = time.monotonic() + timeout
+    holder = ""
+    while time.monotonic() < deadline:
+        holder = target.kubectl(
+            "get",
+            "lease",
+            lease,
+            "-n",
+            NAMESPACE,
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+            check=False,
+        )
+        if holder == identity:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"{identity} never held Lease {NAMESPACE}/{lease} (last: {holder!r})")
 
 
 # Stand-ins for the Prometheus Operator's CRDs (no schema): the API server stores the
@@ -240,8 +256,8 @@ def test_the_chart_installs_and_both_daemons_become_ready_from_it(
             daemons.append(daemon)
             daemon.start()  # returns once /readyz answers 200
 
-        assert lease_holder(target, "ebb-scheduler") == scheduler.env["EBB_IDENTITY"]
-        assert lease_holder(target, "ebb-autoscaler") == autoscaler.env["EBB_IDENTITY"]
+        wait_for_leader(target, "ebb-scheduler", scheduler.env["EBB_IDENTITY"])
+        wait_for_leader(target, "ebb-autoscaler", autoscaler.env["EBB_IDENTITY"])
         secrets = target.kubectl("get", "secrets", "-n", NAMESPACE, "-o", "name")
         assert "secret/ebb-scheduler-tls" in secrets
         assert "secret/ebb-kube-scheduler-client" in secrets

@@ -6,7 +6,9 @@ control plane, with both daemons run from it: tests/e2e/test_chart.py.)"""
 from __future__ import annotations
 
 import runpy
+import subprocess
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -46,7 +48,7 @@ def test_the_chart_lints_with_default_and_with_every_option_on() -> None:
         "--strict",
         str(chart.CHART),
         "--set=monitoring.serviceMonitor.enabled=true,monitoring.prometheusRule.enabled=true",
-        "--set=userRoles.viewAllUsers=true,namespace.create=true,aws.roleArn=arn:aws:iam::1:role/r",
+        "--set=userRoles.viewAllUsers=true,namespace.create=true,aws.roleArn=arn:aws:iam::123456789012:role/r",
     )
     assert "0 chart(s) failed" in out
 
@@ -82,7 +84,7 @@ def test_values_reach_the_daemons() -> None:
     objects = render(
         "--set=image.repository=registry.example/ebb,image.tag=9.9.9",
         "--set=cluster.name=prod,cluster.endpoint=https://k.example,cluster.ca=Q0E=",
-        "--set=cluster.region=eu-west-1,aws.roleArn=arn:aws:iam::1:role/ebb",
+        "--set=cluster.region=eu-west-1,aws.roleArn=arn:aws:iam::123456789012:role/ebb",
         "--set=autoscaler.interruptionQueueUrl=https://sqs.example/1/ebb-prod",
         "--set=scheduler.extraArgs={--log-level=debug}",
     )
@@ -96,7 +98,7 @@ def test_values_reach_the_daemons() -> None:
     assert autoscaler["image"] == "registry.example/ebb:9.9.9"
     account = find(objects, "ServiceAccount", "ebb-autoscaler")
     assert account["metadata"]["annotations"] == {
-        "eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/ebb"
+        "eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/ebb"
     }
     assert container(objects, "ebb-scheduler")["args"][-1] == "--log-level=debug"
 
@@ -151,3 +153,22 @@ def test_the_extender_stanza_for_your_own_kube_scheduler_matches_the_charts() ->
         k: v for k, v in theirs.items() if k != "tlsConfig"
     }
     assert set(ours["tlsConfig"]) == set(theirs["tlsConfig"])
+
+
+def test_bad_values_are_refused_naming_the_value() -> None:
+    done = subprocess.run(
+        [
+            str(Path(bin_path().split(":")[-1]) / "helm"),
+            "template",
+            "ebb",
+            str(chart.CHART),
+            "--set=aws.roleArn=my-role,autoscaler.replicas=0,cluster.nmae=prod",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "- at '/aws/roleArn': 'my-role' does not match pattern" in done.stderr
+    assert "- at '/autoscaler/replicas': minimum: got 0, want 1" in done.stderr
+    assert "- at '/cluster': additional properties 'nmae' not allowed" in done.stderr
