@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 import shutil
 import sys
@@ -109,9 +110,10 @@ def manifest_objects(target: LocalCluster) -> list[dict[str, Any]]:
     return [o for o in yaml.safe_load_all(out) if o]
 
 
-def wait_for_leader(target: LocalCluster, lease: str, identity: str, timeout: float = 60) -> None:
-    """Until `identity` holds the Lease (a replica is ready before it leads)."""
-    deadline = time.monotonic() + timeout
+def wait_for_leader(target: LocalCluster, lease: str, identity: str = "") -> str:
+    """Until `identity` (or, if empty, anyone) holds the Lease: a replica is ready before
+    it leads. Returns the holder."""
+    deadline = time.monotonic() + 60
     holder = ""
     while time.monotonic() < deadline:
         holder = target.kubectl(
@@ -124,10 +126,62 @@ def wait_for_leader(target: LocalCluster, lease: str, identity: str, timeout: fl
             "jsonpath={.spec.holderIdentity}",
             check=False,
         )
-        if holder == identity:
-            return
+        if (holder == identity) if identity else (holder and "NotFound" not in holder):
+            return holder
         time.sleep(0.5)
-    raise AssertionError(f"{identity} never held Lease {NAMESPACE}/{lease} (last: {holder!r})")
+    raise AssertionError(
+        f"{identity or 'nobody'} held Lease {NAMESPACE}/{lease} (last: {holder!r})"
+    )
+
+
+def kube_scheduler_from_chart(
+    target: LocalCluster, deployment: dict[str, Any], port: int
+) -> Process:
+    """The chart's second kube-scheduler as a process of the cluster's own kube-scheduler
+    binary (the version the chart pins the image to): its command and the configuration
+    from the chart's ConfigMap, read from the cluster, with the mounted files (the
+    ConfigMap, the client-certificate Secret the scheduler daemon keeps) written to disk
+    where the pod would mount them, and the ServiceAccount's token for in-cluster config."""
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    files = target.state_dir / "chart-kube-scheduler"
+    for volume in pod["volumes"]:
+        if "configMap" in volume:
+            kind, name = "configmap", volume["configMap"]["name"]
+        else:
+            kind, name = "secret", volume["secret"]["secretName"]
+        data = yaml.safe_load(target.kubectl("get", kind, name, "-n", NAMESPACE, "-o", "yaml"))
+        directory = files / mounts[volume["name"]].strip("/")
+        directory.mkdir(parents=True, exist_ok=True)
+        for key, value in data["data"].items():
+            text = base64.b64decode(value).decode() if kind == "secret" else value
+            (directory / key).write_text(text)
+    [command, config_flag] = container["command"]
+    config_path = files / config_flag.removeprefix("--config=").strip("/")
+    config = yaml.safe_load(config_path.read_text())
+    for extender in config["extenders"]:
+        extender["tlsConfig"] = {
+            k: str(files / v.strip("/")) for k, v in extender["tlsConfig"].items()
+        }
+    kubeconfig = service_account_kubeconfig(target, pod["serviceAccountName"])
+    config["clientConnection"] = {"kubeconfig": str(kubeconfig)}
+    config_path.write_text(yaml.safe_dump(config))
+    binary = next(
+        Path(d) / command for d in target.bin_path.split(":") if (Path(d) / command).exists()
+    )
+    return Process(
+        "chart-kube-scheduler",
+        [
+            str(binary),
+            f"--config={config_path}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={port}",
+        ],
+        target.state_dir / "logs",
+    )
 
 
 # Stand-ins for the Prometheus Operator's CRDs (no schema): the API server stores the
@@ -258,6 +312,22 @@ def test_the_chart_installs_and_both_daemons_become_ready_from_it(
 
         wait_for_leader(target, "ebb-scheduler", scheduler.env["EBB_IDENTITY"])
         wait_for_leader(target, "ebb-autoscaler", autoscaler.env["EBB_IDENTITY"])
+
+        # The second kube-scheduler: its image is the cluster's own version, and the real
+        # kube-scheduler of that version takes the chart's configuration and, as the
+        # chart's ServiceAccount, syncs its caches and leads (nothing forbidden).
+        version = yaml.safe_load(target.kubectl("version", "-o", "yaml"))["serverVersion"]
+        [kube_scheduler] = deployments["ebb-kube-scheduler"]["spec"]["template"]["spec"][
+            "containers"
+        ]
+        assert kube_scheduler["image"] == (
+            f"registry.k8s.io/kube-scheduler:{version['gitVersion']}"
+        )
+        second = kube_scheduler_from_chart(target, deployments["ebb-kube-scheduler"], base + 3)
+        daemons.append(second)
+        second.start()
+        wait_for_leader(target, "ebb-kube-scheduler")
+        assert "forbidden" not in second.log_path.read_text()
         secrets = target.kubectl("get", "secrets", "-n", NAMESPACE, "-o", "name")
         assert "secret/ebb-scheduler-tls" in secrets
         assert "secret/ebb-kube-scheduler-client" in secrets
