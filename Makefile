@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: run test venv binaries browser lint typecheck unit e2e bench down clean help
+.PHONY: run test venv binaries browser manifests lint typecheck unit e2e bench down clean help
 
 help:
 	@echo "make run   - the whole system on one machine (local control plane + Ebb)"
@@ -29,6 +29,10 @@ binaries:
 
 browser:
 	@hack/install-browser.sh
+
+# manifests/install.yaml and deploy/aws/*.json, from charts/ebb and deploy/aws/ebb-iam.yaml.
+manifests: venv binaries
+	$(BIN)/python hack/render_manifests.py
 
 lint: venv
 	$(BIN)/ruff format --check .

@@ -424,6 +424,7 @@ class Controller:
             metrics.DESIRED_VCPUS.labels(name).set(view.vcpus)
             metrics.MAX_VCPUS.labels(name).set(view.spec.max_vcpus)
             metrics.MIN_VCPUS.labels(name).set(view.spec.min_vcpus)
+            metrics.INVALID.labels(name).set(1 if view.problem else 0)
             self._resource_metrics(name, mine, nodes)
             metrics.NODES.labels(name).set(len(nodes))
             metrics.PENDING_PODS.labels(name).set(status["pendingPods"])

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the real Kubernetes control plane Ebb is tested against, from pinned Go
 # modules through the Go module proxy, with the installed Go:
-#   etcd, kube-apiserver, kube-scheduler, kube-controller-manager, kubectl, kwok;
+#   etcd, kube-apiserver, kube-scheduler, kube-controller-manager, kubectl, kwok, and helm
+#   (to lint, render and install charts/ebb);
 #   with --with-kueue also Kueue's manager (only the peer benchmark asks for it).
 # Binaries are cached by version in ${EBB_BIN_CACHE:-~/.cache/ebb/bin}/<part>-<version>/;
 # only what is missing is rebuilt. Prints the directory holding every binary
@@ -150,6 +151,18 @@ build_kwok() {
   built "$start"
 }
 
+helm_cached() { have_all "$cache/helm-$HELM_VERSION" helm; }
+build_helm() {
+  local out="$cache/helm-$HELM_VERSION"
+  building "helm $HELM_VERSION" "17 min with the machine busy"
+  local start=$SECONDS
+  mkdir -p "$out"
+  GOBIN="$out" logged go install -trimpath \
+    -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION" \
+    "helm.sh/helm/v4/cmd/helm@$HELM_VERSION" || build_failed "helm build failed"
+  built "$start"
+}
+
 kueue_cached() { have_all "$cache/kueue-$KUEUE_VERSION" kueue && [ -d "$cache/kueue-$KUEUE_VERSION/crds" ]; }
 build_kueue() {
   local out="$cache/kueue-$KUEUE_VERSION"
@@ -167,7 +180,7 @@ build_kueue() {
 }
 
 mkdir -p "$cache" "$work"
-parts=(etcd kwok kubernetes)
+parts=(etcd kwok kubernetes helm)
 [ "$with_kueue" = 1 ] && parts+=(kueue)
 missing=()
 for part in "${parts[@]}"; do "${part}_cached" || missing+=("$part"); done
@@ -175,12 +188,12 @@ if [ "${#missing[@]}" = 0 ]; then
   [ "$print_path" = 1 ] || say "control-plane binaries: all cached in $cache"
 else
   [ "$verbose" = 1 ] || : >"$build_log"
-  say "building ${missing[*]} once (measured cold on 2 cores: about 7 min for all three; Go's output: $build_log)"
+  say "building ${missing[*]} once (measured cold on 2 cores: about 7 min for etcd, kwok and kubernetes, 17 min for helm on a busy machine; Go's output: $build_log)"
   for part in "${missing[@]}"; do "build_$part"; done
   say "control-plane binaries ready in $cache"
 fi
 if [ "$print_path" = 1 ]; then
-  path="$cache/etcd-$ETCD_VERSION:$cache/kubernetes-$KUBERNETES_VERSION:$cache/kwok-$KWOK_VERSION"
+  path="$cache/etcd-$ETCD_VERSION:$cache/kubernetes-$KUBERNETES_VERSION:$cache/kwok-$KWOK_VERSION:$cache/helm-$HELM_VERSION"
   [ "$with_kueue" = 1 ] && path="$path:$cache/kueue-$KUEUE_VERSION"
   echo "$path"
 fi

@@ -11,6 +11,6 @@ not running, and cancel or terminate jobs.
 Tables by default; `-o json|yaml` for machines. Honours --kubeconfig, --context, -n.
 It reads only what Ebb publishes on the objects, so it works from any machine that
 can reach the API server, with the user's own rights: a tenant with Ebb's roles
-(manifests/rbac/ebb-user-roles.yaml) sees their namespace's jobs and the queues, and
+(charts/ebb/templates/rbac/ebb-user-roles.yaml) sees their namespace's jobs and the queues, and
 what the API server refuses them is said in a sentence naming the role that grants it.
 """

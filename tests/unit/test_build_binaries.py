@@ -30,7 +30,7 @@ esac
 
 
 def build(tmp: Path, *args: str, fail: str = "") -> subprocess.CompletedProcess[str]:
-    """Runs the script with etcd and Kubernetes cached and kwok to build."""
+    """Runs the script with etcd, Kubernetes and helm cached and kwok to build."""
     cache, fake_bin = tmp / "bin-cache", tmp / "fake-go"
     cached = {
         f"etcd-{VERSIONS['ETCD_VERSION']}": ["etcd"],
@@ -40,6 +40,7 @@ def build(tmp: Path, *args: str, fail: str = "") -> subprocess.CompletedProcess[
             "kube-controller-manager",
             "kubectl",
         ],
+        f"helm-{VERSIONS['HELM_VERSION']}": ["helm"],
     }
     for part, binaries in cached.items():
         (cache / part).mkdir(parents=True, exist_ok=True)
@@ -79,7 +80,7 @@ def test_a_build_prints_one_line_per_part_and_logs_go_output(tmp_path: Path) -> 
     )
     assert lines[2] == f"[build-binaries] control-plane binaries ready in {tmp_path / 'bin-cache'}"
     assert len((tmp_path / "build" / "build.log").read_text().splitlines()) == 300
-    assert done.stdout.splitlines()[-1].endswith(f"kwok-{kwok}")
+    assert str(tmp_path / "bin-cache" / f"kwok-{kwok}") in done.stdout.splitlines()[-1].split(":")
 
     # Everything cached: silent with --print-path (the caller only wants the path)...
     again = build(tmp_path, "--print-path")

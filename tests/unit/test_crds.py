@@ -1,4 +1,4 @@
-"""The CRDs in manifests/crds/ document themselves: a description on every field (what
+"""The CRDs in charts/ebb/crds/ document themselves: a description on every field (what
 `kubectl explain` shows), CEL rules that name the field at fault, conditions by the
 Kubernetes API conventions, and docs/api-reference.md generated from them."""
 
