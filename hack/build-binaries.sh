@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Builds the real Kubernetes control plane Ebb is tested against, from pinned Go
 # modules through the Go module proxy, with the installed Go:
-#   etcd, kube-apiserver, kube-scheduler, kube-controller-manager, kubectl, kwok, and helm
-#   (to lint, render and install charts/ebb);
-#   with --with-kueue also Kueue's manager (only the peer benchmark asks for it).
+#   etcd, kube-apiserver, kube-scheduler, kube-controller-manager, kubectl, kwok;
+#   with --with-helm also helm (the tests lint, render and install charts/ebb; `make run`
+#   does not need it), with --with-kueue Kueue's manager (only the peer benchmark).
 # Binaries are cached by version in ${EBB_BIN_CACHE:-~/.cache/ebb/bin}/<part>-<version>/;
 # only what is missing is rebuilt. Prints the directory holding every binary
 # (one per part) on stdout's last line as PATH fragments when --print-path is given
@@ -20,13 +20,15 @@ cache=${EBB_BIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ebb/bin}
 work=${EBB_BUILD_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ebb/build}
 print_path=0
 with_kueue=0
+with_helm=0
 verbose=${EBB_BUILD_VERBOSE:-0}
 for arg in "$@"; do
   case "$arg" in
     --print-path) print_path=1 ;;
     --with-kueue) with_kueue=1 ;;
+    --with-helm) with_helm=1 ;;
     --verbose) verbose=1 ;;
-    *) printf '[build-binaries] unknown argument %s (use --print-path, --with-kueue, --verbose)\n' "$arg" >&2; exit 2 ;;
+    *) printf '[build-binaries] unknown argument %s (use --print-path, --with-kueue, --with-helm, --verbose)\n' "$arg" >&2; exit 2 ;;
   esac
 done
 build_log="$work/build.log"
@@ -180,7 +182,8 @@ build_kueue() {
 }
 
 mkdir -p "$cache" "$work"
-parts=(etcd kwok kubernetes helm)
+parts=(etcd kwok kubernetes)
+[ "$with_helm" = 1 ] && parts+=(helm)
 [ "$with_kueue" = 1 ] && parts+=(kueue)
 missing=()
 for part in "${parts[@]}"; do "${part}_cached" || missing+=("$part"); done
@@ -188,7 +191,9 @@ if [ "${#missing[@]}" = 0 ]; then
   [ "$print_path" = 1 ] || say "control-plane binaries: all cached in $cache"
 else
   [ "$verbose" = 1 ] || : >"$build_log"
-  say "building ${missing[*]} once (measured cold on 2 cores: about 7 min for etcd, kwok and kubernetes, 17 min for helm on a busy machine; Go's output: $build_log)"
+  estimate="about 7 min for etcd, kwok and kubernetes"
+  [[ " ${missing[*]} " == *" helm "* ]] && estimate="$estimate, 17 min for helm on a busy machine"
+  say "building ${missing[*]} once (measured cold on 2 cores: $estimate; Go's output: $build_log)"
   for part in "${missing[@]}"; do "build_$part"; done
   say "control-plane binaries ready in $cache"
 fi
