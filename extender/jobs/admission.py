@@ -46,6 +46,7 @@ from bisect import bisect_left, insort
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import compress, filterfalse
 from operator import attrgetter
 from typing import TypeVar
 
@@ -332,19 +333,18 @@ def _rank(d: Demand) -> tuple[int, float, str]:
     return (-d.priority, d.submitted, d.key)
 
 
-def _since(d: Demand) -> tuple[float, str]:
-    return (d.runnable_since, d.key)
+_since: Callable[[Demand], tuple[float, str]] = attrgetter("runnable_since", "key")
+_GRANTED = attrgetter("granted")
 
 
 # What decides whether a waiting demand may get pods: its request (CPU, memory, GPUs),
-# and for a gang how many nodes it needs at once. (Plain integers: cheap to hash.)
+# whether it is a gang and how many pods it wants (for a gang: nodes at once). (Plain
+# values, got in C: cheap to build and hash by the 100,000.)
 _Shape = tuple[int, int, int, bool, int]
 _T = TypeVar("_T", list[Demand], list[tuple[float, str]], Counter[_Shape], set[str])
-
-
-def _shape(d: Demand) -> _Shape:
-    r = d.request
-    return (r.cpu_milli, r.memory, r.gpu, d.exclusive, d.want if d.exclusive else 0)
+_shape: Callable[[Demand], _Shape] = attrgetter(
+    "request.cpu_milli", "request.memory", "request.gpu", "exclusive", "want"
+)
 
 
 class Backlog:
@@ -376,10 +376,10 @@ class Backlog:
                 share_seq.sort(key=_PRIORITY, reverse=True)
             self.shares[queue] = shares
             self.shapes[queue] = Counter(map(_shape, seq))
-            growing = {d.key for d in seq if d.granted}
+            growing = {d.key for d in compress(seq, map(_GRANTED, seq))}
             if growing:
                 self.growing[queue] = growing
-            since = sorted(_since(d) for d in seq if not d.granted)
+            since = sorted(map(_since, filterfalse(_GRANTED, seq)))
             if since:
                 self.since[queue] = since
 
@@ -709,11 +709,12 @@ class _Pass:
             since = backlog.longest_wait(name)
             if since is not None and self.now - since >= self.starvation:
                 return False
-        for cpu, memory, gpu, exclusive, nodes in backlog.shapes.get(name, {}):
+        # (A job not a gang needs room for one pod: its size is the same whatever it wants.)
+        shapes = {(c, m, g, x, n if x else 1) for c, m, g, x, n in backlog.shapes.get(name, {})}
+        for cpu, memory, gpu, exclusive, need in shapes:
             request = Resources(cpu, memory, gpu)
             if self._never_fits(name, request, usable, limits) is not None:
                 continue
-            need = nodes if exclusive else 1
             if any(self._fits(ce, request, exclusive) >= need for ce in usable):
                 return False
         return True

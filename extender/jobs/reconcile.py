@@ -199,6 +199,7 @@ class Reconciler:
 
     def _reset(self, world: tuple[object, ...] | None) -> None:
         self._world = world
+        self._nodes: tuple[dict[str, str], dict[str, str]] = ({}, {})
         self._base = Decisions(statuses={})  # what each job decided alone, before admission
         self._ungate: dict[str, list[str]] = {}  # job → pod keys to ungate
         self._clear: dict[str, None] = {}  # jobs whose completed indexes are cleared
@@ -216,35 +217,31 @@ class Reconciler:
         """`changed`: the keys of the jobs added, changed or deleted since the last run, or
         whose pods (or departed pods) changed; None: any may have."""
         world = _world(snap)
-        if changed is None or world != self._world:
+        nodes = (dict(snap.node_compute_environment), dict(snap.node_instance))
+        cold = changed is None or world != self._world
+        if cold:
             self._reset(world)
             redo: Collection[str] = snap.jobs
-            gone: Collection[str] = ()
         else:
-            redo = {*changed, *self._volatile}
-            gone = [key for key in redo if key not in snap.jobs]
+            redo = {*changed, *self._volatile} if changed else set(self._volatile)
+            if nodes != self._nodes:  # read only for jobs' pods (where bound, attempts)
+                redo.update(snap.pods_by_job, snap.departed_by_job)
+            for key in redo:
+                self._forget(key)
+        self._nodes = nodes
         never = self._never = self._never or _NeverPlaced(snap)
         refusal = self._refusal = self._refusal or _Refused(snap)
         never.snap = refusal.snap = snap  # (answers depend only on the configuration)
-        removed: list[str] = []
         added: list[Demand] = []
-        for key in gone:
-            self._forget(key)
-            removed.append(key)
+        jobs = snap.jobs
         for key in redo:
-            job = snap.jobs.get(key)
+            job = jobs.get(key)
             if job is None:
-                continue
-            self._forget(key)
-            removed.append(key)
+                continue  # deleted
             demand = self._decide_alone(key, job, snap, never, refusal)
             if demand is not None and demand.want > demand.granted:
                 added.append(demand)
-        self._backlog = (
-            Backlog(added)
-            if not gone and redo is snap.jobs
-            else self._backlog.updated(removed, added)
-        )
+        self._backlog = Backlog(added) if cold else self._backlog.updated(redo, added)
         for queue in self._backlog.growing.values():
             for key in queue:  # an admitted job's demand has waited for nothing
                 self._backlog.demands[key].runnable_since = snap.now
@@ -278,7 +275,7 @@ class Reconciler:
         """What the pass decides of one job outside admission (kept in `_base`); returns
         its demand."""
         out = self._base
-        out.ungate, out.clear_indexes = [], []
+        ungated, cleared = len(out.ungate), len(out.clear_indexes)
         pods = snap.pods_by_job.get(key, ())
         departed = snap.departed_by_job.get(key, ())
         if job.admitted and job.terminal is None and _uncounted(job, pods):
@@ -304,10 +301,12 @@ class Reconciler:
             _check_transition(key, job, status, out.illegal)
         if job.is_array and not counting:
             out.array_status[key] = _array_summary(job, pods, status)
-        if out.ungate:
-            self._ungate[key] = out.ungate
-        if out.clear_indexes:
+        if len(out.ungate) > ungated:
+            self._ungate[key] = out.ungate[ungated:]
+            del out.ungate[ungated:]
+        if len(out.clear_indexes) > cleared:
             self._clear[key] = None
+            del out.clear_indexes[cleared:]
         if job.spec.depends_on or (job.admitted and job.gang):
             self._volatile.add(key)  # reads other jobs, or the clock
         if demand is not None:
@@ -392,15 +391,13 @@ class Reconciler:
 
 
 def _world(snap: Snapshot) -> tuple[object, ...]:
-    """What a job's own decisions read besides the job and its pods. (Compared cheaply:
-    the caches hand out the same objects until they change.)"""
+    """What a job's own decisions read besides the job, its pods and the nodes they are
+    on. (Compared cheaply: the caches hand out the same objects until they change.)"""
     return (
         dict(snap.queues),
         dict(snap.policies),
         dict(snap.namespaces),
         dict(snap.capacity),
-        dict(snap.node_compute_environment),
-        dict(snap.node_instance),
         snap.starvation_seconds,
     )
 

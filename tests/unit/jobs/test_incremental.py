@@ -1,24 +1,25 @@
 """The incremental pass (`Reconciler.run` told which jobs changed) decides exactly what
 a full pass over the same snapshot decides with every status decided in turn
 (`reconcile(..., settle=False)`, today's pass), over random sequences of events: jobs
-added, ended, deleted, cancelled, admitted and published, their scheduling priority
-changed; queue priorities, compute environments and fair-share usage changed; time
-passing (the starvation bound)."""
+added, ended, deleted, cancelled, admitted and published, running a pod, their
+scheduling priority changed; nodes joining and leaving environments; queue priorities,
+compute environments and fair-share usage changed; time passing (the starvation
+bound)."""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from ebb.model import JobQueue, SchedulingPolicy, ShareWeight, StateTimeLimitAction
+from ebb.model import JobQueue, PodInfo, SchedulingPolicy, ShareWeight, StateTimeLimitAction
 from ebb.resources import Resources
 from extender.jobs.admission import CapacityLimit
 from extender.jobs.reconcile import Decisions, Reconciler, Snapshot, reconcile
 from extender.jobs.snapshot import JobInfo, format_time
-from tests.unit.jobs.factories import job
+from tests.unit.jobs.factories import job, pod
 
 GIB = 2**30
 SHARES = ("s0", "s1", "s2")
@@ -50,16 +51,25 @@ add = st.tuples(
     st.integers(1, 3),  # pods (more than one: elastic)
     st.booleans(),  # published RUNNABLE already
 )
+apply = st.tuples(st.just("apply"))
+run = st.tuples(st.just("run"), st.integers(0, 50))
+node = st.tuples(st.just("node"), st.integers(0, 2), st.sampled_from(("a", "b", "")))
+tick = st.tuples(st.just("tick"), st.sampled_from((1.0, 30.0, 120.0)))
+# (Repeated: the events that take several steps to matter come more often.)
 event = st.one_of(
     add,
     add,
+    apply,
+    apply,
+    run,
+    node,
+    node,
+    tick,
+    tick,
     st.tuples(st.sampled_from(("end", "delete", "cancel", "priority")), st.integers(0, 50)),
-    st.tuples(st.just("apply")),
     st.tuples(st.just("queue"), st.sampled_from(("fifo", "peer", "fair")), st.integers(0, 2)),
     st.tuples(st.just("ce"), st.sampled_from(("a", "b")), st.integers(0, 12)),
     st.tuples(st.just("usage"), st.sampled_from(SHARES), st.floats(0, 1e6)),
-    st.tuples(st.just("tick"), st.sampled_from((1.0, 30.0, 120.0))),
-    st.tuples(st.just("tick"), st.just(120.0)),
 )
 
 
@@ -68,6 +78,8 @@ class World:
         self.queues, self.policies = world(reservation, limit)
         self.capacity = {"a": capacity(6), "b": capacity(4)}
         self.jobs: dict[str, JobInfo] = {}
+        self.pods: dict[str, list[PodInfo]] = {}
+        self.nodes: dict[str, str] = {}  # node → CE
         self.usage: dict[str, dict[str, float]] = {}
         self.now = 1000.0
         self.made = 0
@@ -77,11 +89,11 @@ class World:
         return Snapshot(
             now=self.now,
             jobs=dict(self.jobs),
-            pods_by_job={},
+            pods_by_job={key: list(pods) for key, pods in self.pods.items() if key in self.jobs},
             queues=dict(self.queues),
             policies=dict(self.policies),
             capacity=dict(self.capacity),
-            node_compute_environment={},
+            node_compute_environment=dict(self.nodes),
             decayed_usage={q: dict(u) for q, u in self.usage.items()},
             starvation_seconds=100.0,
         )
@@ -95,81 +107,87 @@ class World:
         return keys[i % len(keys)] if keys else None
 
     def apply(self, e: tuple[Any, ...]) -> set[str]:
+        """Applies one event; returns the keys of the jobs it changed."""
         kind = e[0]
         if kind == "add":
-            _, queue, cpu, priority, share, pods, published = e
-            self.made += 1
-            name = f"j{self.made}"
-            annotations = {"ebb.dev/scheduling-priority": str(priority)}
-            if published:
-                annotations |= {
-                    "ebb.dev/state": "RUNNABLE",
-                    "ebb.dev/since": format_time(self.now),
-                }
-            info = job(
-                name,
-                queue=queue,
-                share=share,
-                cpu=str(cpu),
-                parallelism=pods,
-                completions=pods,
-                annotations=annotations,
-                created=f"1970-01-01T00:{self.made % 60:02d}:00Z",
-            )
-            self.jobs[info.key] = info
-            return {info.key}
-        if kind in ("end", "delete", "cancel", "priority"):
-            key = self.pick(e[1], suspended=False if kind == "end" else None)
-            if key is None:
-                return set()
-            j = self.jobs[key]
-            if kind == "end":
-                self.jobs[key] = dataclasses.replace(
-                    j, terminal="Complete", succeeded=j.parallelism
-                )
-            elif kind == "delete":
-                del self.jobs[key]
-            elif kind == "cancel":
-                self.jobs[key] = dataclasses.replace(j, cancel="by a test")
-            else:
-                spec = dataclasses.replace(j.spec, scheduling_priority=e[1] % 3)
-                self.jobs[key] = dataclasses.replace(j, spec=spec)
-            return {key}
-        if kind == "apply":  # the last pass's admissions and statuses written
-            changed = set()
-            for key, status in self.last.statuses.items():
-                current = self.jobs.get(key)
-                if (
-                    current is None
-                    or current.terminal
-                    or (current.published_state, current.published_code)
-                    == (
-                        status.state,
-                        status.code.value,
-                    )
-                ):
-                    continue
-                pods = self.last.admit.get(key)
-                self.jobs[key] = dataclasses.replace(
-                    current,
-                    suspended=current.suspended and pods is None,
-                    parallelism=pods or current.parallelism,
-                    published_state=status.state,
-                    published_code=status.code.value,
-                    since=self.now,
-                    admitted_at=self.now if pods else current.admitted_at,
-                )
-                changed.add(key)
-            return changed
+            return self.add(*e[1:])
+        if kind == "apply":
+            return self.publish()
+        if kind in ("end", "delete", "cancel", "priority", "run"):
+            return self.touch(kind, e[1])
         if kind == "queue":
             self.queues[e[1]] = dataclasses.replace(self.queues[e[1]], priority=e[2])
         elif kind == "ce":
             self.capacity[e[1]] = capacity(e[2])
+        elif kind == "node":
+            if e[2]:
+                self.nodes[f"n{e[1]}"] = e[2]
+            else:
+                self.nodes.pop(f"n{e[1]}", None)
         elif kind == "usage":
             self.usage.setdefault("fair", {})[e[1]] = e[2]
         else:
             self.now += e[1]
         return set()
+
+    def add(  # noqa: PLR0917 (an event's fields)
+        self, queue: str, cpu: int, priority: int, share: str, pods: int, published: bool
+    ) -> set[str]:
+        self.made += 1
+        annotations = {"ebb.dev/scheduling-priority": str(priority)}
+        if published:
+            annotations |= {"ebb.dev/state": "RUNNABLE", "ebb.dev/since": format_time(self.now)}
+        info = job(
+            f"j{self.made}",
+            queue=queue,
+            share=share,
+            cpu=str(cpu),
+            parallelism=pods,
+            completions=pods,
+            annotations=annotations,
+            created=f"1970-01-01T00:{self.made % 60:02d}:00Z",
+        )
+        self.jobs[info.key] = info
+        return {info.key}
+
+    def touch(self, kind: str, i: int) -> set[str]:
+        key = self.pick(i, suspended=False if kind in ("end", "run") else None)
+        if key is None:
+            return set()
+        j = self.jobs[key]
+        if kind == "end":
+            self.jobs[key] = dataclasses.replace(j, terminal="Complete", succeeded=j.parallelism)
+        elif kind == "delete":
+            del self.jobs[key]
+        elif kind == "run":  # a pod of it runs on a node
+            self.pods[key] = [pod(j.name, f"{j.name}-p", node=f"n{i % 3}")]
+        elif kind == "cancel":
+            self.jobs[key] = dataclasses.replace(j, cancel="by a test")
+        else:
+            spec = dataclasses.replace(j.spec, scheduling_priority=i % 3)
+            self.jobs[key] = dataclasses.replace(j, spec=spec)
+        return {key}
+
+    def publish(self) -> set[str]:
+        """The last pass's admissions and statuses written."""
+        changed = set()
+        for key, status in self.last.statuses.items():
+            j = self.jobs.get(key)
+            published = (status.state, status.code.value)
+            if j is None or j.terminal or (j.published_state, j.published_code) == published:
+                continue
+            pods = self.last.admit.get(key)
+            self.jobs[key] = dataclasses.replace(
+                j,
+                suspended=j.suspended and pods is None,
+                parallelism=pods or j.parallelism,
+                published_state=status.state,
+                published_code=status.code.value,
+                since=self.now,
+                admitted_at=self.now if pods else j.admitted_at,
+            )
+            changed.add(key)
+        return changed
 
 
 def outcome(d: Decisions) -> dict[str, Any]:
@@ -190,6 +208,43 @@ def outcome(d: Decisions) -> dict[str, Any]:
     }
 
 
+# Sequences where what a job decided alone goes stale unless redone: a node moving to
+# another environment (where its pods are bound), a job not yet published RUNNABLE (it
+# waits since now) and an admitted job growing (its demand has waited for nothing)
+# left behind while time passes.
+@example(
+    [
+        ("add", "fifo", 1, 0, "s0", 1, True),
+        ("apply",),
+        ("run", 0),
+        ("node", 0, "a"),
+        ("node", 0, "b"),
+    ],
+    0,
+    False,
+)
+@example(
+    [
+        ("add", "peer", 4, 0, "s0", 1, True),
+        ("apply",),
+        ("add", "peer", 1, 0, "s0", 1, False),
+        ("tick", 120.0),
+        ("add", "peer", 1, 0, "s0", 1, True),
+    ],
+    0,
+    False,
+)
+@example(
+    [
+        ("add", "peer", 2, 0, "s0", 3, True),
+        ("apply",),
+        ("add", "peer", 1, 0, "s0", 1, True),
+        ("tick", 120.0),
+        ("tick", 1.0),
+    ],
+    0,
+    False,
+)
 @settings(max_examples=600, deadline=None)
 @given(
     events=st.lists(event, min_size=1, max_size=40),
