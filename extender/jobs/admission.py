@@ -1049,6 +1049,13 @@ class _FairOrder(_Order):
         ]
 
 
+# What a waiting job's reason depends on in a settled queue (its size, share, and as a
+# gang how many nodes), in C.
+_reason_key: Callable[[Demand], tuple[object, ...]] = attrgetter(
+    "request.cpu_milli", "request.memory", "request.gpu", "exclusive", "want", "share"
+)
+
+
 class _Tail:
     """The rest of a settled queue, in its order: each job gets no pods and waits for
     what `_waiting_reason` says in the pass frozen when it settled, at the next
@@ -1065,7 +1072,7 @@ class _Tail:
             self._offsets.append(total)
             total += stop - start
         self.size = total
-        self._reasons: dict[tuple[object, ...], tuple[Code, str]] = {}
+        self._reasons: dict[tuple[object, ...], tuple[Code, str]] = {}  # see _reason_key
         # Admitted jobs wanting more take no position: where they are in the tail.
         self._growing = sorted(offset for d in growing if (offset := self._locate(d)) is not None)
 
@@ -1080,7 +1087,7 @@ class _Tail:
         return None
 
     def _reason(self, d: Demand) -> tuple[Code, str]:
-        memo = (d.request, d.exclusive, d.want if d.exclusive else 0, d.share)
+        memo = _reason_key(d)
         found = self._reasons.get(memo)
         if found is None:
             found = self._reasons[memo] = self._context._waiting_reason(d)
@@ -1098,10 +1105,12 @@ class _Tail:
 
     def items(self) -> Iterator[tuple[str, Status]]:
         position = self._before
+        reasons, reason = self._reasons, self._reason
         for seq, start, stop in self._segments:
             for i in range(start, stop):
                 d = seq[i]
-                code, text = self._reason(d)
+                found = reasons.get(_reason_key(d))
+                code, text = found if found is not None else reason(d)
                 if d.granted:
                     yield d.key, Status(_RUNNABLE, code, text, 0, d.queue)
                 else:
