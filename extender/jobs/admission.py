@@ -684,7 +684,7 @@ class _Pass:
     def _order(self, name: str, backlog: Backlog) -> _Order:
         queue = self.queues.get(name)
         if queue is None or queue.policy is None:
-            return _Order([backlog.fifo[name]])
+            return _Order(backlog.fifo[name])
         policy = queue.policy
         shares = self.share_vcpus.setdefault(name, {})
         decayed = queue.decayed_usage
@@ -984,28 +984,23 @@ class _Pass:
 
 
 class _Order:
-    """A queue's waiting demands in the order it serves them: runs of sorted lists
-    (sorted by `key`)."""
+    """A FIFO queue's waiting demands in the order it serves them (a sorted list)."""
 
     key: Callable[[Demand], tuple[object, ...]] = staticmethod(_FIFO)
 
-    def __init__(self, runs: list[list[Demand]]) -> None:
-        self._runs = runs
-        self._run, self._next = 0, 0
+    def __init__(self, seq: list[Demand]) -> None:
+        self._seq = seq
+        self._next = 0
 
     def next(self) -> Demand | None:
-        while self._run < len(self._runs):
-            seq = self._runs[self._run]
-            if self._next < len(seq):
-                self._next += 1
-                return seq[self._next - 1]
-            self._run, self._next = self._run + 1, 0
+        if self._next < len(self._seq):
+            self._next += 1
+            return self._seq[self._next - 1]
         return None
 
     def rest(self) -> list[_Segment]:
-        """What `next` would still return, as segments."""
-        runs = self._runs[self._run :]
-        return [(seq, self._next if i == 0 else 0, len(seq)) for i, seq in enumerate(runs)]
+        """What `next` would still return, as segments of sorted lists."""
+        return [(self._seq, self._next, len(self._seq))]
 
 
 class _FairOrder(_Order):
@@ -1016,7 +1011,6 @@ class _FairOrder(_Order):
     key = staticmethod(_rank)
 
     def __init__(self, shares: Mapping[str, list[Demand]], key: Callable[[str], float]) -> None:
-        super().__init__([])
         self._shares = shares
         self._key = key
         self._cursor = dict.fromkeys(shares, 0)
@@ -1158,8 +1152,3 @@ class Waiting(Mapping[str, Status]):
         yield from self.eager.items()
         for tail in self.tails.values():
             yield from tail.items()
-
-    def tail_demands(self) -> Iterator[Demand]:
-        """The demands of the settled tails (their statuses not built yet)."""
-        for tail in self.tails.values():
-            yield from tail.demands()
