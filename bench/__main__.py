@@ -24,7 +24,12 @@ CLIENTS_PYTHON = ROOT / ".venv-clients" / "bin" / "python"
 
 # (module, arguments, quick?, what it measures)
 BENCHMARKS: tuple[tuple[str, tuple[str, ...], bool, str], ...] = (
-    ("scheduling_pass", (), True, "one scheduling pass over 100,000 queued Jobs"),
+    (
+        "scheduling_pass",
+        (),
+        True,
+        "full and incremental scheduling passes over 100,000 queued Jobs",
+    ),
     ("autoscaler_planner", (), True, "capacity plans for 10,000 pods, cost against a bound"),
     ("simulator", ("--jobs=100000",), True, "the simulator on a 100,000-job burst"),
     ("simulator", ("--compare",), False, "1,000,000 jobs; Ebb against the baselines"),

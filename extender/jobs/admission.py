@@ -40,10 +40,15 @@ The rules, in order:
 
 from __future__ import annotations
 
+import copy
 import heapq
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from bisect import bisect_left, insort
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import compress, filterfalse
 from operator import attrgetter
+from typing import TypeVar
 
 from ebb import keys
 from ebb.model import SchedulingPolicy
@@ -59,6 +64,7 @@ _HEAD = Code.HEAD_OF_LINE
 _NEVER = Code.MAX_RESOURCE
 _SHAPE = Code.JOB_RESOURCE_REQUIREMENT
 _FIFO = attrgetter("submitted", "key")
+_PRIORITY = attrgetter("priority")
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,26 +268,207 @@ class Demand:
     exclusive: bool = False  # multi-node job: all pods in one CE, or none; a node per pod
 
 
-@dataclass(slots=True)
-class _Unbound:
-    """Admitted pods of one queue and request shape not bound yet, and their oldest job."""
+class Holdings:
+    """What admitted jobs hold, summed as admission weighs it — millicores per queue and
+    share, bound pods per CE and shape, unbound pods per queue and shape with their
+    oldest job — and kept across passes: a job admitted or ended costs its own update.
+    (Integer sums: the same whatever the order of the jobs.)"""
 
-    pods: int
-    submitted: float
-    key: str
+    def __init__(self, demands: Iterable[Demand] = ()) -> None:
+        self.demands: dict[str, Demand] = {}
+        # (queue, share) → [millicores held, jobs]
+        self.shares: dict[tuple[str, str], list[int]] = {}
+        # (CE, CPU, memory, GPUs, exclusive) → [pods bound, jobs]
+        self.bound: dict[tuple[str, int, int, int, bool], list[int]] = {}
+        self.requests: dict[tuple[int, int, int], Resources] = {}
+        # (queue, CPU, memory, GPUs, exclusive) → [pods not bound]; and its jobs, oldest first
+        self.unbound: dict[tuple[str, int, int, int, bool], list[int]] = {}
+        self.unbound_jobs: dict[tuple[str, int, int, int, bool], list[tuple[float, str]]] = {}
+        for d in demands:
+            self.add(d)
 
-    def add(self, d: Demand, pods: int) -> None:
-        self.pods += pods
-        self.submitted, self.key = min((self.submitted, self.key), (d.submitted, d.key))
+    def add(self, d: Demand) -> None:
+        self.remove(d.key)
+        self.demands[d.key] = d
+        self._count(d, 1)
 
-    def oldest(self) -> tuple[float, str]:
-        return self.submitted, self.key
+    def remove(self, key: str) -> None:
+        d = self.demands.pop(key, None)
+        if d is not None:
+            self._count(d, -1)
+
+    def _count(self, d: Demand, sign: int) -> None:
+        r = d.request
+        self.requests.setdefault((r.cpu_milli, r.memory, r.gpu), r)
+        bound_total = 0
+        for ce, pods in (d.bound or {}).items():
+            where = (ce, r.cpu_milli, r.memory, r.gpu, d.exclusive)
+            entry = self.bound.setdefault(where, [0, 0])
+            entry[0] += sign * pods
+            entry[1] += sign
+            if not entry[1]:
+                del self.bound[where]
+            bound_total += pods
+        held = max(d.granted, bound_total)
+        share = self.shares.setdefault((d.queue, d.share), [0, 0])
+        share[0] += sign * r.cpu_milli * held
+        share[1] += sign
+        if not share[1]:
+            del self.shares[d.queue, d.share]
+        if d.granted > bound_total:
+            shape = (d.queue, r.cpu_milli, r.memory, r.gpu, d.exclusive)
+            unbound = self.unbound.setdefault(shape, [0])
+            unbound[0] += sign * (d.granted - bound_total)
+            jobs = self.unbound_jobs.setdefault(shape, [])
+            if sign > 0:
+                insort(jobs, (d.submitted, d.key))
+            else:
+                del jobs[bisect_left(jobs, (d.submitted, d.key))]
+                if not jobs:
+                    del self.unbound[shape], self.unbound_jobs[shape]
+
+
+def _rank(d: Demand) -> tuple[int, float, str]:
+    """A fair-share queue's order within a share: scheduling priority, then FIFO."""
+    return (-d.priority, d.submitted, d.key)
+
+
+_since: Callable[[Demand], tuple[float, str]] = attrgetter("runnable_since", "key")
+_GRANTED = attrgetter("granted")
+
+
+# What decides whether a waiting demand may get pods: its request (CPU, memory, GPUs),
+# whether it is a gang and how many pods it wants (for a gang: nodes at once). (Plain
+# values, got in C: cheap to build and hash by the 100,000.)
+_Shape = tuple[int, int, int, bool, int]
+_T = TypeVar("_T", list[Demand], list[tuple[float, str]], Counter[_Shape], set[str])
+_shape: Callable[[Demand], _Shape] = attrgetter(
+    "request.cpu_milli", "request.memory", "request.gpu", "exclusive", "want"
+)
+
+
+class Backlog:
+    """The demands that want more pods than they were granted, each queue's kept sorted in
+    admission's orders (FIFO; per share, scheduling priority then FIFO) with what a pass
+    asks of them (their shapes, the longest wait), so that a pass reads a queue in order
+    without sorting it. `updated` makes the next pass's backlog sharing every list that
+    did not change: a change costs its own insertion, and a pass's result (whose waiting
+    statuses read these lists) stays true."""
+
+    def __init__(self, demands: Iterable[Demand] = ()) -> None:
+        self.demands: dict[str, Demand] = {}
+        self.fifo: dict[str, list[Demand]] = {}
+        self.shares: dict[str, dict[str, list[Demand]]] = {}
+        # Not yet admitted ones by the time they wait since (the starvation bound).
+        self.since: dict[str, list[tuple[float, str]]] = {}
+        self.shapes: dict[str, Counter[_Shape]] = {}
+        self.growing: dict[str, set[str]] = {}  # admitted (elastic) ones wanting more
+        self._owned: set[int] = set()  # ids of the lists and counters this one may change
+        for d in demands:
+            self.demands[d.key] = d
+            self.fifo.setdefault(d.queue, []).append(d)
+        for queue, seq in self.fifo.items():
+            seq.sort(key=_FIFO)
+            shares: dict[str, list[Demand]] = {}
+            for d in seq:
+                shares.setdefault(d.share, []).append(d)
+            for share_seq in shares.values():  # FIFO already: a stable sort keeps it
+                share_seq.sort(key=_PRIORITY, reverse=True)
+            self.shares[queue] = shares
+            self.shapes[queue] = Counter(map(_shape, seq))
+            growing = {d.key for d in compress(seq, map(_GRANTED, seq))}
+            if growing:
+                self.growing[queue] = growing
+            since = sorted(map(_since, filterfalse(_GRANTED, seq)))
+            if since:
+                self.since[queue] = since
+
+    def updated(self, removed: Iterable[str], added: Iterable[Demand]) -> Backlog:
+        """The backlog without the demands of `removed` keys, with `added` (replacing any
+        of the same key)."""
+        new = copy.copy(self)
+        new.demands = dict(self.demands)
+        new.fifo, new.since = dict(self.fifo), dict(self.since)
+        new.shares = {queue: dict(shares) for queue, shares in self.shares.items()}
+        new.shapes, new.growing = dict(self.shapes), dict(self.growing)
+        new._owned = set()
+        for key in removed:
+            new._remove(key)
+        for d in added:
+            new._remove(d.key)
+            new._index(d)
+        return new
+
+    def _own(self, table: dict[str, _T], queue: str, empty: Callable[[], _T]) -> _T:
+        """`table[queue]`, copied first if an earlier backlog shares it."""
+        found = table.get(queue)
+        if found is None or id(found) not in self._owned:
+            found = table[queue] = copy.copy(found) if found is not None else empty()
+            self._owned.add(id(found))
+        return found
+
+    def _index(self, d: Demand) -> None:
+        queue = d.queue
+        self.demands[d.key] = d
+        share_lists = self.shares.get(queue)
+        if share_lists is None or id(share_lists) not in self._owned:
+            share_lists = self.shares[queue] = dict(share_lists or {})
+            self._owned.add(id(share_lists))
+        ordered: tuple[tuple[list[Demand], Callable[[Demand], tuple[object, ...]]], ...] = (
+            (self._own(self.fifo, queue, list), _FIFO),
+            (self._own(share_lists, d.share, list), _rank),
+        )
+        for seq, key in ordered:
+            insort(seq, d, key=key)
+        self._own(self.shapes, queue, Counter)[_shape(d)] += 1
+        if d.granted:
+            self._own(self.growing, queue, set).add(d.key)
+        else:
+            insort(self._own(self.since, queue, list), _since(d))
+
+    def _remove(self, key: str) -> None:
+        d = self.demands.pop(key, None)
+        if d is None:
+            return
+        queue = d.queue
+        share_lists = self.shares[queue]
+        if id(share_lists) not in self._owned:
+            share_lists = self.shares[queue] = dict(share_lists)
+            self._owned.add(id(share_lists))
+        for table, name, order in (
+            (self.fifo, queue, _FIFO),
+            (share_lists, d.share, _rank),
+        ):
+            seq = self._own(table, name, list)
+            del seq[bisect_left(seq, order(d), key=order)]
+            if not seq:
+                del table[name]
+        if not share_lists:
+            del self.shares[queue]
+        shapes = self._own(self.shapes, queue, Counter)
+        shapes[_shape(d)] -= 1
+        if not shapes[_shape(d)]:
+            del shapes[_shape(d)]
+        if d.granted:
+            self._own(self.growing, queue, set).discard(key)
+        else:
+            since = self._own(self.since, queue, list)
+            del since[bisect_left(since, _since(d))]
+
+    def longest_wait(self, queue: str) -> float | None:
+        """When the queue's demand not admitted that waits longest started waiting."""
+        since = self.since.get(queue)
+        return since[0][0] if since else None
+
+
+# A run of one of a backlog's sorted lists: [start, stop).
+_Segment = tuple[list[Demand], int, int]
 
 
 @dataclass
 class AdmissionResult:
     grants: dict[str, int] = field(default_factory=dict)  # job → new total pods granted
-    waiting: dict[str, Status] = field(default_factory=dict)  # RUNNABLE, with why
+    waiting: Mapping[str, Status] = field(default_factory=dict)  # RUNNABLE, with why
     used: dict[str, Resources] = field(default_factory=dict)  # CE → admitted requests
     running_vcpus: dict[str, dict[str, float]] = field(default_factory=dict)  # queue → share →
 
@@ -298,8 +485,21 @@ def admit(
     demands: Sequence[Demand],
     now: float,
     starvation_seconds: float = 600.0,
+    *,
+    backlog: Backlog | None = None,
+    holdings: Holdings | None = None,
+    settle: bool = True,
 ) -> AdmissionResult:
-    return _Pass(queues, capacity, now, starvation_seconds).run(demands)
+    """One admission pass. `backlog`: the demands that want more pods, already sorted;
+    `holdings`: what the admitted ones hold, summed; each taken from `demands` when not
+    given. `settle`: once no job of a priority level can get pods nor hold capacity
+    for itself any more, the waiting statuses of the rest of the level are built only
+    when read (`Waiting`); without it every one is decided in turn (the same statuses)."""
+    if backlog is None:
+        backlog = Backlog(d for d in demands if d.want > d.granted)
+    if holdings is None:
+        holdings = Holdings(d for d in demands if d.granted > 0)
+    return _Pass(queues, capacity, now, starvation_seconds, settle).run(holdings, backlog)
 
 
 class _Pass:
@@ -309,11 +509,15 @@ class _Pass:
         capacity: Mapping[str, CapacityLimit],
         now: float,
         starvation_seconds: float,
+        settle: bool = True,
     ) -> None:
         self.queues = queues
         self.capacity = capacity
         self.now = now
         self.starvation = starvation_seconds
+        self.settle = settle
+        self.eager: dict[str, Status] = {}  # the waiting statuses decided one by one
+        self.tails: dict[str, _Tail] = {}  # queue → the statuses of its settled rest
         # Room left per CE, as mutable [cpu, memory, gpu, maxvCpus] (the last in millicores
         # of instance vCPUs, taken by `pod_cost`; the first in requested millicores).
         self.room: dict[str, list[int]] = {
@@ -386,15 +590,16 @@ class _Pass:
 
     # --- the pass -----------------------------------------------------------------------
 
-    def run(self, demands: Sequence[Demand]) -> AdmissionResult:
-        waiting_by_queue = self._hold_admitted(demands)
+    def run(self, holdings: Holdings, backlog: Backlog) -> AdmissionResult:
+        self._hold_admitted(holdings)
         # 2. New grants, queue priority first.
         levels: dict[int, list[str]] = {}
-        for name in waiting_by_queue:
+        for name in backlog.fifo:
             queue = self.queues.get(name)
             levels.setdefault(queue.priority if queue else -1, []).append(name)
         for priority in sorted(levels, reverse=True):
-            self._serve_level(sorted(levels[priority]), waiting_by_queue)
+            self._serve_level(sorted(levels[priority]), backlog)
+        self.result.waiting = Waiting(self.eager, self.tails, backlog.demands)
         self.result.used = {
             ce: Resources(
                 c.limit.cpu_milli - self.room[ce][0],
@@ -407,46 +612,28 @@ class _Pass:
         self.result.running_vcpus = self.share_vcpus
         return self.result
 
-    def _hold_admitted(self, demands: Sequence[Demand]) -> dict[str, list[Demand]]:
+    def _hold_admitted(self, holdings: Holdings) -> None:
         """1. What admitted jobs already hold: bound pods where they are, the rest
-        first-fit. Returns the jobs that want more, by queue.
+        first-fit.
 
-        Every admitted job passes through here on every pass (100,000s of them while a
-        burst's pods wait for instances to boot), so it sums per queue, share and request
-        shape and places the unbound pods by shape — oldest shape first, one first-fit
-        per shape rather than per job."""
-        waiting_by_queue: dict[str, list[Demand]] = {}
-        admitted: dict[tuple[str, str], int] = {}  # (queue, share) → admitted millicores
-        unbound: dict[tuple[str, Resources, bool], _Unbound] = {}  # (queue, request, exclusive)
-        for d in demands:
-            granted = d.granted
-            if granted > 0:
-                request = d.request
-                bound_total = 0
-                if d.bound:
-                    for ce, pods in d.bound.items():
-                        self._take(ce, request, pods, d.exclusive)
-                        bound_total += pods
-                holder = (d.queue, d.share)
-                held = granted if granted > bound_total else bound_total
-                admitted[holder] = admitted.get(holder, 0) + request.cpu_milli * held
-                if granted > bound_total:
-                    shape = (d.queue, request, d.exclusive)
-                    group = unbound.get(shape)
-                    if group is None:
-                        unbound[shape] = _Unbound(granted - bound_total, d.submitted, d.key)
-                    else:
-                        group.add(d, granted - bound_total)
-            if d.want > granted:
-                waiting_by_queue.setdefault(d.queue, []).append(d)
-        for (queue, share), milli in admitted.items():
-            self.queue_vcpus[queue] = self.queue_vcpus.get(queue, 0.0) + milli / 1000
+        Every admitted job holds capacity on every pass (100,000s of them while a burst's
+        pods wait for instances to boot), so this takes their sums (`Holdings`) per
+        queue, share and request shape and places the unbound pods by shape — oldest
+        shape first, one first-fit per shape rather than per job."""
+        requests = holdings.requests
+        for (ce, cpu, memory, gpu, exclusive), (pods, _) in holdings.bound.items():
+            self._take(ce, requests[cpu, memory, gpu], pods, exclusive)
+        queue_milli: dict[str, int] = {}
+        for (queue, share), (milli, _) in holdings.shares.items():
+            queue_milli[queue] = queue_milli.get(queue, 0) + milli
             self.share_vcpus.setdefault(queue, {})[share] = milli / 1000
-        for (queue, request, exclusive), group in sorted(
-            unbound.items(), key=lambda g: g[1].oldest()
-        ):
-            self._hold_unbound(queue, request, group.pods, exclusive)
-        return waiting_by_queue
+        for queue, milli in queue_milli.items():
+            self.queue_vcpus[queue] = milli / 1000
+        jobs = holdings.unbound_jobs
+        for shape in sorted(holdings.unbound, key=lambda shape: jobs[shape][0]):
+            queue, cpu, memory, gpu, exclusive = shape
+            pods = holdings.unbound[shape][0]
+            self._hold_unbound(queue, requests[cpu, memory, gpu], pods, exclusive)
 
     def _hold_unbound(
         self, queue_name: str, request: Resources, pods: int, exclusive: bool
@@ -465,49 +652,83 @@ class _Pass:
         if ces:  # over the limits (e.g. a CE's maxvCpus was lowered): charge the first
             self._take(ces[0], request, pods, exclusive)
 
-    def _serve_level(self, names: list[str], waiting: Mapping[str, list[Demand]]) -> None:
-        orders = {name: self._order(name, waiting[name]) for name in names}
+    def _serve_level(self, names: list[str], backlog: Backlog) -> None:
+        orders = {name: self._order(name, backlog) for name in names}
         active = list(names)
+        rounds, check_at = 0, 1
         while active:
             still = []
             for name in active:  # equal-priority queues take turns, one job each
-                try:
-                    d = next(orders[name])
-                except StopIteration:
+                d = orders[name].next()
+                if d is None:
                     continue
                 self._consider(d)
                 still.append(name)
             active = still
+            rounds += 1
+            if self.settle and active and rounds >= check_at:
+                # Settled stays settled (room only shrinks, holds only grow); checking
+                # ever more rarely costs a few rounds at most.
+                if all(self._settled(name, backlog) for name in active):
+                    context = self._frozen()
+                    for name in active:
+                        self.tails[name] = _Tail(
+                            context,
+                            orders[name],
+                            self.waiting_count.get(name, 0),
+                            [backlog.demands[key] for key in backlog.growing.get(name, ())],
+                        )
+                    return
+                check_at = rounds + 1 + rounds // 8
 
-    def _order(self, name: str, demands: list[Demand]) -> Iterator[Demand]:
+    def _order(self, name: str, backlog: Backlog) -> _Order:
         queue = self.queues.get(name)
         if queue is None or queue.policy is None:
-            yield from sorted(demands, key=_FIFO)
-            return
-        yield from self._fair_order(queue, queue.policy, demands)
-
-    def _fair_order(
-        self, queue: QueueView, policy: SchedulingPolicy, demands: list[Demand]
-    ) -> Iterator[Demand]:
-        by_share: dict[str, list[Demand]] = {}
-        for d in demands:
-            by_share.setdefault(d.share, []).append(d)
-        for jobs in by_share.values():
-            jobs.sort(key=lambda d: (-d.priority, d.submitted, d.key), reverse=True)
-        shares = self.share_vcpus.setdefault(queue.name, {})
+            return _Order(backlog.fifo[name])
+        policy = queue.policy
+        shares = self.share_vcpus.setdefault(name, {})
+        decayed = queue.decayed_usage
 
         def key(share: str) -> float:
             return fairshare.share_key(
-                policy, share, shares.get(share, 0.0), queue.decayed_usage.get(share, 0.0)
+                policy, share, shares.get(share, 0.0), decayed.get(share, 0.0)
             )
 
-        heap = [(key(s), s) for s in by_share]
-        heapq.heapify(heap)
-        while heap:
-            _, share = heapq.heappop(heap)
-            yield by_share[share].pop()
-            if by_share[share]:
-                heapq.heappush(heap, (key(share), share))
+        return _FairOrder(backlog.shares[name], key)
+
+    def _settled(self, name: str, backlog: Backlog) -> bool:
+        """Can no job left in the queue get pods, nor hold capacity for itself (the
+        starvation bound), whatever else is decided in this pass? (Room only shrinks.)"""
+        queue = self.queues.get(name)
+        if queue is None:
+            return True
+        usable, limits = self._usable_ces(queue)
+        if not usable:
+            return True
+        if not any(ce in self.held_for for ce in usable):
+            since = backlog.longest_wait(name)
+            if since is not None and self.now - since >= self.starvation:
+                return False
+        # (A job not a gang needs room for one pod: its size is the same whatever it wants.)
+        shapes = {(c, m, g, x, n if x else 1) for c, m, g, x, n in backlog.shapes.get(name, {})}
+        for cpu, memory, gpu, exclusive, need in shapes:
+            request = Resources(cpu, memory, gpu)
+            if self._never_fits(name, request, usable, limits) is not None:
+                continue
+            if any(self._fits(ce, request, exclusive) >= need for ce in usable):
+                return False
+        return True
+
+    def _frozen(self) -> _Pass:
+        """This pass as it stands, to build the statuses of settled queues from: later
+        levels take room and must not change what those say."""
+        frozen = copy.copy(self)
+        frozen.room = {ce: list(room) for ce, room in self.room.items()}
+        frozen.held_for = dict(self.held_for)
+        frozen.queue_vcpus = dict(self.queue_vcpus)
+        frozen.share_vcpus = {q: dict(shares) for q, shares in self.share_vcpus.items()}
+        frozen._texts = {}
+        return frozen
 
     def _reservation_blocks(self, d: Demand) -> str | None:
         """Fair share's computeReservation: room held for shares not active yet."""
@@ -547,12 +768,11 @@ class _Pass:
         return found
 
     def _never_fits(
-        self, d: Demand, usable: list[str], limits: list[tuple[int, int, int]]
+        self, queue: str, r: Resources, usable: list[str], limits: list[tuple[int, int, int]]
     ) -> tuple[Code, str] | None:
-        """Why `d` can never run in its queue's CEs, or None if it can (memoised per pass:
-        many jobs of a queue share a shape)."""
-        r = d.request
-        memo_key = (d.queue, r.cpu_milli, r.memory, r.gpu)
+        """Why a pod of `r` can never run in the queue's CEs, or None if it can (memoised
+        per pass: many jobs of a queue share a shape)."""
+        memo_key = (queue, r.cpu_milli, r.memory, r.gpu)
         if memo_key in self._never:
             return self._never[memo_key]
         within = [
@@ -568,7 +788,7 @@ class _Pass:
                 _NEVER,
                 (
                     f"needs {r} per pod but the largest compute environment of queue "
-                    f"{d.queue} ({biggest}) allows at most {limit}; it can never run"
+                    f"{queue} ({biggest}) allows at most {limit}; it can never run"
                 ),
             )
         elif not any(self.capacity[ce].holds_pod(r) for ce in within):
@@ -579,38 +799,64 @@ class _Pass:
         self._never[memo_key] = verdict
         return verdict
 
-    def _consider(self, d: Demand) -> None:
+    def _queue_ces(
+        self, d: Demand
+    ) -> tuple[list[str], list[tuple[int, int, int]]] | tuple[Code, str]:
+        """The usable CEs of `d`'s queue and their limits, or why it has none."""
         queue = self.queues.get(d.queue)
         if queue is None:
-            self._wait(d, Code.NO_QUEUE, f"job queue {d.queue} does not exist")
-            return
+            return Code.NO_QUEUE, f"job queue {d.queue} does not exist"
         usable, limits = self._usable_ces(queue)
         if not usable:
             why = "; ".join(self._why_unavailable(ce) for ce in queue.compute_environments)
-            self._wait(
-                d,
+            return (
                 Code.NO_COMPUTE_ENVIRONMENT,
                 f"no usable compute environment in queue {d.queue}: {why}",
             )
+        return usable, limits
+
+    def _cannot_start(
+        self, d: Demand, usable: list[str], limits: list[tuple[int, int, int]]
+    ) -> tuple[Code, str] | None:
+        """Why `d` may get no pods whatever the room: it can never run, or fair share's
+        reservation holds the room back."""
+        never = self._never_fits(d.queue, d.request, usable, limits)
+        if never is None and d.exclusive:
+            misfit = gang_misfit(usable, self.capacity, d.request, d.want)
+            if misfit is not None:
+                never = (_NEVER, f"multi-node job: {misfit}; it can never run")
+        if never is not None:
+            return never
+        blocked = self._reservation_blocks(d)
+        return (Code.FAIR_SHARE, blocked) if blocked else None
+
+    def _waiting_reason(self, d: Demand) -> tuple[Code, str]:
+        """Why `d` waits, in a pass where it gets no pods: what `_consider` says of it.
+        (A shape it finds full is one that neither never fits nor is held back by a
+        reservation: the same answer.)"""
+        ces = self._queue_ces(d)
+        if isinstance(ces[0], Code):
+            return ces
+        usable, limits = ces
+        return self._cannot_start(d, usable, limits) or self._capacity_reason(d, usable)
+
+    def _consider(self, d: Demand) -> None:
+        ces = self._queue_ces(d)
+        if isinstance(ces[0], Code):
+            self._wait(d, *ces)
             return
+        usable, limits = ces
         r = d.request
         shape = (d.queue, r.cpu_milli, r.memory, r.gpu, d.exclusive)
         if shape in self._full:
             self._blocked_on_capacity(d, usable)
             return
         pods_needed = d.want - d.granted
-        never = self._never_fits(d, usable, limits)
-        if never is None and d.exclusive:
-            misfit = gang_misfit(usable, self.capacity, r, d.want)
-            if misfit is not None:
-                never = (_NEVER, f"multi-node job: {misfit}; it can never run")
-        if never is not None:
-            self._wait(d, *never)
+        why = self._cannot_start(d, usable, limits)
+        if why is not None:
+            self._wait(d, *why)
             return
-        blocked = self._reservation_blocks(d)
-        if blocked:
-            self._wait(d, Code.FAIR_SHARE, blocked)
-            return
+        queue = self.queues[d.queue]
         placed, left = self._placements(d, usable, pods_needed)
         granted_now = pods_needed - left
         if left and (not d.elastic or granted_now == 0):
@@ -653,12 +899,19 @@ class _Pass:
         return placed, left
 
     def _blocked_on_capacity(self, d: Demand, usable: list[str]) -> None:
+        code, text = self._capacity_reason(d, usable)
+        self._wait(d, code, text)
+        if code is _FULL and self.now - d.runnable_since >= self.starvation:
+            for ce in usable:
+                self.held_for.setdefault(ce, d.key)
+
+    def _capacity_reason(self, d: Demand, usable: list[str]) -> tuple[Code, str]:
+        """Why `d` finds no room: its CEs are held for a starving job, or full."""
         if self.held_for:
             for ce in usable:
                 holder = self.held_for.get(ce)
                 if holder is not None:
-                    self._wait(d, _HEAD, self._held_text(holder))
-                    return
+                    return _HEAD, self._held_text(holder)
         # Many jobs wait on the same full CEs: build each distinct text once (until more
         # room is taken, a queue's text for a request stays the same).
         r = d.request
@@ -704,10 +957,7 @@ class _Pass:
             )
             text = f"waiting for capacity: {needs}; " + ", ".join(parts)
             self._texts[memo_key] = text
-        self._wait(d, _FULL, text)
-        if self.now - d.runnable_since >= self.starvation:
-            for ce in usable:
-                self.held_for.setdefault(ce, d.key)
+        return _FULL, text
 
     def _held_text(self, holder: str) -> str:
         """(Memoised: once a queue's CEs are held, every job behind it gets this text.)"""
@@ -730,4 +980,175 @@ class _Pass:
         if d.granted == 0:  # place among the queue's jobs that are still waiting
             position = self.waiting_count.get(d.queue, 0) + 1
             self.waiting_count[d.queue] = position
-        self.result.waiting[d.key] = Status(_RUNNABLE, code, reason, position, d.queue)
+        self.eager[d.key] = Status(_RUNNABLE, code, reason, position, d.queue)
+
+
+class _Order:
+    """A FIFO queue's waiting demands in the order it serves them (a sorted list)."""
+
+    key: Callable[[Demand], tuple[object, ...]] = staticmethod(_FIFO)
+
+    def __init__(self, seq: list[Demand]) -> None:
+        self._seq = seq
+        self._next = 0
+
+    def next(self) -> Demand | None:
+        if self._next < len(self._seq):
+            self._next += 1
+            return self._seq[self._next - 1]
+        return None
+
+    def rest(self) -> list[_Segment]:
+        """What `next` would still return, as segments of sorted lists."""
+        return [(self._seq, self._next, len(self._seq))]
+
+
+class _FairOrder(_Order):
+    """Fair share: the share with the least weighted usage goes next, one job at a time.
+    A share's key is taken when it is next considered, so it counts what its last job
+    was granted."""
+
+    key = staticmethod(_rank)
+
+    def __init__(self, shares: Mapping[str, list[Demand]], key: Callable[[str], float]) -> None:
+        self._shares = shares
+        self._key = key
+        self._cursor = dict.fromkeys(shares, 0)
+        self._heap = [(key(share), share) for share in shares]
+        heapq.heapify(self._heap)
+        self._again: str | None = None  # the share just served, if it has more
+
+    def next(self) -> Demand | None:
+        if self._again is not None:
+            heapq.heappush(self._heap, (self._key(self._again), self._again))
+            self._again = None
+        if not self._heap:
+            return None
+        _, share = heapq.heappop(self._heap)
+        seq, i = self._shares[share], self._cursor[share]
+        self._cursor[share] = i + 1
+        if i + 1 < len(seq):
+            self._again = share
+        return seq[i]
+
+    def rest(self) -> list[_Segment]:
+        """Settled, no share's key changes any more: each share in turn drains, least
+        key first."""
+        heap = list(self._heap)
+        if self._again is not None:
+            heap.append((self._key(self._again), self._again))
+        return [
+            (self._shares[share], self._cursor[share], len(self._shares[share]))
+            for _, share in sorted(heap)
+        ]
+
+
+# What a waiting job's reason depends on in a settled queue (its size, share, and as a
+# gang how many nodes), in C.
+_reason_key: Callable[[Demand], tuple[object, ...]] = attrgetter(
+    "request.cpu_milli", "request.memory", "request.gpu", "exclusive", "want", "share"
+)
+
+
+class _Tail:
+    """The rest of a settled queue, in its order: each job gets no pods and waits for
+    what `_waiting_reason` says in the pass frozen when it settled, at the next
+    position. Found by bisecting the sorted lists it runs over."""
+
+    def __init__(self, context: _Pass, order: _Order, before: int, growing: list[Demand]) -> None:
+        self._context = context
+        self._segments = segments = order.rest()
+        self._order = order.key
+        self._before = before  # positions taken when it settled
+        self._offsets: list[int] = []
+        total = 0
+        for _, start, stop in segments:
+            self._offsets.append(total)
+            total += stop - start
+        self.size = total
+        self._reasons: dict[tuple[object, ...], tuple[Code, str]] = {}  # see _reason_key
+        # Admitted jobs wanting more take no position: where they are in the tail.
+        self._growing = sorted(offset for d in growing if (offset := self._locate(d)) is not None)
+
+    def _locate(self, d: Demand) -> int | None:
+        order = self._order
+        for (seq, start, stop), offset in zip(self._segments, self._offsets, strict=True):
+            if order is _rank and seq[0].share != d.share:
+                continue  # a fair-share queue: one run per share
+            i = bisect_left(seq, order(d), key=order)
+            if start <= i < stop and seq[i] is d:
+                return offset + i - start
+        return None
+
+    def _reason(self, d: Demand) -> tuple[Code, str]:
+        memo = _reason_key(d)
+        found = self._reasons.get(memo)
+        if found is None:
+            found = self._reasons[memo] = self._context._waiting_reason(d)
+        return found
+
+    def status(self, d: Demand) -> Status | None:
+        offset = self._locate(d)
+        if offset is None:
+            return None
+        position = 0
+        if not d.granted:
+            position = self._before + offset + 1 - bisect_left(self._growing, offset)
+        code, text = self._reason(d)
+        return Status(_RUNNABLE, code, text, position, d.queue)
+
+    def items(self) -> Iterator[tuple[str, Status]]:
+        position = self._before
+        reasons, reason = self._reasons, self._reason
+        for seq, start, stop in self._segments:
+            for i in range(start, stop):
+                d = seq[i]
+                found = reasons.get(_reason_key(d))
+                code, text = found if found is not None else reason(d)
+                if d.granted:
+                    yield d.key, Status(_RUNNABLE, code, text, 0, d.queue)
+                else:
+                    position += 1
+                    yield d.key, Status(_RUNNABLE, code, text, position, d.queue)
+
+    def demands(self) -> Iterator[Demand]:
+        for seq, start, stop in self._segments:
+            yield from seq[start:stop]
+
+
+class Waiting(Mapping[str, Status]):
+    """Why each job left waiting waits (RUNNABLE, with its position): those admission
+    decided one by one, and the settled queues' tails, whose statuses are built when
+    read."""
+
+    def __init__(
+        self, eager: dict[str, Status], tails: Mapping[str, _Tail], demands: Mapping[str, Demand]
+    ) -> None:
+        self.eager = eager
+        self.tails = tails
+        self._demands = demands
+
+    def __getitem__(self, key: str) -> Status:
+        found = self.eager.get(key)
+        if found is not None:
+            return found
+        d = self._demands.get(key)
+        tail = self.tails.get(d.queue) if d is not None else None
+        status = tail.status(d) if tail is not None and d is not None else None
+        if status is None:
+            raise KeyError(key)
+        return status
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.eager
+        for tail in self.tails.values():
+            for d in tail.demands():
+                yield d.key
+
+    def __len__(self) -> int:
+        return len(self.eager) + sum(tail.size for tail in self.tails.values())
+
+    def items(self) -> Iterator[tuple[str, Status]]:  # type: ignore[override]
+        yield from self.eager.items()
+        for tail in self.tails.values():
+            yield from tail.items()

@@ -48,7 +48,7 @@ from extender.jobs import fairshare, status, tenancy
 from extender.jobs.admission import CapacityLimit
 from extender.jobs.capacity import capacity_limits
 from extender.jobs.lifecycle import Code, IllegalTransition, State
-from extender.jobs.reconcile import Decisions, Snapshot, reconcile
+from extender.jobs.reconcile import Decisions, Reconciler, Snapshot
 from extender.jobs.snapshot import JobInfo, format_time, job_from_raw, parse_time
 from extender.jobs.writes import Writer
 
@@ -158,6 +158,9 @@ class JobController:
         # kept until the published record has it (see `_forget_departed`).
         self._departed: dict[str, dict[str, PodInfo]] = {}
         self._last_decision = 0.0  # seconds the last pass took to snapshot and decide
+        # Passes redo only the jobs changed since the last (their own events, their pods').
+        self._reconciler = Reconciler()
+        self._touched: set[str] = set()
         # Set while this replica may write (always, without leader election).
         self._leading = leading
         self.catalog = shipped_catalog()
@@ -180,6 +183,7 @@ class JobController:
             self._wake.set()
 
     def _job_changed(self, event: Event[JobInfo]) -> None:
+        self._touched.add(event.key)
         if event.new is None:
             self.writer.forget(event.key)
             self._departed.pop(event.key, None)
@@ -188,6 +192,9 @@ class JobController:
         """A lost node's pods are failed and deleted at once (ebb/nodeloss.py), often
         before a pass records their attempt: their last state is kept for that (by the
         leader: only its passes record, and forget)."""
+        for seen in (event.old, event.new):
+            if seen is not None:
+                self._touched.update(_job_of_pod(seen))
         pod = event.old
         if self._leading is not None and not self._leading.is_set():
             return
@@ -206,6 +213,7 @@ class JobController:
             for pod in pods:
                 if held.get(pod.name) is pod:
                     del held[pod.name]
+                    self._touched.add(key)
             if not held:
                 self._departed.pop(key, None)
 
@@ -267,15 +275,22 @@ class JobController:
     async def run_pass(self) -> Decisions:
         started = time.perf_counter()
         now = time.time()
+        changed, self._touched = self._touched, set()
         snap = self.snapshot(now)
         # The cached objects live long; spare the collector from walking them every pass.
         gc.freeze()
         deciding = time.perf_counter()
-        # Pure and CPU-bound: off the event loop, so extender requests stay fast.
-        decisions = await asyncio.to_thread(reconcile, snap)
-        done = time.perf_counter()
-        PASS_SECONDS.observe(done - deciding)
-        self._last_decision = done - started
+        try:
+            # Pure and CPU-bound: off the event loop, so extender requests stay fast.
+            decisions = await asyncio.to_thread(self._reconciler.run, snap, changed)
+        except BaseException:
+            self._reconciler = Reconciler()  # what it kept may be half updated: start afresh
+            raise
+        PASS_SECONDS.observe(time.perf_counter() - deciding)
+        # The writer and the metrics read every job's status: the settled queues' ones are
+        # built here, off the event loop too.
+        decisions.statuses = await asyncio.to_thread(dict, decisions.statuses.items())
+        self._last_decision = time.perf_counter() - started
         await self.writer.apply(snap.jobs, decisions, now)
         self._forget_departed(snap, decisions)
         self._observe(snap, decisions, now)

@@ -13,7 +13,7 @@ reported (`Decisions.illegal`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 
 from ebb.jobspec import RetryAction
@@ -21,7 +21,16 @@ from ebb.model import JobQueue, NamespaceInfo, PodInfo, SchedulingPolicy
 from ebb.resources import Resources
 from extender.jobs import attempts as attempt_records
 from extender.jobs import tenancy
-from extender.jobs.admission import AdmissionResult, CapacityLimit, Demand, QueueView, admit
+from extender.jobs.admission import (
+    AdmissionResult,
+    Backlog,
+    CapacityLimit,
+    Demand,
+    Holdings,
+    QueueView,
+    Waiting,
+    admit,
+)
 from extender.jobs.dependencies import DependencyVerdict, resolve
 from extender.jobs.lifecycle import (
     Code,
@@ -77,9 +86,74 @@ class GangRestart:
     record: str
 
 
+class Statuses(MutableMapping[str, Status]):
+    """Every job's decided state and reason: those decided one by one, and the waiting
+    jobs of queues whose rest admission settled (`Waiting`), built when read."""
+
+    def __init__(self, eager: dict[str, Status] | None = None) -> None:
+        self.eager: dict[str, Status] = {} if eager is None else eager
+        self.waiting: Waiting | None = None
+        self._demands: Mapping[str, Demand] = {}
+
+    def settled(self, waiting: Waiting, demands: Mapping[str, Demand]) -> None:
+        """Adds the settled tails' statuses of jobs not admitted (`demands`: by key)."""
+        self.waiting, self._demands = waiting, demands
+
+    def _lazy(self, key: str) -> Status | None:
+        if self.waiting is None or key in self.waiting.eager:
+            return None
+        d = self._demands.get(key)
+        if d is None or d.granted:
+            return None
+        return self.waiting.get(key)
+
+    def __getitem__(self, key: str) -> Status:
+        found = self.eager.get(key)
+        if found is None:
+            found = self._lazy(key)
+            if found is None:
+                raise KeyError(key)
+        return found
+
+    def get(self, key: str, default: Status | None = None) -> Status | None:  # type: ignore[override]
+        found = self.eager.get(key)
+        if found is None:
+            found = self._lazy(key)
+        return default if found is None else found
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.eager or (isinstance(key, str) and self._lazy(key) is not None)
+
+    def __setitem__(self, key: str, status: Status) -> None:
+        self.eager[key] = status
+
+    def __delitem__(self, key: str) -> None:
+        del self.eager[key]
+
+    def _tails(self) -> Iterator[tuple[str, Status]]:
+        if self.waiting is None:
+            return
+        for tail in self.waiting.tails.values():
+            for key, status in tail.items():
+                if status.position and key not in self.eager:
+                    yield key, status
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.eager
+        for key, _ in self._tails():
+            yield key
+
+    def items(self) -> Iterator[tuple[str, Status]]:  # type: ignore[override]
+        yield from self.eager.items()
+        yield from self._tails()
+
+    def __len__(self) -> int:
+        return len(self.eager) + sum(1 for _ in self._tails())
+
+
 @dataclass
 class Decisions:
-    statuses: dict[str, Status] = field(default_factory=dict)
+    statuses: MutableMapping[str, Status] = field(default_factory=Statuses)
     admit: dict[str, int] = field(default_factory=dict)  # job → pods (parallelism) granted
     # Admitted jobs to suspend again, with the RUNNABLE status they wait in: no node their
     # environments may have can hold their pods (changed since admission) and none is bound.
@@ -102,23 +176,116 @@ class Decisions:
     illegal: dict[str, IllegalTransition] = field(default_factory=dict)
 
 
-def reconcile(snap: Snapshot) -> Decisions:
-    out = Decisions()
-    demands: list[Demand] = []
-    counting = out.counting
-    never = _NeverPlaced(snap)
-    refusal = _Refused(snap)
-    requeue: set[str] = set()
-    for key, job in snap.jobs.items():
+def reconcile(snap: Snapshot, *, settle: bool = True) -> Decisions:
+    """One pass over the whole snapshot (`Reconciler` keeps what it can for the next)."""
+    return Reconciler().run(snap, settle=settle)
+
+
+class Reconciler:
+    """Scheduling passes that redo only what changed since the last.
+
+    What a pass decides of a job alone (its state outside admission, its demand, its
+    attempt record, a failure it asks for...) depends on the job, its pods and the
+    cluster's configuration (queues, policies, namespaces, environments, nodes): it is
+    kept, and redone for the jobs `run` is told changed, for every job when the
+    configuration changed, and on every pass for the few that read the clock or other
+    jobs (dependencies, gangs, a wait not published yet). The waiting demands are kept
+    sorted (`Backlog`); admission itself runs every pass, over what holds capacity and
+    that sorted backlog, and builds the waiting statuses of settled queues only when
+    read. Decides exactly what a fresh pass over the same snapshot decides."""
+
+    def __init__(self) -> None:
+        self._reset(None)
+
+    def _reset(self, world: tuple[object, ...] | None) -> None:
+        self._world = world
+        self._nodes: tuple[dict[str, str], dict[str, str]] = ({}, {})
+        self._base = Decisions(statuses={})  # what each job decided alone, before admission
+        self._ungate: dict[str, list[str]] = {}  # job → pod keys to ungate
+        self._clear: dict[str, None] = {}  # jobs whose completed indexes are cleared
+        self._requeue: set[str] = set()
+        self._holding = Holdings()  # jobs granted pods: what they hold
+        self._backlog = Backlog()
+        self._volatile: set[str] = set()  # redone every pass
+        self._unpublished: set[str] = set()  # waiting, published as not RUNNABLE
+        self._never: _NeverPlaced | None = None
+        self._refusal: _Refused | None = None
+
+    def run(
+        self, snap: Snapshot, changed: Collection[str] | None = None, *, settle: bool = True
+    ) -> Decisions:
+        """`changed`: the keys of the jobs added, changed or deleted since the last run, or
+        whose pods (or departed pods) changed; None: any may have."""
+        world = _world(snap)
+        nodes = (dict(snap.node_compute_environment), dict(snap.node_instance))
+        cold = changed is None or world != self._world
+        if cold:
+            self._reset(world)
+            redo: Collection[str] = snap.jobs
+        else:
+            redo = {*changed, *self._volatile} if changed else set(self._volatile)
+            if nodes != self._nodes:  # read only for jobs' pods (where bound, attempts)
+                redo.update(snap.pods_by_job, snap.departed_by_job)
+            for key in redo:
+                self._forget(key)
+        self._nodes = nodes
+        never = self._never = self._never or _NeverPlaced(snap)
+        refusal = self._refusal = self._refusal or _Refused(snap)
+        never.snap = refusal.snap = snap  # (answers depend only on the configuration)
+        added: list[Demand] = []
+        jobs = snap.jobs
+        for key in redo:
+            job = jobs.get(key)
+            if job is None:
+                continue  # deleted
+            demand = self._decide_alone(key, job, snap, never, refusal)
+            if demand is not None and demand.want > demand.granted:
+                added.append(demand)
+        self._backlog = Backlog(added) if cold else self._backlog.updated(redo, added)
+        for queue in self._backlog.growing.values():
+            for key in queue:  # an admitted job's demand has waited for nothing
+                self._backlog.demands[key].runnable_since = snap.now
+        return self._admit(snap, settle)
+
+    def _forget(self, key: str) -> None:
+        base = self._base
+        for table in (
+            base.statuses,
+            base.attempts,
+            base.fail,
+            base.restart,
+            base.array_status,
+            base.illegal,
+            self._ungate,
+            self._clear,
+        ):
+            table.pop(key, None)
+        self._holding.remove(key)
+        for keys in (base.counting, self._requeue, self._volatile, self._unpublished):
+            keys.discard(key)
+
+    def _decide_alone(
+        self,
+        key: str,
+        job: JobInfo,
+        snap: Snapshot,
+        never: Callable[[JobInfo], Status | None],
+        refusal: Callable[[JobInfo], Status | None],
+    ) -> Demand | None:
+        """What the pass decides of one job outside admission (kept in `_base`); returns
+        its demand."""
+        out = self._base
+        ungated, cleared = len(out.ungate), len(out.clear_indexes)
         pods = snap.pods_by_job.get(key, ())
         departed = snap.departed_by_job.get(key, ())
         if job.admitted and job.terminal is None and _uncounted(job, pods):
-            counting.add(key)
+            out.counting.add(key)
         elif pods or departed:
             finished = (*departed, *pods) if departed else pods
             record = _merge_record(job, finished, snap)
             if record is not None:
                 out.attempts[key] = record
+        counting = key in out.counting
         status, demand = _job(
             job,
             pods,
@@ -126,42 +293,124 @@ def reconcile(snap: Snapshot) -> Decisions:
             out,
             never,
             refusal=refusal,
-            requeue=requeue,
-            counting=key in counting,
+            requeue=self._requeue,
+            counting=counting,
         )
         if status is not None:
             out.statuses[key] = status
+            _check_transition(key, job, status, out.illegal)
+        if job.is_array and not counting:
+            out.array_status[key] = _array_summary(job, pods, status)
+        if len(out.ungate) > ungated:
+            self._ungate[key] = out.ungate[ungated:]
+            del out.ungate[ungated:]
+        if len(out.clear_indexes) > cleared:
+            self._clear[key] = None
+            del out.clear_indexes[cleared:]
+        if job.spec.depends_on or (job.admitted and job.gang):
+            self._volatile.add(key)  # reads other jobs, or the clock
         if demand is not None:
-            demands.append(demand)
-        if job.is_array and key not in counting:
-            out.array_status[key] = _array_summary(job, pods, out.statuses.get(key))
-    queue_views = {
-        name: QueueView(
-            name,
-            q.priority,
-            q.compute_environments,
-            snap.policies.get(q.scheduling_policy) if q.scheduling_policy else None,
-            snap.decayed_usage.get(name, {}),
+            if demand.granted:
+                self._holding.add(demand)
+            elif not (job.published_state is _RUNNABLE and job.since):
+                self._volatile.add(key)  # waits since now
+            if not demand.granted and job.published_state is not _RUNNABLE:
+                self._unpublished.add(key)
+        return demand
+
+    def _admit(self, snap: Snapshot, settle: bool) -> Decisions:
+        base = self._base
+        statuses = Statuses(dict(base.statuses))
+        out = Decisions(
+            statuses=statuses,
+            fail=dict(base.fail),
+            restart=dict(base.restart),
+            clear_indexes=list(self._clear),
+            ungate=[pod for pods in self._ungate.values() for pod in pods],
+            counting=set(base.counting),
+            attempts=dict(base.attempts),
+            array_status=dict(base.array_status),
+            illegal=dict(base.illegal),
         )
-        for name, q in snap.queues.items()
-    }
-    result = admit(queue_views, snap.capacity, demands, snap.now, snap.starvation_seconds)
-    out.running_vcpus = result.running_vcpus
-    out.used = {ce: r.cpu_milli / 1000 for ce, r in result.used.items()}
-    for d in demands:
-        _decide(d, result, snap, out, requeued=d.key in requeue, counting=d.key in counting)
-    # In the order admission granted them (queue priority, fair share, FIFO): a writer that
-    # writes only the first ones writes those.
-    out.admit = {key: out.admit[key] for key in result.grants if key in out.admit}
-    jobs = snap.jobs
-    for key, status in out.statuses.items():
-        old = jobs[key].published_state
-        if status.state is not old:  # most jobs stay where they are: no call for them
-            try:
-                transition(old, status.state)
-            except IllegalTransition as exc:
-                out.illegal[key] = exc
-    return out
+        queue_views = {
+            name: QueueView(
+                name,
+                q.priority,
+                q.compute_environments,
+                snap.policies.get(q.scheduling_policy) if q.scheduling_policy else None,
+                snap.decayed_usage.get(name, {}),
+            )
+            for name, q in snap.queues.items()
+        }
+        backlog = self._backlog
+        result = admit(
+            queue_views,
+            snap.capacity,
+            (),
+            snap.now,
+            snap.starvation_seconds,
+            backlog=backlog,
+            holdings=self._holding,
+            settle=settle,
+        )
+        out.running_vcpus = result.running_vcpus
+        out.used = {ce: r.cpu_milli / 1000 for ce, r in result.used.items()}
+        waiting = result.waiting
+        assert isinstance(waiting, Waiting)
+        statuses.settled(waiting, backlog.demands)
+        decided = dict.fromkeys(result.grants)
+        decided.update(dict.fromkeys(waiting.eager))
+        decided.update(dict.fromkeys(self._requeue))
+        for key in decided:
+            d = backlog.demands.get(key) or self._holding.demands.get(key)
+            if d is not None:
+                _decide(
+                    d,
+                    result,
+                    snap,
+                    out,
+                    requeued=key in self._requeue,
+                    counting=key in out.counting,
+                )
+        for name, tail in waiting.tails.items():
+            queue = snap.queues.get(name)
+            if queue is None or not queue.state_time_limit_actions:
+                continue
+            for d in tail.demands():
+                if not d.granted and d.key not in self._requeue:
+                    _decide(d, result, snap, out, requeued=False, counting=False)
+        # In the order admission granted them (queue priority, fair share, FIFO): a writer that
+        # writes only the first ones writes those.
+        out.admit = {key: out.admit[key] for key in result.grants if key in out.admit}
+        jobs = snap.jobs
+        for key in (*decided, *self._unpublished):
+            status = out.statuses.get(key)
+            if status is not None:
+                _check_transition(key, jobs[key], status, out.illegal)
+        return out
+
+
+def _world(snap: Snapshot) -> tuple[object, ...]:
+    """What a job's own decisions read besides the job, its pods and the nodes they are
+    on. (Compared cheaply: the caches hand out the same objects until they change.)"""
+    return (
+        dict(snap.queues),
+        dict(snap.policies),
+        dict(snap.namespaces),
+        dict(snap.capacity),
+        snap.starvation_seconds,
+    )
+
+
+def _check_transition(
+    key: str, job: JobInfo, status: Status, illegal: dict[str, IllegalTransition]
+) -> None:
+    old = job.published_state
+    if status.state is not old:  # most jobs stay where they are: no call for them
+        try:
+            transition(old, status.state)
+        except IllegalTransition as exc:
+            illegal[key] = exc
 
 
 def _decide(
