@@ -12,122 +12,25 @@ from ebb import keys, kube
 from ebb.jobdefinition import DefinitionError, split_name
 from ebb.jobspec import SpecError, parse_depends_on
 from kubectl_ebb.objects import translate_files
-from kubectl_ebb.output import STATES, Json, age, annotations_of, emit, table
+from kubectl_ebb.output import (
+    STATES,
+    Json,
+    OutputFormat,
+    annotations_of,
+    emit,
+    last_of,
+    table,
+)
 from kubectl_ebb.refusals import VIEW_ROLE
 
 
 class Cli:
-    def __init__(self, client: kube.KubeClient, namespace: str, output: str | None) -> None:
+    def __init__(
+        self, client: kube.KubeClient, namespace: str, output: OutputFormat | None
+    ) -> None:
         self.client = client
         self.namespace = namespace
         self.output = output
-
-    # --- listings -------------------------------------------------------------------
-
-    async def queues(self) -> None:
-        items = (await self.client.list(kube.JOB_QUEUES)).items
-        rows, data = [], []
-        for q in sorted(items, key=lambda q: -int(q["spec"].get("priority", 0))):
-            spec, status = q["spec"], q.get("status") or {}
-            counts = status.get("jobs") or {}
-            order = sorted(spec.get("computeEnvironmentOrder") or (), key=lambda e: e["order"])
-            ces = ",".join(e["computeEnvironment"] for e in order)
-            rows.append(
-                [
-                    q["metadata"]["name"],
-                    spec.get("state", "ENABLED"),
-                    spec["priority"],
-                    spec.get("schedulingPolicy") or "-",
-                    ces,
-                    *(counts.get(s, "-") for s in STATES),
-                    status.get("status", ""),
-                ]
-            )
-            data.append({"name": q["metadata"]["name"], "spec": spec, "status": status})
-        emit(
-            data,
-            self.output,
-            table(rows, ["NAME", "STATE", "PRIORITY", "POLICY", "ENVS", *STATES, "STATUS"]),
-        )
-
-    async def ces(self) -> None:
-        items = (await self.client.list(kube.COMPUTE_ENVIRONMENTS)).items
-        rows, data = [], []
-        for ce in sorted(items, key=lambda c: c["metadata"]["name"]):
-            spec, status = ce["spec"], ce.get("status") or {}
-            rows.append(
-                [
-                    ce["metadata"]["name"],
-                    spec["type"],
-                    spec.get("state", "ENABLED"),
-                    status.get("status", "-"),
-                    spec.get("minvCpus", 0),
-                    spec["maxvCpus"],
-                    *(
-                        status.get(field, "-")
-                        for field in ("desiredvCpus", "currentvCpus", "nodes", "pendingPods")
-                    ),
-                    (status.get("statusReason") or "")[:60],
-                ]
-            )
-            data.append({"name": ce["metadata"]["name"], "spec": spec, "status": status})
-        emit(
-            data,
-            self.output,
-            table(
-                rows,
-                [
-                    "NAME",
-                    "TYPE",
-                    "STATE",
-                    "STATUS",
-                    "MIN",
-                    "MAX",
-                    "DESIRED",
-                    "CURRENT",
-                    "NODES",
-                    "PENDING-PODS",
-                    "REASON",
-                ],
-            ),
-        )
-
-    async def jobs(self, queue: str | None, state: str | None, all_namespaces: bool) -> None:
-        selector = f"{keys.QUEUE_LABEL}={queue}" if queue else keys.QUEUE_LABEL
-        namespace = None if all_namespaces else self.namespace
-        items = (await self.client.list(kube.JOBS, namespace, label_selector=selector)).items
-        rows, data = [], []
-        for job in sorted(items, key=lambda j: j["metadata"].get("creationTimestamp", "")):
-            ann, meta = annotations_of(job), job["metadata"]
-            if state and ann.get(keys.STATE) != state.upper():
-                continue
-            labels = meta.get("labels") or {}
-            rows.append(
-                [
-                    meta["namespace"],
-                    meta["name"],
-                    labels.get(keys.QUEUE_LABEL, ""),
-                    labels.get(keys.SHARE_LABEL, "-"),
-                    ann.get(keys.STATE, "?"),
-                    age(meta.get("creationTimestamp")),
-                    ann.get(keys.REASON, "")[:80],
-                ]
-            )
-            data.append(
-                {
-                    "namespace": meta["namespace"],
-                    "name": meta["name"],
-                    "queue": labels.get(keys.QUEUE_LABEL),
-                    "state": ann.get(keys.STATE),
-                    "reason": ann.get(keys.REASON),
-                    "reasonCode": ann.get(keys.REASON_CODE),
-                }
-            )
-        emit(
-            data,
-            self.output,
-            table(rows, ["NAMESPACE", "NAME", "QUEUE", "SHARE", "STATE", "AGE", "REASON"]),
-        )
 
     # --- one job --------------------------------------------------------------------
 
@@ -259,7 +162,10 @@ class Cli:
             )
 
     async def _pods(self, job: Json, add: Any) -> None:
-        for pod in (await self._job_pods(job["metadata"]["name"]))[-10:]:
+        pods = await self._job_pods(job["metadata"]["name"])
+        if len(pods) > _PODS_SHOWN:
+            add(1, last_of(_PODS_SHOWN, len(pods), "pods") + ":")
+        for pod in pods[-_PODS_SHOWN:]:
             status = pod.get("status") or {}
             line = f"pod {pod['metadata']['name']}: {status.get('phase', '?')}"
             node = (pod.get("spec") or {}).get("nodeName")
@@ -302,7 +208,9 @@ class Cli:
             if events is None:
                 add(2, f"launches for it in {ce}: not visible to you (events of namespace default)")
                 continue
-            for event in [e for e in events if gang in e.get("message", "")][-3:]:
+            launches = [e for e in events if gang in e.get("message", "")]
+            _add_last(add, 2, launches, f"events of {ce} about it")
+            for event in launches[-_EVENTS_SHOWN:]:
                 add(2, f"{ce}: {event.get('reason')}: {event.get('message')}")
         holds = [
             e
@@ -310,7 +218,8 @@ class Cli:
             if (e.get("involvedObject") or {}).get("kind") == "Job"
             and e.get("reason", "").startswith("GangHold")
         ]
-        for event in holds[-3:]:
+        _add_last(add, 2, holds, "holds released")
+        for event in holds[-_EVENTS_SHOWN:]:
             add(2, f"{event.get('reason')}: {event.get('message')}")
 
     async def _job_pods(self, name: str) -> list[Json]:
@@ -359,7 +268,8 @@ class Cli:
             # A cluster-scoped object's Events are in namespace default, not a tenant's.
             add(2, f"events of {ce}: not visible to you (they are in namespace default)")
             return
-        for event in events[-3:]:
+        _add_last(add, 2, events, f"events of {ce}")
+        for event in events[-_EVENTS_SHOWN:]:
             add(2, f"event {event.get('reason')}: {event.get('message')}")
 
     async def describe(self, name: str) -> None:
@@ -388,6 +298,10 @@ class Cli:
             )
         if ann.get(keys.ARRAY_STATUS):
             header.append(f"Children: {ann[keys.ARRAY_STATUS]}")
+        gang_attempt = int(ann.get(keys.GANG_ATTEMPT, "1")) if gang else None
+        shortened = _shortened(attempts, gang_attempt, status)
+        if shortened:
+            header.append(f"Shown:    {shortened}")
         by_attempt = any("attempt" in a for a in attempts)
         rows = [
             [
@@ -468,6 +382,30 @@ class Cli:
             res = _IMPORTED[obj["kind"]]
             await self.client.apply(res, obj, field_manager="kubectl-ebb-import")
             print(f"{res.plural}.{keys.GROUP}/{obj['metadata']['name']} imported")
+
+
+_PODS_SHOWN = 10
+_EVENTS_SHOWN = 3
+
+
+def _add_last(add: Any, depth: int, items: Sequence[object], what: str) -> None:
+    """Say so where `why` shows only the last few of a longer list."""
+    if len(items) > _EVENTS_SHOWN:
+        add(depth, last_of(_EVENTS_SHOWN, len(items), what) + ":")
+
+
+def _shortened(attempts: list[Json], gang_attempt: int | None, status: Json) -> str:
+    """Where the Job's record of attempts holds fewer than there were, say which are
+    shown: "last 20 of 200 attempts" (a multi-node job: which of its attempts)."""
+    if gang_attempt is not None:
+        first = min((int(a.get("attempt") or 1) for a in attempts), default=1)
+        if first <= 1:
+            return ""
+        return f"attempts {first}-{gang_attempt} of {gang_attempt} (the Job keeps the latest)"
+    total = int(status.get("succeeded", 0)) + int(status.get("failed", 0))
+    if len(attempts) >= total:
+        return ""
+    return f"{last_of(len(attempts), total, 'attempts')} (the Job keeps the latest)"
 
 
 _IMPORTED = {
