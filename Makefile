@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: run test venv binaries lint typecheck unit e2e bench down clean help
+.PHONY: run test venv binaries browser lint typecheck unit e2e bench down clean help
 
 help:
 	@echo "make run   - the whole system on one machine (local control plane + Ebb)"
@@ -27,6 +27,9 @@ venv: $(STAMP)
 binaries:
 	@hack/build-binaries.sh
 
+browser:
+	@hack/install-browser.sh
+
 lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
@@ -38,10 +41,10 @@ typecheck: venv
 unit: venv
 	$(PYTEST) tests/unit -q
 
-e2e: venv binaries
+e2e: venv binaries browser
 	EBB_REQUIRE_E2E=1 $(PYTEST) tests/e2e -q
 
-test: venv binaries lint typecheck
+test: venv binaries browser lint typecheck
 	EBB_REQUIRE_E2E=1 $(PYTEST) tests -q --durations=30
 
 run: venv binaries

@@ -8,7 +8,6 @@ is ready (caches synced); `/metrics` is the Prometheus exposition: no `_created`
 from __future__ import annotations
 
 import asyncio
-import importlib.metadata
 import platform
 import signal
 import ssl
@@ -24,6 +23,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+import ebb
+
 log = structlog.get_logger("ebb.server")
 MAX_BODY_BYTES = 4 * 2**20
 BUILD_INFO = Gauge(
@@ -33,16 +34,9 @@ BUILD_INFO = Gauge(
 )
 
 
-def _version() -> str:
-    try:
-        return importlib.metadata.version("ebb")
-    except importlib.metadata.PackageNotFoundError:  # run from a checkout, not installed
-        return "unknown"
-
-
 def add_ops_routes(app: web.Application, ready: Callable[[], bool]) -> None:
     disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated upstream
-    BUILD_INFO.labels(_version(), platform.python_version()).set(1)
+    BUILD_INFO.labels(ebb.version(), platform.python_version()).set(1)
 
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok")

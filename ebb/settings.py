@@ -27,8 +27,13 @@ def setting(default: Any, help: str, *, choices: Sequence[str] | None = None) ->
     return dataclasses.field(default=default, metadata=meta)
 
 
-def env_name(field_name: str) -> str:
-    return ENV_PREFIX + field_name.upper()
+def env_name(field_name: str, prefix: str = ENV_PREFIX) -> str:
+    return prefix + field_name.upper()
+
+
+def prefix_of(cls: type[Any]) -> str:
+    """The variables' prefix: EBB_, or a class's own `env_prefix` (a ClassVar)."""
+    return str(getattr(cls, "env_prefix", ENV_PREFIX))
 
 
 def flag_name(field_name: str) -> str:
@@ -66,18 +71,26 @@ def _convert(raw: str, kind: Any, where: str) -> Any:
 
 def load(cls: type[T], argv: Sequence[str] | None, environ: Mapping[str, str], prog: str) -> T:
     """Build `cls` from command-line flags and environment variables."""
-    if not dataclasses.is_dataclass(cls):
-        raise TypeError(f"{cls!r} is not a dataclass")
-    hints = typing.get_type_hints(cls)
     parser = argparse.ArgumentParser(
         prog=prog,
         description=(cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else None,
         epilog="Every flag can also be set by an environment variable: "
-        f"--foo-bar is {ENV_PREFIX}FOO_BAR.",
+        f"--foo-bar is {prefix_of(cls)}FOO_BAR.",
     )
+    add_arguments(parser, cls)
+    return from_arguments(cls, vars(parser.parse_args(argv)), environ)
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type[Any]) -> None:
+    """A flag for each of `cls`'s settings (a command's own parser may take them too)."""
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"{cls!r} is not a dataclass")
+    hints, prefix = typing.get_type_hints(cls), prefix_of(cls)
     for f in dataclasses.fields(cls):
         kind = hints[f.name]
-        help_text = f"{f.metadata.get('help', '')} [env {env_name(f.name)}; default {f.default!r}]"
+        help_text = (
+            f"{f.metadata.get('help', '')} [env {env_name(f.name, prefix)}; default {f.default!r}]"
+        )
         if kind is bool:
             parser.add_argument(
                 flag_name(f.name),
@@ -90,13 +103,17 @@ def load(cls: type[T], argv: Sequence[str] | None, environ: Mapping[str, str], p
             )
         else:
             parser.add_argument(flag_name(f.name), dest=f.name, default=None, help=help_text)
-    args = vars(parser.parse_args(argv))
+
+
+def from_arguments(cls: type[T], args: Mapping[str, Any], environ: Mapping[str, str]) -> T:
+    """`cls` from parsed flags (`add_arguments`), else environment variables, else defaults."""
+    hints, prefix = typing.get_type_hints(cls), prefix_of(cls)
     values: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         kind = hints[f.name]
         raw, where = args.get(f.name), flag_name(f.name)
-        if raw is None and env_name(f.name) in environ:
-            raw, where = environ[env_name(f.name)], env_name(f.name)
+        if raw is None and env_name(f.name, prefix) in environ:
+            raw, where = environ[env_name(f.name, prefix)], env_name(f.name, prefix)
         if raw is None:
             continue
         value = _convert(str(raw), kind, where)
@@ -110,6 +127,11 @@ def load(cls: type[T], argv: Sequence[str] | None, environ: Mapping[str, str], p
 def describe(cls: type[Any]) -> list[tuple[str, str, str, str]]:
     """(flag, variable, default, help) for every setting: the operations docs' table."""
     return [
-        (flag_name(f.name), env_name(f.name), repr(f.default), str(f.metadata.get("help", "")))
+        (
+            flag_name(f.name),
+            env_name(f.name, prefix_of(cls)),
+            repr(f.default),
+            str(f.metadata.get("help", "")),
+        )
         for f in dataclasses.fields(cls)
     ]

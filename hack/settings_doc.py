@@ -19,8 +19,13 @@ sys.path.insert(0, str(ROOT))
 from autoscaler.settings import AutoscalerSettings  # noqa: E402
 from ebb.settings import describe  # noqa: E402
 from extender.settings import SchedulerSettings  # noqa: E402
+from kubectl_ebb.ui import UiSettings  # noqa: E402
 
-TABLES = {"ebb-scheduler": SchedulerSettings, "ebb-autoscaler": AutoscalerSettings}
+TABLES = {
+    "ebb-scheduler": SchedulerSettings,
+    "ebb-autoscaler": AutoscalerSettings,
+    "kubectl-ebb-ui": UiSettings,
+}
 DOC = ROOT / "docs" / "operations.md"
 
 

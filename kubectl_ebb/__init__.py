@@ -6,6 +6,7 @@ not running, and cancel or terminate jobs.
     kubectl ebb cancel JOB --reason R | terminate JOB --reason R
     kubectl ebb submit --job-name N --job-queue Q --job-definition D[:REV] [...]
     kubectl ebb import FILE... [--dry-run -o yaml]   (AWS Batch JSON)
+    kubectl ebb ui [--port P]   (a read-only web view on 127.0.0.1)
     kubectl ebb version | completion bash|zsh
 
 Tables by default; `-o wide|name|json|yaml|jsonpath=TEMPLATE` as kubectl's. Honours

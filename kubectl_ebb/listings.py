@@ -174,6 +174,32 @@ JOBS = Listing(
 )
 
 
+def job_selection(
+    namespace: str | None, queue: str | None, state: str | None, selector: str | None
+) -> Selection:
+    """Ebb's jobs (labelled with a queue, `queue` if given) matching `selector`, in
+    `state` if given; `namespace` None: all."""
+    labelled = f"{keys.QUEUE_LABEL}={queue}" if queue else keys.QUEUE_LABEL
+    wanted = state.upper() if state else None
+    return Selection(
+        namespace=namespace,
+        label_selector=",".join(s for s in (labelled, selector) if s),
+        keep=lambda job: not wanted or annotations_of(job).get(keys.STATE) == wanted,
+    )
+
+
+async def fetch(
+    client: kube.KubeClient, listing: Listing, selection: Selection
+) -> tuple[list[Json], str]:
+    """The objects selected, in the listing's order, and the list's resourceVersion."""
+    listed = await client.list(
+        listing.resource, selection.namespace, label_selector=selection.label_selector
+    )
+    return sorted(
+        filter(selection.keep, listed.items), key=listing.sort_key
+    ), listed.resource_version
+
+
 def print_objects(listing: Listing, objects: Sequence[Json], output: OutputFormat | None) -> None:
     """One listing, printed once."""
     wide = output is not None and output.kind == "wide"
@@ -240,10 +266,7 @@ async def show(
     watch: bool,
 ) -> None:
     """List (and with `watch`, keep printing changes until interrupted)."""
-    listed = await client.list(
-        listing.resource, selection.namespace, label_selector=selection.label_selector
-    )
-    objects = sorted(filter(selection.keep, listed.items), key=listing.sort_key)
+    objects, version = await fetch(client, listing, selection)
     if not watch:
         print_objects(listing, objects, output)
         return
@@ -259,8 +282,8 @@ async def show(
     )
     # Watch from the version listed: every event is a change since the table (the store
     # holds what was listed, so a deletion still has its object to print).
-    reflector.resource_version = listed.resource_version
-    for obj in listed.items:
+    reflector.resource_version = version
+    for obj in objects:
         reflector.store.put(Watcher.key(obj).lstrip("/"), obj)
 
     def changed(event: kube.Event[Json]) -> None:

@@ -11,13 +11,16 @@ import sys
 import aiohttp
 import structlog
 
+import ebb
 import kubectl_ebb
-from ebb import keys, kube
+from ebb import keys, kube, settings
 from kubectl_ebb import completion, jsonpath, listings, version
 from kubectl_ebb.objects import import_dry_run, submit_job
 from kubectl_ebb.output import STATES, OutputError, OutputFormat, emit
 from kubectl_ebb.refusals import refusal
-from kubectl_ebb.views import Cli
+from kubectl_ebb.ui import UiSettings
+from kubectl_ebb.ui import serve as serve_ui
+from kubectl_ebb.views import Cli, NotAnEbbJob
 
 LISTINGS = {"queues": listings.QUEUES, "ces": listings.CES, "jobs": listings.JOBS}
 # The -o formats each command prints; the listings take every one (output.FORMATS).
@@ -109,6 +112,8 @@ def parser() -> argparse.ArgumentParser:
     )
     shells = command("completion", "print a shell completion script (bash or zsh)")
     shells.add_argument("shell", choices=sorted(completion.SCRIPTS))
+    ui = command("ui", "a read-only web view of the queues, on 127.0.0.1, with your credentials")
+    settings.add_arguments(ui, UiSettings)
     return top
 
 
@@ -129,20 +134,21 @@ def output_format(args: argparse.Namespace) -> OutputFormat | None:
 def _selection(args: argparse.Namespace, namespace: str) -> listings.Selection:
     if args.command != "jobs":
         return listings.Selection(label_selector=args.selector)
-    queue = f"{keys.QUEUE_LABEL}={args.queue}" if args.queue else keys.QUEUE_LABEL
-    state = args.state.upper() if args.state else None
-    return listings.Selection(
-        namespace=None if args.all_namespaces else namespace,
-        label_selector=",".join(s for s in (queue, args.selector) if s),
-        keep=lambda job: (
-            not state or job["metadata"].get("annotations", {}).get(keys.STATE) == state
-        ),
-    )
+    where = None if args.all_namespaces else namespace
+    return listings.job_selection(where, args.queue, args.state, args.selector)
 
 
 async def _run(args: argparse.Namespace, output: OutputFormat | None) -> None:
+    ui = (
+        settings.from_arguments(UiSettings, vars(args), os.environ)
+        if args.command == "ui"
+        else None
+    )
     access = kube.load_access(args.kubeconfig, args.context, os.environ)
     namespace = args.namespace or access.namespace
+    if ui is not None:
+        await serve_ui(ui, access, namespace)
+        return
     async with kube.KubeClient(access, user_agent="kubectl-ebb") as client:
         try:
             await _command(client, Cli(client, namespace, output), args, output)
@@ -158,6 +164,8 @@ async def _command(
     match args.command:
         case "queues" | "ces" | "jobs":
             selection = _selection(args, cli.namespace)
+            if args.watch:
+                _quiet_logs()
             await listings.show(client, LISTINGS[args.command], selection, output, args.watch)
         case "why":
             await cli.why(args.job)
@@ -172,7 +180,7 @@ async def _command(
         case "import":
             await cli.import_objects(args.files)
         case "version":
-            found = {"clientVersion": version.client_version()}
+            found = {"clientVersion": ebb.version()}
             if output is None:
                 print(version.text(found), flush=True)  # before the server may fail
             found |= await version.server_versions(client, args.ebb_namespace)
@@ -203,13 +211,12 @@ def main(argv: list[str] | None = None) -> int:
         print(completion.SCRIPTS[args.shell], end="")
         return 0
     if args.command == "version" and args.client:
-        client_only = {"clientVersion": version.client_version()}
+        client_only = {"clientVersion": ebb.version()}
         emit(client_only, output, version.text(client_only))
         return 0
     if args.command == "import" and args.dry_run:
         import_dry_run(args)
         return 0
-    _quiet_logs()
     try:
         asyncio.run(_run(args, output))
     except KeyboardInterrupt:
@@ -217,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     except jsonpath.JsonPathError as exc:
         print(f"error: error executing jsonpath {args.output!r}: {exc}", file=sys.stderr)
         return 1
-    except (kube.ConfigError, kube.ApiError) as exc:
+    except (kube.ConfigError, NotAnEbbJob, kube.ApiError, settings.SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except (aiohttp.ClientError, OSError) as exc:

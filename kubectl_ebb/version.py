@@ -4,7 +4,6 @@ the API server's service proxy: `get services/proxy` in Ebb's namespace)."""
 
 from __future__ import annotations
 
-import importlib.metadata
 import re
 
 import aiohttp
@@ -15,13 +14,6 @@ from kubectl_ebb.output import Json
 EBB_NAMESPACE = "ebb-system"
 SCHEDULER_METRICS = "services/ebb-scheduler:metrics/proxy/metrics"
 _BUILD_INFO = re.compile(r'^ebb_build_info\{[^}]*\bversion="([^"]*)"', re.MULTILINE)
-
-
-def client_version() -> str:
-    """The installed distribution's version (whatever it is named on PyPI)."""
-    for dist in importlib.metadata.packages_distributions().get("kubectl_ebb", ()):
-        return importlib.metadata.version(dist)
-    return "unknown"
 
 
 def build_info_version(metrics: str) -> str | None:

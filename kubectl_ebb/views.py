@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -11,6 +12,7 @@ import orjson
 from ebb import keys, kube
 from ebb.jobdefinition import DefinitionError, split_name
 from ebb.jobspec import SpecError, parse_depends_on
+from kubectl_ebb import listings
 from kubectl_ebb.objects import translate_files
 from kubectl_ebb.output import (
     STATES,
@@ -24,6 +26,20 @@ from kubectl_ebb.output import (
 from kubectl_ebb.refusals import VIEW_ROLE
 
 
+class NotAnEbbJob(Exception):
+    """The job named does not exist, or Ebb does not manage it."""
+
+
+@dataclass(frozen=True)
+class Description:
+    """What `describe` shows of a job: header lines, and its attempts as table rows."""
+
+    header: list[tuple[str, str]]
+    columns: list[str]
+    rows: list[list[Any]]
+    attempts: list[Json]
+
+
 class Cli:
     def __init__(
         self, client: kube.KubeClient, namespace: str, output: OutputFormat | None
@@ -32,21 +48,43 @@ class Cli:
         self.namespace = namespace
         self.output = output
 
+    # --- listings, as the web view (kubectl_ebb/ui.py) reads them ---------------------
+
+    async def queue_items(self) -> list[Json]:
+        """The job queues, highest priority first."""
+        return await self._items(listings.QUEUES, listings.Selection())
+
+    async def ce_items(self) -> list[Json]:
+        """The compute environments, by name."""
+        return await self._items(listings.CES, listings.Selection())
+
+    async def job_items(
+        self, queue: str | None, state: str | None, all_namespaces: bool
+    ) -> list[Json]:
+        """Ebb's jobs (of `queue`, in `state`), oldest first."""
+        selection = listings.job_selection(
+            None if all_namespaces else self.namespace, queue, state, None
+        )
+        return await self._items(listings.JOBS, selection)
+
+    async def _items(self, listing: listings.Listing, selection: listings.Selection) -> list[Json]:
+        return (await listings.fetch(self.client, listing, selection))[0]
+
     # --- one job --------------------------------------------------------------------
 
-    async def _job(self, name: str) -> Json:
+    async def job(self, name: str) -> Json:
+        """Job `name` of this namespace, if Ebb manages it; else NotAnEbbJob."""
         job = await self.client.get_or_none(kube.JOBS, name, self.namespace)
         if job is None:
-            raise SystemExit(f"error: job {self.namespace}/{name} not found")
+            raise NotAnEbbJob(f"job {self.namespace}/{name} not found")
         if keys.QUEUE_LABEL not in (job["metadata"].get("labels") or {}):
-            raise SystemExit(
-                f"error: job {self.namespace}/{name} is not in an Ebb queue "
-                f"(no {keys.QUEUE_LABEL} label)"
+            raise NotAnEbbJob(
+                f"job {self.namespace}/{name} is not in an Ebb queue (no {keys.QUEUE_LABEL} label)"
             )
         return job
 
     async def why(self, name: str) -> None:
-        job = await self._job(name)
+        job = await self.job(name)
         chain = await self.reason_chain(job)
         emit(
             {"job": f"{self.namespace}/{name}", "why": chain},
@@ -79,7 +117,7 @@ class Cli:
         if state in ("STARTING", "RUNNING", "FAILED") or retrying:
             await self._pods(job, add)
         if queue and state == "STARTING":
-            for ce in self._environments(queue):
+            for ce in self.environments(queue):
                 await self._autoscaler(ce, add)
         return out
 
@@ -116,7 +154,7 @@ class Cli:
             )
 
     @staticmethod
-    def _environments(queue: Json) -> list[str]:
+    def environments(queue: Json) -> list[str]:
         order = sorted(queue["spec"].get("computeEnvironmentOrder") or (), key=lambda e: e["order"])
         return [e["computeEnvironment"] for e in order]
 
@@ -148,7 +186,7 @@ class Cli:
                 f"fair share {spec['schedulingPolicy']}: share {share or '(none)'} weight "
                 f"{weight:g}, decayed usage {usage.get(share, 0):.0f} vCPU-s",
             )
-        for ce in self._environments(queue):
+        for ce in self.environments(queue):
             raw = await self.client.get_or_none(kube.COMPUTE_ENVIRONMENTS, ce)
             if raw is None:
                 add(2, f"compute environment {ce}: does not exist")
@@ -203,7 +241,7 @@ class Cli:
             line += f"; none is bound until all {nodes} have a node, then all together"
         add(2, line)
         gang = f"multi-node job {self.namespace}/{name}"
-        for ce in self._environments(queue) if queue else ():
+        for ce in self.environments(queue) if queue else ():
             events = await self._events("default", ce)
             if events is None:
                 add(2, f"launches for it in {ce}: not visible to you (events of namespace default)")
@@ -273,35 +311,56 @@ class Cli:
             add(2, f"event {event.get('reason')}: {event.get('message')}")
 
     async def describe(self, name: str) -> None:
-        job = await self._job(name)
+        job = await self.job(name)
+        description = self.description(job)
+        text = (
+            "\n".join(f"{label + ':':<9} {value}" for label, value in description.header)
+            + "\n\n"
+            + table(description.rows, description.columns)
+        )
         ann = annotations_of(job)
+        emit(
+            {
+                "job": f"{self.namespace}/{name}",
+                "state": ann.get(keys.STATE),
+                "reason": ann.get(keys.REASON),
+                "attempts": description.attempts,
+            },
+            self.output,
+            text,
+        )
+
+    @staticmethod
+    def description(job: Json) -> Description:
+        """A job's header lines and its attempts, one row per pod."""
+        ann, meta = annotations_of(job), job["metadata"]
         attempts = orjson.loads(ann.get(keys.ATTEMPTS) or "[]")
         status = job.get("status") or {}
         header = [
-            f"Job:      {self.namespace}/{name}",
-            f"Queue:    {job['metadata']['labels'][keys.QUEUE_LABEL]}",
-            f"Definition: {ann.get(keys.JOB_DEFINITION, '-')}",
-            f"State:    {ann.get(keys.STATE, '?')} ({ann.get(keys.REASON_CODE, '')})",
-            f"Reason:   {ann.get(keys.REASON, '')}",
+            ("Job", f"{meta['namespace']}/{meta['name']}"),
+            ("Queue", meta["labels"][keys.QUEUE_LABEL]),
+            ("Definition", ann.get(keys.JOB_DEFINITION, "-")),
+            ("State", f"{ann.get(keys.STATE, '?')} ({ann.get(keys.REASON_CODE, '')})"),
+            ("Reason", ann.get(keys.REASON, "")),
         ]
         gang = ann.get(keys.NODES)
         if gang:
             # A multi-node job's attempts are Ebb's (the Job controller counts none of its
             # failures): each is every node's pod, one row per node.
-            header.append(f"Attempts: {ann.get(keys.GANG_ATTEMPT, '1')}")
+            header.append(("Attempts", ann.get(keys.GANG_ATTEMPT, "1")))
             header.append(
-                f"Nodes:    {gang} (main node index {ann.get(keys.MAIN_NODE_INDEX, '0')})"
+                ("Nodes", f"{gang} (main node index {ann.get(keys.MAIN_NODE_INDEX, '0')})")
             )
         else:
             header.append(
-                f"Attempts: {int(status.get('succeeded', 0)) + int(status.get('failed', 0))}"
+                ("Attempts", str(int(status.get("succeeded", 0)) + int(status.get("failed", 0))))
             )
         if ann.get(keys.ARRAY_STATUS):
-            header.append(f"Children: {ann[keys.ARRAY_STATUS]}")
+            header.append(("Children", ann[keys.ARRAY_STATUS]))
         gang_attempt = int(ann.get(keys.GANG_ATTEMPT, "1")) if gang else None
         shortened = _shortened(attempts, gang_attempt, status)
         if shortened:
-            header.append(f"Shown:    {shortened}")
+            header.append(("Shown", shortened))
         by_attempt = any("attempt" in a for a in attempts)
         rows = [
             [
@@ -317,28 +376,12 @@ class Cli:
             ]
             for a in attempts
         ]
-        text = (
-            "\n".join(header)
-            + "\n\n"
-            + table(
-                rows,
-                [
-                    *(["ATTEMPT"] if by_attempt else []),
-                    *("POD", "INDEX", "NODE", "EXIT", "REASON", "STATUS-REASON"),
-                    *("STARTED", "STOPPED"),
-                ],
-            )
-        )
-        emit(
-            {
-                "job": f"{self.namespace}/{name}",
-                "state": ann.get(keys.STATE),
-                "reason": ann.get(keys.REASON),
-                "attempts": attempts,
-            },
-            self.output,
-            text,
-        )
+        columns = [
+            *(["ATTEMPT"] if by_attempt else []),
+            *("POD", "INDEX", "NODE", "EXIT", "REASON", "STATUS-REASON"),
+            *("STARTED", "STOPPED"),
+        ]
+        return Description(header, columns, rows, attempts)
 
     async def submit(self, job: Json) -> None:
         created = await self.client.create(kube.JOBS, job, self.namespace)
@@ -359,7 +402,7 @@ class Cli:
         )
 
     async def stop(self, name: str, annotation: str, reason: str, verb: str) -> None:
-        await self._job(name)
+        await self.job(name)
         await self.client.patch(
             kube.JOBS, name, {"metadata": {"annotations": {annotation: reason}}}, self.namespace
         )

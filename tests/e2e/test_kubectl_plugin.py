@@ -16,10 +16,10 @@ import pytest
 import yaml
 from aiohttp import web
 
+import ebb
 from ebb import keys, kube
 from ebb.kube.resources import SERVICE_ACCOUNTS
 from ebb.server import add_ops_routes
-from kubectl_ebb import version
 from local_stack import builders
 from local_stack.batch import batch_env, unique, wait_state
 from local_stack.harness import LocalCluster
@@ -454,7 +454,7 @@ async def test_version_names_the_plugin_the_cluster_and_the_ebb_it_runs(
     cluster: LocalCluster, kube_client: kube.KubeClient, namespace: str
 ) -> None:
     server = (await kube_client.request("GET", "/version"))["gitVersion"]
-    mine = version.client_version()
+    mine = ebb.version()
     out = await asyncio.to_thread(kubectl_ebb, cluster, "version")
     lines = out.splitlines()
     assert lines[:3] == [

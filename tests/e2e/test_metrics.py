@@ -12,6 +12,7 @@ import uuid
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+import ebb
 from ebb import keys, kube
 from local_stack import ROOT, builders
 from local_stack.aws import LocalAws, compute_environment
@@ -180,7 +181,7 @@ async def test_metrics_name_the_build_and_the_environment_limits_without_created
         kind, samples = scrape(daemon.ops_url)["ebb_build_info"]
         assert kind == "gauge"
         [((_, labels), value)] = samples.items()
-        assert dict(labels)["version"] == importlib.metadata.version("ebb")
+        assert dict(labels)["version"] == importlib.metadata.version(ebb.DISTRIBUTION)
         assert value == 1
 
     async def limits_removed() -> bool:

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+import pytest
+
 from ebb import keys, kube
+from kubectl_ebb.main import main
 from kubectl_ebb.views import Cli
 
 FORBIDDEN = kube.ApiError(
@@ -69,3 +72,26 @@ async def test_a_queue_not_visible_to_a_tenant_is_said_so_and_the_job_still_expl
         "queue q: not visible to you; reading it takes ClusterRole ebb-view, bound by a"
         " ClusterRoleBinding (queues are cluster-wide)",
     ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "error"),
+    [
+        (["--refresh-seconds=0"], {}, "--refresh-seconds: 0.0 must be above 0"),
+        ([], {"EBB_UI_PORT": "http"}, "EBB_UI_PORT: 'http' is not a int"),
+        (["--port=70000"], {}, "--port: 70000 is not a port (0 to 65535; 0: any free)"),
+    ],
+)
+def test_kubectl_ebb_ui_names_a_bad_setting_before_anything_else(
+    argv: list[str],
+    environ: dict[str, str],
+    error: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    # No kubeconfig is read (none exists here): the setting is refused first.
+    monkeypatch.setenv("KUBECONFIG", "/nonexistent")
+    assert main(["ui", *argv]) == 1
+    assert capsys.readouterr().err == f"error: {error}\n"
