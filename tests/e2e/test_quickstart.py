@@ -143,7 +143,7 @@ def kept_cluster_problems(state: Path, cluster: LocalCluster) -> list[str]:
             f"kubectl get jq: {row}" for row in table[1:] if row[at:end].strip() not in ("", "0")
         ]
     for ce in kubectl("ebb", "ces", "-o", "json")["items"]:
-        status = ce["status"]
+        status = ce.get("status") or {}
         busy = {f: status.get(f) for f in ("pendingPods", "nodes", "desiredvCpus") if status.get(f)}
         if busy:
             problems.append(f"compute environment {ce['metadata']['name']} still has {busy}")
