@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: run test venv binaries browser lint typecheck unit e2e bench down clean help
+.PHONY: run test venv binaries test-binaries browser manifests lint typecheck unit e2e bench down clean help
 
 help:
 	@echo "make run   - the whole system on one machine (local control plane + Ebb)"
@@ -27,8 +27,16 @@ venv: $(STAMP)
 binaries:
 	@hack/build-binaries.sh
 
+# The tests also need helm (the chart's tests); `make run` does not.
+test-binaries:
+	@hack/build-binaries.sh --with-helm
+
 browser:
 	@hack/install-browser.sh
+
+# manifests/install.yaml and deploy/aws/*.json, from charts/ebb and deploy/aws/ebb-iam.yaml.
+manifests: venv test-binaries
+	$(BIN)/python hack/render_manifests.py
 
 lint: venv
 	$(BIN)/ruff format --check .
@@ -38,13 +46,13 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-unit: venv
+unit: venv test-binaries
 	$(PYTEST) tests/unit -q
 
-e2e: venv binaries browser
+e2e: venv test-binaries browser
 	EBB_REQUIRE_E2E=1 $(PYTEST) tests/e2e -q
 
-test: venv binaries browser lint typecheck
+test: venv test-binaries browser lint typecheck
 	EBB_REQUIRE_E2E=1 $(PYTEST) tests -q --durations=30
 
 run: venv binaries

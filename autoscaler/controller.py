@@ -50,10 +50,12 @@ from autoscaler.scaledown import (
     track_nodes,
 )
 from autoscaler.settings import AutoscalerSettings
-from autoscaler.status import environment_status
+from autoscaler.status import environment_status, unmanaged_status
+from autoscaler.timestamps import rfc3339
 from autoscaler.wake import next_wake
 from ebb import kube
 from ebb.catalog import Catalog
+from ebb.conditions import from_raw as conditions_from_raw
 from ebb.events import EventRecorder
 from ebb.model import ComputeEnvironment, JobQueue, NodeInfo, PodInfo, compute_environment_from_raw
 from ebb.resources import ZERO, Resources, sum_resources
@@ -134,6 +136,7 @@ class Controller:
         )
         self._batch = BatchWindow(settings.batch_idle_seconds, settings.batch_max_seconds)
         self._awaited_nodes: frozenset[str] = frozenset()  # the last plan put pods there
+        self._blocked: Mapping[str, str] = {}  # the last plan: why environments could not launch
         self._status: dict[str, dict[str, Any]] = {}  # as last written, by environment
         self._published: set[str] = set()  # environments with gauges
 
@@ -218,6 +221,8 @@ class Controller:
         # 4. The batch window the pending pods arrived in.
         self._batch = self._batch.observe((p.key for p in pending), mono)
         pending_by_env = routed_pods(pending)
+        if not pending:
+            self._blocked = {}  # nothing waits: no plan is made, the last one no longer holds
         # 5. Once the window is over: a plan, and its launches (through the ledger).
         if self._batch.ready(mono):
             self._batch = self._batch.closed()
@@ -227,7 +232,8 @@ class Controller:
         # 7. Garbage: instances that never became nodes, nodes whose instance is gone.
         await self.node_actions.collect_garbage(ours, now)
         # 8. Status, Events and metrics.
-        await self._publish(views, ours, live, pending_by_env)
+        await self._publish(views, ours, live, pending_by_env, now)
+        await self._publish_unmanaged(now)
         # 9. Sleep until the window closes or a scale-down decision is due.
         closes_at = self._batch.closes_at()
         return next_wake(
@@ -276,6 +282,7 @@ class Controller:
         plan = plan_launches(views, pending, rooms)
         metrics.PLANNER_SECONDS.observe(time.perf_counter() - started)
         self._awaited_nodes = plan.awaited_nodes
+        self._blocked = plan.blocked
         if plan.launches:
             log.info(
                 "capacity plan",
@@ -391,6 +398,7 @@ class Controller:
         ours: Mapping[str, NodeInfo],
         live: Mapping[str, Instance],
         pending: Mapping[str, int],
+        now: float,
     ) -> None:
         self._count_instances(live)
         for gone in self._published - views.keys():  # deleted environments
@@ -401,34 +409,59 @@ class Controller:
         for name, view in views.items():
             mine = [i for i in live.values() if i.environment == name]
             nodes = [ours[i.instance_id] for i in mine if i.instance_id in ours]
+            written = self._status.get(name)
             status = environment_status(
                 view,
                 self.catalog,
                 node_types=[n.instance_type for n in nodes],
                 pending_pods=pending.get(name, 0),
                 unavailable=self.ledger.unavailable,
-                last_launch_error=self.ledger.errors.get(name, ""),
+                launch_failure=self.ledger.errors.get(name),
+                blocked=self._blocked.get(name),
+                previous=conditions_from_raw(written) if written else view.spec.conditions,
+                now=rfc3339(now),
             )
             metrics.DESIRED_VCPUS.labels(name).set(view.vcpus)
             metrics.MAX_VCPUS.labels(name).set(view.spec.max_vcpus)
             metrics.MIN_VCPUS.labels(name).set(view.spec.min_vcpus)
+            metrics.INVALID.labels(name).set(1 if view.problem else 0)
             self._resource_metrics(name, mine, nodes)
             metrics.NODES.labels(name).set(len(nodes))
             metrics.PENDING_PODS.labels(name).set(status["pendingPods"])
             self._published.add(name)
-            if self._status.get(name) == status:
+            if written == status:
                 continue
-            old = self._status.get(name, {})
-            try:
-                await self.client.patch(
-                    kube.COMPUTE_ENVIRONMENTS, name, {"status": status}, subresource="status"
-                )
-            except kube.ApiError as exc:
-                log.warning("status update failed", compute_environment=name, error=str(exc))
+            old = written or {}
+            if not await self._write_status(name, status):
                 continue
             self._status[name] = status
             if old.get("status") != status["status"] and view.problem:
                 self._events.record(view.spec, "Invalid", view.problem, warning=True)
+
+    async def _publish_unmanaged(self, now: float) -> None:
+        """UNMANAGED environments get their Ready condition (nothing else: Ebb launches
+        nothing for them)."""
+        specs = self._specs()
+        for gone in self._status.keys() - specs.keys():  # deleted (and maybe made anew)
+            del self._status[gone]
+        for name, spec in specs.items():
+            if spec.managed:
+                continue
+            written = self._status.get(name)
+            previous = conditions_from_raw(written) if written else spec.conditions
+            status = unmanaged_status(spec, previous, rfc3339(now))
+            if written != status and await self._write_status(name, status):
+                self._status[name] = status
+
+    async def _write_status(self, name: str, status: dict[str, Any]) -> bool:
+        try:
+            await self.client.patch(
+                kube.COMPUTE_ENVIRONMENTS, name, {"status": status}, subresource="status"
+            )
+        except kube.ApiError as exc:
+            log.warning("status update failed", compute_environment=name, error=str(exc))
+            return False
+        return True
 
     def _resource_metrics(
         self, name: str, instances: Sequence[Instance], nodes: Sequence[NodeInfo]

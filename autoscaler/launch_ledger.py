@@ -36,6 +36,7 @@ from autoscaler.launch_intent import LaunchIntent
 from autoscaler.planner import Launch
 from autoscaler.room import Coming, in_flight
 from autoscaler.settings import AutoscalerSettings
+from autoscaler.status import LaunchFailure
 from autoscaler.timestamps import rfc3339
 from ebb import kube
 from ebb.catalog import Catalog, InstanceType, NodeOverhead
@@ -98,7 +99,7 @@ class LaunchLedger:
         self._poke = poke  # plan again at once
         self.intents: dict[str, list[LaunchIntent]] = {}  # environment -> unresolved
         self.unavailable: dict[Unavailable, float] = {}  # -> until (monotonic)
-        self.errors: dict[str, str] = {}  # environment -> its last launch failure
+        self.errors: dict[str, LaunchFailure] = {}  # environment -> its last launch failure
         self._backoff: dict[str, float] = {}  # environment -> launches paused until
         self._zone_turn = itertools.count()
 
@@ -310,7 +311,7 @@ class LaunchLedger:
     def _failed(self, spec: ComputeEnvironment, reason: str, message: str) -> None:
         """A warning Event, and the environment's status.lastLaunchError until a launch
         succeeds."""
-        self.errors[spec.name] = f"{rfc3339(time.time())} {reason}: {message}"
+        self.errors[spec.name] = LaunchFailure(rfc3339(time.time()), reason, message)
         self._events.record(spec, reason, message, warning=True)
 
     async def _write(self, name: str, intents: list[LaunchIntent], *, sent: bool = False) -> None:

@@ -65,6 +65,12 @@ MIN_VCPUS = Gauge(
     "The compute environment's minvCpus: the vCPUs it keeps even when idle.",
     ["compute_environment"],
 )
+# Its status as the autoscaler publishes it, so an alert can name an INVALID environment.
+INVALID = Gauge(
+    "ebb_compute_environment_invalid",
+    "1 while the compute environment is INVALID (its status.statusReason says why), else 0.",
+    ["compute_environment"],
+)
 # The gauges labelled by compute environment alone: a deleted environment's are removed.
 PER_ENVIRONMENT = (
     PENDING_PODS,
@@ -79,6 +85,7 @@ PER_ENVIRONMENT = (
     NODES,
     MAX_VCPUS,
     MIN_VCPUS,
+    INVALID,
 )
 LAUNCHES = Counter(
     "ebb_autoscaler_launches_total",

@@ -51,6 +51,10 @@ REASON_PENDING_PODS = "pending-pods"
 REASON_MULTI_NODE_JOB = "multi-node-job"
 REASON_MIN_VCPUS = "min-vcpus"
 
+# Why pods routed to an environment wait, as its CapacityAvailable condition says.
+MAX_VCPUS_REACHED = "MaxvCpusReached"
+INSUFFICIENT_CAPACITY = "InsufficientCapacity"
+
 
 @dataclass(frozen=True, slots=True)
 class Offering:
@@ -135,6 +139,9 @@ class LaunchPlan:
     # Nodes whose free room pending pods are expected to take (kube-scheduler may not
     # have tried them there yet: its backoff for a pod that failed to fit is up to 10 s).
     awaited_nodes: frozenset[str] = frozenset()
+    # Environment -> MAX_VCPUS_REACHED or INSUFFICIENT_CAPACITY: why it cannot launch for
+    # some pods routed to it.
+    blocked: Mapping[str, str] = field(default_factory=dict)
 
 
 # --- the plan ---------------------------------------------------------------------------
@@ -167,6 +174,7 @@ def plan_launches(
     pending = routed_pods(pods)
     _use_existing_room(groups, room)
     waiting: dict[str, str] = {}
+    blocked: dict[str, str] = {}
     launches: list[Launch] = []
     used: dict[str, tuple[int, int]] = {}  # environment -> (vCPUs, GPUs) planned
     rounds = max((len(g.environments) for g in groups), default=0)
@@ -184,7 +192,7 @@ def plan_launches(
             if position > 0:
                 for g in by_env[name]:
                     pending[name] = pending.get(name, 0) + g.left
-            env_launches, vcpus, gpus = _plan_environment(env, by_env[name], used, waiting)
+            env_launches, vcpus, gpus = _plan_environment(env, by_env[name], used, waiting, blocked)
             launches.extend(env_launches)
             old_vcpus, old_gpus = used.get(name, (0, 0))
             used[name] = (old_vcpus + vcpus, old_gpus + gpus)
@@ -196,7 +204,7 @@ def plan_launches(
         launches.extend(_keep_min_vcpus(env, used.get(env.name, (0, 0))[0]))
     on_existing = sum(n for g in groups for _, n in g.on_room)
     awaited = frozenset(node for g in groups for node, _ in g.on_room if node)
-    return LaunchPlan(tuple(launches), on_existing, waiting, pending, awaited)
+    return LaunchPlan(tuple(launches), on_existing, waiting, pending, awaited, blocked)
 
 
 def routed_pods(pods: Iterable[PendingPod]) -> dict[str, int]:
@@ -362,6 +370,7 @@ def _plan_environment(
     groups: list[_Group],
     used: Mapping[str, tuple[int, int]],
     waiting: dict[str, str],
+    blocked: dict[str, str],
 ) -> tuple[list[Launch], int, int]:
     spent_vcpus, spent_gpus = used.get(env.name, (0, 0))
     budget_vcpus = env.spec.max_vcpus - env.vcpus - spent_vcpus
@@ -383,12 +392,9 @@ def _plan_environment(
         for o in env.offerings
         if affordable(o) and (o.available or env.spec.allocation_strategy == BEST_FIT)
     )
-    launchable: list[_Group] = []
-    for g in groups:
-        if any(_fits(o, g.requests) and _in_zone(o, g.zone) for o in candidates):
-            launchable.append(g)
-        else:
-            _wait([g], _why_not_launchable(env, g, affordable, limit), waiting)
+    launchable = _launchable(
+        env, groups, candidates, affordable, limit, waiting=waiting, blocked=blocked
+    )
     if not launchable:
         return [], 0, 0
 
@@ -430,6 +436,7 @@ def _plan_environment(
             for key in g.keys[start : start + p.copies * n]:
                 if waits:
                     waiting[key] = f"BEST_FIT waits for {p.offering.name} capacity in {env.name}"
+                    blocked[env.name] = INSUFFICIENT_CAPACITY
                 else:  # an earlier environment's reason no longer holds
                     waiting.pop(key, None)
             placed[i] += p.copies * n
@@ -453,22 +460,57 @@ def _plan_environment(
         )
     for i, g in enumerate(launchable):
         g.done += placed[i]
-    _wait([g for g in launchable if g.left], limit, waiting)
+    cut = [g for g in launchable if g.left]
+    _wait(cut, limit, waiting)
+    if cut:
+        blocked[env.name] = MAX_VCPUS_REACHED
     return launches, vcpus, gpus
+
+
+def _launchable(
+    env: Environment,
+    groups: Sequence[_Group],
+    candidates: Sequence[Offering],
+    affordable: Callable[[Offering], bool],
+    limit: str,
+    *,
+    waiting: dict[str, str],
+    blocked: dict[str, str],
+) -> list[_Group]:
+    """The groups some candidate type fits (in their zone); the others wait, with why."""
+    launchable: list[_Group] = []
+    for g in groups:
+        if any(_fits(o, g.requests) and _in_zone(o, g.zone) for o in candidates):
+            launchable.append(g)
+            continue
+        cause, why = _why_not_launchable(env, g, affordable, limit)
+        _wait([g], why, waiting)
+        if cause:
+            blocked[env.name] = cause
+    return launchable
 
 
 def _why_not_launchable(
     env: Environment, g: _Group, affordable: Callable[[Offering], bool], limit: str
-) -> str:
+) -> tuple[str | None, str]:
+    """Why the environment launches nothing for these pods: the environment's cause
+    (MAX_VCPUS_REACHED, INSUFFICIENT_CAPACITY; None when it is the pods'), and the
+    pods' reason."""
     fitting = [o for o in env.offerings if _fits(o, g.requests)]
     if any(affordable(o) for o in fitting):
         where = f"{env.name} in {g.zone}" if g.zone else env.name
-        return f"no capacity available for it in {where} (insufficient capacity)"
+        return (
+            INSUFFICIENT_CAPACITY,
+            f"no capacity available for it in {where} (insufficient capacity)",
+        )
     if fitting:
-        return limit
+        return MAX_VCPUS_REACHED, limit
     if not g.requests.gpu and any(g.requests.fits_in(o.usable) for o in env.offerings):
-        return f"{env.name} has only GPU types that fit it; a pod without GPUs never launches one"
-    return f"no instance type of {env.name} fits {g.requests}"
+        return (
+            None,
+            f"{env.name} has only GPU types that fit it; a pod without GPUs never launches one",
+        )
+    return None, f"no instance type of {env.name} fits {g.requests}"
 
 
 def _detail(groups: Iterable[_Group]) -> str:

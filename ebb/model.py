@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ebb import keys
+from ebb.conditions import Condition
+from ebb.conditions import from_raw as conditions_from_raw
 from ebb.resources import ZERO, Resources, from_resource_list, pod_requests
 from ebb.selector import LabelSelector, parse_or_closed
 
@@ -19,7 +21,6 @@ UNMANAGED = "UNMANAGED"
 ENABLED = "ENABLED"
 VALID = "VALID"
 INVALID = "INVALID"
-NAMESPACES_SELECTED = "NamespacesSelected"  # JobQueue condition: its selector selects some
 
 Raw = Mapping[str, Any]
 
@@ -62,6 +63,7 @@ class ComputeEnvironment:
     uid: str = ""
     status: str = ""  # VALID / INVALID once the autoscaler has validated it
     status_reason: str = ""
+    conditions: tuple[Condition, ...] = ()  # as the autoscaler last wrote them
 
     @property
     def enabled(self) -> bool:
@@ -108,6 +110,7 @@ def compute_environment_from_raw(raw: Raw) -> ComputeEnvironment:
         uid=str(meta.get("uid", "")),
         status=str(status.get("status", "")),
         status_reason=str(status.get("statusReason", "")),
+        conditions=conditions_from_raw(status),
     )
 
 
@@ -135,8 +138,7 @@ class JobQueue:
     namespace_selector: LabelSelector | None = None
     # A Job without ebb.dev/share takes its namespace's name as its share identifier.
     share_from_namespace: bool = False
-    # The NamespacesSelected condition as last written: (status, lastTransitionTime).
-    namespaces_condition: tuple[str, str] = ("", "")
+    conditions: tuple[Condition, ...] = ()  # as the scheduler last wrote them
 
     @property
     def enabled(self) -> bool:
@@ -151,7 +153,6 @@ def job_queue_from_raw(raw: Raw) -> JobQueue:
     meta, spec = _meta(raw), raw.get("spec") or {}
     status = raw.get("status") or {}
     usage = status.get("shareUsage") or {}
-    condition = _condition(status, NAMESPACES_SELECTED) or {}
     order = sorted(
         spec.get("computeEnvironmentOrder") or (),
         key=lambda e: (int(e.get("order", 0)), str(e.get("computeEnvironment", ""))),
@@ -178,10 +179,7 @@ def job_queue_from_raw(raw: Raw) -> JobQueue:
         share_usage_time=str(usage.get("time", "")),
         namespace_selector=parse_or_closed(spec.get("namespaceSelector"), "spec.namespaceSelector"),
         share_from_namespace=bool(spec.get("shareIdentifierFromNamespace")),
-        namespaces_condition=(
-            str(condition.get("status", "")),
-            str(condition.get("lastTransitionTime", "")),
-        ),
+        conditions=conditions_from_raw(status),
     )
 
 
@@ -205,6 +203,7 @@ class SchedulingPolicy:
     compute_reservation: int = 0
     shares: tuple[ShareWeight, ...] = ()
     generation: int = 0
+    conditions: tuple[Condition, ...] = ()  # as the scheduler last wrote them
 
     def weight_for(self, share: str) -> float:
         """weightFactor of a share identifier (1, AWS Batch's default, if no entry
@@ -246,6 +245,7 @@ def scheduling_policy_from_raw(raw: Raw) -> SchedulingPolicy:
             if s.get("shareIdentifier")
         ),
         generation=int(meta.get("generation", 0)),
+        conditions=conditions_from_raw(raw.get("status")),
     )
 
 

@@ -59,7 +59,7 @@ class SchedulerSettings(NodeOverheadSettings):
     scheduler_name: str = setting(
         "",
         "schedulerName for batch pods: a kube-scheduler configured with Ebb's extender "
-        "(on EKS, the one in manifests/deploy); empty keeps the default scheduler.",
+        "(on EKS, the chart's second kube-scheduler); empty keeps the default scheduler.",
     )
     starvation_seconds: float = setting(
         600.0, "After this long at the head of its queue, a job that does not fit stops backfill."

@@ -2,7 +2,8 @@
 # Builds the real Kubernetes control plane Ebb is tested against, from pinned Go
 # modules through the Go module proxy, with the installed Go:
 #   etcd, kube-apiserver, kube-scheduler, kube-controller-manager, kubectl, kwok;
-#   with --with-kueue also Kueue's manager (only the peer benchmark asks for it).
+#   with --with-helm also helm (the tests lint, render and install charts/ebb; `make run`
+#   does not need it), with --with-kueue Kueue's manager (only the peer benchmark).
 # Binaries are cached by version in ${EBB_BIN_CACHE:-~/.cache/ebb/bin}/<part>-<version>/;
 # only what is missing is rebuilt. Prints the directory holding every binary
 # (one per part) on stdout's last line as PATH fragments when --print-path is given
@@ -19,13 +20,15 @@ cache=${EBB_BIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ebb/bin}
 work=${EBB_BUILD_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ebb/build}
 print_path=0
 with_kueue=0
+with_helm=0
 verbose=${EBB_BUILD_VERBOSE:-0}
 for arg in "$@"; do
   case "$arg" in
     --print-path) print_path=1 ;;
     --with-kueue) with_kueue=1 ;;
+    --with-helm) with_helm=1 ;;
     --verbose) verbose=1 ;;
-    *) printf '[build-binaries] unknown argument %s (use --print-path, --with-kueue, --verbose)\n' "$arg" >&2; exit 2 ;;
+    *) printf '[build-binaries] unknown argument %s (use --print-path, --with-kueue, --with-helm, --verbose)\n' "$arg" >&2; exit 2 ;;
   esac
 done
 build_log="$work/build.log"
@@ -150,6 +153,18 @@ build_kwok() {
   built "$start"
 }
 
+helm_cached() { have_all "$cache/helm-$HELM_VERSION" helm; }
+build_helm() {
+  local out="$cache/helm-$HELM_VERSION"
+  building "helm $HELM_VERSION" "17 min with the machine busy"
+  local start=$SECONDS
+  mkdir -p "$out"
+  GOBIN="$out" logged go install -trimpath \
+    -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION" \
+    "helm.sh/helm/v4/cmd/helm@$HELM_VERSION" || build_failed "helm build failed"
+  built "$start"
+}
+
 kueue_cached() { have_all "$cache/kueue-$KUEUE_VERSION" kueue && [ -d "$cache/kueue-$KUEUE_VERSION/crds" ]; }
 build_kueue() {
   local out="$cache/kueue-$KUEUE_VERSION"
@@ -168,6 +183,7 @@ build_kueue() {
 
 mkdir -p "$cache" "$work"
 parts=(etcd kwok kubernetes)
+[ "$with_helm" = 1 ] && parts+=(helm)
 [ "$with_kueue" = 1 ] && parts+=(kueue)
 missing=()
 for part in "${parts[@]}"; do "${part}_cached" || missing+=("$part"); done
@@ -175,12 +191,14 @@ if [ "${#missing[@]}" = 0 ]; then
   [ "$print_path" = 1 ] || say "control-plane binaries: all cached in $cache"
 else
   [ "$verbose" = 1 ] || : >"$build_log"
-  say "building ${missing[*]} once (measured cold on 2 cores: about 7 min for all three; Go's output: $build_log)"
+  estimate="about 7 min for etcd, kwok and kubernetes"
+  [[ " ${missing[*]} " == *" helm "* ]] && estimate="$estimate, 17 min for helm on a busy machine"
+  say "building ${missing[*]} once (measured cold on 2 cores: $estimate; Go's output: $build_log)"
   for part in "${missing[@]}"; do "build_$part"; done
   say "control-plane binaries ready in $cache"
 fi
 if [ "$print_path" = 1 ]; then
-  path="$cache/etcd-$ETCD_VERSION:$cache/kubernetes-$KUBERNETES_VERSION:$cache/kwok-$KWOK_VERSION"
+  path="$cache/etcd-$ETCD_VERSION:$cache/kubernetes-$KUBERNETES_VERSION:$cache/kwok-$KWOK_VERSION:$cache/helm-$HELM_VERSION"
   [ "$with_kueue" = 1 ] && path="$path:$cache/kueue-$KUEUE_VERSION"
   echo "$path"
 fi

@@ -13,6 +13,6 @@ Tables by default; `-o wide|name|json|yaml|jsonpath=TEMPLATE` as kubectl's. Hono
 --kubeconfig, --context, -n and a merged KUBECONFIG list (docs/kubectl-ebb.md).
 It reads only what Ebb publishes on the objects, so it works from any machine that
 can reach the API server, with the user's own rights: a tenant with Ebb's roles
-(manifests/rbac/ebb-user-roles.yaml) sees their namespace's jobs and the queues, and
+(charts/ebb/templates/rbac/ebb-user-roles.yaml) sees their namespace's jobs and the queues, and
 what the API server refuses them is said in a sentence naming the role that grants it.
 """

@@ -36,7 +36,7 @@ import yaml
 
 from ebb import tls
 from ebb.settings import load, setting
-from local_stack import ROOT
+from local_stack import ROOT, chart
 
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 # Ebb's own daemons, started by `up --ebb` (the local run); tests start their own.
@@ -51,7 +51,7 @@ _PYTHON_MODULES = {
     "moto": "local_stack.ec2",
     "ebb-bridge": "local_stack.bridge",
 }
-# Ebb's daemons run as their own service accounts (manifests/rbac), as in a cluster.
+# Ebb's daemons run as their own service accounts (the chart's RBAC), as in a cluster.
 SERVICE_ACCOUNTS = ("ebb-scheduler", "ebb-autoscaler")
 CONTROLLERS = (
     "job-controller",
@@ -65,7 +65,7 @@ CONTROLLERS = (
     "taint-eviction-controller",
     "daemonset-controller",
     "node-lifecycle-controller",
-    # Fills the built-in view/edit roles with Ebb's aggregated ones (manifests/rbac).
+    # Fills the built-in view/edit roles with Ebb's aggregated ones (the chart's user roles).
     "clusterrole-aggregation-controller",
 )
 
@@ -107,6 +107,11 @@ class ClusterSettings:
         2.0, "Local run: seconds from launch until an instance is a node."
     )
     ebb: bool = setting(False, "Also start Ebb's daemons (the local run).")
+    ebb_resources: bool = setting(
+        True,
+        "Apply Ebb's CRDs, namespace and RBAC (manifests/install.yaml); false: a bare cluster"
+        " (to install the chart on).",
+    )
     fresh: bool = setting(
         False,
         "Start an empty cluster: stop what this state directory's previous cluster left"
@@ -369,6 +374,8 @@ class Cluster:
 
     def up(self) -> None:
         started = time.monotonic()
+        if self.s.ebb and not self.s.ebb_resources:
+            raise SystemExit("--ebb needs Ebb's resources: drop --ebb-resources=false")
         if self.s.fresh:
             self._clear()
         for d in (self.state, self.logs, self.pids):
@@ -381,7 +388,8 @@ class Cluster:
 
         self._start_etcd()
         self._start_apiserver()
-        self._install_ebb_resources()
+        if self.s.ebb_resources:
+            self._install_ebb_resources()
         self._start_controller_manager()
         self._start_scheduler()
         self._start_kwok()
@@ -600,15 +608,17 @@ class Cluster:
         )
 
     def _install_ebb_resources(self) -> None:
-        """Ebb's CRDs, namespace and RBAC; a kubeconfig per daemon service account."""
+        """Ebb's CRDs, namespace and RBAC (from the release manifest rendered from the
+        chart); a kubeconfig per daemon service account."""
         kubectl = [self.binary("kubectl"), f"--kubeconfig={self.kubeconfig}"]
-        manifests = ROOT / "manifests"
-        for path in (manifests / "crds", manifests / "namespace.yaml", manifests / "rbac"):
-            subprocess.run(
-                [*kubectl, "apply", "--server-side", "-f", str(path)],
-                check=True,
-                stdout=subprocess.DEVNULL,
-            )
+        access = [o for o in chart.release_objects() if o["kind"] in chart.ACCESS_KINDS]
+        resources = self.state / "ebb-resources.yaml"
+        resources.write_text(yaml.safe_dump_all(access))
+        subprocess.run(
+            [*kubectl, "apply", "--server-side", "-f", str(resources)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         subprocess.run(
             [
                 *kubectl,
@@ -616,7 +626,7 @@ class Cluster:
                 "--for=condition=Established",
                 "--timeout=60s",
                 "-f",
-                str(ROOT / "manifests" / "crds"),
+                str(chart.CHART / "crds"),
             ],
             check=True,
             stdout=subprocess.DEVNULL,

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import gc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from ebb import keys
 from ebb.catalog import NodeOverhead, NodeOverheadSettings, shipped_catalog
+from ebb.conditions import from_raw as conditions_from_raw
+from ebb.conditions import merge
 from ebb.events import EventRecorder
 from ebb.kube import (
     JOB_QUEUES,
@@ -334,20 +336,37 @@ class JobController:
         usage_due = now - self._last_persist >= self.settings.share_usage_persist_seconds
         if usage_due:
             self._last_persist = now
+        environments = dict(self.compute_environments.store.items())
         await asyncio.gather(
-            *(self._write_queue_status(q, now, usage_due) for q in self.queues.store.values()),
-            *(self._write_policy_status(p) for p in self.policies.store.values()),
+            *(
+                self._write_queue_status(q, environments, now, usage_due)
+                for q in self.queues.store.values()
+            ),
+            *(self._write_policy_status(p, now) for p in self.policies.store.values()),
         )
 
-    async def _write_queue_status(self, queue: JobQueue, now: float, usage_due: bool) -> None:
+    async def _write_queue_status(
+        self,
+        queue: JobQueue,
+        environments: Mapping[str, ComputeEnvironment],
+        now: float,
+        usage_due: bool,
+    ) -> None:
         """The counts users read are written as soon as they change (at most once a
         pass); the fair-share history only on its period."""
-        problem = status.queue_problem(queue, self.compute_environments.store, self.policies.store)
-        condition = tenancy.namespaces_condition(
-            queue, self.namespaces.store.values(), format_time(now)
+        problem = status.queue_problem(queue, environments, self.policies.store)
+        written = self._written_queues.get(queue.name)
+        conditions = merge(
+            conditions_from_raw(written) if written else queue.conditions,
+            [
+                status.queue_ready(queue, problem, environments),
+                tenancy.namespaces_condition(queue, self.namespaces.store.values()),
+            ],
+            queue.generation,
+            format_time(now),
         )
-        body = status.queue_status(queue, self._counts.get(queue.name, {}), problem, [condition])
-        changed = self._written_queues.get(queue.name) != body
+        body = status.queue_status(queue, self._counts.get(queue.name, {}), problem, conditions)
+        changed = written != body
         usage = (
             status.share_usage_status(
                 (share for share, _ in queue.share_usage),
@@ -363,9 +382,11 @@ class JobController:
         if await self._patch_status(JOB_QUEUES, queue.name, patch):
             self._written_queues[queue.name] = body
 
-    async def _write_policy_status(self, policy: SchedulingPolicy) -> None:
-        body = status.policy_status(policy, self.queues.store.values())
-        if self._written_policies.get(policy.name) == body:
+    async def _write_policy_status(self, policy: SchedulingPolicy, now: float) -> None:
+        written = self._written_policies.get(policy.name)
+        previous = conditions_from_raw(written) if written else policy.conditions
+        body = status.policy_status(policy, self.queues.store.values(), previous, format_time(now))
+        if written == body:
             return
         if await self._patch_status(SCHEDULING_POLICIES, policy.name, body):
             self._written_policies[policy.name] = body

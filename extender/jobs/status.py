@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
-from ebb.model import INVALID, VALID, JobQueue, SchedulingPolicy
+from ebb.conditions import FALSE, READY, TRUE, Condition, merge
+from ebb.model import INVALID, VALID, ComputeEnvironment, JobQueue, SchedulingPolicy
 from extender.jobs.lifecycle import State
 
 STATES = tuple(State.__members__)
@@ -47,6 +48,35 @@ def queue_problem(
     if queue.namespace_selector is not None and queue.namespace_selector.problem:
         return queue.namespace_selector.problem
     return None
+
+
+def queue_ready(
+    queue: JobQueue, problem: str | None, environments: Mapping[str, ComputeEnvironment]
+) -> Condition:
+    """Ready: VALID, ENABLED, and at least one of its compute environments can take its
+    jobs (exists, ENABLED, not INVALID); else False with what stands in the way."""
+    if problem:
+        return Condition(READY, FALSE, "Invalid", problem)
+    if not queue.enabled:
+        return Condition(
+            READY, FALSE, "Disabled", "spec.state is DISABLED: the queue accepts no new jobs"
+        )
+    usable, unusable = [], []
+    for name in queue.compute_environments:
+        ce = environments.get(name)
+        if ce is None:
+            unusable.append(f"{name} does not exist")
+        elif not ce.enabled:
+            unusable.append(f"{name} is DISABLED")
+        elif ce.status == INVALID:
+            unusable.append(f"{name} is INVALID ({ce.status_reason})")
+        else:
+            usable.append(name)
+    if not usable:
+        message = "no compute environment can run its jobs: " + "; ".join(unusable)
+        return Condition(READY, FALSE, "NoUsableComputeEnvironment", message)
+    message = f"VALID and ENABLED; compute environment(s) {', '.join(usable)} can run its jobs"
+    return Condition(READY, TRUE, "Ready", message)
 
 
 def queue_status(
@@ -101,18 +131,27 @@ def policy_problem(policy: SchedulingPolicy) -> str | None:
     return None
 
 
-def policy_status(policy: SchedulingPolicy, queues: Iterable[JobQueue]) -> dict[str, Any]:
-    """VALID with the queues that use the policy, or INVALID with what is wrong."""
+def policy_status(
+    policy: SchedulingPolicy,
+    queues: Iterable[JobQueue],
+    previous: Sequence[Condition],
+    now: str,
+) -> dict[str, Any]:
+    """VALID with the queues that use the policy, or INVALID with what is wrong; Ready
+    says the same. `previous`: the conditions as last written."""
     problem = policy_problem(policy)
     if problem:
         reason = problem
+        ready = Condition(READY, FALSE, "Invalid", problem)
     else:
         users = sorted(q.name for q in queues if q.scheduling_policy == policy.name)
         shown = ", ".join(users[:_NAMES_SHOWN])
         more = f" and {len(users) - _NAMES_SHOWN} more" if len(users) > _NAMES_SHOWN else ""
         reason = f"used by queue(s) {shown}{more}" if users else "used by no queue"
+        ready = Condition(READY, TRUE, "Valid", f"VALID, {reason}")
     return {
         "status": INVALID if problem else VALID,
         "statusReason": reason,
         "observedGeneration": policy.generation,
+        "conditions": merge(previous, [ready], policy.generation, now),
     }

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from ebb import keys
-from ebb.model import NAMESPACES_SELECTED, JobQueue, NamespaceInfo, SchedulingPolicy
+from ebb.conditions import FALSE, NAMESPACES_SELECTED, TRUE, Condition
+from ebb.model import JobQueue, NamespaceInfo, SchedulingPolicy
 from extender.jobs.lifecycle import Code
 
 
@@ -91,33 +91,22 @@ def check(
     )
 
 
-def namespaces_condition(
-    queue: JobQueue, namespaces: Iterable[NamespaceInfo], now: str
-) -> dict[str, Any]:
+def namespaces_condition(queue: JobQueue, namespaces: Iterable[NamespaceInfo]) -> Condition:
     """The queue's NamespacesSelected condition: False (with the field named) when its
-    namespaceSelector is invalid or selects no namespace — no Job can be submitted to it.
-    lastTransitionTime moves only when the status does."""
+    namespaceSelector is invalid or selects no namespace — no Job can be submitted to it."""
     selector = queue.namespace_selector
     if selector is None:
-        status, reason, message = "True", "AllNamespaces", "no namespaceSelector: every namespace"
-    elif selector.problem:
-        status, reason, message = "False", "InvalidSelector", selector.problem
-    else:
-        n = sum(1 for ns in namespaces if not ns.terminating and selector.matches(ns.labels))
-        if n:
-            status, reason = "True", "Selected"
-            message = f"spec.namespaceSelector ({selector}) selects {n} namespace(s)"
-        else:
-            status, reason = "False", "NoNamespaceSelected"
-            message = (
-                f"spec.namespaceSelector ({selector}) selects no namespace: no Job can be "
-                "submitted to this queue"
-            )
-    previous_status, previous_time = queue.namespaces_condition
-    return {
-        "type": NAMESPACES_SELECTED,
-        "status": status,
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": previous_time if previous_status == status and previous_time else now,
-    }
+        return Condition(
+            NAMESPACES_SELECTED, TRUE, "AllNamespaces", "no namespaceSelector: every namespace"
+        )
+    if selector.problem:
+        return Condition(NAMESPACES_SELECTED, FALSE, "InvalidSelector", selector.problem)
+    n = sum(1 for ns in namespaces if not ns.terminating and selector.matches(ns.labels))
+    if n:
+        message = f"spec.namespaceSelector ({selector}) selects {n} namespace(s)"
+        return Condition(NAMESPACES_SELECTED, TRUE, "Selected", message)
+    message = (
+        f"spec.namespaceSelector ({selector}) selects no namespace: no Job can be "
+        "submitted to this queue"
+    )
+    return Condition(NAMESPACES_SELECTED, FALSE, "NoNamespaceSelected", message)

@@ -65,7 +65,7 @@ CRD_ROWS: list[tuple[str, kube.Resource, dict[str, Any], str]] = [
         "ce-bid-on-demand",
         CE,
         compute_environment(type="EC2", bidPercentage=50),
-        "bidPercentage applies only to type SPOT",
+        "spec.bidPercentage: Forbidden: bidPercentage applies only to type SPOT",
     ),
     (
         "ce-launch-template-both",
@@ -79,7 +79,7 @@ CRD_ROWS: list[tuple[str, kube.Resource, dict[str, Any], str]] = [
         "ce-managed-without-types",
         CE,
         {**compute_environment(), "spec": {"type": "EC2", "maxvCpus": 8}},
-        "instanceTypes is required unless type is UNMANAGED",
+        "spec.instanceTypes: Required value: instanceTypes is required unless type is UNMANAGED",
     ),
     (
         "ce-security-group-glob",

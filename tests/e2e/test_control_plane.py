@@ -24,11 +24,15 @@ async def test_crds_are_established(kube_client: kube.KubeClient) -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ({"minvCpus": 128, "maxvCpus": 64}, "minvCpus must be less than or equal to maxvCpus"),
+        (
+            {"minvCpus": 128, "maxvCpus": 64},
+            "spec.minvCpus: Invalid value: minvCpus must be less than or equal to maxvCpus",
+        ),
         ({"type": "FARGATE"}, 'spec.type: Unsupported value: "FARGATE"'),
         ({"maxvCpus": 0}, "spec.maxvCpus: Invalid value: 0"),
         (
             {"type": "EC2", "allocationStrategy": "SPOT_CAPACITY_OPTIMIZED"},
+            "spec.allocationStrategy: Invalid value: allocationStrategy "
             "SPOT_CAPACITY_OPTIMIZED and SPOT_PRICE_CAPACITY_OPTIMIZED need type SPOT",
         ),
         ({"instanceTypes": []}, "spec.instanceTypes: Invalid value"),
@@ -72,7 +76,10 @@ async def test_api_server_rejects_duplicate_queue_order(kube_client: kube.KubeCl
     )
     with pytest.raises(kube.ApiError) as info:
         await kube_client.create(kube.JOB_QUEUES, body)
-    assert "each order value must be unique" in info.value.message
+    assert (
+        "spec.computeEnvironmentOrder: Invalid value: each order value must be unique"
+        in info.value.message
+    )
 
 
 def job(name: str, annotations: dict[str, str], backoff_limit: int = 0) -> dict[str, Any]:

@@ -466,7 +466,7 @@ async def test_version_names_the_plugin_the_cluster_and_the_ebb_it_runs(
     assert lines[3].startswith("Ebb Version: unknown (service ebb-system/ebb-scheduler: 404")
 
     # The scheduler's ops routes (ebb.server, with its ebb_build_info) behind a Service
-    # named and ported as manifests/deploy/ebb-scheduler.yaml deploys it, its endpoint a
+    # named and ported as charts/ebb/templates/deploy/ebb-scheduler.yaml deploys it, its endpoint a
     # Pod as the endpoints controller writes it (the service proxy dials only addresses
     # of pods). The routes are served by this test on this host, not on loopback, which
     # the proxy refuses.

@@ -1,5 +1,6 @@
-"""The kustomize base for a real cluster builds, and the API server accepts every object
-in it (server-side dry run): CRDs, RBAC, Deployments, the second kube-scheduler."""
+"""The kustomize base for a real cluster (manifests/, over the release manifest rendered
+from the chart) builds, and the API server accepts every object in it (server-side dry
+run): CRDs, RBAC, Deployments, the second kube-scheduler."""
 
 from __future__ import annotations
 

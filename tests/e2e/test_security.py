@@ -1,6 +1,6 @@
 """Nobody in who does not belong, on the real API server and the local EC2:
 
-- each daemon's ServiceAccount (manifests/rbac, as the local cluster applies it) may do
+- each daemon's ServiceAccount (the chart's RBAC, as the local cluster applies it) may do
   what the daemon needs and is refused what it must never do (`kubectl auth can-i`);
 - no bearer token and no AWS secret reaches either daemon's log, even at debug level;
 - the autoscaler never terminates an instance without its cluster tag, even when a node
@@ -29,7 +29,7 @@ import yaml
 
 from autoscaler.interruptions import SPOT_INTERRUPTION, event
 from ebb import keys, kube, tls
-from local_stack import ROOT, builders
+from local_stack import builders, chart
 from local_stack.aws import (
     LocalAws,
     autoscaler_process,
@@ -42,6 +42,7 @@ from local_stack.aws import (
 )
 from local_stack.batch import batch_env, unique, wait_state
 from local_stack.builders import job_queue
+from local_stack.cluster import SERVICE_ACCOUNTS
 from local_stack.harness import LocalCluster, Process, create_node, scheduler_process, wait_for
 from local_stack.placement import batch_pod, wait_schedulable
 
@@ -162,15 +163,13 @@ def test_every_verb_the_rbac_manifests_grant_is_asked_about_above() -> None:
     """Each (account, resource, verb) the manifests grant, but for reads, is a row of
     CAN_I, so a verb added to a role without a reason (and a test) shows up here."""
     granted = set()
-    for path in sorted((ROOT / "manifests" / "rbac").glob("*.yaml")):
-        if path.name == "ebb-user-roles.yaml":
-            continue  # people's roles, not the daemons': test_tenant_roles.py asks about them
-        for doc in yaml.safe_load_all(path.read_text()):
-            if doc and doc["kind"] in ("ClusterRole", "Role"):
-                who = f"system:serviceaccount:ebb-system:{doc['metadata']['name']}"
-                for rule in doc["rules"]:
-                    for resource in rule["resources"]:
-                        granted |= {(who, resource, verb) for verb in rule["verbs"]}
+    # The daemons' roles (people's: test_tenant_roles.py; kube-scheduler's are its own).
+    for doc in chart.release_objects():
+        if doc["kind"] in ("ClusterRole", "Role") and doc["metadata"]["name"] in SERVICE_ACCOUNTS:
+            who = f"system:serviceaccount:ebb-system:{doc['metadata']['name']}"
+            for rule in doc["rules"]:
+                for resource in rule["resources"]:
+                    granted |= {(who, resource, verb) for verb in rule["verbs"]}
     asked = set()
     for who, verb, resource, scope, allowed in CAN_I:
         base = resource.split("/")[0].split(".")[0]

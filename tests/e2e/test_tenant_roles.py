@@ -1,4 +1,5 @@
-"""Ebb's roles for people (manifests/rbac/ebb-user-roles.yaml), on the real API server:
+"""Ebb's roles for people (the chart's templates/rbac/ebb-user-roles.yaml), on the real API
+server:
 
 - `kubectl auth can-i --as=...` for a tenant bound to ebb-edit in their namespace, a
   reader bound to ebb-view, an operator bound to ebb-admin, and users of the built-in
@@ -6,7 +7,7 @@
 - `kubectl ebb` run by alice and bob, each with a real client certificate from the
   cluster's CA and only ebb-edit in their own namespace: each sees their own jobs and not
   the other's, cancels their own and is refused the other's in a sentence; the queues
-  need ebb-view (the opt-in binding manifests/rbac/optional/ships), and before it is
+  need ebb-view (the chart's opt-in binding, userRoles.viewAllUsers), and before it is
   bound the plugin says so instead of failing; the operator sees and cancels any job.
 """
 
@@ -21,7 +22,7 @@ import pytest
 import yaml
 
 from ebb import keys, kube, tls
-from local_stack import ROOT, builders
+from local_stack import builders, chart
 from local_stack.batch import batch_env, unique, wait_state
 from local_stack.harness import LocalCluster, wait_for
 from tests.e2e.test_kubectl_plugin import run_kubectl_ebb
@@ -30,7 +31,6 @@ pytestmark = pytest.mark.usefixtures("scheduler_daemon")
 
 ALICE_NS, BOB_NS = "team-alice", "team-bob"
 IN_ALICE, IN_BOB, ALL = f"--namespace={ALICE_NS}", f"--namespace={BOB_NS}", "--all-namespaces"
-OPT_IN = ROOT / "manifests" / "rbac" / "optional" / "ebb-view-all-users.yaml"
 EBB_KINDS = ("jobqueues.ebb.dev", "computeenvironments.ebb.dev", "schedulingpolicies.ebb.dev")
 # Who holds which role, and how it is bound (the way docs/operations.md says to).
 ROLE_HOLDERS = {"ebb-edit": "alice", "ebb-view": "vic", "ebb-admin": "olga"}
@@ -176,10 +176,10 @@ def test_each_role_grants_what_it_says_and_no_more(
 def test_every_verb_the_user_roles_grant_is_asked_about_above() -> None:
     """Each (role, resource, verb) ebb-user-roles.yaml grants, but for reads, is an
     allowed row of CAN_I for the role's holder: no verb without a reason and a test."""
-    path = ROOT / "manifests" / "rbac" / "ebb-user-roles.yaml"
     granted = {
         (ROLE_HOLDERS[doc["metadata"]["name"]], resource.split("/")[0], verb)
-        for doc in yaml.safe_load_all(path.read_text())
+        for doc in chart.release_objects()
+        if doc["kind"] == "ClusterRole" and doc["metadata"]["name"] in ROLE_HOLDERS
         for rule in doc["rules"]
         for resource in rule["resources"]
         for verb in rule["verbs"]
@@ -244,6 +244,17 @@ async def test_kubectl_ebb_shows_a_tenant_their_jobs_and_refuses_the_rest(
     alice = user_kubeconfig(cluster, "alice", ALICE_NS)
     bob = user_kubeconfig(cluster, "bob", BOB_NS)
     olga = user_kubeconfig(cluster, "olga", "default")
+    # The chart's opt-in binding of ebb-view to every authenticated user.
+    opt_in = cluster.state_dir / "ebb-view-all-users.yaml"
+    opt_in.write_text(
+        yaml.safe_dump_all(
+            chart.template(
+                cluster.bin_path,
+                "--set=userRoles.viewAllUsers=true",
+                "--show-only=templates/rbac/ebb-view-all-users.yaml",
+            )
+        )
+    )
 
     def as_user(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
         return run_kubectl_ebb(cluster, kubeconfig, *args)
@@ -273,7 +284,7 @@ async def test_kubectl_ebb_shows_a_tenant_their_jobs_and_refuses_the_rest(
         assert why.startswith("RUNNABLE: ")
         assert f"queue {q}: not visible to you; reading it takes ClusterRole ebb-view" in why
 
-        cluster.kubectl("apply", "-f", str(OPT_IN))
+        cluster.kubectl("apply", "-f", str(opt_in))
         try:
             # Queues and environments: definitions and counts over every tenant.
             queues = orjson.loads(ok(as_user(alice, "queues", "-o", "json")))
@@ -330,7 +341,7 @@ async def test_kubectl_ebb_shows_a_tenant_their_jobs_and_refuses_the_rest(
             await wait_state(kube_client, BOB_NS, "bob-waits", "FAILED")
             await wait_state(kube_client, ALICE_NS, "alice-runs", "FAILED")
         finally:
-            cluster.kubectl("delete", "-f", str(OPT_IN))
+            cluster.kubectl("delete", "-f", str(opt_in))
 
         # Nothing left running or waiting in the queue.
         async def drained() -> bool:

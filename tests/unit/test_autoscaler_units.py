@@ -4,6 +4,7 @@ launches in flight, the next wake time, and the status document."""
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -12,10 +13,16 @@ from autoscaler.batch_window import BatchWindow
 from autoscaler.environments import Unavailable, environment
 from autoscaler.launch_intent import LaunchIntent, intent_from_raw
 from autoscaler.pending import pending_pods
-from autoscaler.planner import PendingPod, Room
+from autoscaler.planner import (
+    INSUFFICIENT_CAPACITY,
+    MAX_VCPUS_REACHED,
+    Environment,
+    PendingPod,
+    Room,
+)
 from autoscaler.room import Coming, NodeRoom, in_flight, room
 from autoscaler.scaledown import NodeSeen, NodeState, next_scale_down, track_nodes
-from autoscaler.status import environment_status
+from autoscaler.status import LaunchFailure, environment_status, unmanaged_status
 from autoscaler.wake import next_wake
 from ebb.catalog import NodeOverheadSettings, shipped_catalog
 from ebb.model import ComputeEnvironment, JobQueue, PodInfo
@@ -242,8 +249,12 @@ def test_the_status_document_of_an_environment() -> None:
         node_types=["c6i.large", None],
         pending_pods=4,
         unavailable=unavailable,
-        last_launch_error="",
+        launch_failure=None,
+        blocked=None,
+        previous=(),
+        now="T",
     )
+    conditions = status.pop("conditions")
     assert status == {
         "status": "VALID",
         "statusReason": "",
@@ -255,16 +266,81 @@ def test_the_status_document_of_an_environment() -> None:
         "unavailableOfferings": [str(unavailable[0])],
         "lastLaunchError": "",
     }
+    assert [(c["type"], c["status"], c["reason"]) for c in conditions] == [
+        ("Ready", "True", "Ready"),
+        ("CapacityAvailable", "True", "CapacityAvailable"),
+    ]
+    assert conditions[1]["message"] == f"6 of maxvCpus {CE.max_vcpus} running or launching"
+
+
+def _conditions(view: Environment, **kw: Any) -> dict[str, tuple[str, str, str]]:
+    args: dict[str, Any] = {
+        "launch_failure": None,
+        "blocked": None,
+        "previous": (),
+        "now": "T",
+        "pending_pods": 0,
+    }
+    status = environment_status(view, CATALOG, node_types=[], unavailable=[], **{**args, **kw})
+    return {c["type"]: (c["status"], c["reason"], c["message"]) for c in status["conditions"]}
 
 
 def test_an_invalid_environment_says_why() -> None:
     view = environment(CE, CATALOG, OVERHEAD, {}, (), vcpus=0, gpus=0)  # its subnet is unknown
+    failure = LaunchFailure("T0", "LaunchFailed", "x")
     status = environment_status(
-        view, CATALOG, node_types=[], pending_pods=0, unavailable=[], last_launch_error="x"
+        view,
+        CATALOG,
+        node_types=[],
+        pending_pods=0,
+        unavailable=[],
+        launch_failure=failure,
+        blocked=None,
+        previous=(),
+        now="T",
     )
     assert status["status"] == "INVALID"
     assert status["statusReason"] == view.problem and view.problem
-    assert status["lastLaunchError"] == "x"
+    assert status["lastLaunchError"] == "T0 LaunchFailed: x"
+    conditions = _conditions(view)
+    assert conditions["Ready"] == ("False", "Invalid", f"INVALID: {view.problem}")
+    assert conditions["CapacityAvailable"][:2] == ("False", "Invalid")
+
+
+def test_capacity_available_says_why_pods_wait() -> None:
+    subnets = {"s-1": "us-east-1a"}
+    view = environment(CE, CATALOG, OVERHEAD, subnets, (), vcpus=CE.max_vcpus, gpus=0)
+    assert _conditions(view, blocked=MAX_VCPUS_REACHED)["CapacityAvailable"] == (
+        "False",
+        "MaxvCpusReached",
+        f"pods wait: maxvCpus {CE.max_vcpus} reached ({CE.max_vcpus} vCPUs running or launching)",
+    )
+    failure = LaunchFailure("T0", "InsufficientCapacity", "c6i.large/us-east-1a/spot: no")
+    assert _conditions(view, launch_failure=failure, pending_pods=1)["CapacityAvailable"] == (
+        "False",
+        "InsufficientCapacity",
+        "c6i.large/us-east-1a/spot: no",
+    )
+    # Once nothing waits for capacity, an old failure no longer says it is short.
+    assert _conditions(view, launch_failure=failure)["CapacityAvailable"][0] == "True"
+    short = _conditions(view, blocked=INSUFFICIENT_CAPACITY)["CapacityAvailable"]
+    assert short[:2] == ("False", "InsufficientCapacity")
+    disabled = environment(
+        dataclasses.replace(CE, state="DISABLED"), CATALOG, OVERHEAD, subnets, (), vcpus=0, gpus=0
+    )
+    assert _conditions(disabled)["Ready"][:2] == ("False", "Disabled")
+    assert _conditions(disabled)["CapacityAvailable"][:2] == ("False", "Disabled")
+
+
+def test_an_unmanaged_environment_is_valid_with_only_its_ready_condition() -> None:
+    spec = ComputeEnvironment("u", "UNMANAGED", 8, (), generation=3)
+    status = unmanaged_status(spec, (), "T")
+    assert (status["status"], status["observedGeneration"]) == ("VALID", 3)
+    ((ready,),) = [status["conditions"]]
+    assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", "True", "Ready")
+    assert "ebb.dev/compute-environment=u" in ready["message"]
+    off = unmanaged_status(dataclasses.replace(spec, state="DISABLED"), (), "T")
+    assert off["conditions"][0]["reason"] == "Disabled"
 
 
 # --- since when nodes are idle and draining --------------------------------------------------

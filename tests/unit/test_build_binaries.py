@@ -29,8 +29,11 @@ esac
 """
 
 
-def build(tmp: Path, *args: str, fail: str = "") -> subprocess.CompletedProcess[str]:
-    """Runs the script with etcd and Kubernetes cached and kwok to build."""
+def build(
+    tmp: Path, *args: str, fail: str = "", helm_cached: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Runs the script with etcd, Kubernetes and (unless told not) helm cached and kwok
+    to build."""
     cache, fake_bin = tmp / "bin-cache", tmp / "fake-go"
     cached = {
         f"etcd-{VERSIONS['ETCD_VERSION']}": ["etcd"],
@@ -40,6 +43,7 @@ def build(tmp: Path, *args: str, fail: str = "") -> subprocess.CompletedProcess[
             "kube-controller-manager",
             "kubectl",
         ],
+        **({f"helm-{VERSIONS['HELM_VERSION']}": ["helm"]} if helm_cached else {}),
     }
     for part, binaries in cached.items():
         (cache / part).mkdir(parents=True, exist_ok=True)
@@ -79,7 +83,7 @@ def test_a_build_prints_one_line_per_part_and_logs_go_output(tmp_path: Path) -> 
     )
     assert lines[2] == f"[build-binaries] control-plane binaries ready in {tmp_path / 'bin-cache'}"
     assert len((tmp_path / "build" / "build.log").read_text().splitlines()) == 300
-    assert done.stdout.splitlines()[-1].endswith(f"kwok-{kwok}")
+    assert str(tmp_path / "bin-cache" / f"kwok-{kwok}") in done.stdout.splitlines()[-1].split(":")
 
     # Everything cached: silent with --print-path (the caller only wants the path)...
     again = build(tmp_path, "--print-path")
@@ -100,3 +104,13 @@ def test_a_failed_build_shows_the_end_of_its_log(tmp_path: Path) -> None:
         done.stderr
     )
     assert done.stderr.count("go: downloading") < 30  # the log's tail, not all of it
+
+
+def test_helm_is_built_only_when_asked_for(tmp_path: Path) -> None:
+    """`make run` does not need helm (a long build); the tests ask for it."""
+    done = build(tmp_path / "run", "--print-path", helm_cached=False)
+    assert done.returncode == 0, done.stderr
+    assert "helm" not in done.stderr.replace(str(tmp_path), "")
+    assert f"helm-{VERSIONS['HELM_VERSION']}" in done.stdout  # where the tests look for it
+    asked = build(tmp_path / "test", "--with-helm", helm_cached=False)
+    assert "building kwok helm once" in asked.stderr, asked.stderr

@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from autoscaler.environments import Unavailable, environment
 from autoscaler.planner import (
+    INSUFFICIENT_CAPACITY,
+    MAX_VCPUS_REACHED,
     REASON_MIN_VCPUS,
     Environment,
     Launch,
@@ -140,6 +142,16 @@ def test_max_vcpus_is_never_exceeded_and_the_rest_waits() -> None:
     assert sum(launch.vcpus for launch in plan.launches) <= 12
     assert plan.waiting
     assert all("maxvCpus 16 of ce reached" in r for r in plan.waiting.values())
+    assert plan.blocked == {"ce": MAX_VCPUS_REACHED}  # its CapacityAvailable condition
+
+
+def test_an_environment_whose_types_ec2_has_no_capacity_for_is_blocked() -> None:
+    gone = [Unavailable(t, z, "on-demand") for t in ("c6i.large",) for z in SUBNETS.values()]
+    spec = ce(instance_types=("c6i.large",))
+    plan = plan_launches({"ce": env(spec, unavailable=gone)}, pods(1, cpu=500, memory=GI))
+    assert plan.blocked == {"ce": INSUFFICIENT_CAPACITY}
+    # A pod that no type fits is the pod's problem, not the environment's capacity.
+    assert plan_launches({"ce": env(spec)}, pods(1, cpu=64000)).blocked == {}
 
 
 def test_higher_priority_pods_get_the_budget_first() -> None:
@@ -226,6 +238,7 @@ def test_best_fit_waits_instead_of_falling_back() -> None:
     plan = plan_launches({"ce": env(spec, unavailable=gone)}, pods(1, cpu=500, memory=GI))
     assert plan.launches == ()
     assert "BEST_FIT waits for c6i.large" in plan.waiting["ns/p0"]
+    assert plan.blocked == {"ce": INSUFFICIENT_CAPACITY}
 
 
 def test_unavailable_zone_is_left_out_of_the_launch() -> None:
@@ -256,6 +269,7 @@ def test_capacity_optimized_launches_within_a_small_max_vcpus() -> None:
         )
         plan = plan_launches({"ce": env(spec)}, pods(1, memory=GI))
         assert plan.waiting == {}, families
+        assert plan.blocked == {}
         assert sum(launch.vcpus for launch in plan.launches) <= 16
 
 

@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ebb import keys
+from ebb.conditions import merge
 from ebb.model import (
     JobQueue,
     NamespaceInfo,
@@ -229,19 +230,16 @@ def test_the_scheduler_counts_a_namespace_share_in_fair_share() -> None:
 
 def test_a_selector_that_selects_nothing_or_is_invalid_is_a_condition_not_a_crash() -> None:
     q = queue(namespaceSelector={"matchLabels": {"team": "nobody"}})
-    condition = tenancy.namespaces_condition(q, [NamespaceInfo("a", {"team": "a"})], "t1")
-    assert (condition["status"], condition["reason"]) == ("False", "NoNamespaceSelected")
-    assert "spec.namespaceSelector (team=nobody) selects no namespace" in condition["message"]
+    condition = tenancy.namespaces_condition(q, [NamespaceInfo("a", {"team": "a"})])
+    assert (condition.status, condition.reason) == ("False", "NoNamespaceSelected")
+    assert "spec.namespaceSelector (team=nobody) selects no namespace" in condition.message
     bad = queue(namespaceSelector={"matchExpressions": [{"key": "t", "operator": "Near"}]})
-    condition = tenancy.namespaces_condition(bad, [], "t1")
-    assert condition["reason"] == "InvalidSelector"
-    assert status.queue_problem(bad, {"ce"}, set()) == condition["message"]
-    assert "spec.namespaceSelector.matchExpressions[0].operator" in condition["message"]
+    condition = tenancy.namespaces_condition(bad, [])
+    assert condition.reason == "InvalidSelector"
+    assert status.queue_problem(bad, {"ce"}, set()) == condition.message
+    assert "spec.namespaceSelector.matchExpressions[0].operator" in condition.message
     ok = queue(namespaceSelector=TEAM_A)
-    assert (
-        tenancy.namespaces_condition(ok, [NamespaceInfo("a", {"team": "a"})], "t1")["status"]
-        == "True"
-    )
+    assert tenancy.namespaces_condition(ok, [NamespaceInfo("a", {"team": "a"})]).status == "True"
 
 
 def test_the_transition_time_moves_only_with_the_status() -> None:
@@ -253,9 +251,10 @@ def test_the_transition_time_moves_only_with_the_status() -> None:
     order = [{"order": 0, "computeEnvironment": "ce"}]
     spec = {"priority": 1, "computeEnvironmentOrder": order, "namespaceSelector": TEAM_A}
     q = job_queue_from_raw({"metadata": {"name": "q"}, "spec": spec, "status": raw_status})
-    assert tenancy.namespaces_condition(q, [], "t1")["lastTransitionTime"] == "t0"
-    selected = tenancy.namespaces_condition(q, [NamespaceInfo("a", {"team": "a"})], "t1")
-    assert selected["lastTransitionTime"] == "t1"
+    none = tenancy.namespaces_condition(q, [])
+    assert merge(q.conditions, [none], 1, "t1")[0]["lastTransitionTime"] == "t0"
+    selected = tenancy.namespaces_condition(q, [NamespaceInfo("a", {"team": "a"})])
+    assert merge(q.conditions, [selected], 1, "t1")[0]["lastTransitionTime"] == "t1"
 
 
 def test_a_share_rule_that_conflicts_is_named_on_the_policy() -> None:
