@@ -13,7 +13,7 @@ import orjson
 import yaml
 
 from ebb import awsbatch_import, keys
-from kubectl_ebb.output import Json, emit
+from kubectl_ebb.output import Json, OutputFormat, emit
 
 
 def translate_files(
@@ -41,7 +41,7 @@ def import_dry_run(args: argparse.Namespace) -> None:
     nothing is read from or written to the cluster (definitions are revision 1)."""
     translation = translate_files(args.files, args.namespace or "default", {})
     if args.output == "json":
-        emit(translation.objects, "json", "")
+        emit(translation.objects, OutputFormat("json"), "")
         return
     comments = "".join(f"# warning: {w}\n" for w in translation.warnings)
     docs = "---\n".join(yaml.safe_dump(o, sort_keys=False) for o in translation.objects)

@@ -12,8 +12,17 @@ import orjson
 from ebb import keys, kube
 from ebb.jobdefinition import DefinitionError, split_name
 from ebb.jobspec import SpecError, parse_depends_on
+from kubectl_ebb import listings
 from kubectl_ebb.objects import translate_files
-from kubectl_ebb.output import STATES, Json, age, annotations_of, emit, table
+from kubectl_ebb.output import (
+    STATES,
+    Json,
+    OutputFormat,
+    annotations_of,
+    emit,
+    last_of,
+    table,
+)
 from kubectl_ebb.refusals import VIEW_ROLE
 
 
@@ -32,133 +41,34 @@ class Description:
 
 
 class Cli:
-    def __init__(self, client: kube.KubeClient, namespace: str, output: str | None) -> None:
+    def __init__(
+        self, client: kube.KubeClient, namespace: str, output: OutputFormat | None
+    ) -> None:
         self.client = client
         self.namespace = namespace
         self.output = output
 
-    # --- listings -------------------------------------------------------------------
+    # --- listings, as the web view (kubectl_ebb/ui.py) reads them ---------------------
 
     async def queue_items(self) -> list[Json]:
         """The job queues, highest priority first."""
-        items = (await self.client.list(kube.JOB_QUEUES)).items
-        return sorted(items, key=lambda q: -int(q["spec"].get("priority", 0)))
-
-    async def queues(self) -> None:
-        rows, data = [], []
-        for q in await self.queue_items():
-            spec, status = q["spec"], q.get("status") or {}
-            counts = status.get("jobs") or {}
-            order = sorted(spec.get("computeEnvironmentOrder") or (), key=lambda e: e["order"])
-            ces = ",".join(e["computeEnvironment"] for e in order)
-            rows.append(
-                [
-                    q["metadata"]["name"],
-                    spec.get("state", "ENABLED"),
-                    spec["priority"],
-                    spec.get("schedulingPolicy") or "-",
-                    ces,
-                    *(counts.get(s, "-") for s in STATES),
-                    status.get("status", ""),
-                ]
-            )
-            data.append({"name": q["metadata"]["name"], "spec": spec, "status": status})
-        emit(
-            data,
-            self.output,
-            table(rows, ["NAME", "STATE", "PRIORITY", "POLICY", "ENVS", *STATES, "STATUS"]),
-        )
+        return await self._items(listings.QUEUES, listings.Selection())
 
     async def ce_items(self) -> list[Json]:
         """The compute environments, by name."""
-        items = (await self.client.list(kube.COMPUTE_ENVIRONMENTS)).items
-        return sorted(items, key=lambda c: c["metadata"]["name"])
-
-    async def ces(self) -> None:
-        rows, data = [], []
-        for ce in await self.ce_items():
-            spec, status = ce["spec"], ce.get("status") or {}
-            rows.append(
-                [
-                    ce["metadata"]["name"],
-                    spec["type"],
-                    spec.get("state", "ENABLED"),
-                    status.get("status", "-"),
-                    spec.get("minvCpus", 0),
-                    spec["maxvCpus"],
-                    *(
-                        status.get(field, "-")
-                        for field in ("desiredvCpus", "currentvCpus", "nodes", "pendingPods")
-                    ),
-                    (status.get("statusReason") or "")[:60],
-                ]
-            )
-            data.append({"name": ce["metadata"]["name"], "spec": spec, "status": status})
-        emit(
-            data,
-            self.output,
-            table(
-                rows,
-                [
-                    "NAME",
-                    "TYPE",
-                    "STATE",
-                    "STATUS",
-                    "MIN",
-                    "MAX",
-                    "DESIRED",
-                    "CURRENT",
-                    "NODES",
-                    "PENDING-PODS",
-                    "REASON",
-                ],
-            ),
-        )
+        return await self._items(listings.CES, listings.Selection())
 
     async def job_items(
         self, queue: str | None, state: str | None, all_namespaces: bool
     ) -> list[Json]:
         """Ebb's jobs (of `queue`, in `state`), oldest first."""
-        selector = f"{keys.QUEUE_LABEL}={queue}" if queue else keys.QUEUE_LABEL
-        namespace = None if all_namespaces else self.namespace
-        items = (await self.client.list(kube.JOBS, namespace, label_selector=selector)).items
-        return [
-            job
-            for job in sorted(items, key=lambda j: j["metadata"].get("creationTimestamp", ""))
-            if not state or annotations_of(job).get(keys.STATE) == state.upper()
-        ]
-
-    async def jobs(self, queue: str | None, state: str | None, all_namespaces: bool) -> None:
-        rows, data = [], []
-        for job in await self.job_items(queue, state, all_namespaces):
-            ann, meta = annotations_of(job), job["metadata"]
-            labels = meta.get("labels") or {}
-            rows.append(
-                [
-                    meta["namespace"],
-                    meta["name"],
-                    labels.get(keys.QUEUE_LABEL, ""),
-                    labels.get(keys.SHARE_LABEL, "-"),
-                    ann.get(keys.STATE, "?"),
-                    age(meta.get("creationTimestamp")),
-                    ann.get(keys.REASON, "")[:80],
-                ]
-            )
-            data.append(
-                {
-                    "namespace": meta["namespace"],
-                    "name": meta["name"],
-                    "queue": labels.get(keys.QUEUE_LABEL),
-                    "state": ann.get(keys.STATE),
-                    "reason": ann.get(keys.REASON),
-                    "reasonCode": ann.get(keys.REASON_CODE),
-                }
-            )
-        emit(
-            data,
-            self.output,
-            table(rows, ["NAMESPACE", "NAME", "QUEUE", "SHARE", "STATE", "AGE", "REASON"]),
+        selection = listings.job_selection(
+            None if all_namespaces else self.namespace, queue, state, None
         )
+        return await self._items(listings.JOBS, selection)
+
+    async def _items(self, listing: listings.Listing, selection: listings.Selection) -> list[Json]:
+        return (await listings.fetch(self.client, listing, selection))[0]
 
     # --- one job --------------------------------------------------------------------
 
@@ -290,7 +200,10 @@ class Cli:
             )
 
     async def _pods(self, job: Json, add: Any) -> None:
-        for pod in (await self._job_pods(job["metadata"]["name"]))[-10:]:
+        pods = await self._job_pods(job["metadata"]["name"])
+        if len(pods) > _PODS_SHOWN:
+            add(1, last_of(_PODS_SHOWN, len(pods), "pods") + ":")
+        for pod in pods[-_PODS_SHOWN:]:
             status = pod.get("status") or {}
             line = f"pod {pod['metadata']['name']}: {status.get('phase', '?')}"
             node = (pod.get("spec") or {}).get("nodeName")
@@ -333,7 +246,9 @@ class Cli:
             if events is None:
                 add(2, f"launches for it in {ce}: not visible to you (events of namespace default)")
                 continue
-            for event in [e for e in events if gang in e.get("message", "")][-3:]:
+            launches = [e for e in events if gang in e.get("message", "")]
+            _add_last(add, 2, launches, f"events of {ce} about it")
+            for event in launches[-_EVENTS_SHOWN:]:
                 add(2, f"{ce}: {event.get('reason')}: {event.get('message')}")
         holds = [
             e
@@ -341,7 +256,8 @@ class Cli:
             if (e.get("involvedObject") or {}).get("kind") == "Job"
             and e.get("reason", "").startswith("GangHold")
         ]
-        for event in holds[-3:]:
+        _add_last(add, 2, holds, "holds released")
+        for event in holds[-_EVENTS_SHOWN:]:
             add(2, f"{event.get('reason')}: {event.get('message')}")
 
     async def _job_pods(self, name: str) -> list[Json]:
@@ -390,7 +306,8 @@ class Cli:
             # A cluster-scoped object's Events are in namespace default, not a tenant's.
             add(2, f"events of {ce}: not visible to you (they are in namespace default)")
             return
-        for event in events[-3:]:
+        _add_last(add, 2, events, f"events of {ce}")
+        for event in events[-_EVENTS_SHOWN:]:
             add(2, f"event {event.get('reason')}: {event.get('message')}")
 
     async def describe(self, name: str) -> None:
@@ -440,6 +357,10 @@ class Cli:
             )
         if ann.get(keys.ARRAY_STATUS):
             header.append(("Children", ann[keys.ARRAY_STATUS]))
+        gang_attempt = int(ann.get(keys.GANG_ATTEMPT, "1")) if gang else None
+        shortened = _shortened(attempts, gang_attempt, status)
+        if shortened:
+            header.append(("Shown", shortened))
         by_attempt = any("attempt" in a for a in attempts)
         rows = [
             [
@@ -504,6 +425,30 @@ class Cli:
             res = _IMPORTED[obj["kind"]]
             await self.client.apply(res, obj, field_manager="kubectl-ebb-import")
             print(f"{res.plural}.{keys.GROUP}/{obj['metadata']['name']} imported")
+
+
+_PODS_SHOWN = 10
+_EVENTS_SHOWN = 3
+
+
+def _add_last(add: Any, depth: int, items: Sequence[object], what: str) -> None:
+    """Say so where `why` shows only the last few of a longer list."""
+    if len(items) > _EVENTS_SHOWN:
+        add(depth, last_of(_EVENTS_SHOWN, len(items), what) + ":")
+
+
+def _shortened(attempts: list[Json], gang_attempt: int | None, status: Json) -> str:
+    """Where the Job's record of attempts holds fewer than there were, say which are
+    shown: "last 20 of 200 attempts" (a multi-node job: which of its attempts)."""
+    if gang_attempt is not None:
+        first = min((int(a.get("attempt") or 1) for a in attempts), default=1)
+        if first <= 1:
+            return ""
+        return f"attempts {first}-{gang_attempt} of {gang_attempt} (the Job keeps the latest)"
+    total = int(status.get("succeeded", 0)) + int(status.get("failed", 0))
+    if len(attempts) >= total:
+        return ""
+    return f"{last_of(len(attempts), total, 'attempts')} (the Job keeps the latest)"
 
 
 _IMPORTED = {

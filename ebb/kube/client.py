@@ -100,6 +100,16 @@ class KubeClient:
             )
         return self._session
 
+    @property
+    def _route(self) -> dict[str, Any]:
+        """The kubeconfig's `proxy-url` and `tls-server-name`, as aiohttp takes them."""
+        route: dict[str, Any] = {}
+        if self.access.proxy_url:
+            route["proxy"] = self.access.proxy_url
+        if self.access.tls_server_name:
+            route["server_hostname"] = self.access.tls_server_name
+        return route
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
@@ -121,6 +131,22 @@ class KubeClient:
         content_type: str = "application/json",
         timeout: float | None = None,
     ) -> Json:
+        raw = await self.request_bytes(
+            method, path, params=params, body=body, content_type=content_type, timeout=timeout
+        )
+        return orjson.loads(raw) if raw else {}
+
+    async def request_bytes(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        timeout: float | None = None,
+    ) -> bytes:
+        """The answer's body as it came (e.g. /metrics through a service proxy)."""
         headers = await self.access.headers()
         data: bytes | None = None
         if body is not None:
@@ -134,11 +160,12 @@ class KubeClient:
             data=data,
             headers=headers,
             timeout=client_timeout,
+            **self._route,
         ) as resp:
             raw = await resp.read()
             if resp.status >= 300:
                 raise _api_error(resp.status, raw)
-            return orjson.loads(raw) if raw else {}
+            return raw
 
     @asynccontextmanager
     async def stream(
@@ -148,7 +175,11 @@ class KubeClient:
         headers = await self.access.headers()
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
         async with self.session.get(
-            self.access.server + path, params=params, headers=headers, timeout=timeout
+            self.access.server + path,
+            params=params,
+            headers=headers,
+            timeout=timeout,
+            **self._route,
         ) as resp:
             if resp.status >= 300:
                 raise _api_error(resp.status, await resp.read())

@@ -185,9 +185,16 @@ async def test_the_webhook_names_what_does_not_fit_and_warns_about_unknown_keys(
 
 
 def ebb_job(cluster: LocalCluster, namespace: str, job_name: str) -> dict[str, Any]:
-    """The job as `kubectl ebb jobs -o json` shows it."""
+    """The state, reason and reason code of the job as `kubectl ebb jobs -o json` shows it
+    (kubectl's List of the Jobs; Ebb's account of each is in its annotations)."""
     listed = orjson.loads(kubectl_ebb(cluster, "jobs", "-n", namespace, "-o", "json"))
-    return next(j for j in listed if j["name"] == job_name)
+    job = next(j for j in listed["items"] if j["metadata"]["name"] == job_name)
+    annotations = job["metadata"]["annotations"]
+    return {
+        "state": annotations.get(keys.STATE),
+        "reason": annotations.get(keys.REASON),
+        "reasonCode": annotations.get(keys.REASON_CODE),
+    }
 
 
 async def test_an_admitted_job_its_environment_can_no_longer_hold_waits_runnable_until_widened(

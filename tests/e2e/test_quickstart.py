@@ -142,11 +142,11 @@ def kept_cluster_problems(state: Path, cluster: LocalCluster) -> list[str]:
         problems += [
             f"kubectl get jq: {row}" for row in table[1:] if row[at:end].strip() not in ("", "0")
         ]
-    for ce in kubectl("ebb", "ces", "-o", "json"):
-        status = ce["status"]
+    for ce in kubectl("ebb", "ces", "-o", "json")["items"]:
+        status = ce.get("status") or {}
         busy = {f: status.get(f) for f in ("pendingPods", "nodes", "desiredvCpus") if status.get(f)}
         if busy:
-            problems.append(f"compute environment {ce['name']} still has {busy}")
+            problems.append(f"compute environment {ce['metadata']['name']} still has {busy}")
     victim = kubectl("ebb", "describe", "spot-victim", "-o", "json")
     reasons = [a["statusReason"] for a in victim["attempts"]]
     if victim["state"] != "SUCCEEDED" or len(reasons) != 2 or not RECLAIMED.fullmatch(reasons[0]):

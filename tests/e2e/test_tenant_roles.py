@@ -288,18 +288,18 @@ async def test_kubectl_ebb_shows_a_tenant_their_jobs_and_refuses_the_rest(
         try:
             # Queues and environments: definitions and counts over every tenant.
             queues = orjson.loads(ok(as_user(alice, "queues", "-o", "json")))
-            mine = next(x for x in queues if x["name"] == q)
+            mine = next(x for x in queues["items"] if x["metadata"]["name"] == q)
             assert mine["status"]["jobs"]["RUNNABLE"] == 2
             assert ce in ok(as_user(alice, "ces"))
 
             # Jobs: her namespace's only.
             jobs = orjson.loads(ok(as_user(alice, "jobs", "-o", "json")))
-            assert {(j["namespace"], j["name"]) for j in jobs} == {
+            assert {(j["metadata"]["namespace"], j["metadata"]["name"]) for j in jobs["items"]} == {
                 (ALICE_NS, "alice-runs"),
                 (ALICE_NS, "alice-waits"),
             }
             bobs = orjson.loads(ok(as_user(bob, "jobs", "-o", "json")))
-            assert [j["name"] for j in bobs] == ["bob-waits"]
+            assert [j["metadata"]["name"] for j in bobs["items"]] == ["bob-waits"]
             denied = refused(as_user(alice, "jobs", "-A"))
             assert denied.startswith("error: you may not list jobs in all namespaces")
             assert f"without -A: the jobs of namespace {ALICE_NS}" in denied
@@ -334,7 +334,7 @@ async def test_kubectl_ebb_shows_a_tenant_their_jobs_and_refuses_the_rest(
             # The operator sees every tenant's jobs and may stop any.
             every = orjson.loads(ok(as_user(olga, "jobs", "-A", "-o", "json")))
             assert {(ALICE_NS, "alice-runs"), (BOB_NS, "bob-waits")} <= {
-                (j["namespace"], j["name"]) for j in every
+                (j["metadata"]["namespace"], j["metadata"]["name"]) for j in every["items"]
             }
             ok(as_user(olga, "cancel", "bob-waits", "-n", BOB_NS, "--reason", "queue closing"))
             ok(as_user(alice, "terminate", "alice-runs", "--reason", "enough"))
