@@ -167,7 +167,7 @@ class Placement:
         self.blocked_groups: dict[Group, None] = {}  # their pods wait for capacity
         self._groups_by_environment: dict[str, list[Group]] = {}
         self.pods_on: dict[str, dict[Pod, None]] = {}  # node → its batch pods
-        self.node_states: dict[str, scoring.NodeState] = {}
+        self.node_states = scoring.NodeTable()
         self.running = 0  # pods started and not ended
         self._whole_gangs = sim.policy.gang_aware
 

@@ -206,6 +206,7 @@ class EbbExtender:
             self._environments,
             gang_unplaced=unplaced,
             gang_group=group,
+            best_only=True,
         )
         for kind, count in verdict.rejected.items():
             _FILTERED.labels(kind.value).inc(count)
