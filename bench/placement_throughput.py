@@ -7,11 +7,13 @@ nodes) and starts Ebb's scheduler daemon. Then, per phase, creates --pods pendin
 pods for a scheduler profile nobody serves yet, starts a kube-scheduler for that profile
 and times the bindings:
 
-- with: Ebb's extender stanza exactly as local_stack/cluster.py configures it (filter,
-  prioritize and bind over HTTPS, nodeCacheCapable, weight 5);
+- with: Ebb's extender stanza exactly as local_stack/cluster.py configures it (filter and
+  bind over HTTPS for pods with the batch-pod resource, nodeCacheCapable);
 - without: the same KubeSchedulerConfiguration with no extender;
 - bind / no-bind (optional): Ebb's stanza with / without `bindVerb: bind` (whether Ebb
-  or kube-scheduler POSTs the bindings).
+  or kube-scheduler POSTs the bindings);
+- two-calls (optional): Ebb's stanza with `prioritizeVerb: prioritize` (weight 5) as well,
+  as it was before filter kept only the best nodes: two round trips per pod.
 
 --phases runs them in the order given; a phase may repeat (ratios are against the mean
 of the "without" phases).
@@ -54,6 +56,7 @@ LABELS = {
     "with": "with Ebb's extender as local_stack/cluster.py configures it",
     "bind": "with Ebb's extender, bindVerb: bind",
     "no-bind": "with Ebb's extender, no bindVerb",
+    "two-calls": "with Ebb's extender and prioritizeVerb (two calls per pod)",
 }
 
 
@@ -221,6 +224,7 @@ async def run(
         "with": [ebb],
         "bind": [{**ebb, "bindVerb": "bind"}],
         "no-bind": [no_bind],
+        "two-calls": [{**ebb, "prioritizeVerb": "prioritize", "weight": 5}],
     }
     qps = int(config["clientConnection"]["qps"])
     async with kube.KubeClient(access, user_agent="ebb-bench", max_connections=32) as client:

@@ -1,7 +1,10 @@
 """Placement decisions for batch pods: the nodes a pod may go to (filter) and the ones
 it should prefer (prioritize). Pure: plain snapshots in, plain decisions out; no I/O,
-no clock. Both run in O(n log n) in the number of candidate nodes (one pass, and a sort
-of the distinct preference tiers).
+no clock. Both are linear in the number of candidate nodes and run as numpy array
+operations over their rows in a `NodeTable` (the placement cache keeps one current); only
+the reasons of rejected nodes are built per node. The extender's filter keeps only the
+nodes prioritize would score highest (`best_only`), so kube-scheduler calls it once per
+pod (docs/decisions/0011-one-extender-call-per-pod.md).
 
 A pod without the `ebb.dev/queue` label is not Ebb's: every node is kept and scores 0.
 
