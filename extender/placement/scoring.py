@@ -403,8 +403,8 @@ def filter_nodes(
         # What score_nodes scores highest: the best tier's fullest nodes. kube-scheduler
         # then needs no prioritize call; among these its own scoring plugins choose, as
         # they broke ties between equal scores before (docs/decisions/0011).
-        scores = _scores(pod, queue, kept_rows, table, environments)
-        verdict.kept[:] = compress(verdict.kept, (scores == scores.max()).tolist())
+        highest = _highest(pod, queue, kept_rows, table, environments)
+        verdict.kept[:] = compress(verdict.kept, highest.tolist())
     return verdict
 
 
@@ -538,37 +538,70 @@ def _scores(
     table: NodeTable,
     environments: Lookup[ComputeEnvironment],
 ) -> IntArray:
+    """Each row's score (0 for -1, a node not in the table)."""
     known = rows >= 0
     safe = np.where(known, rows, 0)
     kinds = table.ints[safe, _KIND]
-    # A node's tier depends only on its kind: find the tiers present, then their bands.
+    low, width = _kind_bands(pod, queue, kinds[known], table, environments)
+    lows = low[kinds]
+    scores = np.floor(lows + _utilization(pod, safe, table) * width[kinds]).astype(np.int64)
+    return np.where(known & (lows >= 0), scores, 0)
+
+
+def _highest(
+    pod: PodInfo,
+    queue: JobQueue,
+    rows: IntArray,
+    table: NodeTable,
+    environments: Lookup[ComputeEnvironment],
+) -> npt.NDArray[np.bool_]:
+    """Which rows (all in the table) `_scores` scores highest. Only the best tier's rows
+    can (each tier has a band of its own), so only theirs are packed."""
+    kinds = table.ints[rows, _KIND]
+    low, width = _kind_bands(pod, queue, kinds, table, environments)
+    lows = low[kinds]
+    best: npt.NDArray[np.bool_] = lows == lows.max()
+    scores = np.floor(lows[best] + _utilization(pod, rows[best], table) * width[kinds[best]])
+    best[best] = scores == scores.max()
+    return best
+
+
+def _kind_bands(
+    pod: PodInfo,
+    queue: JobQueue,
+    kinds: IntArray,
+    table: NodeTable,
+    environments: Lookup[ComputeEnvironment],
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """By kind code, the band (low, high) of its tier among the tiers of `kinds`, as
+    (low + 0.5, high - low): score = ⌊low + 0.5 + utilization × width⌋; a low of -1: not
+    eligible. A node's tier depends only on its kind."""
     tier = _tiers(pod, queue, environments)
-    present = np.flatnonzero(np.bincount(kinds[known], minlength=len(table.kinds))).tolist()
+    present = np.flatnonzero(np.bincount(kinds, minlength=len(table.kinds))).tolist()
     tier_of_kind = {kind: tier(*table.kinds[kind]) for kind in present}
     tiers = sorted({code for code in tier_of_kind.values() if code is not None})
     bands = dict(zip(tiers, _bands(len(tiers)), strict=True))
-    # Each kind's band (low, high) as (low + 0.5, high - low): score = ⌊low + 0.5 + u × width⌋;
-    # a low of -1: not eligible.
     low = np.full(max(len(table.kinds), 1), -1.0)
     width = np.zeros(len(low))
     for kind, code in tier_of_kind.items():
         if code is not None:
             low[kind] = bands[code][0] + 0.5
             width[kind] = bands[code][1] - bands[code][0]
-    # The utilization after placement: the mean over the node's resources of the share in
-    # use, each capped at 1 (in the order of the module doc's formula, so the same floats).
+    return low, width
+
+
+def _utilization(pod: PodInfo, rows: IntArray, table: NodeTable) -> npt.NDArray[np.float64]:
+    """The utilization after placement: the mean over the node's resources of the share
+    in use, each capped at 1 (in the order of the module doc's formula: the same floats)."""
     request = pod.requests
-    p = table.floats[safe]
+    p = table.floats[rows]
     cpu = np.minimum(p[:, 0] + request.cpu_milli * p[:, 1], 1.0)
     memory = np.minimum(p[:, 2] + request.memory * p[:, 3], 1.0)
     gpu = np.minimum(p[:, 4] + request.gpu * p[:, 5], 1.0)
     resources = p[:, 6]
-    utilization = np.divide(
-        cpu + memory + gpu, resources, out=np.zeros(len(rows)), where=resources > 0
-    )
-    lows = low[kinds]
-    scores = np.floor(lows + utilization * width[kinds]).astype(np.int64)
-    return np.where(known & (lows >= 0), scores, 0)
+    out = np.zeros(len(rows))
+    np.divide(cpu + memory + gpu, resources, out=out, where=resources > 0)
+    return out
 
 
 def _tiers(
