@@ -3,9 +3,10 @@ on one KWOK cluster, in one run. Run: python -m bench.placement_throughput
 
 Brings up the local control plane (local_stack/cluster.py, its own state directory and ports),
 creates --nodes KWOK nodes (the synthetic cluster: four compute environments and system
-nodes) and starts Ebb's scheduler daemon. Then, per phase, creates --pods pending batch
-pods for a scheduler profile nobody serves yet, starts a kube-scheduler for that profile
-and times the bindings:
+nodes) and starts Ebb's scheduler daemon. Then, per phase, creates --pods pending pods
+(batch pods of queue `high` when the phase has Ebb's stanza, the same pods without the
+queue label and batch-pod resource when not) for a scheduler profile nobody serves yet,
+starts a kube-scheduler for that profile and times the bindings:
 
 - with: Ebb's extender stanza exactly as local_stack/cluster.py configures it (filter and
   bind over HTTPS for pods with the batch-pod resource, nodeCacheCapable);
@@ -75,8 +76,12 @@ async def gather_bounded(calls: Iterable[Awaitable[Any]], limit: int = 32) -> No
     await asyncio.gather(*(run(call) for call in calls))
 
 
-def _pod(name: str, scheduler: str) -> dict[str, Any]:
-    raw = synthetic.pod_object(name, "high", cpu="1", memory="2Gi", scheduler=scheduler)
+def _pod(name: str, scheduler: str, batch: bool) -> dict[str, Any]:
+    """A pod of queue `high` (with the batch-pod resource), or with `batch` false one
+    without either: a kube-scheduler without Ebb's stanza, which makes it ignore the
+    resource, would find no node for a batch pod."""
+    queue = "high" if batch else None
+    raw = synthetic.pod_object(name, queue, cpu="1", memory="2Gi", scheduler=scheduler)
     meta = raw["metadata"]
     for key in ("uid", "ownerReferences", "namespace"):  # the API server's to set
         meta.pop(key)
@@ -98,7 +103,8 @@ async def _phase(
     await client.create(kube.NAMESPACES, {"metadata": {"name": namespace}})
     say(f"{name}: creating {pods:,} pending pods")
     await gather_bounded(
-        client.create(kube.PODS, _pod(f"job-{i}-0", namespace), namespace) for i in range(pods)
+        client.create(kube.PODS, _pod(f"job-{i}-0", namespace, bool(extenders)), namespace)
+        for i in range(pods)
     )
     served_before = _extender_seconds(cluster)
     bound_at: list[float] = []
