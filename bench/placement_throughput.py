@@ -85,6 +85,10 @@ def _pod(name: str, scheduler: str, batch: bool) -> dict[str, Any]:
     meta = raw["metadata"]
     for key in ("uid", "ownerReferences", "namespace"):  # the API server's to set
         meta.pop(key)
+    # No Job owns these pods: without its labels Ebb's bind does not look the Job up for
+    # the attempt number (a 404 that fails every bind).
+    for label in ("batch.kubernetes.io/job-name", "job-name"):
+        meta["labels"].pop(label)
     raw.pop("status")
     return raw
 
