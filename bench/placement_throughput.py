@@ -303,13 +303,28 @@ def main(argv: list[str] | None = None) -> int:
     if base:
         median = statistics.mean(r["median"] for r in base)
         overall = statistics.mean(r["overall"] for r in base)
-        for phase, r in results:
-            if phase != "without":
-                print(
-                    f"| ratio {phase} / without | {r['median'] / median:.2f} | "
-                    f"{r['overall'] / overall:.2f} | | |"
-                )
+        for i, (phase, r) in enumerate(results):
+            if phase == "without":
+                continue
+            print(
+                f"| ratio {phase} / without (mean of all) | {r['median'] / median:.2f} | "
+                f"{r['overall'] / overall:.2f} | | |"
+            )
+            near = _nearest_without(results, i)
+            print(
+                f"| ratio {phase} / neighbouring without | "
+                f"{r['median'] / statistics.mean(n['median'] for n in near):.2f} | "
+                f"{r['overall'] / statistics.mean(n['overall'] for n in near):.2f} | | |"
+            )
     return 0
+
+
+def _nearest_without(results: list[tuple[str, dict[str, float]]], i: int) -> list[dict[str, float]]:
+    """The "without" phases nearest to phase i in the run (both, if as near): the machine's
+    load moves between phases, so neighbours are the fairest baseline."""
+    at = [j for j, (phase, _) in enumerate(results) if phase == "without"]
+    distance = min(abs(j - i) for j in at)
+    return [results[j][1] for j in at if abs(j - i) == distance]
 
 
 if __name__ == "__main__":
