@@ -8,6 +8,7 @@ import random
 from typing import Any
 
 from ebb import keys
+from extender.jobs.stamp import mark_batch_pod
 from local_stack import builders
 
 # (compute environment, EC2 type "EC2"/"SPOT", share of the nodes, cpu, memory, gpus)
@@ -120,6 +121,8 @@ def pod_object(
         tolerations=[keys.BATCH_TOLERATION, not_ready],
         **placed,
     )
+    if queue is not None:
+        mark_batch_pod(pod["spec"])
     pod["metadata"] |= {
         "namespace": namespace,
         "uid": f"{random.getrandbits(128):032x}",

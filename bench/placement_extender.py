@@ -1,19 +1,19 @@
-"""Latency and throughput of the extender's filter and prioritize at 5,000 nodes
-(nodeCacheCapable: true). Run: python -m bench.placement_extender
+"""Latency and throughput of the extender's filter at 5,000 nodes (nodeCacheCapable: true).
+Run: python -m bench.placement_extender
 
 A server process pinned to one CPU serves Ebb's extender exactly as the daemon does (the
 HTTP shell, protocol, placement cache and decisions, over HTTPS) with a cache of
 --nodes nodes and --pods bound pods. This process, pinned to the other CPU, sends what
 kube-scheduler sends: filter with the NodeNames of a window of candidates that moves on
-every call (as the scheduler's next-start-node index does), then prioritize with the
-names that filter kept.
+every call (as the scheduler's next-start-node index does). (Ebb's stanza has no
+prioritize: filter keeps only the nodes it prefers; docs/decisions/0011.)
 
 - latency: one call at a time (kube-scheduler's scheduling cycle is serial); server
   time is the handler's own (body read, decode, decide, encode), from the Server-Timing
-  header; round trip is what the client saw.
-- throughput: --concurrency calls in flight for --seconds per verb; requests per second
-  of wall time, and per second of the server's CPU time (requests per CPU-second: what
-  one core sustains however busy the machine is).
+  header; round trip is what the client saw; kept is how many nodes filter kept.
+- throughput: --concurrency calls in flight for --seconds; requests per second of wall
+  time, and per second of the server's CPU time (requests per CPU-second: what one core
+  sustains however busy the machine is).
 
 --names is the number of candidates per call: kube-scheduler sends about 10% of a
 5,000-node cluster (500; its adaptive percentageOfNodesToScore), all 5,000 only when
@@ -152,54 +152,35 @@ class Client:
         self.calls += 1
         names = [self.names[(self.start + i) % len(self.names)] for i in range(self.window)]
         self.start = (self.start + self.window) % len(self.names)
-        self.last_pod = self.pods[self.calls % len(self.pods)]
-        return orjson.dumps({"Pod": self.last_pod, "Nodes": None, "NodeNames": names})
+        pod = self.pods[self.calls % len(self.pods)]
+        return orjson.dumps({"Pod": pod, "Nodes": None, "NodeNames": names})
 
-    async def post(self, verb: str, body: bytes) -> tuple[float, float, bytes]:
-        """(server ms, round-trip ms, reply)"""
+    async def post(self, body: bytes) -> tuple[float, float, bytes]:
+        """A filter call: (server ms, round-trip ms, reply)"""
         started = time.perf_counter()
-        async with self.session.post(f"{self.url}/{verb}", data=body) as resp:
+        async with self.session.post(f"{self.url}/filter", data=body) as resp:
             reply = await resp.read()
             assert resp.status == 200, reply[:200]
             timing = resp.headers["Server-Timing"]
         rtt = (time.perf_counter() - started) * 1000
         return float(timing.split("dur=")[1]), rtt, reply
 
-    async def cycle(self) -> tuple[tuple[float, float], tuple[float, float], int]:
-        """One pod's calls: filter, then prioritize with the nodes filter kept."""
-        f_server, f_rtt, reply = await self.post("filter", self.filter_body())
-        kept = orjson.loads(reply)["NodeNames"]
-        body = orjson.dumps({"Pod": self.last_pod, "Nodes": None, "NodeNames": kept})
-        p_server, p_rtt, _ = await self.post("prioritize", body)
-        return (f_server, f_rtt), (p_server, p_rtt), len(kept)
-
 
 async def _latency(client: Client, count: int) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {
-        k: [] for k in ("filter", "filter_rtt", "prioritize", "prioritize_rtt", "kept")
-    }
+    out: dict[str, list[float]] = {k: [] for k in ("server", "rtt", "kept")}
     for i in range(count + 200):
-        (fs, fr), (ps, pr), kept = await client.cycle()
+        server, rtt, reply = await client.post(client.filter_body())
         if i >= 200:  # warm-up
-            out["filter"].append(fs)
-            out["filter_rtt"].append(fr)
-            out["prioritize"].append(ps)
-            out["prioritize_rtt"].append(pr)
-            out["kept"].append(kept)
+            out["server"].append(server)
+            out["rtt"].append(rtt)
+            out["kept"].append(len(orjson.loads(reply)["NodeNames"]))
     return out
 
 
 async def _throughput(
-    client: Client, verb: str, seconds: float, concurrency: int, server_pid: int
+    client: Client, seconds: float, concurrency: int, server_pid: int
 ) -> tuple[float, float]:
-    bodies = []
-    for _ in range(256):
-        body = client.filter_body()
-        if verb == "prioritize":
-            _, _, reply = await client.post("filter", body)
-            kept = orjson.loads(reply)["NodeNames"]
-            body = orjson.dumps({"Pod": client.last_pod, "Nodes": None, "NodeNames": kept})
-        bodies.append(body)
+    bodies = [client.filter_body() for _ in range(256)]
     done = 0
     deadline = time.perf_counter() + seconds
 
@@ -207,7 +188,7 @@ async def _throughput(
         nonlocal done
         i = offset
         while time.perf_counter() < deadline:
-            await client.post(verb, bodies[i % len(bodies)])
+            await client.post(bodies[i % len(bodies)])
             done += 1
             i += concurrency
 
@@ -230,26 +211,22 @@ async def measure(args: argparse.Namespace, server_pid: int, ca: Path) -> list[t
         for window in args.names:
             client = Client(session, url, names, window, args.seed)
             lat = await _latency(client, args.requests)
-            rates = {
-                verb: await _throughput(client, verb, args.seconds, args.concurrency, server_pid)
-                for verb in ("filter", "prioritize")
-            }
-            for verb in ("filter", "prioritize"):
-                server, rtt = lat[verb], lat[f"{verb}_rtt"]
-                candidates = window if verb == "filter" else round(statistics.median(lat["kept"]))
-                wall_rps, cpu_rps = rates[verb]
-                rows.append(
-                    (
-                        verb,
-                        f"{candidates:,}",
-                        f"{statistics.median(server):.3f}",
-                        f"{_percentile(server, 0.99):.3f}",
-                        f"{statistics.median(rtt):.3f}",
-                        f"{_percentile(rtt, 0.99):.3f}",
-                        f"{wall_rps:,.0f}",
-                        f"{cpu_rps:,.0f}",
-                    )
+            wall_rps, cpu_rps = await _throughput(
+                client, args.seconds, args.concurrency, server_pid
+            )
+            server, rtt = lat["server"], lat["rtt"]
+            rows.append(
+                (
+                    f"{window:,}",
+                    f"{statistics.median(lat['kept']):,.0f}",
+                    f"{statistics.median(server):.3f}",
+                    f"{_percentile(server, 0.99):.3f}",
+                    f"{statistics.median(rtt):.3f}",
+                    f"{_percentile(rtt, 0.99):.3f}",
+                    f"{wall_rps:,.0f}",
+                    f"{cpu_rps:,.0f}",
                 )
+            )
     return rows
 
 
@@ -260,8 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--names", type=int, nargs="+", default=[500, 5000], help="candidates per call"
     )
-    parser.add_argument("--requests", type=int, default=2000, help="calls per verb for latency")
-    parser.add_argument("--seconds", type=float, default=10.0, help="per verb for throughput")
+    parser.add_argument("--requests", type=int, default=2000, help="calls for latency")
+    parser.add_argument("--seconds", type=float, default=10.0, help="for throughput")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--port", type=int, default=23450)
     parser.add_argument("--seed", type=int, default=7)
@@ -312,13 +289,13 @@ def _report(args: argparse.Namespace, rows: list[tuple[str, ...]]) -> None:
     load = os.getloadavg()[0]
     print(
         f"{args.nodes:,} nodes, {args.pods:,} bound pods, nodeCacheCapable, HTTPS; "
-        f"server on 1 CPU; {args.requests:,} calls per verb (latency), {args.seconds:g} s x "
+        f"server on 1 CPU; {args.requests:,} filter calls (latency), {args.seconds:g} s x "
         f"{args.concurrency} in flight (throughput); load average {load:.2f} on "
         f"{os.cpu_count()} CPUs"
     )
     header = (
-        "verb",
         "candidates",
+        "kept (median)",
         "server p50 ms",
         "server p99 ms",
         "round trip p50 ms",

@@ -3,15 +3,18 @@ on one KWOK cluster, in one run. Run: python -m bench.placement_throughput
 
 Brings up the local control plane (local_stack/cluster.py, its own state directory and ports),
 creates --nodes KWOK nodes (the synthetic cluster: four compute environments and system
-nodes) and starts Ebb's scheduler daemon. Then, per phase, creates --pods pending batch
-pods for a scheduler profile nobody serves yet, starts a kube-scheduler for that profile
-and times the bindings:
+nodes) and starts Ebb's scheduler daemon. Then, per phase, creates --pods pending pods
+(batch pods of queue `high` when the phase has Ebb's stanza, the same pods without the
+queue label and batch-pod resource when not) for a scheduler profile nobody serves yet,
+starts a kube-scheduler for that profile and times the bindings:
 
-- with: Ebb's extender stanza exactly as local_stack/cluster.py configures it (filter,
-  prioritize and bind over HTTPS, nodeCacheCapable, weight 5);
+- with: Ebb's extender stanza exactly as local_stack/cluster.py configures it (filter and
+  bind over HTTPS for pods with the batch-pod resource, nodeCacheCapable);
 - without: the same KubeSchedulerConfiguration with no extender;
 - bind / no-bind (optional): Ebb's stanza with / without `bindVerb: bind` (whether Ebb
-  or kube-scheduler POSTs the bindings).
+  or kube-scheduler POSTs the bindings);
+- two-calls (optional): Ebb's stanza with `prioritizeVerb: prioritize` (weight 5) as well,
+  as it was before filter kept only the best nodes: two round trips per pod.
 
 --phases runs them in the order given; a phase may repeat (ratios are against the mean
 of the "without" phases).
@@ -54,6 +57,7 @@ LABELS = {
     "with": "with Ebb's extender as local_stack/cluster.py configures it",
     "bind": "with Ebb's extender, bindVerb: bind",
     "no-bind": "with Ebb's extender, no bindVerb",
+    "two-calls": "with Ebb's extender and prioritizeVerb (two calls per pod)",
 }
 
 
@@ -72,11 +76,19 @@ async def gather_bounded(calls: Iterable[Awaitable[Any]], limit: int = 32) -> No
     await asyncio.gather(*(run(call) for call in calls))
 
 
-def _pod(name: str, scheduler: str) -> dict[str, Any]:
-    raw = synthetic.pod_object(name, "high", cpu="1", memory="2Gi", scheduler=scheduler)
+def _pod(name: str, scheduler: str, batch: bool) -> dict[str, Any]:
+    """A pod of queue `high` (with the batch-pod resource), or with `batch` false one
+    without either: a kube-scheduler without Ebb's stanza, which makes it ignore the
+    resource, would find no node for a batch pod."""
+    queue = "high" if batch else None
+    raw = synthetic.pod_object(name, queue, cpu="1", memory="2Gi", scheduler=scheduler)
     meta = raw["metadata"]
     for key in ("uid", "ownerReferences", "namespace"):  # the API server's to set
         meta.pop(key)
+    # No Job owns these pods: without its labels Ebb's bind does not look the Job up for
+    # the attempt number (a 404 that fails every bind).
+    for label in ("batch.kubernetes.io/job-name", "job-name"):
+        meta["labels"].pop(label)
     raw.pop("status")
     return raw
 
@@ -95,7 +107,8 @@ async def _phase(
     await client.create(kube.NAMESPACES, {"metadata": {"name": namespace}})
     say(f"{name}: creating {pods:,} pending pods")
     await gather_bounded(
-        client.create(kube.PODS, _pod(f"job-{i}-0", namespace), namespace) for i in range(pods)
+        client.create(kube.PODS, _pod(f"job-{i}-0", namespace, bool(extenders)), namespace)
+        for i in range(pods)
     )
     served_before = _extender_seconds(cluster)
     bound_at: list[float] = []
@@ -221,6 +234,7 @@ async def run(
         "with": [ebb],
         "bind": [{**ebb, "bindVerb": "bind"}],
         "no-bind": [no_bind],
+        "two-calls": [{**ebb, "prioritizeVerb": "prioritize", "weight": 5}],
     }
     qps = int(config["clientConnection"]["qps"])
     async with kube.KubeClient(access, user_agent="ebb-bench", max_connections=32) as client:
@@ -289,13 +303,28 @@ def main(argv: list[str] | None = None) -> int:
     if base:
         median = statistics.mean(r["median"] for r in base)
         overall = statistics.mean(r["overall"] for r in base)
-        for phase, r in results:
-            if phase != "without":
-                print(
-                    f"| ratio {phase} / without | {r['median'] / median:.2f} | "
-                    f"{r['overall'] / overall:.2f} | | |"
-                )
+        for i, (phase, r) in enumerate(results):
+            if phase == "without":
+                continue
+            print(
+                f"| ratio {phase} / without (mean of all) | {r['median'] / median:.2f} | "
+                f"{r['overall'] / overall:.2f} | | |"
+            )
+            near = _nearest_without(results, i)
+            print(
+                f"| ratio {phase} / neighbouring without | "
+                f"{r['median'] / statistics.mean(n['median'] for n in near):.2f} | "
+                f"{r['overall'] / statistics.mean(n['overall'] for n in near):.2f} | | |"
+            )
     return 0
+
+
+def _nearest_without(results: list[tuple[str, dict[str, float]]], i: int) -> list[dict[str, float]]:
+    """The "without" phases nearest to phase i in the run (both, if as near): the machine's
+    load moves between phases, so neighbours are the fairest baseline."""
+    at = [j for j, (phase, _) in enumerate(results) if phase == "without"]
+    distance = min(abs(j - i) for j in at)
+    return [results[j][1] for j in at if abs(j - i) == distance]
 
 
 if __name__ == "__main__":

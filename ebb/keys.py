@@ -104,6 +104,10 @@ CAPACITY_ON_DEMAND: Final = "on-demand"
 
 # Extended resource name for NVIDIA GPUs.
 GPU_RESOURCE: Final = "nvidia.com/gpu"
+# The extended resource a batch pod requests (one, on its first container) so that
+# kube-scheduler sends it, and only it, to Ebb's extender: the stanza's managedResources,
+# with ignoredByScheduler (no node advertises it; kubelet ignores what its node lacks).
+BATCH_POD_RESOURCE: Final = "ebb.dev/batch-pod"
 
 # EC2 tags the autoscaler writes on every instance it launches.
 TAG_CLUSTER: Final = "ebb.dev/cluster"

@@ -34,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from ebb import tls
+from ebb import keys, tls
 from ebb.settings import load, setting
 from local_stack import ROOT, chart
 
@@ -503,11 +503,15 @@ class Cluster:
             config["extenders"] = [
                 {
                     "urlPrefix": f"https://127.0.0.1:{self.extender_port}/scheduler",
+                    # Filter keeps only the nodes Ebb prefers, so no prioritize call
+                    # (docs/decisions/0011-one-extender-call-per-pod.md).
                     "filterVerb": "filter",
-                    "prioritizeVerb": "prioritize",
                     # Ebb binds, so it counts a pod on its node before the watch shows it.
                     "bindVerb": "bind",
-                    "weight": 5,
+                    # Only batch pods (the webhook gives them one) reach the extender.
+                    "managedResources": [
+                        {"name": keys.BATCH_POD_RESOURCE, "ignoredByScheduler": True}
+                    ],
                     "enableHTTPS": True,
                     # Ebb's daemon answers only a client certificate from its CA.
                     "tlsConfig": {

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ebb import keys, kube
+from extender.jobs.stamp import mark_batch_pod
 from local_stack import builders
 from local_stack.harness import create_node, wait_for
 
@@ -45,14 +46,17 @@ async def wait_schedulable(client: kube.KubeClient, name: str) -> None:
 
 
 def batch_pod(name: str, queue: str, *, cpu: str = "1", **spec: Any) -> dict[str, Any]:
-    """A pod as the webhook leaves a batch Job's pod: queue label and batch toleration."""
-    return builders.pod(
+    """A pod as the webhook leaves a batch Job's pod: queue label, batch toleration and
+    the batch-pod resource."""
+    pod = builders.pod(
         name,
         [builders.container(cpu, "64Mi")],
         labels={keys.QUEUE_LABEL: queue},
         tolerations=[keys.BATCH_TOLERATION],
         **spec,
     )
+    mark_batch_pod(pod["spec"])
+    return pod
 
 
 async def node_of(client: kube.KubeClient, namespace: str, name: str) -> str:

@@ -1,12 +1,13 @@
 """kube-scheduler with Ebb's extender, in the simulation: the queue of pods waiting for a
 node, and where each goes.
 
-Placement is the extender's own: `extender.placement.scoring.filter_nodes` and
-`score_nodes` over up to `Settings.placement_candidates` (100) nodes that fit the pod,
-taken from the queue's environments in order and, within one, round-robin
-(kube-scheduler likewise scores a sample of at least 100 feasible nodes, starting where
-the last pod left off); the best score wins (the first on ties); kube-scheduler's own
-scoring plugins are left out (the extender's weight dominates them).
+Placement is the extender's own: `extender.placement.scoring.filter_nodes` keeping only
+the best-scored nodes (as it answers kube-scheduler) over up to
+`Settings.placement_candidates` (100) nodes that fit the pod, taken from the queue's
+environments in order and, within one, round-robin (kube-scheduler likewise scores a
+sample of at least 100 feasible nodes, starting where the last pod left off); the first
+of them wins (kube-scheduler's own scoring plugins, which break that tie, are left out).
+A gang's pods take the best `score_nodes` scores.
 
 Pods wait for a node as in kube-scheduler: in creation order, and a pod that fits no
 node is retried only when a node that could take it appears or frees room. Pods start
@@ -167,7 +168,7 @@ class Placement:
         self.blocked_groups: dict[Group, None] = {}  # their pods wait for capacity
         self._groups_by_environment: dict[str, list[Group]] = {}
         self.pods_on: dict[str, dict[Pod, None]] = {}  # node → its batch pods
-        self.node_states: dict[str, scoring.NodeState] = {}
+        self.node_states = scoring.NodeTable()
         self.running = 0  # pods started and not ended
         self._whole_gangs = sim.policy.gang_aware
 
@@ -228,20 +229,19 @@ class Placement:
             group.fits[env].window(names, limit)
         if not names:
             return False
-        states = self.node_states
+        # As the extender's filter answers kube-scheduler: only the best-scored nodes (the
+        # first of them, where kube-scheduler's own plugins would break the tie).
         verdict = scoring.filter_nodes(
-            group.info, names, states, self.sim.queues, self.sim.environments
+            group.info,
+            names,
+            self.node_states,
+            self.sim.queues,
+            self.sim.environments,
+            best_only=True,
         )
         if not verdict.kept:
             return False
-        scores = scoring.score_nodes(
-            group.info, verdict.kept, states, self.sim.queues, self.sim.environments
-        )
-        best, top = scores[0]
-        for name, score in scores:
-            if score > top:
-                best, top = name, score
-        self._bind(group.pods.popleft(), self.sim.autoscaler.instances[best])
+        self._bind(group.pods.popleft(), self.sim.autoscaler.instances[verdict.kept[0]])
         return True
 
     def _place_gang(self, group: Group) -> bool:

@@ -12,13 +12,12 @@ in case the watch never tells, e.g. a missed event before a relist).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ebb.kube import Event, EventType, Reflector
 from ebb.model import NodeInfo, PodInfo
 from ebb.resources import ZERO, Resources
-from extender.placement.scoring import GangGroup, NodeState, node_state
+from extender.placement.scoring import GangGroup, NodeTable, node_state
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,10 +55,10 @@ class PlacementCache:
         self._gang_placed: dict[str, dict[str, int]] = {}
         # multi-node Job UID -> the nodes of its placed pods (node -> times counted)
         self._gang_nodes: dict[str, dict[str, int]] = {}
-        self._states: dict[str, NodeState] = {}
+        self._states = NodeTable()
 
     @property
-    def nodes(self) -> Mapping[str, NodeState]:
+    def nodes(self) -> NodeTable:
         """Every known node's state, by name (a live view: do not hold across awaits)."""
         return self._states
 

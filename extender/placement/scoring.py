@@ -1,7 +1,10 @@
 """Placement decisions for batch pods: the nodes a pod may go to (filter) and the ones
 it should prefer (prioritize). Pure: plain snapshots in, plain decisions out; no I/O,
-no clock. Both run in O(n log n) in the number of candidate nodes (one pass, and a sort
-of the distinct preference tiers).
+no clock. Both are linear in the number of candidate nodes and run as numpy array
+operations over their rows in a `NodeTable` (the placement cache keeps one current); only
+the reasons of rejected nodes are built per node. The extender's filter keeps only the
+nodes prioritize would score highest (`best_only`), so kube-scheduler calls it once per
+pod (docs/decisions/0011-one-extender-call-per-pod.md).
 
 A pod without the `ebb.dev/queue` label is not Ebb's: every node is kept and scores 0.
 
@@ -54,7 +57,11 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import compress, repeat
 from typing import Protocol, TypeVar
+
+import numpy as np
+import numpy.typing as npt
 
 from ebb import keys
 from ebb.model import ComputeEnvironment, JobQueue, NodeInfo, PodInfo, Toleration
@@ -119,6 +126,130 @@ def node_state(info: NodeInfo, used: Resources, job_pods: int = 0, gang_pods: in
     return NodeState(info, used, free, kind, packing, job_pods, gang_pods)
 
 
+# NodeTable.ints' columns: interned environment and kind, the flags filter checks, and free
+# room; NodeTable.floats' are Packing's fields in order.
+_ENV, _KIND, _CORDONED_COL, _DRAINING_COL, _JOB_PODS, _GANG_PODS, _FREE_CPU, _FREE_MEMORY = range(8)
+_FREE_GPU = 8
+_INT_COLUMNS, _FLOAT_COLUMNS = 9, 7
+
+IntArray = npt.NDArray[np.int64]
+
+
+class NodeTable(Mapping[str, NodeState]):
+    """Node states by name, kept as columns as well (one numpy row per node), so that
+    filter's and prioritize's per-candidate work is a few array operations over the
+    candidates' rows rather than a Python loop over them. The placement cache keeps one
+    current; a plain Lookup is made into one per call (`NodeTable.of`)."""
+
+    def __init__(self, capacity: int = 64) -> None:
+        self._rows: dict[str, int] = {}
+        self._states: list[NodeState | None] = []
+        self._vacant: list[int] = []  # rows of deleted nodes, to reuse
+        self.ints = np.zeros((max(capacity, 1), _INT_COLUMNS), dtype=np.int64)
+        self.floats = np.zeros((max(capacity, 1), _FLOAT_COLUMNS), dtype=np.float64)
+        # Interned: environment names (0: none, not a batch node) and node kinds.
+        self.environments: list[str | None] = [None]
+        self._environment_codes: dict[str | None, int] = {None: 0}
+        self.kinds: list[tuple[str | None, str | None, bool]] = []
+        self._kind_codes: dict[tuple[str | None, str | None, bool], int] = {}
+
+    @classmethod
+    def of(cls, names: Sequence[str], nodes: Lookup[NodeState]) -> NodeTable:
+        table = cls(len(names))
+        for name in names:
+            state = nodes.get(name)
+            if state is not None:
+                table[name] = state
+        return table
+
+    def get(self, name: str, default: NodeState | None = None, /) -> NodeState | None:  # type: ignore[override]
+        row = self._rows.get(name)
+        return default if row is None else self._states[row]
+
+    def __getitem__(self, name: str) -> NodeState:
+        state = self._states[self._rows[name]]
+        assert state is not None
+        return state
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._rows
+
+    def __setitem__(self, name: str, state: NodeState) -> None:
+        row = self._rows.get(name)
+        if row is None:
+            row = self._vacant.pop() if self._vacant else self._new_row()
+            self._rows[name] = row
+        self._states[row] = state
+        info, free, p = state.info, state.free, state.packing
+        self.ints[row] = (
+            self._intern_environment(info.compute_environment),
+            self._intern_kind(state.kind),
+            info.unschedulable,
+            info.draining,
+            state.job_pods,
+            state.gang_pods,
+            free.cpu_milli,
+            free.memory,
+            free.gpu,
+        )
+        self.floats[row] = (
+            p.cpu_used,
+            p.cpu_per_unit,
+            p.memory_used,
+            p.memory_per_unit,
+            p.gpu_used,
+            p.gpu_per_unit,
+            p.resources,
+        )
+
+    def pop(self, name: str, default: NodeState | None = None) -> NodeState | None:
+        row = self._rows.pop(name, None)
+        if row is None:
+            return default
+        state, self._states[row] = self._states[row], None
+        self._vacant.append(row)
+        return state
+
+    def rows(self, names: Sequence[str]) -> IntArray:
+        """Each name's row, -1 for a node not in the table (dict lookups done in C)."""
+        return np.fromiter(
+            map(self._rows.get, names, repeat(-1, len(names))), dtype=np.int64, count=len(names)
+        )
+
+    def state(self, row: int) -> NodeState:
+        state = self._states[row]
+        assert state is not None
+        return state
+
+    def _new_row(self) -> int:
+        row = len(self._states)
+        self._states.append(None)
+        if row == len(self.ints):
+            self.ints = np.concatenate([self.ints, np.zeros_like(self.ints)])
+            self.floats = np.concatenate([self.floats, np.zeros_like(self.floats)])
+        return row
+
+    def _intern_environment(self, environment: str | None) -> int:
+        code = self._environment_codes.get(environment)
+        if code is None:
+            code = self._environment_codes[environment] = len(self.environments)
+            self.environments.append(environment)
+        return code
+
+    def _intern_kind(self, kind: tuple[str | None, str | None, bool]) -> int:
+        code = self._kind_codes.get(kind)
+        if code is None:
+            code = self._kind_codes[kind] = len(self.kinds)
+            self.kinds.append(kind)
+        return code
+
+
 class RejectKind(enum.StrEnum):
     """Why a node was filtered out; the values are the bounded metric label. (A StrEnum:
     it hashes as fast as a str, and the filter loop counts by it.)"""
@@ -180,6 +311,11 @@ class FilterVerdict:
     rejected: dict[RejectKind, int]  # how many nodes each kind of reason filtered out
 
 
+# The slots of filter's reasons, in the order the checks run (the first failing check's
+# reason is the node's); the environments' reasons follow them.
+_KEPT, _UNKNOWN, _CORDONED_SLOT, _DRAINING_SLOT, _OCCUPIED, _RESOURCES = range(6)
+
+
 def filter_nodes(
     pod: PodInfo,
     names: Iterable[str],
@@ -189,67 +325,104 @@ def filter_nodes(
     *,
     gang_unplaced: int | None = None,
     gang_group: GangGroup | None = None,
+    best_only: bool = False,
 ) -> FilterVerdict:
     """`gang_unplaced`: for a multi-node job's pod, how many of its pods have no node yet
     (this one included): unless that many nodes fit in one (CE, zone), none is kept. None:
     not checked (a bind checks one node). `gang_group`: the (CE, zone) of the nodes its
-    placed pods have, if any: only nodes there are kept."""
+    placed pods have, if any: only nodes there are kept. `best_only`: of the nodes that
+    pass, keep only those `score_nodes` scores highest."""
     if pod.queue is None:
         return FilterVerdict(list(names), {}, {}, {})
     queue = queues.get(pod.queue)
     if queue is None:
         missing = dict.fromkeys(names, f"queue {pod.queue} does not exist")
         return FilterVerdict([], {}, missing, {RejectKind.UNKNOWN_QUEUE: len(missing)})
-    in_queue = frozenset(queue.compute_environments)
-    by_environment: dict[str | None, Rejection | None] = {}
-    request = pod.requests
-    cpu, memory, gpu = request.cpu_milli, request.memory, request.gpu
-    kept: list[str] = []
-    failed: dict[str, str] = {}
-    unresolvable: dict[str, str] = {}
-    rejected: dict[RejectKind, int] = {}
+    names = names if isinstance(names, list) else list(names)
+    table = nodes if isinstance(nodes, NodeTable) else NodeTable.of(names, nodes)
+    rows = table.rows(names)
+    known = rows >= 0
+    columns = table.ints[np.where(known, rows, 0)]
     gang = pod.gang_size is not None
-    groups: dict[GangGroup, list[str]] = {}  # with gang_unplaced: the kept nodes by group
-    # The hot loop of the extender: per node, a few dict lookups and comparisons.
-    for name in names:
-        state = nodes.get(name)
-        rejection: Rejection | None
-        if state is None:
-            rejection = _UNKNOWN_NODE
+    request = pod.requests
+    # Each candidate's reason slot (0: kept): the checks from last to first, so that the
+    # first one a node fails writes last.
+    slot = np.zeros(len(names), dtype=np.int64)
+    fits = (
+        (columns[:, _FREE_CPU] >= request.cpu_milli)
+        & (columns[:, _FREE_MEMORY] >= request.memory)
+        & (columns[:, _FREE_GPU] >= request.gpu)
+    )
+    slot[~fits] = _RESOURCES
+    slot[columns[:, _JOB_PODS if gang else _GANG_PODS] > 0] = _OCCUPIED
+    slot[columns[:, _DRAINING_COL] > 0] = _DRAINING_SLOT
+    slot[columns[:, _CORDONED_COL] > 0] = _CORDONED_SLOT
+    reasons: list[Rejection | None] = [
+        None,
+        _UNKNOWN_NODE,
+        _CORDONED,
+        _DRAINING,
+        _NOT_EMPTY if gang else _GANG_NODE,
+        None,  # per node: see _resource_rejection
+    ]
+    in_queue = frozenset(queue.compute_environments)
+    environment_slots = []
+    for environment in table.environments:
+        rejection = _environment_rejection(environment, queue, in_queue, environments)
+        environment_slots.append(len(reasons) if rejection is not None else _KEPT)
+        if rejection is not None:
+            reasons.append(rejection)
+    by_environment = np.array(environment_slots, dtype=np.int64)[columns[:, _ENV]]
+    slot = np.where(by_environment != _KEPT, by_environment, slot)
+    slot[~known] = _UNKNOWN
+    verdict = FilterVerdict([], {}, {}, {})
+    kept_rows = rows[:0]
+    counts = np.bincount(slot, minlength=len(reasons)).tolist()
+    for which in (i for i, count in enumerate(counts) if count):
+        if which == _KEPT:
+            chosen = slot == _KEPT
+            verdict.kept.extend(compress(names, chosen.tolist()))
+            kept_rows = rows[chosen]
+        elif which == _RESOURCES:
+            at = np.flatnonzero(slot == _RESOURCES).tolist()
+            for rejection, rejected in _resource_rejections(request, table, names, rows, at):
+                _reject_or_keep(verdict, rejected, rejection)
         else:
-            info = state.info
-            environment = info.compute_environment
-            if environment in by_environment:
-                rejection = by_environment[environment]
-            else:
-                rejection = _environment_rejection(environment, queue, in_queue, environments)
-                by_environment[environment] = rejection
-            if rejection is None:
-                free = state.free
-                if info.unschedulable:
-                    rejection = _CORDONED
-                elif info.draining:
-                    rejection = _DRAINING
-                elif state.job_pods if gang else state.gang_pods:
-                    rejection = _NOT_EMPTY if gang else _GANG_NODE
-                elif cpu <= free.cpu_milli and memory <= free.memory and gpu <= free.gpu:
-                    kept.append(name)
-                    if gang_unplaced is not None:
-                        groups.setdefault((environment, info.zone), []).append(name)
-                    continue
-                else:
-                    rejection = _resource_rejection(request, state)
-        if rejection.resolvable:
-            failed[name] = rejection.message
-        else:
-            unresolvable[name] = rejection.message
-        rejected[rejection.kind] = rejected.get(rejection.kind, 0) + 1
+            rejected = list(compress(names, (slot == which).tolist()))
+            _reject_or_keep(verdict, rejected, reasons[which])
     if gang_unplaced is not None:
-        verdict = FilterVerdict([], failed, unresolvable, rejected)
+        groups: dict[GangGroup, list[str]] = {}
+        for name in verdict.kept:
+            info = table[name].info
+            groups.setdefault((info.compute_environment, info.zone), []).append(name)
+        verdict = FilterVerdict([], verdict.failed, verdict.unresolvable, verdict.rejected)
         for there, rejection in _gang_groups(queue, groups, gang_unplaced, gang_group):
             _reject_or_keep(verdict, there, rejection)
-        return verdict
-    return FilterVerdict(kept, failed, unresolvable, rejected)
+        kept_rows = table.rows(verdict.kept)
+    if best_only and len(verdict.kept) > 1:
+        # What score_nodes scores highest: the best tier's fullest nodes. kube-scheduler
+        # then needs no prioritize call; among these its own scoring plugins choose, as
+        # they broke ties between equal scores before (docs/decisions/0011).
+        highest = _highest(pod, queue, kept_rows, table, environments)
+        verdict.kept[:] = compress(verdict.kept, highest.tolist())
+    return verdict
+
+
+def _resource_rejections(
+    request: Resources, table: NodeTable, names: list[str], rows: IntArray, at: list[int]
+) -> Iterable[tuple[Rejection, list[str]]]:
+    """The candidates at `at` (the request does not fit them), by reason; nodes with the
+    same room share one."""
+    by_room: dict[tuple[Resources, Resources], Rejection] = {}
+    out: dict[Rejection, list[str]] = {}
+    for i, row in zip(at, rows[at].tolist(), strict=True):
+        state = table.state(row)
+        room = (state.free, state.info.allocatable)
+        rejection = by_room.get(room)
+        if rejection is None:
+            rejection = by_room[room] = _resource_rejection(request, state)
+        out.setdefault(rejection, []).append(names[i])
+    return out.items()
 
 
 def _gang_groups(
@@ -352,38 +525,83 @@ def score_nodes(
     queue = queues.get(pod.queue) if pod.queue is not None else None
     if queue is None:
         return [(name, 0) for name in names]
-    names = list(names)
-    states = [nodes.get(name) for name in names]
-    # A node's tier depends only on its kind: find the tiers present, then their bands.
+    names = names if isinstance(names, list) else list(names)
+    table = nodes if isinstance(nodes, NodeTable) else NodeTable.of(names, nodes)
+    scores = _scores(pod, queue, table.rows(names), table, environments)
+    return list(zip(names, scores.tolist(), strict=True))
+
+
+def _scores(
+    pod: PodInfo,
+    queue: JobQueue,
+    rows: IntArray,
+    table: NodeTable,
+    environments: Lookup[ComputeEnvironment],
+) -> IntArray:
+    """Each row's score (0 for -1, a node not in the table)."""
+    known = rows >= 0
+    safe = np.where(known, rows, 0)
+    kinds = table.ints[safe, _KIND]
+    low, width = _kind_bands(pod, queue, kinds[known], table, environments)
+    lows = low[kinds]
+    scores = np.floor(lows + _utilization(pod, safe, table) * width[kinds]).astype(np.int64)
+    return np.where(known & (lows >= 0), scores, 0)
+
+
+def _highest(
+    pod: PodInfo,
+    queue: JobQueue,
+    rows: IntArray,
+    table: NodeTable,
+    environments: Lookup[ComputeEnvironment],
+) -> npt.NDArray[np.bool_]:
+    """Which rows (all in the table) `_scores` scores highest. Only the best tier's rows
+    can (each tier has a band of its own), so only theirs are packed."""
+    kinds = table.ints[rows, _KIND]
+    low, width = _kind_bands(pod, queue, kinds, table, environments)
+    lows = low[kinds]
+    best: npt.NDArray[np.bool_] = lows == lows.max()
+    scores = np.floor(lows[best] + _utilization(pod, rows[best], table) * width[kinds[best]])
+    best[best] = scores == scores.max()
+    return best
+
+
+def _kind_bands(
+    pod: PodInfo,
+    queue: JobQueue,
+    kinds: IntArray,
+    table: NodeTable,
+    environments: Lookup[ComputeEnvironment],
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """By kind code, the band (low, high) of its tier among the tiers of `kinds`, as
+    (low + 0.5, high - low): score = ⌊low + 0.5 + utilization × width⌋; a low of -1: not
+    eligible. A node's tier depends only on its kind."""
     tier = _tiers(pod, queue, environments)
-    kinds = {state.kind for state in states if state is not None}
-    tier_of_kind = {kind: tier(*kind) for kind in kinds}
+    present = np.flatnonzero(np.bincount(kinds, minlength=len(table.kinds))).tolist()
+    tier_of_kind = {kind: tier(*table.kinds[kind]) for kind in present}
     tiers = sorted({code for code in tier_of_kind.values() if code is not None})
     bands = dict(zip(tiers, _bands(len(tiers)), strict=True))
-    # Each band (low, high) as (low + 0.5, high - low): score = int(low + 0.5 + u * width).
-    band_of_kind = {
-        kind: (bands[code][0] + 0.5, bands[code][1] - bands[code][0])
-        for kind, code in tier_of_kind.items()
-        if code is not None
-    }
+    low = np.full(max(len(table.kinds), 1), -1.0)
+    width = np.zeros(len(low))
+    for kind, code in tier_of_kind.items():
+        if code is not None:
+            low[kind] = bands[code][0] + 0.5
+            width[kind] = bands[code][1] - bands[code][0]
+    return low, width
+
+
+def _utilization(pod: PodInfo, rows: IntArray, table: NodeTable) -> npt.NDArray[np.float64]:
+    """The utilization after placement: the mean over the node's resources of the share
+    in use, each capped at 1 (in the order of the module doc's formula: the same floats)."""
     request = pod.requests
-    cpu, memory, gpu = request.cpu_milli, request.memory, request.gpu
-    scores: list[tuple[str, int]] = []
-    # The hot loop: per node two lookups and the utilization after placement (the mean over
-    # the node's resources of the share in use, each capped at 1), inlined.
-    for name, state in zip(names, states, strict=True):
-        band = band_of_kind.get(state.kind) if state is not None else None
-        if state is None or band is None:
-            scores.append((name, 0))
-            continue
-        p = state.packing
-        c = p.cpu_used + cpu * p.cpu_per_unit
-        m = p.memory_used + memory * p.memory_per_unit
-        g = p.gpu_used + gpu * p.gpu_per_unit
-        total = (c if c < 1.0 else 1.0) + (m if m < 1.0 else 1.0) + (g if g < 1.0 else 1.0)
-        utilization = total / p.resources if p.resources else 0.0
-        scores.append((name, int(band[0] + utilization * band[1])))
-    return scores
+    p = table.floats[rows]
+    cpu = np.minimum(p[:, 0] + request.cpu_milli * p[:, 1], 1.0)
+    memory = np.minimum(p[:, 2] + request.memory * p[:, 3], 1.0)
+    gpu = np.minimum(p[:, 4] + request.gpu * p[:, 5], 1.0)
+    resources = p[:, 6]
+    out = np.zeros(len(rows))
+    np.divide(cpu + memory + gpu, resources, out=out, where=resources > 0)
+    return out
 
 
 def _tiers(

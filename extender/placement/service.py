@@ -1,10 +1,12 @@
 """Ebb's extender: the verbs kube-scheduler calls, over the placement cache.
 
-filter and prioritize hand the cached snapshot to the pure decisions in `scoring`;
-bind POSTs the pod's Binding and counts the pod on its node (assumed) until the watch
-shows it there. A multi-node job's pods are held at bind, each counted on the node
-chosen for it, until every pod of the gang has one; then all are bound together (or,
-after `gang_hold` seconds, all released: see docs/decisions/0007-gang-placement.md).
+filter and prioritize hand the cached snapshot to the pure decisions in `scoring`
+(filter keeps only the nodes prioritize would score highest, so Ebb's stanza needs no
+prioritize; it is still served for one that names it); bind POSTs the pod's Binding and
+counts the pod on its node (assumed) until the watch shows it there. A multi-node job's
+pods are held at bind, each counted on the node chosen for it, until every pod of the
+gang has one; then all are bound together (or, after `gang_hold` seconds, all released:
+see docs/decisions/0007-gang-placement.md).
 """
 
 from __future__ import annotations
@@ -206,6 +208,7 @@ class EbbExtender:
             self._environments,
             gang_unplaced=unplaced,
             gang_group=group,
+            best_only=True,
         )
         for kind, count in verdict.rejected.items():
             _FILTERED.labels(kind.value).inc(count)

@@ -153,7 +153,8 @@ async def test_a_job_the_webhook_never_saw_runs_pods_stamped_as_the_webhook_stam
     kube_client: kube.KubeClient, namespace: str
 ) -> None:
     """Twins, one through the webhook, one created suspended and put in a queue later:
-    their pod templates carry the same labels, tolerations and schedulerName. Their names
+    their pod templates carry the same labels, tolerations, schedulerName and resources
+    (the batch-pod resource that sends their pods through Ebb's extender). Their names
     (a manual selector lets a Job's name pass 63 characters) differ past the 63rd, where
     the job-id label, a label value, ends."""
     stem = "twins-named-by-a-pipeline-that-puts-its-whole-run-into-the-names"
@@ -179,11 +180,14 @@ async def test_a_job_the_webhook_never_saw_runs_pods_stamped_as_the_webhook_stam
             template = done["spec"]["template"]
             labels = dict(template["metadata"]["labels"])
             assert labels.pop("twin") == twin
-            stamps.append(
-                (labels, template["spec"]["tolerations"], template["spec"].get("schedulerName"))
-            )
+            spec = template["spec"]
+            resources = [c.get("resources") for c in spec["containers"]]
+            stamps.append((labels, spec["tolerations"], spec.get("schedulerName"), resources))
         assert stamps[0] == stamps[1]
         assert stamps[0][0][keys.JOB_ID_LABEL] == stem[:63]
+        first = stamps[0][3][0]
+        assert first["requests"][keys.BATCH_POD_RESOURCE] == "1"
+        assert first["limits"][keys.BATCH_POD_RESOURCE] == "1"
 
 
 @pytest.mark.parametrize("webhook", [True, False], ids=["webhook", "created-without-webhook"])

@@ -8,11 +8,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
 
 from ebb import keys, kube
 from local_stack import builders
-from local_stack.harness import create_node, wait_for
+from local_stack.harness import Process, create_node, wait_for
 from local_stack.placement import (
     batch_pod,
     create_batch_node,
@@ -137,6 +138,66 @@ async def test_two_pods_that_fit_alone_do_not_share_a_node_with_room_for_one(
     assert "cpu" in await unschedulable(kube_client, namespace, waiting)
     await asyncio.sleep(2)
     assert await outcome() == [nodes[0]]
+
+
+async def extender_calls(daemon: Process) -> dict[str, float]:
+    """Requests Ebb's extender has served so far, by verb, from the daemon's /metrics."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{daemon.ops_url}/metrics") as resp,
+    ):
+        text = await resp.text()
+    calls = dict.fromkeys(("filter", "prioritize", "bind"), 0.0)
+    for line in text.splitlines():
+        if line.startswith("ebb_extender_requests_total{"):
+            labels, value = line.rsplit(" ", 1)
+            verb = labels.split('verb="', 1)[1].split('"', 1)[0]
+            calls[verb] += float(value)
+    return calls
+
+
+async def test_only_batch_pods_reach_the_extender_and_once_each(
+    kube_client: kube.KubeClient,
+    namespace: str,
+    nodes: list[str],
+    ebb_objects: list[tuple[kube.Resource, str]],
+    scheduler_daemon: Process,
+) -> None:
+    """kube-scheduler sends Ebb's extender only batch pods (their batch-pod resource is the
+    stanza's managed resource, which no node has and kube-scheduler's fit check skips),
+    and for each one filter and bind, no prioritize: filter keeps only the fullest of
+    two equal nodes. (Filter calls are not counted: other tests' pods, still waiting
+    while their namespaces go, are filtered meanwhile; they never bind.)"""
+    group = {"isolation.ebb.dev/group": namespace}
+    ce, queue = f"{namespace}-ce", f"{namespace}-q"
+    await create_environment(kube_client, ce)
+    await create_queue(kube_client, queue, ce)
+    ebb_objects += [(kube.COMPUTE_ENVIRONMENTS, ce), (kube.JOB_QUEUES, queue)]
+    batch = [f"{namespace}-batch-{i}" for i in range(2)]
+    regular = f"{namespace}-regular"
+    nodes += [*batch, regular]
+    for name in batch:
+        await create_batch_node(kube_client, name, ce, cpu="4")
+    await create_node(kube_client, regular, cpu="2", labels=group)
+    await wait_schedulable(kube_client, regular)
+    before = await extender_calls(scheduler_daemon)
+    for i in range(3):
+        await kube_client.create(kube.PODS, plain_pod(f"web-{i}", group), namespace)
+    assert [await node_of(kube_client, namespace, f"web-{i}") for i in range(3)] == [regular] * 3
+    after_plain = await extender_calls(scheduler_daemon)
+    assert (after_plain["bind"], after_plain["prioritize"]) == (
+        before["bind"],
+        before["prioritize"],
+    )
+    placed = []
+    for i in range(2):  # one by one: the second sees where the first went
+        await kube_client.create(kube.PODS, batch_pod(f"job-{i}", queue), namespace)
+        placed.append(await node_of(kube_client, namespace, f"job-{i}"))
+    assert placed[0] in batch
+    assert placed[1] == placed[0], "the fuller of two equal nodes"
+    after = await extender_calls(scheduler_daemon)
+    assert after["bind"] - before["bind"] == 2
+    assert after["prioritize"] == before["prioritize"]
 
 
 def daemon_set(name: str, group: str, tolerations: list[dict[str, str]]) -> dict[str, Any]:

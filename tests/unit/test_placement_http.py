@@ -108,7 +108,8 @@ async def test_node_objects_come_back_for_a_scheduler_without_node_cache(
     daemon: tuple[Daemon, TestClient],  # type: ignore[type-arg]
 ) -> None:
     _, client = daemon
-    sent = [raw_node("a", "spot"), raw_node("new", "spot", cpu="8")]  # "new": not cached yet
+    # "new": not cached yet; as roomy as "a", so both are as good and filter keeps both.
+    sent = [raw_node("a", "spot"), raw_node("new", "spot")]
     status, reply = await post(client, "filter", {"Pod": BATCH_POD, "Nodes": {"items": sent}})
     assert status == 200
     assert reply["NodeNames"] is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 
 from hypothesis import given
@@ -14,6 +15,7 @@ from extender.placement.scoring import (
     MAX_SCORE,
     FilterVerdict,
     NodeState,
+    NodeTable,
     RejectKind,
     filter_nodes,
     node_state,
@@ -300,6 +302,49 @@ def test_filter_partitions_the_candidates_and_keeps_only_nodes_that_may_take_the
         # Only "not now" reasons are resolvable: the node is unknown, or would fit if emptied.
         assert name not in nodes or p.requests.fits_in(nodes[name].info.allocatable)
     assert all(message for message in (*verdict.failed.values(), *verdict.unresolvable.values()))
+
+
+@given(scenarios())
+def test_filter_keeping_the_best_keeps_what_prioritize_scores_highest(scenario: Scenario) -> None:
+    """One extender call instead of two: with best_only, filter keeps exactly the nodes
+    that filter then prioritize scored highest (kube-scheduler's plugins chose among
+    those before and still do), and rejects the same nodes for the same reasons."""
+    p, names, nodes, queues, envs = scenario
+    full = filter_nodes(p, names, nodes, queues, envs)
+    best = filter_nodes(p, names, nodes, queues, envs, best_only=True)
+    assert (best.failed, best.unresolvable, best.rejected) == (
+        full.failed,
+        full.unresolvable,
+        full.rejected,
+    )
+    scored = score_nodes(p, full.kept, nodes, queues, envs)
+    top = max((score for _, score in scored), default=0)
+    assert best.kept == [name for name, score in scored if score == top]
+
+
+@given(scenarios(), st.randoms(use_true_random=False))
+def test_a_table_kept_through_changes_decides_as_a_fresh_one(
+    scenario: Scenario, rng: random.Random
+) -> None:
+    """The placement cache's table reuses the rows of deleted nodes and rewrites rows in
+    place: after any churn it gives the very verdicts and scores a plain dict gives."""
+    p, names, nodes, queues, envs = scenario
+    table = NodeTable(1)
+    order = list(nodes)
+    for _ in range(3):
+        rng.shuffle(order)
+        for name in order:
+            table[name] = nodes[rng.choice(order)]  # another node's state, rewritten later
+        for name in rng.sample(order, len(order) // 2):
+            table.pop(name)
+    for name in order:
+        table[name] = nodes[name]
+    assert dict(table) == nodes
+    for best_only in (False, True):
+        assert filter_nodes(p, names, table, queues, envs, best_only=best_only) == filter_nodes(
+            p, names, nodes, queues, envs, best_only=best_only
+        )
+    assert score_nodes(p, names, table, queues, envs) == score_nodes(p, names, nodes, queues, envs)
 
 
 def _tier_inputs(p: PodInfo, state: NodeState, q: JobQueue) -> tuple[int, bool, str | None]:

@@ -95,10 +95,14 @@ profiles:
 - schedulerName: ebb-scheduler
 extenders:
 - urlPrefix: https://{{ include "ebb.schedulerHost" . }}:8443/scheduler
+  # filter keeps only the nodes Ebb prefers: no prioritizeVerb (docs/decisions/0011).
   filterVerb: filter
-  prioritizeVerb: prioritize
   bindVerb: bind
-  weight: 5
+  # Only batch pods reach the extender: Ebb's webhook gives each one ebb.dev/batch-pod,
+  # which no node advertises (ignoredByScheduler: kube-scheduler's fit check skips it).
+  managedResources:
+  - name: ebb.dev/batch-pod
+    ignoredByScheduler: true
   enableHTTPS: true
   # Its client certificate (from Ebb's CA, in the Secret the scheduler daemon keeps
   # and renews: --scheduler-client-secret); client-go rereads files given as
