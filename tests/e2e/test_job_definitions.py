@@ -82,7 +82,13 @@ async def test_submit_against_a_definition_with_parameters_overrides_and_revisio
         template = job["spec"]["template"]
         container = template["spec"]["containers"][0]
         assert container["args"] == ["s3://bucket/a.fastq", "--threads=2"]
-        assert container["resources"]["requests"] == {"cpu": "500m", "memory": "256Mi"}
+        # The definition's vCPUs and memory, and the stamp that sends a batch pod to Ebb's
+        # extender (docs/decisions/0011).
+        assert container["resources"]["requests"] == {
+            "cpu": "500m",
+            "memory": "256Mi",
+            keys.BATCH_POD_RESOURCE: "1",
+        }
         assert template["metadata"]["annotations"]["team"] == "genomics"
         ann = job["metadata"]["annotations"]
         assert orjson.loads(ann[keys.RETRY_STRATEGY]) == {"attempts": 2}
