@@ -78,7 +78,6 @@ async def test_ready_follows_environments_queues_and_policies(
         f"compute environment(s) {ce} can run its jobs"
         in (await condition(kube_client, JQ, q))[0]["message"]
     )
-    since = (await condition(kube_client, CE, ce))[0]["lastTransitionTime"]
 
     # An UNMANAGED environment (your nodes) is Ready too, and VALID as in AWS Batch.
     unmanaged = f"{ce}-own"
@@ -100,7 +99,9 @@ async def test_ready_follows_environments_queues_and_policies(
     await wait_for(lambda: reads(kube_client, CE, ce, "Ready", "False", "Invalid"), 30)
     ready, _ = await condition(kube_client, CE, ce)
     assert "subnets: not found in EC2: subnet-0000dead" in ready["message"]
-    assert ready["lastTransitionTime"] != since  # it went False
+    # It went False (lastTransitionTime has whole seconds: it can equal the earlier one when Ready
+    # went True and then False within one second, so the time is not compared here; the
+    # unit tests of ebb/conditions.py check when it moves).
     assert (await condition(kube_client, CE, ce, "CapacityAvailable"))[0]["status"] == "False"
     await wait_for(
         lambda: ready_says(kube_client, JQ, q, f"{ce} is INVALID (subnets: not found in EC2"), 30
