@@ -91,10 +91,13 @@ class JobInfo:
 
     @property
     def remaining(self) -> int:
-        """Pods still to run to completion (an upper bound on pods it can use)."""
+        """Pods still to run to completion (an upper bound on pods it can use): not the
+        children that succeeded, nor those failed for good, which the Job controller never
+        runs again (backoffLimitPerIndex)."""
         if self.completions is None:  # done as soon as one pod succeeds
             return self.parallelism if self.succeeded == 0 else 0
-        return max(self.completions - self.succeeded, 0)
+        failed = len(parse_index_ranges(self.failed_indexes)) if self.failed_indexes else 0
+        return max(self.completions - self.succeeded - failed, 0)
 
     @property
     def admitted(self) -> bool:

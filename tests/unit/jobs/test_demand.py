@@ -52,3 +52,20 @@ def test_an_admitted_single_job_holds_its_pod_and_wants_no_more() -> None:
     info = job("a", suspend=False)
     d = admitted_demand(info, "", active=0, bound={}, now=0.0)
     assert (d.granted, d.want, d.elastic) == (1, 1, False)
+
+
+def test_an_array_holds_nothing_for_children_that_failed_for_good() -> None:
+    """A child whose retries are used up (its index in status.failedIndexes) is never run
+    again by the Job controller: its capacity goes to others, as AWS Batch frees it."""
+    info = dataclasses.replace(
+        job("a", completions=10, parallelism=10, indexed=True, suspend=False),
+        requested_parallelism=10,
+        succeeded=5,
+        failed_indexes="1,3-4",
+    )
+    d = admitted_demand(info, "s", active=2, bound={"ce": 2}, now=100.0)
+    assert (d.granted, d.want) == (2, 2)
+    waiting = waiting_demand(dataclasses.replace(info, suspended=True), "s", now=100.0)
+    assert waiting is not None and waiting.want == 2
+    every_child_ended = dataclasses.replace(info, failed_indexes="0-4")
+    assert waiting_demand(dataclasses.replace(every_child_ended, suspended=True), "", 0.0) is None

@@ -350,3 +350,19 @@ def test_every_state_reconcile_publishes_is_a_transition_of_the_state_machine() 
         assert new is not None and allowed(published, new), (published, new, status)
         published = new
     assert published is State.SUCCEEDED
+
+
+def test_an_array_s_children_failed_for_good_free_their_capacity() -> None:
+    """Children 0-2 of a 4-child array used up their retries (status.failedIndexes) and
+    child 3 runs: the array holds one vCPU, so a job waiting for three is admitted."""
+    array = job(
+        "array",
+        suspend=False,
+        completions=4,
+        parallelism=4,
+        indexed=True,
+        status={"active": 1, "failed": 3, "failedIndexes": "0-2"},
+    )
+    waiting = job("next", cpu="3")
+    out = reconcile(snapshot(array, waiting, pods={"ns/array": [pod("array", "a-3", index=3)]}))
+    assert out.admit == {"ns/next": 1}
