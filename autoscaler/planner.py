@@ -27,7 +27,10 @@ A multi-node job's pod is exclusive (the extender places it only on a node with 
 Job's pod, and nothing beside it): it takes existing room only where nothing else is or
 is planned, and each gets a new instance of its own, the best-ranked type it fits. A
 multi-node job's pods get capacity all together or not at all (maxvCpus cuts before its
-first pod, never inside it): placement waits for all of them anyway.
+first pod, never inside it): placement waits for all of them anyway. A gang goes to the
+one environment and zone `ebb.gang_site` chooses (the extender's filter places it by the
+same rule): empty nodes that hold it whole first, else the first environment that holds
+it whole with its empty nodes in one zone and what it can still launch there.
 
 GPU pods only go to types with NVIDIA GPUs; CPU pods never go to types with GPUs.
 """
@@ -37,8 +40,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 from ebb.catalog import UNKNOWN_BUCKET, InstanceType
+from ebb.gang_site import Site, choose_site
 from ebb.model import ComputeEnvironment
 from ebb.resources import Resources
 
@@ -159,6 +164,7 @@ class _Group:
     zone: str = ""  # a gang on existing room: the room's zone, where the rest must launch
     done: int = 0  # pods of `keys` (from the front) already provided for
     on_room: list[tuple[str, int]] = field(default_factory=list)  # (node, pods) of room taken
+    passed_over: list[str] = field(default_factory=list)  # a gang: why each environment did not
 
     @property
     def left(self) -> int:
@@ -172,7 +178,7 @@ def plan_launches(
 ) -> LaunchPlan:
     groups = _group(pods)
     pending = routed_pods(pods)
-    _use_existing_room(groups, room)
+    _use_existing_room(groups, room, environments)
     waiting: dict[str, str] = {}
     blocked: dict[str, str] = {}
     launches: list[Launch] = []
@@ -196,9 +202,15 @@ def plan_launches(
             launches.extend(env_launches)
             old_vcpus, old_gpus = used.get(name, (0, 0))
             used[name] = (old_vcpus + vcpus, old_gpus + gpus)
+        for name, routed in by_env.items():
+            for g in routed:
+                if g.gang and g.left:
+                    g.passed_over.append(f"{name}: {waiting[g.keys[g.done]]}")
     for g in groups:
         if g.left and not g.environments:
             _wait([g], "its queue has no compute environment", waiting)
+        elif len(g.passed_over) > 1:  # a gang no environment holds whole: why, in each
+            _wait([g], "; ".join(g.passed_over), waiting)
     _all_or_nothing(groups, waiting)
     for env in environments.values():
         launches.extend(_keep_min_vcpus(env, used.get(env.name, (0, 0))[0]))
@@ -298,7 +310,9 @@ class _Free:
     zone: str
 
 
-def _use_existing_room(groups: Sequence[_Group], room: Sequence[Room]) -> None:
+def _use_existing_room(
+    groups: Sequence[_Group], room: Sequence[Room], environments: Mapping[str, Environment]
+) -> None:
     """Place pods on existing room (recorded in each group's `on_room`). Exclusive pods
     first, in priority order: each needs a whole empty room, and a gang's in one zone;
     then the others, largest first."""
@@ -312,9 +326,10 @@ def _use_existing_room(groups: Sequence[_Group], room: Sequence[Room]) -> None:
         key=lambda g: (g.requests.gpu, g.requests.memory),
         reverse=True,
     )
+    spent: dict[str, tuple[int, int]] = {}  # environment -> (vCPUs, GPUs) gangs will launch
     for g in groups:
         if g.gang:
-            _use_empty_room(g, rooms)
+            _place_gang(g, rooms, environments, spent)
     for g in shared:
         for env in g.environments:
             for free in rooms.get(env, ()):
@@ -329,28 +344,95 @@ def _use_existing_room(groups: Sequence[_Group], room: Sequence[Room]) -> None:
                     g.on_room.append((free.node, k))
 
 
-def _use_empty_room(g: _Group, rooms: Mapping[str, list[_Free]]) -> None:
-    """A gang's pods, one on each empty room that fits one, all in one environment and
-    one zone (where the rest must launch): the first of its environments with such
-    room, then its zone with the most (as the extender's filter places a gang)."""
-    for env in g.environments:
-        by_zone: dict[str, list[_Free]] = {}
-        for free in rooms.get(env, ()):
+def _place_gang(
+    g: _Group,
+    rooms: Mapping[str, list[_Free]],
+    environments: Mapping[str, Environment],
+    spent: dict[str, tuple[int, int]],
+) -> None:
+    """Pin a gang to the one environment and zone that can hold all of it (the rule of
+    `ebb.gang_site`, which the extender's filter places a gang by): a pod on each empty
+    room there that fits one, and the rest launched there. An environment that cannot
+    hold it whole is passed over, whatever empty room it has. With no such site the gang
+    is left to its environments in order, each of which says why it launches nothing."""
+    sites: list[Site] = []
+    empties: dict[tuple[str, str], list[_Free]] = {}
+    launches: dict[tuple[str, str], Offering] = {}
+    for name in g.environments:
+        env = environments.get(name)
+        if env is None or not env.spec.enabled:
+            continue  # the extender keeps none of its nodes: a gang uses none of its room
+        for free in rooms.get(name, ()):
             if free.empty and free.zone and _fit_count(free.room, free.pod_slots, g.requests):
-                by_zone.setdefault(free.zone, []).append(free)
-        if by_zone:
-            break
-    else:
+                empties.setdefault((name, free.zone), []).append(free)
+        for zone in [z for e, z in empties if e == name] + [""]:
+            empty = len(empties.get((name, zone), ()))
+            own, launchable = _gang_launch(env, g.requests, zone, spent.get(name, (0, 0)))
+            if own is not None:
+                launches[name, zone] = own
+            if empty or launchable:
+                sites.append(Site(name, zone or None, empty, launchable))
+    site = choose_site(g.environments, sites, g.left)
+    if site is None:
         return
-    zone, fitting = max(by_zone.items(), key=lambda item: len(item[1]))
-    g.zone = zone
-    g.environments = (env,)
-    for free in fitting[: g.left]:
+    g.environments = (site.environment,)
+    g.zone = site.zone or ""
+    for free in empties.get((site.environment, g.zone), [])[: g.left]:
         free.room -= g.requests
         free.pod_slots = 0  # nothing else goes beside an exclusive pod
         free.empty = False
         g.done += 1
         g.on_room.append((free.node, 1))
+    own = launches.get((site.environment, g.zone))
+    if g.left and own is not None:  # what its launch takes of the limits, for the next gangs
+        vcpus, gpus = spent.get(site.environment, (0, 0))
+        spent[site.environment] = (
+            vcpus + g.left * own.vcpus,
+            gpus + g.left * own.instance_type.nvidia_gpus,
+        )
+
+
+def _gang_launch(
+    env: Environment, need: Resources, zone: str, spent: tuple[int, int]
+) -> tuple[Offering | None, int]:
+    """The type `env` would launch in `zone` ("": any) for a gang's pods, as `_pack`
+    chooses it among the types under what is left of its limits, and how many of it
+    fit there; (None, 0) if it launches none."""
+    if _cannot_launch(env, env.name) is not None:
+        return None, 0
+    vcpus, gpus = _left_under_limits(env, spent)
+    strategy = env.spec.allocation_strategy
+    pool = [
+        o
+        for o in env.offerings
+        if _affordable(o, vcpus, gpus)
+        and (o.available or strategy == BEST_FIT)
+        and _eligible(o, need)
+        and _in_zone(o, zone)
+    ]
+    own = _own_instance(_distinct(pool, strategy), need, strategy)
+    if own is None:
+        return None, 0
+    count = vcpus // own.vcpus
+    if gpus is not None and own.instance_type.nvidia_gpus:
+        count = min(count, gpus // own.instance_type.nvidia_gpus)
+    return own, count
+
+
+def _left_under_limits(env: Environment, spent: tuple[int, int]) -> tuple[int, int | None]:
+    """(vCPUs, GPUs; None: no GPU limit) `env` may still launch, beside its instances and
+    the `spent` already planned."""
+    vcpus = env.spec.max_vcpus - env.vcpus - spent[0]
+    gpus = env.spec.max_gpus - env.gpus - spent[1] if env.spec.max_gpus is not None else None
+    return vcpus, gpus
+
+
+def _affordable(o: Offering, vcpus: int, gpus: int | None) -> bool:
+    """Whether one instance of `o` fits under `vcpus` (and `gpus`) left. A type bigger
+    than what is left under maxvCpus can never be launched: left in, a strategy that
+    ranks it first (capacity-optimized ranks a big type in a quiet pool above every
+    small one) would leave nothing to launch at all."""
+    return o.vcpus <= vcpus and (gpus is None or o.instance_type.nvidia_gpus <= gpus)
 
 
 # --- one environment --------------------------------------------------------------------
@@ -372,19 +454,9 @@ def _plan_environment(
     waiting: dict[str, str],
     blocked: dict[str, str],
 ) -> tuple[list[Launch], int, int]:
-    spent_vcpus, spent_gpus = used.get(env.name, (0, 0))
-    budget_vcpus = env.spec.max_vcpus - env.vcpus - spent_vcpus
-    budget_gpus = (
-        env.spec.max_gpus - env.gpus - spent_gpus if env.spec.max_gpus is not None else None
-    )
+    budget_vcpus, budget_gpus = _left_under_limits(env, used.get(env.name, (0, 0)))
     limit = f"maxvCpus {env.spec.max_vcpus} of {env.name} reached"
-
-    def affordable(o: Offering) -> bool:
-        # A type bigger than what is left under maxvCpus can never be launched here: left
-        # in, a strategy that ranks it first (capacity-optimized ranks a big type in a
-        # quiet pool above every small one) would leave nothing to launch at all.
-        gpus = o.instance_type.nvidia_gpus
-        return o.vcpus <= budget_vcpus and (budget_gpus is None or gpus <= budget_gpus)
+    affordable = partial(_affordable, vcpus=budget_vcpus, gpus=budget_gpus)
 
     # BEST_FIT does not move on to other types when its pick is unavailable: it waits.
     candidates = tuple(

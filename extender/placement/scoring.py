@@ -64,6 +64,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ebb import keys
+from ebb.gang_site import Site, choose_site
 from ebb.model import ComputeEnvironment, JobQueue, NodeInfo, PodInfo, Toleration
 from ebb.resources import ZERO, Resources
 
@@ -434,8 +435,9 @@ def _gang_groups(
     """The nodes a gang's pod fits, group by group, each with why it is not kept (None:
     kept): all or nothing, in one group with a node for each unplaced pod, so no pod of
     the gang takes a node before all can, and all go to one CE and zone. The group its
-    placed pods are in, else the first of the queue's CEs, then the zone with the most
-    nodes (as the autoscaler's planner fills empty room for a gang)."""
+    placed pods are in, else the one `ebb.gang_site` chooses from the empty nodes (the
+    rule the autoscaler's planner launches for a gang by): the first of the queue's CEs
+    with enough in one zone, then its zone with the most."""
     rank = {environment: i for i, environment in enumerate(queue.compute_environments)}
     ordered = sorted(groups, key=lambda g: (rank.get(g[0] or "", 0), -len(groups[g]), g[1] or ""))
     need = f"multi-node job needs {unplaced} empty nodes"
@@ -445,7 +447,12 @@ def _gang_groups(
         fit = len(groups.get(placed_in, ()))
         short = f"{need} for its {unplaced} unplaced pods in {where}; {fit} empty nodes fit there"
     else:
-        chosen = next((g for g in ordered if len(groups[g]) >= unplaced), None)
+        site = choose_site(
+            queue.compute_environments,
+            (Site(env, zone, len(groups[env, zone])) for env, zone in ordered if env),
+            unplaced,
+        )
+        chosen = (site.environment, site.zone) if site is not None else None
         where = (
             f"{_where(chosen)}: the first of its queue's environments with {unplaced} empty "
             "nodes that fit in one zone"

@@ -18,6 +18,7 @@ from local_stack.aws import (
     LocalAws,
     batch_job,
     compute_environment,
+    environment_nodes,
     events_of,
     insufficient_capacity,
     job_succeeded,
@@ -359,6 +360,63 @@ async def test_a_gang_never_spans_two_environments_of_its_queue(
         )
     for ce in (a, b):
         await wait_for(partial(scaled_to_zero, kube_client, local_aws, ce), 60, message="to zero")
+
+
+async def test_a_gang_passes_over_an_environment_that_cannot_hold_it_whole(
+    cluster: LocalCluster,
+    kube_client: kube.KubeClient,
+    namespace: str,
+    local_aws: LocalAws,
+    setup: Any,
+) -> None:
+    """A queue on environments A then B. A keeps one c6i.xlarge warm (minvCpus = maxvCpus
+    = 4): an empty node one pod of the gang would fit, and nothing more to launch. B can
+    launch the whole gang of 2, and it runs there, whole (AWS Batch runs a multi-node
+    job in one environment, the first of its queue's that can run it); A's warm node is
+    left alone and A is never said to be out of vCPUs for it."""
+    a, b = name("warm-a"), name("then-b")
+    warm = environment(local_aws, a, 4)
+    warm["spec"]["minvCpus"] = 4
+    await setup(kube.COMPUTE_ENVIRONMENTS, warm)
+    await setup(kube.COMPUTE_ENVIRONMENTS, environment(local_aws, b, 16))
+    queue = f"{a}-both-q"
+    await setup(kube.JOB_QUEUES, job_queue(queue, a, b))
+
+    async def warm_node() -> str | None:
+        nodes = await environment_nodes(kube_client, a)
+        return nodes[0]["metadata"]["name"] if len(nodes) == 1 else None
+
+    warm_name = await wait_for(warm_node, 60, message=f"{a}'s warm node (minvCpus)")
+    (warm_instance,) = [i["InstanceId"] for i in local_aws.instances(a)]
+    body = gang_job("mpi", queue, 2, run_seconds=20)
+    del body["spec"]["template"]["spec"]["nodeSelector"]  # free to go to A or B
+    await kube_client.create(kube.JOBS, body, namespace)
+    await wait_state(kube_client, namespace, "mpi", "RUNNING", timeout=90)
+    b_nodes = {n["metadata"]["name"] for n in await environment_nodes(kube_client, b)}
+    pods = await pods_of(kube_client, namespace, "mpi")
+    assert {p["spec"].get("nodeName") for p in pods} == b_nodes and len(b_nodes) == 2, pods
+    why = kubectl_ebb(cluster, "why", "mpi", "-n", namespace)
+    for node in b_nodes:
+        assert f"Running on {node}" in why, why
+    assert warm_name not in why, why
+    gang = f"multi-node job {namespace}/mpi"
+    launched = [e["message"] for e in await events_of(kube_client, b) if e["reason"] == "Launched"]
+    assert [m for m in launched if gang in m and m.startswith("launched 2 x c6i.xlarge")], launched
+    assert not [e for e in await events_of(kube_client, a) if gang in e["message"]]
+
+    async def a_available() -> dict[str, Any] | None:
+        status = (await kube_client.get(kube.COMPUTE_ENVIRONMENTS, a)).get("status") or {}
+        conditions = {c["type"]: c for c in status.get("conditions") or ()}
+        capacity: dict[str, Any] | None = conditions.get("CapacityAvailable")
+        return capacity if status.get("pendingPods") == 0 else None
+
+    capacity = await wait_for(a_available, 30, message=f"{a}'s status recounted")
+    assert capacity["status"] == "True", capacity  # not MaxvCpusReached: nothing waits on A
+    await wait_for(lambda: job_succeeded(kube_client, namespace, "mpi"), 60, message="mpi")
+    await wait_for(partial(scaled_to_zero, kube_client, local_aws, b), 60, message="B to zero")
+    # A as it was: its one warm instance and node, nothing launched or taken for the gang.
+    assert [i["InstanceId"] for i in local_aws.instances(a)] == [warm_instance]
+    assert [n["metadata"]["name"] for n in await environment_nodes(kube_client, a)] == [warm_name]
 
 
 async def test_a_gang_refused_for_lack_of_capacity_launches_nothing_partial_and_falls_back(

@@ -6,11 +6,15 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from autoscaler.environments import environment as planner_environment
+from autoscaler.planner import Environment, PendingPod, Room, plan_launches
 from ebb import keys
+from ebb.catalog import NodeOverheadSettings, shipped_catalog
 from ebb.jobspec import MultiNode, SpecError, parse_job_spec
+from ebb.model import ComputeEnvironment
 from ebb.resources import ZERO, Resources
 from extender.jobs.admission import CapacityLimit, Demand, NodeShape, QueueView, admit
 from extender.jobs.lifecycle import Code
@@ -215,3 +219,99 @@ def test_the_rest_of_a_gang_goes_where_its_first_pods_are() -> None:
     )
     there = gang_filter(nodes, 2, ("ce2", "a"))
     assert there.kept == ["ce2-a-0", "ce2-a-1", "ce2-a-2"]
+
+
+# --- the planner and the extender choose one site for a gang --------------------------
+
+# c6i.large (2 vCPUs) only: a gang pod of 1 vCPU takes one, empty or new.
+SITE_ENVIRONMENTS = ("a", "b")
+SITE_ZONES = ("us-east-1a", "us-east-1b")
+
+
+def _planner_environment(ce: str, max_vcpus: int, warm: int) -> Environment:
+    spec = ComputeEnvironment(
+        name=ce,
+        type="EC2",
+        max_vcpus=max_vcpus,
+        instance_types=("c6i.large",),
+        subnets=("subnet-a", "subnet-b"),
+        security_group_ids=("sg-1",),
+        instance_role="ebb-node",
+    )
+    subnets = dict(zip(("subnet-a", "subnet-b"), SITE_ZONES, strict=True))
+    catalog, overhead = shipped_catalog(), NodeOverheadSettings().node_overhead()
+    return planner_environment(spec, catalog, overhead, subnets, set(), vcpus=2 * warm, gpus=0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(1, 4),
+    st.tuples(st.integers(0, 3), st.integers(0, 3), st.integers(0, 3), st.integers(0, 3)),
+    st.tuples(st.integers(0, 6), st.integers(0, 6)),
+)
+def test_a_gang_goes_to_the_first_environment_that_holds_it_whole_in_both_daemons(
+    size: int, empty: tuple[int, int, int, int], headroom: tuple[int, int]
+) -> None:
+    """Queue a then b, each with empty c6i.large nodes in two zones (`empty`: a/1a, a/1b,
+    b/1a, b/1b) and room under maxvCpus for `headroom` more. The planner provides for
+    the gang exactly when an environment holds it whole (empty nodes in one zone, plus
+    launches there), in the first such environment (unless another's empty nodes hold it
+    already: nodes already up first), never in part, never in two zones; and when empty
+    nodes hold it, the extender's filter keeps the very (environment, zone) the planner
+    put it on."""
+    counts = dict(zip(((e, z) for e in SITE_ENVIRONMENTS for z in SITE_ZONES), empty, strict=True))
+    room = [
+        Room(e, Resources(1780, 2023 * 2**20), 27, f"{e}-{z}-{i}", empty=True, zone=z)
+        for (e, z), n in counts.items()
+        for i in range(n)
+    ]
+    environments = {
+        e: _planner_environment(e, 2 * (warm + extra), warm)
+        for e, extra in zip(SITE_ENVIRONMENTS, headroom, strict=True)
+        for warm in [counts[e, SITE_ZONES[0]] + counts[e, SITE_ZONES[1]]]
+    }
+    pending = [
+        PendingPod(f"ns/g-{i}", Resources(1000, GIB), SITE_ENVIRONMENTS, exclusive=True, job="ns/g")
+        for i in range(size)
+    ]
+    plan = plan_launches(environments, pending, room)
+    site_of = {r.node: (r.environment, r.zone) for r in room}
+    # What holds it, worked out here from the numbers alone.
+    whole_on_nodes = [(e, z) for (e, z), n in counts.items() if n >= size]
+    holds = [
+        e
+        for e, extra in zip(SITE_ENVIRONMENTS, headroom, strict=True)
+        if extra >= size or any(counts[e, z] + extra >= size for z in SITE_ZONES)
+    ]
+    sites = {site_of[node] for node in plan.awaited_nodes} | {
+        (x.environment, zone) for x in plan.launches for zone in x.zones
+    }
+    environments_used = {e for e, _ in sites}
+    if not holds:
+        assert set(plan.waiting) == {p.key for p in pending} and not sites, plan
+        return
+    assert not plan.waiting, plan
+    assert sum(x.pods for x in plan.launches) + plan.on_existing == size
+    expected = whole_on_nodes[0][0] if whole_on_nodes else holds[0]
+    assert environments_used == {expected}, (plan, holds, whole_on_nodes)
+    if plan.awaited_nodes:  # the rest launched beside them, in their zone
+        assert len({z for _, z in sites}) == 1, plan
+    # The extender, over the same empty nodes, with no launches to count on.
+    nodes = {
+        r.node: node_state(dataclasses.replace(node(r.node, r.environment), zone=r.zone), ZERO)
+        for r in room
+    }
+    member = dataclasses.replace(pod("m", "q"), gang_size=size, job_uid="job-g")
+    verdict = filter_nodes(
+        member,
+        list(nodes),
+        nodes,
+        {"q": queue("q", *SITE_ENVIRONMENTS)},
+        {e: environment(e) for e in SITE_ENVIRONMENTS},
+        gang_unplaced=size,
+    )
+    kept = {site_of[name] for name in verdict.kept}
+    if whole_on_nodes:
+        assert kept == sites and not plan.launches, (kept, plan)
+    else:
+        assert kept == set(), verdict

@@ -457,13 +457,13 @@ def test_a_gang_pod_takes_only_empty_room_and_nothing_goes_beside_it() -> None:
 
 
 def test_a_gang_is_planned_whole_or_not_at_all() -> None:
-    # maxvCpus 6: three c6i.large, not the four the gang needs; the room on the empty
-    # node is not taken either (the gang waits whole), and the plain pod behind it too.
+    # maxvCpus 6: three c6i.large, not the four the gang needs beside the empty node.
+    # The gang waits whole and takes none of that room; the plain pod behind it does.
     room = [Room("ce", Resources(4000, 16 * GI), 100, "empty", empty=True, zone="us-east-1a")]
     e = env(ce(max_vcpus=6))
     plan = plan_launches({"ce": e}, [*gang(5, priority=1), *pods(1)], room)
-    assert plan.launches == () and plan.on_existing == 0 and not plan.awaited_nodes
-    assert set(plan.waiting) == {f"ns/train-{i}" for i in range(5)} | {"ns/p0"}
+    assert plan.launches == () and plan.on_existing == 1 and plan.awaited_nodes == {"empty"}
+    assert set(plan.waiting) == {f"ns/train-{i}" for i in range(5)}
     assert set(plan.waiting.values()) == {"maxvCpus 6 of ce reached"}
     # A pod of higher priority gets its room first; the gang still waits whole.
     plan = plan_launches({"ce": e}, [*pods(1, cpu=2000, memory=4 * GI), *gang(3, priority=-1)])
@@ -515,15 +515,22 @@ def test_a_gang_on_existing_room_takes_it_in_one_zone_and_launches_the_rest_ther
     assert plan.awaited_nodes == {"b1", "b2"}  # the zone with the most of it
     (launch,) = plan.launches
     assert (launch.count, launch.zones, launch.reason) == (2, ("us-east-1b",), "multi-node-job")
-    # No capacity left in that zone for any type that fits: the gang waits whole, and
-    # the room it would have taken is left to scale-down (no idle node is held for it;
-    # once those nodes are gone it launches anew, in one zone).
+    # No capacity left in that zone for any type that fits: the other zone holds the
+    # gang (its one empty node and three launches there).
     refused = [Unavailable(t, "us-east-1b", "on-demand") for t in ("c6i.large", "m6i.large")]
     spec = ce(instance_types=("c6i.large", "m6i.large"))
     plan = plan_launches({"ce": env(spec, unavailable=refused)}, gang(4), room)
+    assert plan.awaited_nodes == {"a1"}
+    (launch,) = plan.launches
+    assert (launch.count, launch.zones) == (3, ("us-east-1a",))
+    # No capacity in either zone: the gang waits whole, and the room it would have taken
+    # is left to scale-down (no idle node is held for it; once those nodes are gone it
+    # launches anew, in one zone).
+    refused += [Unavailable(t, "us-east-1a", "on-demand") for t in ("c6i.large", "m6i.large")]
+    plan = plan_launches({"ce": env(spec, unavailable=refused)}, gang(4), room)
     assert plan.launches == () and not plan.awaited_nodes and plan.on_existing == 0
     assert set(plan.waiting.values()) == {
-        "no capacity available for it in ce in us-east-1b (insufficient capacity)"
+        "no capacity available for it in ce (insufficient capacity)"
     }
     # Room of unknown zone is never a gang's.
     plan = plan_launches({"ce": env(ce())}, gang(2), [empty("x", "")])
@@ -544,6 +551,74 @@ def test_a_gang_on_existing_room_stays_in_one_environment() -> None:
     assert plan.awaited_nodes == {"a1"}
     (launch,) = plan.launches
     assert (launch.environment, launch.count, launch.zones) == ("a", 2, ("us-east-1b",))
+
+
+def two_environment_gang(n: int) -> list[PendingPod]:
+    return [dataclasses.replace(p, environments=("a", "b")) for p in gang(n, memory=GI)]
+
+
+def warm(environment: str, node: str, zone: str = "us-east-1a") -> Room:
+    """An empty c6i.large that minvCpus keeps (room for one 1-vCPU gang pod)."""
+    return Room(environment, Resources(1780, 2023 * MIB), 27, node, empty=True, zone=zone)
+
+
+def test_a_gang_passes_over_an_environment_at_max_vcpus_whatever_empty_room_it_has() -> None:
+    """a: one warm node (minvCpus 2 = maxvCpus 2) where one pod of the gang would fit, and
+    nothing more to launch; b can launch the whole gang. It goes to b, whole: a cannot
+    hold it, and its warm node is not taken (AWS Batch runs a multi-node job's nodes in
+    one environment, trying them in order)."""
+    envs = {"a": env(ce("a", max_vcpus=2, min_vcpus=2), vcpus=2), "b": env(ce("b"))}
+    plan = plan_launches(envs, two_environment_gang(2), [warm("a", "warm-a")])
+    assert [(x.environment, x.count, x.pods) for x in plan.launches] == [("b", 2, 2)]
+    assert plan.launches[0].reason == "multi-node-job"
+    assert not plan.waiting and plan.on_existing == 0 and not plan.awaited_nodes
+    assert "a" not in plan.blocked  # a launches nothing for it: nothing waits on a
+
+
+def test_a_gang_stays_in_the_first_environment_when_its_headroom_holds_the_rest() -> None:
+    """a: maxvCpus 4, a warm c6i.large (2 vCPUs) empty. Room for one more c6i.large: a
+    gang of 2 takes the warm node and launches one beside it in its zone; a gang of 3
+    does not fit a (1 + 1), and goes to b whole."""
+    envs = {"a": env(ce("a", max_vcpus=4, min_vcpus=2), vcpus=2), "b": env(ce("b"))}
+    plan = plan_launches(envs, two_environment_gang(2), [warm("a", "warm-a")])
+    assert plan.awaited_nodes == {"warm-a"}
+    assert [(x.environment, x.count, x.zones) for x in plan.launches] == [("a", 1, ("us-east-1a",))]
+    plan = plan_launches(envs, two_environment_gang(3), [warm("a", "warm-a")])
+    assert not plan.awaited_nodes and not plan.waiting
+    assert [(x.environment, x.count) for x in plan.launches] == [("b", 3)]
+
+
+def test_a_gang_takes_a_later_environments_empty_nodes_that_hold_it_whole() -> None:
+    """Nodes already up first (decision 0010), as the extender's filter places it: b's
+    two empty nodes hold the gang, a would need a launch beside its one."""
+    envs = {"a": env(ce("a")), "b": env(ce("b"))}
+    room = [warm("a", "a1"), warm("b", "b1", "us-east-1b"), warm("b", "b2", "us-east-1b")]
+    plan = plan_launches(envs, two_environment_gang(2), room)
+    assert plan.launches == () and plan.awaited_nodes == {"b1", "b2"}
+
+
+def test_a_gang_no_environment_holds_waits_saying_why_in_each() -> None:
+    envs = {
+        "a": env(ce("a", max_vcpus=2, min_vcpus=2), vcpus=2),
+        "b": env(ce("b", max_vcpus=2)),
+    }
+    plan = plan_launches(envs, two_environment_gang(2), [warm("a", "warm-a")])
+    assert plan.launches == () and plan.on_existing == 0 and not plan.awaited_nodes
+    assert set(plan.waiting.values()) == {"a: maxvCpus 2 of a reached; b: maxvCpus 2 of b reached"}
+    assert plan.blocked == {"a": MAX_VCPUS_REACHED, "b": MAX_VCPUS_REACHED}
+
+
+def test_two_gangs_do_not_count_the_same_headroom() -> None:
+    """a: two warm c6i.large, empty, and room under maxvCpus for one more. The first gang
+    (2 pods) takes a warm node and that headroom; the second, which a's other warm node
+    would also take, goes to b rather than being pinned to a and waiting there."""
+    envs = {"a": env(ce("a", max_vcpus=6), vcpus=4), "b": env(ce("b"))}
+    first = two_environment_gang(2)
+    second = [dataclasses.replace(p, key=f"{p.key}-2", job="ns/second") for p in first]
+    room = [warm("a", "a1"), warm("a", "a2", "us-east-1b")]
+    plan = plan_launches(envs, [*first, *second], room)
+    assert sorted((x.environment, x.count) for x in plan.launches) == [("a", 1), ("b", 2)]
+    assert not plan.waiting
 
 
 gangs = st.lists(
