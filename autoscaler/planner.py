@@ -178,7 +178,11 @@ def plan_launches(
 ) -> LaunchPlan:
     groups = _group(pods)
     pending = routed_pods(pods)
+    first = [g.environments[:1] for g in groups]
     _use_existing_room(groups, room, environments)
+    for g, was in zip(groups, first, strict=True):
+        if g.left and g.environments[:1] != was:  # a gang sent on to a later environment
+            _route(g, g.environments[0], pending)
     waiting: dict[str, str] = {}
     blocked: dict[str, str] = {}
     launches: list[Launch] = []
@@ -197,7 +201,7 @@ def plan_launches(
                 continue
             if position > 0:
                 for g in by_env[name]:
-                    pending[name] = pending.get(name, 0) + g.left
+                    _route(g, name, pending)
             env_launches, vcpus, gpus = _plan_environment(env, by_env[name], used, waiting, blocked)
             launches.extend(env_launches)
             old_vcpus, old_gpus = used.get(name, (0, 0))
@@ -206,11 +210,7 @@ def plan_launches(
             for g in routed:
                 if g.gang and g.left:
                     g.passed_over.append(f"{name}: {waiting[g.keys[g.done]]}")
-    for g in groups:
-        if g.left and not g.environments:
-            _wait([g], "its queue has no compute environment", waiting)
-        elif len(g.passed_over) > 1:  # a gang no environment holds whole: why, in each
-            _wait([g], "; ".join(g.passed_over), waiting)
+    _explain_waits(groups, waiting)
     _all_or_nothing(groups, waiting)
     for env in environments.values():
         launches.extend(_keep_min_vcpus(env, used.get(env.name, (0, 0))[0]))
@@ -241,6 +241,21 @@ def _group(pods: Sequence[PendingPod]) -> list[_Group]:
         else:
             group.keys.append(pod.key)
     return list(groups.values())
+
+
+def _route(g: _Group, environment: str, pending: dict[str, int]) -> None:
+    """Count the pods of `g` still to provide for as routed to `environment` too."""
+    pending[environment] = pending.get(environment, 0) + g.left
+
+
+def _explain_waits(groups: Sequence[_Group], waiting: dict[str, str]) -> None:
+    """Reasons the environments could not give: pods with no environment, and a gang no
+    environment holds whole (why, in each)."""
+    for g in groups:
+        if g.left and not g.environments:
+            _wait([g], "its queue has no compute environment", waiting)
+        elif len(g.passed_over) > 1:
+            _wait([g], "; ".join(g.passed_over), waiting)
 
 
 def _wait(groups: Sequence[_Group], reason: str, waiting: dict[str, str]) -> None:

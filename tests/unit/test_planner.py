@@ -573,6 +573,7 @@ def test_a_gang_passes_over_an_environment_at_max_vcpus_whatever_empty_room_it_h
     assert plan.launches[0].reason == "multi-node-job"
     assert not plan.waiting and plan.on_existing == 0 and not plan.awaited_nodes
     assert "a" not in plan.blocked  # a launches nothing for it: nothing waits on a
+    assert plan.pending == {"a": 2, "b": 2}  # routed to a first, then b (as overflow is)
 
 
 def test_a_gang_stays_in_the_first_environment_when_its_headroom_holds_the_rest() -> None:
