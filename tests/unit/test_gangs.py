@@ -13,6 +13,7 @@ from autoscaler.environments import environment as planner_environment
 from autoscaler.planner import Environment, PendingPod, Room, plan_launches
 from ebb import keys
 from ebb.catalog import NodeOverheadSettings, shipped_catalog
+from ebb.gang_site import Site, choose_site
 from ebb.jobspec import MultiNode, SpecError, parse_job_spec
 from ebb.model import ComputeEnvironment
 from ebb.resources import ZERO, Resources
@@ -222,6 +223,21 @@ def test_the_rest_of_a_gang_goes_where_its_first_pods_are() -> None:
 
 
 # --- the planner and the extender choose one site for a gang --------------------------
+
+
+def test_the_site_rule_nodes_that_hold_it_first_then_the_first_environment_that_can() -> None:
+    order = ("a", "b")
+    a_1a, a_1b = Site("a", "1a", 1, launchable=1), Site("a", "1b", 0, launchable=5)
+    b_1a = Site("b", "1a", 3)
+    # b's empty nodes hold 3 pods now: nodes already up first, before a's launches.
+    assert choose_site(order, [a_1a, a_1b, b_1a], 3) == b_1a
+    # 2 pods: a holds them in 1a (its empty node and one launch) and 1b (two launches);
+    # the zone with the most empty nodes.
+    assert choose_site(order, [a_1b, a_1a, Site("b", "1a", 1)], 2) == a_1a
+    # 4 pods: a holds them only by launching in 1b; b not at all.
+    assert choose_site(order, [a_1a, a_1b, b_1a], 4) == a_1b
+    assert choose_site(order, [a_1a, b_1a], 4) is None
+
 
 # c6i.large (2 vCPUs) only: a gang pod of 1 vCPU takes one, empty or new.
 SITE_ENVIRONMENTS = ("a", "b")
