@@ -1149,15 +1149,20 @@ class Waiting(Mapping[str, Status]):
         self._demands = demands
 
     def __getitem__(self, key: str) -> Status:
+        status = self.get(key)
+        if status is None:
+            raise KeyError(key)
+        return status
+
+    def get(self, key: str, default: Status | None = None) -> Status | None:  # type: ignore[override]
+        """(Without raising: most jobs a pass asks about were admitted.)"""
         found = self.eager.get(key)
         if found is not None:
             return found
         d = self._demands.get(key)
         tail = self.tails.get(d.queue) if d is not None else None
         status = tail.status(d) if tail is not None and d is not None else None
-        if status is None:
-            raise KeyError(key)
-        return status
+        return default if status is None else status
 
     def __iter__(self) -> Iterator[str]:
         yield from self.eager

@@ -13,6 +13,7 @@ reported (`Decisions.illegal`).
 
 from __future__ import annotations
 
+import functools
 import gc
 from collections.abc import Callable, Collection, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
@@ -49,6 +50,7 @@ from extender.jobs.snapshot import JobInfo, format_time, parse_index_ranges, par
 _RUNNABLE = State.RUNNABLE
 _FINISHED = ("Succeeded", "Failed")
 _NO_DEPENDENCIES = DependencyVerdict(ready=True)
+_UNKNOWN = Status(State.RUNNABLE, Code.NO_QUEUE, "")  # a memo's miss (None is an answer)
 
 
 @dataclass(frozen=True)
@@ -462,7 +464,7 @@ def _decide(
             out.statuses[d.key] = Status(
                 State.STARTING,
                 Code.ADMITTED,
-                f"admitted to queue {d.queue} with {granted} pod(s) of {d.request}",
+                f"admitted to queue {d.queue} with {granted} pod(s) of {_text(d.request)}",
             )
     if job.admitted:
         return
@@ -475,6 +477,10 @@ def _decide(
         limit = _time_limit_exceeded(job, queue, waiting.code, snap.now)
         if limit is not None:
             out.fail[d.key] = Failure(Code.STATE_TIME_LIMIT, limit, started=False)
+
+
+# Thousands admitted per pass, of a few shapes.
+_text: Callable[[Resources], str] = functools.lru_cache(maxsize=1024)(str)
 
 
 def _uncounted(job: JobInfo, pods: Sequence[PodInfo]) -> bool:
@@ -556,10 +562,11 @@ def _job(
     if job.terminal == "Failed":
         code = failed_code(job.terminal_reason)
         return Status(State.FAILED, code, _failed_reason(job, code)), None
-    started = job.admitted or job.started is not None
+    admitted = not job.suspended
+    started = admitted or job.started is not None
     if job.failure_target:
         # Stopping: the Job controller is removing its pods and will mark it Failed.
-        return None, _held(job, pods, snap) if job.admitted else None
+        return None, _held(job, pods, snap) if admitted else None
     asked = _asked_failure(job, started)
     if asked is not None:
         out.fail[key] = asked
@@ -572,7 +579,7 @@ def _job(
     if verdict.failed is not None:
         out.fail[key] = Failure(Code.DEPENDENCY_FAILED, verdict.failed, started)
         return None, None
-    if job.admitted:
+    if admitted:
         timed_out = _timed_out(job, pods)
         if timed_out is not None:
             out.fail[key] = Failure(Code.TIMEOUT, timed_out, True)
@@ -744,9 +751,10 @@ class _Refused:
     def __call__(self, job: JobInfo, share: str) -> Status | None:
         """(`share`: the job's effective share.)"""
         key = (job.namespace, job.queue, share)
-        if key not in self._memo:
-            self._memo[key] = self._decide(*key)
-        return self._memo[key]
+        found = self._memo.get(key, _UNKNOWN)
+        if found is _UNKNOWN:
+            found = self._memo[key] = self._decide(*key)
+        return found
 
     def _decide(self, namespace_name: str, queue_name: str, share: str) -> Status | None:
         queue = self.snap.queues.get(queue_name)

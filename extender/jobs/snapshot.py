@@ -4,6 +4,7 @@ managed Jobs, built from the raw object by `job_from_raw` (the reflector transfo
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -138,12 +139,13 @@ def job_from_raw(raw: Mapping[str, Any]) -> JobInfo | None:
     published = annotations.get(keys.STATE)
     completions = spec.get("completions")
     return JobInfo(
-        namespace=str(meta.get("namespace", "")),
+        # (Names shared by many Jobs are interned, as their requests are shared below.)
+        namespace=sys.intern(str(meta.get("namespace", ""))),
         name=str(meta.get("name", "")),
         uid=str(meta.get("uid", "")),
         resource_version=str(meta.get("resourceVersion", "")),
-        queue=queue,
-        share=labels.get(keys.SHARE_LABEL, ""),
+        queue=sys.intern(queue),
+        share=sys.intern(labels.get(keys.SHARE_LABEL, "")),
         created=parse_time(meta.get("creationTimestamp")) or 0.0,
         spec=job_spec,
         spec_error=spec_error,
