@@ -212,8 +212,8 @@ class Reconciler:
         self._backlog = Backlog()
         self._volatile: set[str] = set()  # redone every pass
         self._unpublished: set[str] = set()  # waiting, published as not RUNNABLE
-        self._never: _NeverPlaced | None = None
-        self._refusal: _Refused | None = None
+        self._never = _NeverPlaced()
+        self._refusal = _Refused()
 
     def run(
         self, snap: Snapshot, changed: Collection[str] | None = None, *, settle: bool = True
@@ -237,16 +237,14 @@ class Reconciler:
             for key in redo:
                 self._forget(key)
         self._nodes = nodes
-        never = self._never = self._never or _NeverPlaced(snap)
-        refusal = self._refusal = self._refusal or _Refused(snap)
-        never.snap = refusal.snap = snap  # (answers depend only on the configuration)
+        self._never.snap = self._refusal.snap = snap  # (their answers: the configuration's)
         added: list[Demand] = []
         jobs = snap.jobs
         for key in redo:
             job = jobs.get(key)
             if job is None:
                 continue  # deleted
-            demand = self._decide_alone(key, job, snap, never, refusal)
+            demand = self._decide_alone(key, job, snap)
             if demand is not None and demand.want > demand.granted:
                 added.append(demand)
         self._backlog = Backlog(added) if cold else self._backlog.updated(redo, added)
@@ -272,14 +270,7 @@ class Reconciler:
         for keys in (base.counting, self._requeue, self._volatile, self._unpublished):
             keys.discard(key)
 
-    def _decide_alone(
-        self,
-        key: str,
-        job: JobInfo,
-        snap: Snapshot,
-        never: Callable[[JobInfo], Status | None],
-        refusal: Callable[[JobInfo, str], Status | None],
-    ) -> Demand | None:
+    def _decide_alone(self, key: str, job: JobInfo, snap: Snapshot) -> Demand | None:
         """What the pass decides of one job outside admission (kept in `_base`); returns
         its demand."""
         out = self._base
@@ -296,16 +287,7 @@ class Reconciler:
             record = _merge_record(job, finished, snap)
             if record is not None:
                 out.attempts[key] = record
-        status, demand = _job(
-            job,
-            pods,
-            snap,
-            out,
-            never,
-            refusal=refusal,
-            requeue=self._requeue,
-            counting=counting,
-        )
+        status, demand = self._job(job, pods, snap, counting)
         if status is not None:
             out.statuses[key] = status
             _check_transition(key, job, status, out.illegal)
@@ -327,6 +309,73 @@ class Reconciler:
             if not demand.granted and job.published_state is not _RUNNABLE:
                 self._unpublished.add(key)
         return demand
+
+    def _job(
+        self, job: JobInfo, pods: Sequence[PodInfo], snap: Snapshot, counting: bool
+    ) -> tuple[Status | None, Demand | None]:
+        """The status of one job outside admission, and its demand if it wants pods.
+        `counting`: a finished pod is not counted yet: its outcome is not known, the state
+        stays. An admitted job to put back in its queue is added to `requeue`, its demand
+        that of a job not admitted."""
+        out, never, refusal, requeue = self._base, self._never, self._refusal, self._requeue
+        key = job.key
+        if job.terminal == "Complete":
+            return Status(State.SUCCEEDED, Code.SUCCEEDED, _succeeded_reason(job)), None
+        if job.terminal == "Failed":
+            code = failed_code(job.terminal_reason)
+            return Status(State.FAILED, code, _failed_reason(job, code)), None
+        admitted = not job.suspended
+        started = admitted or job.started is not None
+        if job.failure_target:
+            # Stopping: the Job controller is removing its pods and will mark it Failed.
+            return None, _held(job, pods, snap) if admitted else None
+        asked = _asked_failure(job, started)
+        if asked is not None:
+            out.fail[key] = asked
+            return None, None
+        verdict = (
+            resolve(job, lambda name: snap.jobs.get(f"{job.namespace}/{name}"))
+            if job.spec.depends_on
+            else _NO_DEPENDENCIES
+        )
+        if verdict.failed is not None:
+            out.fail[key] = Failure(Code.DEPENDENCY_FAILED, verdict.failed, started)
+            return None, None
+        if admitted:
+            timed_out = _timed_out(job, pods)
+            if timed_out is not None:
+                out.fail[key] = Failure(Code.TIMEOUT, timed_out, True)
+                return None, None
+            if job.gang and not counting and _gang_attempt_ends(job, pods, snap, out):
+                return out.restart[key].status if key in out.restart else None, None
+            status = None if counting else _admitted_status(job, pods)
+            if status is not None and status.state is State.STARTING and not job.ready:
+                unplaceable = never(job)
+                queued = _waiting(job, snap) if unplaceable and _unplaced(job, pods) else None
+                if queued is not None:
+                    requeue.add(key)
+                    return None, queued
+                status = unplaceable or status
+            gated = [p for p in pods if p.scheduling_gated and p.completion_index is not None]
+            out.ungate.extend(p.key for p in gated if p.completion_index in verdict.ungated_indexes)
+            return status, _held(job, pods, snap)
+        if not verdict.ready:
+            return Status(
+                State.PENDING, Code.DEPENDENCY_WAIT, "waiting for " + ", ".join(verdict.waiting_for)
+            ), None
+        share = _share(job, snap)
+        refused = refusal(job, share)
+        if refused is not None:
+            return refused, None
+        if job.gang and job.completed_indexes:
+            # A node that exited 0 before its attempt ended keeps its index completed, and the
+            # Job controller would start the next attempt without it: a gang short of a node
+            # waits forever. AWS Batch runs every node anew, so the index is cleared first
+            # (once the Job controller has counted every finished pod), then it is admitted.
+            if not _uncounted(job, pods):
+                out.clear_indexes.append(key)
+            return None, None
+        return None, waiting_demand(job, share, snap.now)
 
     def _admit(self, snap: Snapshot, settle: bool) -> Decisions:
         base = self._base
@@ -499,8 +548,9 @@ class _NeverPlaced:
     """Why an admitted job's pods can never be placed (its queue's environments changed
     since it was accepted: no node they may have holds its pods), memoised per shape."""
 
-    def __init__(self, snap: Snapshot) -> None:
-        self.snap = snap
+    snap: Snapshot  # the pass's (what it reads of it is the configuration)
+
+    def __init__(self) -> None:
         self._memo: dict[tuple[str, Resources], Status | None] = {}
 
     def __call__(self, job: JobInfo) -> Status | None:
@@ -539,81 +589,6 @@ def _asked_failure(job: JobInfo, started: bool) -> Failure | None:
     if job.cancel is not None and not job.admitted:
         return Failure(Code.CANCELLED, f"cancelled: {job.cancel}", started)
     return None
-
-
-def _job(
-    job: JobInfo,
-    pods: Sequence[PodInfo],
-    snap: Snapshot,
-    out: Decisions,
-    never: Callable[[JobInfo], Status | None],
-    *,
-    refusal: Callable[[JobInfo, str], Status | None],
-    requeue: set[str],
-    counting: bool,
-) -> tuple[Status | None, Demand | None]:
-    """The status of one job outside admission, and its demand if it wants pods.
-    `counting`: a finished pod is not counted yet: its outcome is not known, the state
-    stays. An admitted job to put back in its queue is added to `requeue`, its demand
-    that of a job not admitted."""
-    key = job.key
-    if job.terminal == "Complete":
-        return Status(State.SUCCEEDED, Code.SUCCEEDED, _succeeded_reason(job)), None
-    if job.terminal == "Failed":
-        code = failed_code(job.terminal_reason)
-        return Status(State.FAILED, code, _failed_reason(job, code)), None
-    admitted = not job.suspended
-    started = admitted or job.started is not None
-    if job.failure_target:
-        # Stopping: the Job controller is removing its pods and will mark it Failed.
-        return None, _held(job, pods, snap) if admitted else None
-    asked = _asked_failure(job, started)
-    if asked is not None:
-        out.fail[key] = asked
-        return None, None
-    verdict = (
-        resolve(job, lambda name: snap.jobs.get(f"{job.namespace}/{name}"))
-        if job.spec.depends_on
-        else _NO_DEPENDENCIES
-    )
-    if verdict.failed is not None:
-        out.fail[key] = Failure(Code.DEPENDENCY_FAILED, verdict.failed, started)
-        return None, None
-    if admitted:
-        timed_out = _timed_out(job, pods)
-        if timed_out is not None:
-            out.fail[key] = Failure(Code.TIMEOUT, timed_out, True)
-            return None, None
-        if job.gang and not counting and _gang_attempt_ends(job, pods, snap, out):
-            return out.restart[key].status if key in out.restart else None, None
-        status = None if counting else _admitted_status(job, pods)
-        if status is not None and status.state is State.STARTING and not job.ready:
-            unplaceable = never(job)
-            queued = _waiting(job, snap) if unplaceable and _unplaced(job, pods) else None
-            if queued is not None:
-                requeue.add(key)
-                return None, queued
-            status = unplaceable or status
-        gated = [p for p in pods if p.scheduling_gated and p.completion_index is not None]
-        out.ungate.extend(p.key for p in gated if p.completion_index in verdict.ungated_indexes)
-        return status, _held(job, pods, snap)
-    if not verdict.ready:
-        return Status(
-            State.PENDING, Code.DEPENDENCY_WAIT, "waiting for " + ", ".join(verdict.waiting_for)
-        ), None
-    share = _share(job, snap)
-    refused = refusal(job, share)
-    if refused is not None:
-        return refused, None
-    if job.gang and job.completed_indexes:
-        # A node that exited 0 before its attempt ended keeps its index completed, and the
-        # Job controller would start the next attempt without it: a gang short of a node
-        # waits forever. AWS Batch runs every node anew, so the index is cleared first
-        # (once the Job controller has counted every finished pod), then it is admitted.
-        if not _uncounted(job, pods):
-            out.clear_indexes.append(key)
-        return None, None
-    return None, waiting_demand(job, share, snap.now)
 
 
 def _merge_record(
@@ -744,8 +719,9 @@ class _Refused:
     RUNNABLE with why, and goes on once the namespace's labels (or the rules) allow it.
     Memoised per (namespace, queue, share): many jobs share them."""
 
-    def __init__(self, snap: Snapshot) -> None:
-        self.snap = snap
+    snap: Snapshot  # the pass's (what it reads of it is the configuration)
+
+    def __init__(self) -> None:
         self._memo: dict[tuple[str, str, str], Status | None] = {}
 
     def __call__(self, job: JobInfo, share: str) -> Status | None:
