@@ -50,7 +50,6 @@ from extender.jobs.snapshot import JobInfo, format_time, parse_index_ranges, par
 _RUNNABLE = State.RUNNABLE
 _FINISHED = ("Succeeded", "Failed")
 _NO_DEPENDENCIES = DependencyVerdict(ready=True)
-_UNKNOWN = Status(State.RUNNABLE, Code.NO_QUEUE, "")  # a memo's miss (None is an answer)
 
 
 @dataclass(frozen=True)
@@ -291,7 +290,7 @@ class Reconciler:
         if status is not None:
             out.statuses[key] = status
             _check_transition(key, job, status, out.illegal)
-        if job.indexed and not counting and job.is_array:
+        if job.is_array and not counting:
             out.array_status[key] = _array_summary(job, pods, status)
         if len(out.ungate) > ungated:
             self._ungate[key] = out.ungate[ungated:]
@@ -727,10 +726,9 @@ class _Refused:
     def __call__(self, job: JobInfo, share: str) -> Status | None:
         """(`share`: the job's effective share.)"""
         key = (job.namespace, job.queue, share)
-        found = self._memo.get(key, _UNKNOWN)
-        if found is _UNKNOWN:
-            found = self._memo[key] = self._decide(*key)
-        return found
+        if key not in self._memo:
+            self._memo[key] = self._decide(*key)
+        return self._memo[key]
 
     def _decide(self, namespace_name: str, queue_name: str, share: str) -> Status | None:
         queue = self.snap.queues.get(queue_name)
