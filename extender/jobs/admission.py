@@ -65,6 +65,9 @@ _NEVER = Code.MAX_RESOURCE
 _SHAPE = Code.JOB_RESOURCE_REQUIREMENT
 _FIFO = attrgetter("submitted", "key")
 _PRIORITY = attrgetter("priority")
+_KEY = attrgetter("key")
+_SUBMITTED = attrgetter("submitted")
+_RUNNABLE_SINCE = attrgetter("runnable_since")
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,7 +344,7 @@ _GRANTED = attrgetter("granted")
 # whether it is a gang and how many pods it wants (for a gang: nodes at once). (Plain
 # values, got in C: cheap to build and hash by the 100,000.)
 _Shape = tuple[int, int, int, bool, int]
-_T = TypeVar("_T", list[Demand], list[tuple[float, str]], Counter[_Shape], set[str])
+_T = TypeVar("_T", list[Demand], Counter[_Shape], set[str])
 _shape: Callable[[Demand], _Shape] = attrgetter(
     "request.cpu_milli", "request.memory", "request.gpu", "exclusive", "want"
 )
@@ -358,30 +361,31 @@ class Backlog:
     def __init__(self, demands: Iterable[Demand] = ()) -> None:
         self.demands: dict[str, Demand] = {}
         self.fifo: dict[str, list[Demand]] = {}
+        # Per share, built when first asked for (`share_lists`): only fair-share queues'.
         self.shares: dict[str, dict[str, list[Demand]]] = {}
         # Not yet admitted ones by the time they wait since (the starvation bound).
-        self.since: dict[str, list[tuple[float, str]]] = {}
+        self.since: dict[str, list[Demand]] = {}
         self.shapes: dict[str, Counter[_Shape]] = {}
         self.growing: dict[str, set[str]] = {}  # admitted (elastic) ones wanting more
         self._owned: set[int] = set()  # ids of the lists and counters this one may change
+        # Read in the order given while it can be (the order the demands were built in,
+        # their order in memory: by the 100,000, reading them out of order costs more
+        # than sorting). Sorted by key, then by one number with a stable sort: the same
+        # orders as sorting by (number, key) tuples, at half the cost.
         for d in demands:
-            self.demands[d.key] = d
             self.fifo.setdefault(d.queue, []).append(d)
         for queue, seq in self.fifo.items():
-            seq.sort(key=_FIFO)
-            shares: dict[str, list[Demand]] = {}
-            for d in seq:
-                shares.setdefault(d.share, []).append(d)
-            for share_seq in shares.values():  # FIFO already: a stable sort keeps it
-                share_seq.sort(key=_PRIORITY, reverse=True)
-            self.shares[queue] = shares
+            self.demands.update(zip(map(_KEY, seq), seq, strict=True))
             self.shapes[queue] = Counter(map(_shape, seq))
             growing = {d.key for d in compress(seq, map(_GRANTED, seq))}
             if growing:
                 self.growing[queue] = growing
-            since = sorted(map(_since, filterfalse(_GRANTED, seq)))
-            if since:
-                self.since[queue] = since
+            seq.sort(key=_KEY)
+            waiting = list(filterfalse(_GRANTED, seq)) if growing else seq[:]
+            if waiting:
+                waiting.sort(key=_RUNNABLE_SINCE)
+                self.since[queue] = waiting
+            seq.sort(key=_SUBMITTED)
 
     def updated(self, removed: Iterable[str], added: Iterable[Demand]) -> Backlog:
         """The backlog without the demands of `removed` keys, with `added` (replacing any
@@ -407,43 +411,59 @@ class Backlog:
             self._owned.add(id(found))
         return found
 
+    def share_lists(self, queue: str) -> dict[str, list[Demand]]:
+        """The queue's demands per share, each list in scheduling priority then FIFO order
+        (fair share's order within a share)."""
+        found = self.shares.get(queue)
+        if found is None:
+            found = self.shares[queue] = {}
+            for d in self.fifo.get(queue, ()):
+                found.setdefault(d.share, []).append(d)
+            for seq in found.values():  # FIFO already: a stable sort keeps it
+                seq.sort(key=_PRIORITY, reverse=True)
+                self._owned.add(id(seq))
+            self._owned.add(id(found))
+        return found
+
+    def _own_shares(self, queue: str) -> dict[str, list[Demand]] | None:
+        """The queue's lists per share, copied first if an earlier backlog shares them
+        (None: not built, nothing to keep sorted)."""
+        share_lists = self.shares.get(queue)
+        if share_lists is not None and id(share_lists) not in self._owned:
+            share_lists = self.shares[queue] = dict(share_lists)
+            self._owned.add(id(share_lists))
+        return share_lists
+
     def _index(self, d: Demand) -> None:
         queue = d.queue
         self.demands[d.key] = d
-        share_lists = self.shares.get(queue)
-        if share_lists is None or id(share_lists) not in self._owned:
-            share_lists = self.shares[queue] = dict(share_lists or {})
-            self._owned.add(id(share_lists))
-        ordered: tuple[tuple[list[Demand], Callable[[Demand], tuple[object, ...]]], ...] = (
-            (self._own(self.fifo, queue, list), _FIFO),
-            (self._own(share_lists, d.share, list), _rank),
-        )
-        for seq, key in ordered:
-            insort(seq, d, key=key)
+        insort(self._own(self.fifo, queue, list), d, key=_FIFO)
+        share_lists = self._own_shares(queue)
+        if share_lists is not None:
+            insort(self._own(share_lists, d.share, list), d, key=_rank)
         self._own(self.shapes, queue, Counter)[_shape(d)] += 1
         if d.granted:
             self._own(self.growing, queue, set).add(d.key)
         else:
-            insort(self._own(self.since, queue, list), _since(d))
+            insort(self._own(self.since, queue, list), d, key=_since)
 
     def _remove(self, key: str) -> None:
         d = self.demands.pop(key, None)
         if d is None:
             return
         queue = d.queue
-        share_lists = self.shares[queue]
-        if id(share_lists) not in self._owned:
-            share_lists = self.shares[queue] = dict(share_lists)
-            self._owned.add(id(share_lists))
-        for table, name, order in (
-            (self.fifo, queue, _FIFO),
-            (share_lists, d.share, _rank),
-        ):
+        share_lists = self._own_shares(queue)
+        tables: list[
+            tuple[dict[str, list[Demand]], str, Callable[[Demand], tuple[object, ...]]]
+        ] = [(self.fifo, queue, _FIFO)]
+        if share_lists is not None:
+            tables.append((share_lists, d.share, _rank))
+        for table, name, order in tables:
             seq = self._own(table, name, list)
             del seq[bisect_left(seq, order(d), key=order)]
             if not seq:
                 del table[name]
-        if not share_lists:
+        if share_lists is not None and not share_lists:
             del self.shares[queue]
         shapes = self._own(self.shapes, queue, Counter)
         shapes[_shape(d)] -= 1
@@ -453,12 +473,12 @@ class Backlog:
             self._own(self.growing, queue, set).discard(key)
         else:
             since = self._own(self.since, queue, list)
-            del since[bisect_left(since, _since(d))]
+            del since[bisect_left(since, _since(d), key=_since)]
 
     def longest_wait(self, queue: str) -> float | None:
         """When the queue's demand not admitted that waits longest started waiting."""
         since = self.since.get(queue)
-        return since[0][0] if since else None
+        return since[0].runnable_since if since else None
 
 
 # A run of one of a backlog's sorted lists: [start, stop).
@@ -694,7 +714,7 @@ class _Pass:
                 policy, share, shares.get(share, 0.0), decayed.get(share, 0.0)
             )
 
-        return _FairOrder(backlog.shares[name], key)
+        return _FairOrder(backlog.share_lists(name), key)
 
     def _settled(self, name: str, backlog: Backlog) -> bool:
         """Can no job left in the queue get pods, nor hold capacity for itself (the
@@ -1129,15 +1149,20 @@ class Waiting(Mapping[str, Status]):
         self._demands = demands
 
     def __getitem__(self, key: str) -> Status:
+        status = self.get(key)
+        if status is None:
+            raise KeyError(key)
+        return status
+
+    def get(self, key: str, default: Status | None = None) -> Status | None:  # type: ignore[override]
+        """(Without raising: most jobs a pass asks about were admitted.)"""
         found = self.eager.get(key)
         if found is not None:
             return found
         d = self._demands.get(key)
         tail = self.tails.get(d.queue) if d is not None else None
         status = tail.status(d) if tail is not None and d is not None else None
-        if status is None:
-            raise KeyError(key)
-        return status
+        return default if status is None else status
 
     def __iter__(self) -> Iterator[str]:
         yield from self.eager

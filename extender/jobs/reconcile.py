@@ -13,7 +13,10 @@ reported (`Decisions.illegal`).
 
 from __future__ import annotations
 
+import functools
+import gc
 from collections.abc import Callable, Collection, Iterator, Mapping, MutableMapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from ebb.jobspec import RetryAction
@@ -208,14 +211,18 @@ class Reconciler:
         self._backlog = Backlog()
         self._volatile: set[str] = set()  # redone every pass
         self._unpublished: set[str] = set()  # waiting, published as not RUNNABLE
-        self._never: _NeverPlaced | None = None
-        self._refusal: _Refused | None = None
+        self._never = _NeverPlaced()
+        self._refusal = _Refused()
 
     def run(
         self, snap: Snapshot, changed: Collection[str] | None = None, *, settle: bool = True
     ) -> Decisions:
         """`changed`: the keys of the jobs added, changed or deleted since the last run, or
         whose pods (or departed pods) changed; None: any may have."""
+        with _collector_paused():
+            return self._run(snap, changed, settle)
+
+    def _run(self, snap: Snapshot, changed: Collection[str] | None, settle: bool) -> Decisions:
         world = _world(snap)
         nodes = (dict(snap.node_compute_environment), dict(snap.node_instance))
         cold = changed is None or world != self._world
@@ -229,16 +236,14 @@ class Reconciler:
             for key in redo:
                 self._forget(key)
         self._nodes = nodes
-        never = self._never = self._never or _NeverPlaced(snap)
-        refusal = self._refusal = self._refusal or _Refused(snap)
-        never.snap = refusal.snap = snap  # (answers depend only on the configuration)
+        self._never.snap = self._refusal.snap = snap  # (their answers: the configuration's)
         added: list[Demand] = []
         jobs = snap.jobs
         for key in redo:
             job = jobs.get(key)
             if job is None:
                 continue  # deleted
-            demand = self._decide_alone(key, job, snap, never, refusal)
+            demand = self._decide_alone(key, job, snap)
             if demand is not None and demand.want > demand.granted:
                 added.append(demand)
         self._backlog = Backlog(added) if cold else self._backlog.updated(redo, added)
@@ -264,38 +269,24 @@ class Reconciler:
         for keys in (base.counting, self._requeue, self._volatile, self._unpublished):
             keys.discard(key)
 
-    def _decide_alone(
-        self,
-        key: str,
-        job: JobInfo,
-        snap: Snapshot,
-        never: Callable[[JobInfo], Status | None],
-        refusal: Callable[[JobInfo], Status | None],
-    ) -> Demand | None:
+    def _decide_alone(self, key: str, job: JobInfo, snap: Snapshot) -> Demand | None:
         """What the pass decides of one job outside admission (kept in `_base`); returns
         its demand."""
         out = self._base
         ungated, cleared = len(out.ungate), len(out.clear_indexes)
         pods = snap.pods_by_job.get(key, ())
         departed = snap.departed_by_job.get(key, ())
-        if job.admitted and job.terminal is None and _uncounted(job, pods):
+        admitted = not job.suspended
+        counting = False
+        if admitted and job.terminal is None and _uncounted(job, pods):
             out.counting.add(key)
+            counting = True
         elif pods or departed:
             finished = (*departed, *pods) if departed else pods
             record = _merge_record(job, finished, snap)
             if record is not None:
                 out.attempts[key] = record
-        counting = key in out.counting
-        status, demand = _job(
-            job,
-            pods,
-            snap,
-            out,
-            never,
-            refusal=refusal,
-            requeue=self._requeue,
-            counting=counting,
-        )
+        status, demand = self._job(job, pods, snap, counting)
         if status is not None:
             out.statuses[key] = status
             _check_transition(key, job, status, out.illegal)
@@ -307,7 +298,7 @@ class Reconciler:
         if len(out.clear_indexes) > cleared:
             self._clear[key] = None
             del out.clear_indexes[cleared:]
-        if job.spec.depends_on or (job.admitted and job.gang):
+        if job.spec.depends_on or (admitted and job.gang):
             self._volatile.add(key)  # reads other jobs, or the clock
         if demand is not None:
             if demand.granted:
@@ -317,6 +308,73 @@ class Reconciler:
             if not demand.granted and job.published_state is not _RUNNABLE:
                 self._unpublished.add(key)
         return demand
+
+    def _job(
+        self, job: JobInfo, pods: Sequence[PodInfo], snap: Snapshot, counting: bool
+    ) -> tuple[Status | None, Demand | None]:
+        """The status of one job outside admission, and its demand if it wants pods.
+        `counting`: a finished pod is not counted yet: its outcome is not known, the state
+        stays. An admitted job to put back in its queue is added to `requeue`, its demand
+        that of a job not admitted."""
+        out, never, refusal, requeue = self._base, self._never, self._refusal, self._requeue
+        key = job.key
+        if job.terminal == "Complete":
+            return Status(State.SUCCEEDED, Code.SUCCEEDED, _succeeded_reason(job)), None
+        if job.terminal == "Failed":
+            code = failed_code(job.terminal_reason)
+            return Status(State.FAILED, code, _failed_reason(job, code)), None
+        admitted = not job.suspended
+        started = admitted or job.started is not None
+        if job.failure_target:
+            # Stopping: the Job controller is removing its pods and will mark it Failed.
+            return None, _held(job, pods, snap) if admitted else None
+        asked = _asked_failure(job, started)
+        if asked is not None:
+            out.fail[key] = asked
+            return None, None
+        verdict = (
+            resolve(job, lambda name: snap.jobs.get(f"{job.namespace}/{name}"))
+            if job.spec.depends_on
+            else _NO_DEPENDENCIES
+        )
+        if verdict.failed is not None:
+            out.fail[key] = Failure(Code.DEPENDENCY_FAILED, verdict.failed, started)
+            return None, None
+        if admitted:
+            timed_out = _timed_out(job, pods)
+            if timed_out is not None:
+                out.fail[key] = Failure(Code.TIMEOUT, timed_out, True)
+                return None, None
+            if job.gang and not counting and _gang_attempt_ends(job, pods, snap, out):
+                return out.restart[key].status if key in out.restart else None, None
+            status = None if counting else _admitted_status(job, pods)
+            if status is not None and status.state is State.STARTING and not job.ready:
+                unplaceable = never(job)
+                queued = _waiting(job, snap) if unplaceable and _unplaced(job, pods) else None
+                if queued is not None:
+                    requeue.add(key)
+                    return None, queued
+                status = unplaceable or status
+            gated = [p for p in pods if p.scheduling_gated and p.completion_index is not None]
+            out.ungate.extend(p.key for p in gated if p.completion_index in verdict.ungated_indexes)
+            return status, _held(job, pods, snap)
+        if not verdict.ready:
+            return Status(
+                State.PENDING, Code.DEPENDENCY_WAIT, "waiting for " + ", ".join(verdict.waiting_for)
+            ), None
+        share = _share(job, snap)
+        refused = refusal(job, share)
+        if refused is not None:
+            return refused, None
+        if job.gang and job.completed_indexes:
+            # A node that exited 0 before its attempt ended keeps its index completed, and the
+            # Job controller would start the next attempt without it: a gang short of a node
+            # waits forever. AWS Batch runs every node anew, so the index is cleared first
+            # (once the Job controller has counted every finished pod), then it is admitted.
+            if not _uncounted(job, pods):
+                out.clear_indexes.append(key)
+            return None, None
+        return None, waiting_demand(job, share, snap.now)
 
     def _admit(self, snap: Snapshot, settle: bool) -> Decisions:
         base = self._base
@@ -390,6 +448,21 @@ class Reconciler:
         return out
 
 
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """A pass builds one demand per waiting job, 100,000s that live on, and no reference
+    cycles: the cyclic collector, run every few hundred of them, would walk the growing
+    heap again and again (a sixth of a cold pass). Paused for the pass (left as it was:
+    a caller may have paused it itself)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _world(snap: Snapshot) -> tuple[object, ...]:
     """What a job's own decisions read besides the job, its pods and the nodes they are
     on. (Compared cheaply: the caches hand out the same objects until they change.)"""
@@ -439,7 +512,7 @@ def _decide(
             out.statuses[d.key] = Status(
                 State.STARTING,
                 Code.ADMITTED,
-                f"admitted to queue {d.queue} with {granted} pod(s) of {d.request}",
+                f"admitted to queue {d.queue} with {granted} pod(s) of {_text(d.request)}",
             )
     if job.admitted:
         return
@@ -452,6 +525,10 @@ def _decide(
         limit = _time_limit_exceeded(job, queue, waiting.code, snap.now)
         if limit is not None:
             out.fail[d.key] = Failure(Code.STATE_TIME_LIMIT, limit, started=False)
+
+
+# Thousands admitted per pass, of a few shapes.
+_text: Callable[[Resources], str] = functools.lru_cache(maxsize=1024)(str)
 
 
 def _uncounted(job: JobInfo, pods: Sequence[PodInfo]) -> bool:
@@ -470,8 +547,9 @@ class _NeverPlaced:
     """Why an admitted job's pods can never be placed (its queue's environments changed
     since it was accepted: no node they may have holds its pods), memoised per shape."""
 
-    def __init__(self, snap: Snapshot) -> None:
-        self.snap = snap
+    snap: Snapshot  # the pass's (what it reads of it is the configuration)
+
+    def __init__(self) -> None:
         self._memo: dict[tuple[str, Resources], Status | None] = {}
 
     def __call__(self, job: JobInfo) -> Status | None:
@@ -510,79 +588,6 @@ def _asked_failure(job: JobInfo, started: bool) -> Failure | None:
     if job.cancel is not None and not job.admitted:
         return Failure(Code.CANCELLED, f"cancelled: {job.cancel}", started)
     return None
-
-
-def _job(
-    job: JobInfo,
-    pods: Sequence[PodInfo],
-    snap: Snapshot,
-    out: Decisions,
-    never: Callable[[JobInfo], Status | None],
-    *,
-    refusal: Callable[[JobInfo], Status | None],
-    requeue: set[str],
-    counting: bool,
-) -> tuple[Status | None, Demand | None]:
-    """The status of one job outside admission, and its demand if it wants pods.
-    `counting`: a finished pod is not counted yet: its outcome is not known, the state
-    stays. An admitted job to put back in its queue is added to `requeue`, its demand
-    that of a job not admitted."""
-    key = job.key
-    if job.terminal == "Complete":
-        return Status(State.SUCCEEDED, Code.SUCCEEDED, _succeeded_reason(job)), None
-    if job.terminal == "Failed":
-        code = failed_code(job.terminal_reason)
-        return Status(State.FAILED, code, _failed_reason(job, code)), None
-    started = job.admitted or job.started is not None
-    if job.failure_target:
-        # Stopping: the Job controller is removing its pods and will mark it Failed.
-        return None, _held(job, pods, snap) if job.admitted else None
-    asked = _asked_failure(job, started)
-    if asked is not None:
-        out.fail[key] = asked
-        return None, None
-    verdict = (
-        resolve(job, lambda name: snap.jobs.get(f"{job.namespace}/{name}"))
-        if job.spec.depends_on
-        else _NO_DEPENDENCIES
-    )
-    if verdict.failed is not None:
-        out.fail[key] = Failure(Code.DEPENDENCY_FAILED, verdict.failed, started)
-        return None, None
-    if job.admitted:
-        timed_out = _timed_out(job, pods)
-        if timed_out is not None:
-            out.fail[key] = Failure(Code.TIMEOUT, timed_out, True)
-            return None, None
-        if job.gang and not counting and _gang_attempt_ends(job, pods, snap, out):
-            return out.restart[key].status if key in out.restart else None, None
-        status = None if counting else _admitted_status(job, pods)
-        if status is not None and status.state is State.STARTING and not job.ready:
-            unplaceable = never(job)
-            queued = _waiting(job, snap) if unplaceable and _unplaced(job, pods) else None
-            if queued is not None:
-                requeue.add(key)
-                return None, queued
-            status = unplaceable or status
-        gated = [p for p in pods if p.scheduling_gated and p.completion_index is not None]
-        out.ungate.extend(p.key for p in gated if p.completion_index in verdict.ungated_indexes)
-        return status, _held(job, pods, snap)
-    if not verdict.ready:
-        return Status(
-            State.PENDING, Code.DEPENDENCY_WAIT, "waiting for " + ", ".join(verdict.waiting_for)
-        ), None
-    refused = refusal(job)
-    if refused is not None:
-        return refused, None
-    if job.gang and job.completed_indexes:
-        # A node that exited 0 before its attempt ended keeps its index completed, and the
-        # Job controller would start the next attempt without it: a gang short of a node
-        # waits forever. AWS Batch runs every node anew, so the index is cleared first
-        # (once the Job controller has counted every finished pod), then it is admitted.
-        if not _uncounted(job, pods):
-            out.clear_indexes.append(key)
-        return None, None
-    return None, _waiting(job, snap)
 
 
 def _merge_record(
@@ -684,21 +689,26 @@ def waiting_demand(job: JobInfo, share: str, now: float) -> Demand | None:
     if want <= 0:
         return None
     since = job.since if job.published_state is _RUNNABLE and job.since else now
+    # (Positional: a call with keywords costs twice as much, by the 100,000.)
     return Demand(
-        key=job.key,
-        queue=job.queue,
-        request=job.pod_request,
-        want=want,
-        share=share,
-        priority=job.spec.scheduling_priority,
-        submitted=job.created,
-        runnable_since=since,
-        elastic=job.elastic,
-        exclusive=job.gang,
+        job.key,
+        job.queue,
+        job.pod_request,
+        want,
+        0,
+        share,
+        job.spec.scheduling_priority,
+        job.created,
+        since,
+        job.elastic,
+        None,
+        job.gang,
     )
 
 
 def _share(job: JobInfo, snap: Snapshot) -> str:
+    if job.share:  # (most jobs: no queue to look up)
+        return job.share
     return tenancy.effective_share(job.share, job.namespace, snap.queues.get(job.queue))
 
 
@@ -708,12 +718,14 @@ class _Refused:
     RUNNABLE with why, and goes on once the namespace's labels (or the rules) allow it.
     Memoised per (namespace, queue, share): many jobs share them."""
 
-    def __init__(self, snap: Snapshot) -> None:
-        self.snap = snap
+    snap: Snapshot  # the pass's (what it reads of it is the configuration)
+
+    def __init__(self) -> None:
         self._memo: dict[tuple[str, str, str], Status | None] = {}
 
-    def __call__(self, job: JobInfo) -> Status | None:
-        key = (job.namespace, job.queue, _share(job, self.snap))
+    def __call__(self, job: JobInfo, share: str) -> Status | None:
+        """(`share`: the job's effective share.)"""
+        key = (job.namespace, job.queue, share)
         if key not in self._memo:
             self._memo[key] = self._decide(*key)
         return self._memo[key]

@@ -3,8 +3,10 @@ managed Jobs, built from the raw object by `job_from_raw` (the reflector transfo
 
 from __future__ import annotations
 
+import functools
+import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -69,25 +71,25 @@ class JobInfo:
     attempts_json: str
     array_status: str
     gang_attempt: int = 1
+    # Derived from the fields above and read for every job in every pass, so built once
+    # (the reflector builds a JobInfo per event; `dataclasses.replace` builds them anew).
+    key: str = field(init=False, repr=False, compare=False)  # "namespace/name"
+    # A multi-node parallel job: admitted and placed all or nothing, one pod per node.
+    gang: bool = field(init=False, repr=False, compare=False)
+    # More than one pod, not a gang: admitted pod by pod as capacity allows (its
+    # parallelism raised as it grows) — plain Jobs have no gang semantics.
+    elastic: bool = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
-
-    @property
-    def gang(self) -> bool:
-        """A multi-node parallel job: admitted and placed all or nothing, one pod per node."""
-        return self.spec.multi_node is not None
+    def __post_init__(self) -> None:
+        gang = self.spec.multi_node is not None
+        elastic = self.requested_parallelism > 1 and (self.completions or 2) > 1 and not gang
+        object.__setattr__(self, "key", f"{self.namespace}/{self.name}")
+        object.__setattr__(self, "gang", gang)
+        object.__setattr__(self, "elastic", elastic)
 
     @property
     def is_array(self) -> bool:
         return self.indexed and (self.completions or 0) > 1 and not self.gang
-
-    @property
-    def elastic(self) -> bool:
-        """More than one pod, not a gang: admitted pod by pod as capacity allows (its
-        parallelism raised as it grows) — plain Jobs have no gang semantics."""
-        return self.requested_parallelism > 1 and (self.completions or 2) > 1 and not self.gang
 
     @property
     def remaining(self) -> int:
@@ -140,12 +142,13 @@ def job_from_raw(raw: Mapping[str, Any]) -> JobInfo | None:
     published = annotations.get(keys.STATE)
     completions = spec.get("completions")
     return JobInfo(
-        namespace=str(meta.get("namespace", "")),
+        # (Names shared by many Jobs are interned, as their requests are shared below.)
+        namespace=sys.intern(str(meta.get("namespace", ""))),
         name=str(meta.get("name", "")),
         uid=str(meta.get("uid", "")),
         resource_version=str(meta.get("resourceVersion", "")),
-        queue=queue,
-        share=labels.get(keys.SHARE_LABEL, ""),
+        queue=sys.intern(queue),
+        share=sys.intern(labels.get(keys.SHARE_LABEL, "")),
         created=parse_time(meta.get("creationTimestamp")) or 0.0,
         spec=job_spec,
         spec_error=spec_error,
@@ -156,7 +159,7 @@ def job_from_raw(raw: Mapping[str, Any]) -> JobInfo | None:
         requested_parallelism=_requested_parallelism(annotations, spec),
         completions=completions if isinstance(completions, int) else None,
         indexed=spec.get("completionMode") == "Indexed",
-        pod_request=pod_requests(template_spec) if template_spec else ZERO,
+        pod_request=_shared(pod_requests(template_spec)) if template_spec else ZERO,
         template_ready=_template_ready(spec.get("template") or {}),
         active=_int(status.get("active"), 0),
         ready=_int(status.get("ready"), 0),
@@ -181,6 +184,17 @@ def job_from_raw(raw: Mapping[str, Any]) -> JobInfo | None:
         array_status=annotations.get(keys.ARRAY_STATUS, ""),
         gang_attempt=_int_text(annotations.get(keys.GANG_ATTEMPT, ""), 1),
     )
+
+
+def _shared(request: Resources) -> Resources:
+    """One object for every Job of the same request: a pass reads each waiting Job's,
+    and a few objects stay in the CPU's caches where 100,000 would not."""
+    return _request(request.cpu_milli, request.memory, request.gpu)
+
+
+@functools.lru_cache(maxsize=4096)  # past that, requests are merely not shared
+def _request(cpu_milli: int, memory: int, gpu: int) -> Resources:
+    return Resources(cpu_milli, memory, gpu)
 
 
 def _int_text(text: str, default: int) -> int:
