@@ -137,14 +137,16 @@ class JobController:
             silence_timeout=settings.silence_timeout,
         )
         self.events = EventRecorder(client, "ebb-scheduler")
+        self._wake = asyncio.Event()
         self.writer = Writer(
             client,
             self.jobs,
             self.events,
             concurrency=settings.write_concurrency,
             reason_refresh_seconds=settings.reason_refresh_seconds,
+            leading=leading,
+            settled=self._wake.set,  # a failed admission's job is decided again
         )
-        self._wake = asyncio.Event()
         self._usage = fairshare.UsageHistory()
         self._last_persist = 0.0
         self._counts: dict[str, dict[str, int]] = {}  # queue -> state -> Jobs, last pass
@@ -269,6 +271,7 @@ class JobController:
                 await asyncio.sleep(max(self.settings.debounce_seconds, 2 * self._last_decision))
                 await self.run_pass()
         finally:
+            self.writer.cancel_admissions()
             for task in tasks:
                 task.cancel()
 
@@ -291,6 +294,7 @@ class JobController:
         # built here, off the event loop too.
         decisions.statuses = await asyncio.to_thread(dict, decisions.statuses.items())
         self._last_decision = time.perf_counter() - started
+        # Admissions are started, not awaited: the next pass counts them in flight.
         await self.writer.apply(snap.jobs, decisions, now)
         self._forget_departed(snap, decisions)
         self._observe(snap, decisions, now)
@@ -325,6 +329,7 @@ class JobController:
             decayed_usage=self._usage.decayed(now, self._half_lives()),
             starvation_seconds=self.settings.starvation_seconds,
             namespaces=dict(self.namespaces.store.items()),
+            in_flight=dict(self.writer.in_flight),
         )
 
     # --- fair-share history --------------------------------------------------------------
