@@ -34,6 +34,7 @@ import signal
 import statistics
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from typing import Any
 from ebb import keys, kube
 from extender.jobs.controller import ControllerSettings
 from local_stack import ROOT, builders
+from local_stack.cluster import PORT_OFFSETS
 from local_stack.harness import cluster_args, create_node
 
 STATE = ROOT / ".ebb-bench"
@@ -267,13 +269,38 @@ async def run(args: argparse.Namespace, kubeconfig: Path) -> dict[str, float]:
         await jobs.wait_synced(300)
         done = sum(jobs.store.values())
         assert done == 0, f"{done} jobs admitted while every environment was DISABLED"
+        writes_before = await asyncio.to_thread(job_writes, args.port_base)
         start = time.perf_counter()
         for ce in ces:
             await client.patch(kube.COMPUTE_ENVIRONMENTS, ce, {"spec": {"state": "ENABLED"}})
         result = await count_until(jobs, args.jobs, start, args.timeout)
         jobs.stop()
         watching.cancel()
+        writes = await asyncio.to_thread(job_writes, args.port_base)
+        print(
+            "Ebb's writes to Jobs and Pods meanwhile (kind/outcome): "
+            + ", ".join(
+                f"{k} {n - writes_before.get(k, 0):,.0f}"
+                for k, n in sorted(writes.items())
+                if n > writes_before.get(k, 0)
+            ),
+            flush=True,
+        )
         return {"jobs": float(args.jobs), **result, "submit_per_s": args.jobs / submit_s}
+
+
+def job_writes(port_base: int) -> dict[str, float]:
+    """Ebb's daemon's `ebb_job_writes_total`, by "kind/outcome" (its metrics port)."""
+    port = port_base + PORT_OFFSETS["extender_port"] + 1
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("ebb_job_writes_total{"):
+            labels, value = line[len("ebb_job_writes_total{") :].split("} ")
+            got = dict(part.split("=") for part in labels.split(","))
+            out[f"{got['kind'].strip(chr(34))}/{got['outcome'].strip(chr(34))}"] = float(value)
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
