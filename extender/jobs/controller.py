@@ -91,6 +91,10 @@ class ControllerSettings:
     write_concurrency: int = 32
     reason_refresh_seconds: float = 30.0
     share_usage_persist_seconds: float = 30.0
+    # A queue's job counts alone are rewritten at most this often: in a burst, passes
+    # follow each other in under a second, and every queue's counts rewritten each pass
+    # cost the API server about as many writes as the admissions themselves.
+    queue_counts_seconds: float = 2.0
     silence_timeout: float = 150.0
     overhead: NodeOverhead = field(default_factory=NodeOverheadSettings().node_overhead)
 
@@ -152,6 +156,7 @@ class JobController:
         self._counts: dict[str, dict[str, int]] = {}  # queue -> state -> Jobs, last pass
         # The statuses last written, so that each is written only when it changes.
         self._written_queues: dict[str, dict[str, Any]] = {}
+        self._queue_written_at: dict[str, float] = {}
         self._written_policies: dict[str, dict[str, Any]] = {}
         self._counted_attempts: set[str] = set()
         self._counted_unplaceable: set[str] = set()
@@ -372,8 +377,10 @@ class JobController:
         now: float,
         usage_due: bool,
     ) -> None:
-        """The counts users read are written as soon as they change (at most once a
-        pass); the fair-share history only on its period."""
+        """What users read is written as soon as it changes (at most once a pass), but a
+        change of the job counts alone at most once every `queue_counts_seconds` (a later
+        pass writes it: at the latest the resync one); the fair-share history only on its
+        period."""
         problem = status.queue_problem(queue, environments, self.policies.store)
         written = self._written_queues.get(queue.name)
         conditions = merge(
@@ -387,6 +394,14 @@ class JobController:
         )
         body = status.queue_status(queue, self._counts.get(queue.name, {}), problem, conditions)
         changed = written != body
+        if (
+            changed
+            and written is not None
+            and now - self._queue_written_at.get(queue.name, 0.0)
+            < self.settings.queue_counts_seconds
+            and _without_counts(written) == _without_counts(body)
+        ):
+            changed = False
         usage = (
             status.share_usage_status(
                 (share for share, _ in queue.share_usage),
@@ -401,6 +416,7 @@ class JobController:
         patch = {**body, "shareUsage": usage} if usage is not None else body
         if await self._patch_status(JOB_QUEUES, queue.name, patch):
             self._written_queues[queue.name] = body
+            self._queue_written_at[queue.name] = now
 
     async def _write_policy_status(self, policy: SchedulingPolicy, now: float) -> None:
         written = self._written_policies.get(policy.name)
@@ -468,6 +484,10 @@ class JobController:
                 if pod.uid not in self._counted_attempts:
                     ATTEMPTS.labels(queue, _attempt_result(pod)).inc()
         self._counted_attempts = finished  # only pods still present: bounded memory
+
+
+def _without_counts(body: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in body.items() if k != "jobs"}
 
 
 def _attempt_result(pod: PodInfo) -> str:
