@@ -338,7 +338,7 @@ async def kueue_run(args: argparse.Namespace, state: Path, kueue_dir: Path) -> d
             assert sum(jobs.store.values()) == 0, "jobs admitted while the queues were held"
             start = time.perf_counter()
             for name in names:
-                await client.patch(CLUSTER_QUEUES, name, {"spec": {"stopPolicy": "None"}})
+                await release(client, name)
             while True:
                 await asyncio.sleep(1.0)
                 done = sum(jobs.store.values())
@@ -361,6 +361,19 @@ async def kueue_run(args: argparse.Namespace, state: Path, kueue_dir: Path) -> d
         "admissions_per_s": done / elapsed,
         **({} if conversions is None else {"conversion_calls": conversions}),
     }
+
+
+async def release(client: kube.KubeClient, name: str) -> None:
+    """Lets a held ClusterQueue admit; retried (it is idempotent) while a loaded API server
+    times out."""
+    for attempt in range(5):
+        try:
+            await client.patch(CLUSTER_QUEUES, name, {"spec": {"stopPolicy": "None"}})
+            return
+        except (TimeoutError, aiohttp.ClientError):
+            if attempt == 4:
+                raise
+            await asyncio.sleep(1)
 
 
 async def conversion_calls(client: kube.KubeClient) -> float | None:
