@@ -47,9 +47,9 @@ BENCHMARKS: tuple[tuple[str, tuple[str, ...], bool, str], ...] = (
     ),
     (
         "kueue_compare",
-        ("--jobs", "5000", "--timeout", "1500"),
+        ("--jobs", "2000", "--timeout", "1500"),
         False,
-        "5,000 Jobs: Ebb against a bare client and Kueue",
+        "2,000 Jobs: Ebb against a bare client and Kueue (both finish on a loaded machine)",
     ),
     ("scheduler_memory", (), False, "the scheduler daemon's memory with 100,000 Jobs"),
     (

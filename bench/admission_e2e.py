@@ -230,7 +230,9 @@ async def bare(args: argparse.Namespace, state: Path) -> dict[str, float]:
         watching = asyncio.create_task(settling.run())
         await settling.wait_synced(300)
         await patch_all(client, names, {"spec": {"suspend": True}}, args.write_concurrency)
-        for _ in range(600):  # the Job controller deletes their pods
+        # The Job controller deletes their pods: on a loaded machine, as slowly as it
+        # created them (up to --timeout).
+        for _ in range(int(args.timeout)):
             if not sum(settling.store.values()):
                 break
             await asyncio.sleep(1.0)
