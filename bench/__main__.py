@@ -39,8 +39,18 @@ BENCHMARKS: tuple[tuple[str, tuple[str, ...], bool, str], ...] = (
         True,
         "multi-node jobs: gang-held node-hours and cost, Ebb against pod by pod",
     ),
-    ("admission_e2e", (), False, "15,000 Jobs admitted on the local stack"),
-    ("kueue_compare", ("--timeout", "1500"), False, "the same 15,000 Jobs: Ebb against Kueue"),
+    (
+        "admission_e2e",
+        ("--bare",),
+        False,
+        "15,000 Jobs admitted on the local stack, against a bare client's unsuspends",
+    ),
+    (
+        "kueue_compare",
+        ("--jobs", "2000", "--timeout", "1500"),
+        False,
+        "2,000 Jobs: Ebb against a bare client and Kueue (both finish on a loaded machine)",
+    ),
     ("scheduler_memory", (), False, "the scheduler daemon's memory with 100,000 Jobs"),
     (
         "kwok_scale",

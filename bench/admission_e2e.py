@@ -10,6 +10,15 @@ long until every Job has been admitted (unsuspended by Ebb). KWOK nodes (`--node
 enough pod slots for every Job) hold the pods so that the control plane does the real
 work that follows admission, and the autoscaler has nothing to launch. Goal: ≥ 250
 admissions/s.
+
+With `--bare`, the API server's own write rate is then measured on the same control
+plane and the same Jobs: Ebb's daemons are stopped, every Job is suspended again and its
+pods left to go, and a bare client — Ebb's identity and client library (so the same TLS,
+and no webhook call, as for Ebb's writes), `--write-concurrency` patches at a time, as
+Ebb's daemon writes — patches `suspend: false` on each Job, counted the same way. The
+pods the Job controller then creates are not placed (the extender is stopped with Ebb),
+so the control plane does less after each write than in Ebb's phase: the bare rate is
+if anything flattered. Prints Ebb ÷ bare. Goal: ≥ 0.8.
 """
 
 from __future__ import annotations
@@ -21,15 +30,19 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from ebb import keys, kube
+from extender.jobs.controller import ControllerSettings
 from local_stack import ROOT, builders
+from local_stack.cluster import PORT_OFFSETS
 from local_stack.harness import cluster_args, create_node
 
 STATE = ROOT / ".ebb-bench"
@@ -143,6 +156,105 @@ def admitted(raw: dict[str, Any]) -> bool:
     return not (raw.get("spec") or {}).get("suspend")
 
 
+def holding_pods(raw: dict[str, Any]) -> bool:
+    """A Job that is not suspended, or still has pods."""
+    status = raw.get("status") or {}
+    return admitted(raw) or bool(status.get("active") or status.get("terminating"))
+
+
+async def count_until(
+    jobs: kube.Reflector[bool], total: int, start: float, timeout: float
+) -> dict[str, float]:
+    """Counts the Jobs whose watched value is true every second from `start` until all
+    `total` are (or `timeout`); prints the count and returns the time and rates."""
+    marks = []
+    while True:
+        await asyncio.sleep(1.0)
+        done = sum(jobs.store.values())
+        elapsed = time.perf_counter() - start
+        marks.append((elapsed, done))
+        print(f"  {elapsed:6.1f} s: {done:,} admitted", flush=True)
+        if done >= total or elapsed > timeout:
+            break
+    seconds = marks[-1][0]
+    rates = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in itertools.pairwise(marks) if b[1] > a[1]]
+    median = statistics.median(rates) if rates else 0.0
+    print(
+        f"all {done:,} admitted in {seconds:.1f} s: {done / seconds:.0f} admissions/s "
+        f"(median per-second rate {median:.0f}/s)"
+    )
+    return {
+        "admit_seconds": seconds,
+        "admitted": float(done),
+        "admissions_per_s": done / seconds,
+        "median_per_s": median,
+    }
+
+
+def stop_component(state: Path, name: str) -> None:
+    """Stops one of the cluster's processes (its process group, as `cluster down` does)."""
+    pid_file = state / "pids" / f"{name}.pid"
+    if not pid_file.exists():
+        return
+    pid = int(pid_file.read_text())
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+        for _ in range(100):
+            time.sleep(0.1)
+            os.killpg(pid, 0)
+        os.killpg(pid, signal.SIGKILL)
+    pid_file.unlink()
+
+
+async def patch_all(
+    client: kube.KubeClient, names: list[str], body: dict[str, Any], concurrency: int
+) -> None:
+    """`body` patched onto every Job in `bench`, `concurrency` at a time."""
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def one(name: str) -> None:
+        async with semaphore:
+            await client.patch(kube.JOBS, name, body, "bench")
+
+    await asyncio.gather(*(one(name) for name in names))
+
+
+async def bare(args: argparse.Namespace, state: Path) -> dict[str, float]:
+    """The API server's write rate on the same Jobs (see the module's docstring)."""
+    for name in ("ebb-autoscaler", "ebb-bridge", "ebb-scheduler"):
+        stop_component(state, name)
+    access = kube.load_access(str(state / "ebb-scheduler.kubeconfig"), None, {})
+    async with kube.KubeClient(access, user_agent="ebb-bench-bare") as client:
+        names = [f"job-{i}" for i in range(args.jobs)]
+        settling = kube.Reflector(client, kube.JOBS, holding_pods, namespace="bench")
+        watching = asyncio.create_task(settling.run())
+        await settling.wait_synced(300)
+        await patch_all(client, names, {"spec": {"suspend": True}}, args.write_concurrency)
+        # The Job controller deletes their pods: on a loaded machine, as slowly as it
+        # created them (up to --timeout).
+        for _ in range(int(args.timeout)):
+            if not sum(settling.store.values()):
+                break
+            await asyncio.sleep(1.0)
+        left = sum(settling.store.values())
+        assert left == 0, f"{left} Jobs still unsuspended or holding pods"
+        settling.stop()
+        watching.cancel()
+        print(f"bare: all {args.jobs:,} Jobs suspended again, their pods gone", flush=True)
+        jobs = kube.Reflector(client, kube.JOBS, admitted, namespace="bench", name="bench-jobs")
+        watching = asyncio.create_task(jobs.run())
+        await jobs.wait_synced(300)
+        start = time.perf_counter()
+        writes = asyncio.create_task(
+            patch_all(client, names, {"spec": {"suspend": False}}, args.write_concurrency)
+        )
+        result = await count_until(jobs, args.jobs, start, args.timeout)
+        await writes
+        jobs.stop()
+        watching.cancel()
+    return result
+
+
 async def run(args: argparse.Namespace, kubeconfig: Path) -> dict[str, float]:
     access = kube.load_access(str(kubeconfig), None, {})
     async with kube.KubeClient(access, user_agent="ebb-bench", max_connections=64) as client:
@@ -159,36 +271,41 @@ async def run(args: argparse.Namespace, kubeconfig: Path) -> dict[str, float]:
         await jobs.wait_synced(300)
         done = sum(jobs.store.values())
         assert done == 0, f"{done} jobs admitted while every environment was DISABLED"
+        writes_before = await asyncio.to_thread(job_writes, args.port_base)
         start = time.perf_counter()
         for ce in ces:
             await client.patch(kube.COMPUTE_ENVIRONMENTS, ce, {"spec": {"state": "ENABLED"}})
-        marks = []
-        while True:
-            await asyncio.sleep(1.0)
-            done = sum(jobs.store.values())
-            elapsed = time.perf_counter() - start
-            marks.append((elapsed, done))
-            print(f"  {elapsed:6.1f} s: {done:,} admitted", flush=True)
-            if done >= args.jobs or elapsed > args.timeout:
-                break
+        result = await count_until(jobs, args.jobs, start, args.timeout)
         jobs.stop()
         watching.cancel()
-        total = marks[-1][0]
-        rate = done / total
-        rates = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in itertools.pairwise(marks) if b[1] > a[1]]
+        writes = await asyncio.to_thread(job_writes, args.port_base)
         print(
-            f"all {done:,} admitted in {total:.1f} s: {rate:.0f} admissions/s "
-            f"(median per-second rate {statistics.median(rates) if rates else 0:.0f}/s)"
+            "Ebb's writes to Jobs and Pods meanwhile (kind/outcome): "
+            + ", ".join(
+                f"{k} {n - writes_before.get(k, 0):,.0f}"
+                for k, n in sorted(writes.items())
+                if n > writes_before.get(k, 0)
+            ),
+            flush=True,
         )
-        return {
-            "jobs": float(args.jobs),
-            "admit_seconds": total,
-            "admissions_per_s": rate,
-            "submit_per_s": args.jobs / submit_s,
-        }
+        return {"jobs": float(args.jobs), **result, "submit_per_s": args.jobs / submit_s}
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
+def job_writes(port_base: int) -> dict[str, float]:
+    """Ebb's daemon's `ebb_job_writes_total`, by "kind/outcome" (its metrics port)."""
+    port = port_base + PORT_OFFSETS["extender_port"] + 1
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("ebb_job_writes_total{"):
+            labels, value = line[len("ebb_job_writes_total{") :].split("} ")
+            got = dict(part.split("=") for part in labels.split(","))
+            out[f"{got['kind'].strip(chr(34))}/{got['outcome'].strip(chr(34))}"] = float(value)
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--jobs", type=int, default=15_000)
     parser.add_argument("--queues", type=int, default=30)
@@ -196,9 +313,26 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--nodes", type=int, default=150)
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument("--port-base", type=int, default=PORT_BASE)
+    parser.add_argument("--bare", action="store_true", help="then the bare write rate (above)")
+    parser.add_argument(
+        "--write-concurrency",
+        type=int,
+        default=ControllerSettings().write_concurrency,
+        help="the bare client's writes at a time (Ebb's daemon's default)",
+    )
     args = parser.parse_args(argv)
     with fresh_cluster(args.port_base, "--ebb") as state:
-        return asyncio.run(run(args, state / "kubeconfig"))
+        ebb = asyncio.run(run(args, state / "kubeconfig"))
+        if not args.bare:
+            return ebb
+        print("\nbare: the same Jobs unsuspended by a bare client", flush=True)
+        limit = asyncio.run(bare(args, state))
+    ratio = ebb["admissions_per_s"] / limit["admissions_per_s"]
+    print(
+        f"\nEbb {ebb['admissions_per_s']:.0f} admissions/s, bare {limit['admissions_per_s']:.0f}"
+        f"/s: Ebb ÷ bare {ratio:.2f} (goal ≥ 0.8)"
+    )
+    return {**ebb, "bare": limit, "ebb_over_bare": ratio}
 
 
 if __name__ == "__main__":

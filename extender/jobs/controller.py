@@ -91,6 +91,10 @@ class ControllerSettings:
     write_concurrency: int = 32
     reason_refresh_seconds: float = 30.0
     share_usage_persist_seconds: float = 30.0
+    # A queue's job counts alone are rewritten at most this often: in a burst, passes
+    # follow each other in under a second, and every queue's counts rewritten each pass
+    # cost the API server about as many writes as the admissions themselves.
+    queue_counts_seconds: float = 2.0
     silence_timeout: float = 150.0
     overhead: NodeOverhead = field(default_factory=NodeOverheadSettings().node_overhead)
 
@@ -137,19 +141,22 @@ class JobController:
             silence_timeout=settings.silence_timeout,
         )
         self.events = EventRecorder(client, "ebb-scheduler")
+        self._wake = asyncio.Event()
         self.writer = Writer(
             client,
             self.jobs,
             self.events,
             concurrency=settings.write_concurrency,
             reason_refresh_seconds=settings.reason_refresh_seconds,
+            leading=leading,
+            settled=self._wake.set,  # a failed admission's job is decided again
         )
-        self._wake = asyncio.Event()
         self._usage = fairshare.UsageHistory()
         self._last_persist = 0.0
         self._counts: dict[str, dict[str, int]] = {}  # queue -> state -> Jobs, last pass
         # The statuses last written, so that each is written only when it changes.
         self._written_queues: dict[str, dict[str, Any]] = {}
+        self._queue_written_at: dict[str, float] = {}
         self._written_policies: dict[str, dict[str, Any]] = {}
         self._counted_attempts: set[str] = set()
         self._counted_unplaceable: set[str] = set()
@@ -269,6 +276,7 @@ class JobController:
                 await asyncio.sleep(max(self.settings.debounce_seconds, 2 * self._last_decision))
                 await self.run_pass()
         finally:
+            self.writer.cancel_admissions()
             for task in tasks:
                 task.cancel()
 
@@ -291,6 +299,7 @@ class JobController:
         # built here, off the event loop too.
         decisions.statuses = await asyncio.to_thread(dict, decisions.statuses.items())
         self._last_decision = time.perf_counter() - started
+        # Admissions are started, not awaited: the next pass counts them in flight.
         await self.writer.apply(snap.jobs, decisions, now)
         self._forget_departed(snap, decisions)
         self._observe(snap, decisions, now)
@@ -325,6 +334,7 @@ class JobController:
             decayed_usage=self._usage.decayed(now, self._half_lives()),
             starvation_seconds=self.settings.starvation_seconds,
             namespaces=dict(self.namespaces.store.items()),
+            in_flight=dict(self.writer.in_flight),
         )
 
     # --- fair-share history --------------------------------------------------------------
@@ -367,8 +377,10 @@ class JobController:
         now: float,
         usage_due: bool,
     ) -> None:
-        """The counts users read are written as soon as they change (at most once a
-        pass); the fair-share history only on its period."""
+        """What users read is written as soon as it changes (at most once a pass), but a
+        change of the job counts alone at most once every `queue_counts_seconds` (a later
+        pass writes it: at the latest the resync one); the fair-share history only on its
+        period."""
         problem = status.queue_problem(queue, environments, self.policies.store)
         written = self._written_queues.get(queue.name)
         conditions = merge(
@@ -382,6 +394,14 @@ class JobController:
         )
         body = status.queue_status(queue, self._counts.get(queue.name, {}), problem, conditions)
         changed = written != body
+        if (
+            changed
+            and written is not None
+            and now - self._queue_written_at.get(queue.name, 0.0)
+            < self.settings.queue_counts_seconds
+            and _without_counts(written) == _without_counts(body)
+        ):
+            changed = False
         usage = (
             status.share_usage_status(
                 (share for share, _ in queue.share_usage),
@@ -396,6 +416,7 @@ class JobController:
         patch = {**body, "shareUsage": usage} if usage is not None else body
         if await self._patch_status(JOB_QUEUES, queue.name, patch):
             self._written_queues[queue.name] = body
+            self._queue_written_at[queue.name] = now
 
     async def _write_policy_status(self, policy: SchedulingPolicy, now: float) -> None:
         written = self._written_policies.get(policy.name)
@@ -463,6 +484,10 @@ class JobController:
                 if pod.uid not in self._counted_attempts:
                     ATTEMPTS.labels(queue, _attempt_result(pod)).inc()
         self._counted_attempts = finished  # only pods still present: bounded memory
+
+
+def _without_counts(body: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in body.items() if k != "jobs"}
 
 
 def _attempt_result(pod: PodInfo) -> str:

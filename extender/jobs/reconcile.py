@@ -17,7 +17,7 @@ import functools
 import gc
 from collections.abc import Callable, Collection, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ebb.jobspec import RetryAction
 from ebb.model import JobQueue, NamespaceInfo, PodInfo, SchedulingPolicy
@@ -69,6 +69,10 @@ class Snapshot:
     starvation_seconds: float = 600.0
     # name → namespace (tenancy: labels, Terminating); one not here has no labels.
     namespaces: Mapping[str, NamespaceInfo] = field(default_factory=dict)
+    # job key → the pods (parallelism) its admission grants, for admissions whose write is
+    # in flight: each holds them as an admitted job would, and nothing else is decided of
+    # it (nor written) until its write lands or fails.
+    in_flight: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +217,7 @@ class Reconciler:
         self._unpublished: set[str] = set()  # waiting, published as not RUNNABLE
         self._never = _NeverPlaced()
         self._refusal = _Refused()
+        self._in_flight: Mapping[str, int] = {}
 
     def run(
         self, snap: Snapshot, changed: Collection[str] | None = None, *, settle: bool = True
@@ -231,11 +236,15 @@ class Reconciler:
             redo: Collection[str] = snap.jobs
         else:
             redo = {*changed, *self._volatile} if changed else set(self._volatile)
+            # Admissions whose write went in flight, landed or failed since the last run.
+            was, now_in = self._in_flight, snap.in_flight
+            redo.update(k for k in was.keys() | now_in.keys() if was.get(k) != now_in.get(k))
             if nodes != self._nodes:  # read only for jobs' pods (where bound, attempts)
                 redo.update(snap.pods_by_job, snap.departed_by_job)
             for key in redo:
                 self._forget(key)
         self._nodes = nodes
+        self._in_flight = dict(snap.in_flight)
         self._never.snap = self._refusal.snap = snap  # (their answers: the configuration's)
         added: list[Demand] = []
         jobs = snap.jobs
@@ -272,6 +281,10 @@ class Reconciler:
     def _decide_alone(self, key: str, job: JobInfo, snap: Snapshot) -> Demand | None:
         """What the pass decides of one job outside admission (kept in `_base`); returns
         its demand."""
+        granted = snap.in_flight.get(key)
+        if granted is not None:
+            self._holding.add(_in_flight(job, granted, snap.pods_by_job.get(key, ()), snap))
+            return None
         out = self._base
         ungated, cleared = len(out.ungate), len(out.clear_indexes)
         pods = snap.pods_by_job.get(key, ())
@@ -773,6 +786,14 @@ def _held(job: JobInfo, pods: Sequence[PodInfo], snap: Snapshot) -> Demand:
         if ce is not None:
             bound[ce] = bound.get(ce, 0) + 1
     return admitted_demand(job, _share(job, snap), active, bound, snap.now)
+
+
+def _in_flight(job: JobInfo, granted: int, pods: Sequence[PodInfo], snap: Snapshot) -> Demand:
+    """The demand of a job whose admission (`granted` pods in all) is being written: it
+    holds them as it will once admitted, and wants no more until the write settles (a
+    job in flight is never written twice)."""
+    held = _held(replace(job, parallelism=granted), pods, snap)
+    return replace(held, want=held.granted)
 
 
 def admitted_demand(

@@ -2,7 +2,10 @@
 
 Admissions and failures are written at once (with the Job's resourceVersion as a
 precondition, so a decision made on a stale view can never admit a job twice) and
-their results are fed straight back into the cache. Published states, reasons and
+their results are fed straight back into the cache. The next pass does not wait for
+the admissions: it runs while they are in flight, and counts them (`in_flight`) as
+holding what they were granted; a write that fails gives it back and its job is
+decided again. Published states, reasons and
 attempt records go through a queue that keeps only the latest per job, so a burst
 of status churn never delays an admission; attempt records and array summaries wait
 for the job's next state or reason publication, or a refresh period.
@@ -42,11 +45,12 @@ DEPENDENCY_WAIT = Histogram(
     buckets=(1, 5, 15, 60, 300, 900, 3600, 14400, 86400),
 )
 Json = dict[str, Any]
-# A pass writes at most this many admissions; the rest are decided again by the next pass,
-# a moment later and from fresher state, so that a burst of thousands of unsuspends on a
+# At most this many admissions are in flight (being written, or waiting for a write slot);
+# a pass writes only what room is left and the rest are decided again by a later pass, a
+# moment later and from fresher state, so that a burst of thousands of unsuspends on a
 # slow API server never holds back what changed meanwhile (an environment enabled, a job
 # cancelled, a higher-priority job submitted).
-MAX_ADMISSIONS_PER_PASS = 1000
+MAX_ADMISSIONS_IN_FLIGHT = 1000
 # Counted when the unsuspend is written, not when a pass decides it: a pass whose write
 # failed decides again, and a Job is admitted once.
 ADMISSIONS = Counter("ebb_admissions_total", "Jobs admitted (unsuspended), by queue.", ["queue"])
@@ -202,8 +206,15 @@ class Writer:
         *,
         concurrency: int = 32,
         reason_refresh_seconds: float = 30.0,
+        leading: asyncio.Event | None = None,
+        settled: Callable[[], None] = lambda: None,
     ) -> None:
         self._client = client
+        self._leading = leading  # set while this replica may write (None: always)
+        self._settled = settled  # called when an admission's write lands or fails
+        # job key → pods its admission grants, while the write is in flight
+        self._admitting: dict[str, int] = {}
+        self._admissions: set[asyncio.Task[None]] = set()
         self._jobs = jobs
         self._events = events
         self._limit = asyncio.Semaphore(concurrency)
@@ -215,14 +226,21 @@ class Writer:
         self._last_details: dict[str, float] = {}
         self._announced: dict[str, State] = {}
 
-    # --- decisions that must land before the next pass ---------------------------------
+    # --- decisions -----------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> Mapping[str, int]:
+        """Job key → pods granted, for the admissions whose write has not settled."""
+        return self._admitting
 
     async def apply(self, jobs: Mapping[str, JobInfo], decisions: Decisions, now: float) -> None:
-        ops = [
-            self._admit(jobs[key], pods, decisions.statuses.get(key), now)
-            for key, pods in itertools.islice(decisions.admit.items(), MAX_ADMISSIONS_PER_PASS)
-        ]
-        ops += [self._requeue(jobs[key], status, now) for key, status in decisions.requeue.items()]
+        """Starts the admissions (in the order admission granted them, as many as there is
+        room in flight for) without waiting for them; writes the rest before returning."""
+        room = max(MAX_ADMISSIONS_IN_FLIGHT - len(self._admitting), 0)
+        for key, pods in itertools.islice(decisions.admit.items(), room):
+            if key not in self._admitting:  # (a pass never admits a job in flight)
+                self._start_admission(jobs[key], pods, decisions.statuses.get(key), now)
+        ops = [self._requeue(jobs[key], status, now) for key, status in decisions.requeue.items()]
         ops += [self._fail(jobs[key], failure, now) for key, failure in decisions.fail.items()]
         ops += [self._restart(jobs[key], r, now) for key, r in decisions.restart.items()]
         ops += [self._clear_indexes(jobs[key]) for key in decisions.clear_indexes]
@@ -230,8 +248,38 @@ class Writer:
         await asyncio.gather(*ops)
         self._queue_publications(jobs, decisions, now)
 
+    def _start_admission(self, job: JobInfo, pods: int, status: Status | None, now: float) -> None:
+        self._admitting[job.key] = pods  # before the task runs: the next pass sees it
+        task = asyncio.create_task(self._admission(job, pods, status, now))
+        self._admissions.add(task)
+        task.add_done_callback(self._admissions.discard)
+
+    async def _admission(self, job: JobInfo, pods: int, status: Status | None, now: float) -> None:
+        try:
+            await self._admit(job, pods, status, now)
+        except (ApiError, TimeoutError, OSError) as exc:  # reading a Job to stamp its template
+            WRITES.labels("admit", "error").inc()
+            log.warning("admission failed", job=job.key, error=str(exc))
+        finally:
+            # Landed (the cache holds the admitted Job already) or failed (the job holds
+            # nothing and is decided again): in the same step, so no pass sees it twice.
+            self._admitting.pop(job.key, None)
+            self._settled()
+
+    def cancel_admissions(self) -> None:
+        """Stops the admissions in flight (the daemon stops): a write already sent may land
+        or not; the Job's suspend flag in the API says which, for whoever decides next."""
+        for task in self._admissions:
+            task.cancel()
+        self._admitting.clear()  # (a task cancelled before it started runs no `finally`)
+
     async def _write(self, kind: str, call: Callable[[], Any]) -> Json | None:
         async with self._limit:
+            if self._leading is not None and not self._leading.is_set():
+                # Leadership lost while this write waited for a slot: the new leader
+                # decides from what the API holds; writing now could over-commit.
+                WRITES.labels(kind, "not_leading").inc()
+                return None
             try:
                 result: Json = await call()
             except ApiError as exc:
@@ -456,8 +504,10 @@ class Writer:
             key, annotations = next(iter(self._pending.items()))
             del self._pending[key]
             job = self._jobs.store.get(key)
-            if job is None or (job.uncounted and job.terminal is None):
-                continue  # gone, or see below: the next pass decides again
+            if job is None or (job.uncounted and job.terminal is None) or key in self._admitting:
+                # Gone, or see below, or its admission (which publishes its state) is being
+                # written: a job is never written twice at once. The next pass decides again.
+                continue
             written = await self._write("publish", self._publish_call(job, annotations))
             if written is not None:
                 self._jobs.apply_write(written)
