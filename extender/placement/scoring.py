@@ -347,7 +347,7 @@ def filter_nodes(
     rows = table.rows(names)
     known = rows >= 0
     # A name not in the table (-1) reads the last row; its slot is _UNKNOWN below.
-    columns = table.ints[rows]
+    columns = table.ints.take(rows, axis=0)  # (take: a faster gather than indexing)
     gang = pod.gang_size is not None
     request = pod.requests
     reasons: list[Rejection | None] = [
@@ -400,7 +400,7 @@ def filter_nodes(
         # What score_nodes scores highest: the best tier's fullest nodes. kube-scheduler
         # then needs no prioritize call; among these its own scoring plugins choose, as
         # they broke ties between equal scores before (docs/decisions/0011).
-        kept_at = kept_at[_highest(pod, queue, rows[kept_at], table, environments)]
+        kept_at = kept_at[_highest(pod, queue, rows.take(kept_at), table, environments)]
     verdict.kept.extend(map(names.__getitem__, kept_at.tolist()))
     if gang_unplaced is not None:
         groups: dict[GangGroup, list[str]] = {}
@@ -563,7 +563,7 @@ def _highest(
     """Which rows (all in the table) `_scores` scores highest. Only the best tier's rows
     can (each tier has a band of its own, the best tier the highest), so only theirs are
     packed, with the same floats as `_scores`."""
-    kinds = table.ints[rows, _KIND]
+    kinds = table.ints[:, _KIND].take(rows)
     tier = _tiers(pod, queue, environments)
     present = np.flatnonzero(np.bincount(kinds)).tolist()
     tier_of_kind = {kind: tier(*table.kinds[kind]) for kind in present}
@@ -607,7 +607,7 @@ def _utilization(pod: PodInfo, rows: IntArray, table: NodeTable) -> npt.NDArray[
     """The utilization after placement: the mean over the node's resources of the share
     in use, each capped at 1 (in the order of the module doc's formula: the same floats)."""
     request = pod.requests
-    p = table.floats[rows]
+    p = table.floats.take(rows, axis=0)
     cpu = np.minimum(p[:, 0] + request.cpu_milli * p[:, 1], 1.0)
     memory = np.minimum(p[:, 2] + request.memory * p[:, 3], 1.0)
     gpu = np.minimum(p[:, 4] + request.gpu * p[:, 5], 1.0)
