@@ -100,9 +100,11 @@ def _pod(raw: object) -> PodInfo:
 def _node_names(raw: object) -> list[str]:
     if not isinstance(raw, list):
         raise ProtocolError("NodeNames", "expected a list of node names")
-    # map(type, ...) runs in C: this check stays cheap for 5,000 names.
-    if raw and set(map(type, raw)) != {str}:
-        raise ProtocolError("NodeNames", "expected a list of strings")
+    # join runs in C and takes only strings: the cheapest check of 5,000 names.
+    try:
+        "".join(raw)
+    except TypeError:
+        raise ProtocolError("NodeNames", "expected a list of strings") from None
     return raw
 
 

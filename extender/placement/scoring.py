@@ -55,9 +55,10 @@ KubeSchedulerConfiguration sets how strongly these preferences win.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import compress, repeat
+from itertools import compress
 from typing import Protocol, TypeVar
 
 import numpy as np
@@ -127,13 +128,24 @@ def node_state(info: NodeInfo, used: Resources, job_pods: int = 0, gang_pods: in
     return NodeState(info, used, free, kind, packing, job_pods, gang_pods)
 
 
-# NodeTable.ints' columns: interned environment and kind, the flags filter checks, and free
-# room; NodeTable.floats' are Packing's fields in order.
-_ENV, _KIND, _CORDONED_COL, _DRAINING_COL, _JOB_PODS, _GANG_PODS, _FREE_CPU, _FREE_MEMORY = range(8)
-_FREE_GPU = 8
-_INT_COLUMNS, _FLOAT_COLUMNS = 9, 7
+# The slots of filter's reasons, in the order the checks run (the first failing check's
+# reason is the node's); the environments' reasons follow them.
+_KEPT, _UNKNOWN, _CORDONED_SLOT, _DRAINING_SLOT, _OCCUPIED, _RESOURCES = range(6)
+
+# NodeTable.ints' columns: interned environment and kind, the reason slot of a cordoned or
+# draining node (else _KEPT), pods of Jobs and of gangs, and free room; NodeTable.floats'
+# are Packing's fields in order.
+_ENV, _KIND, _BLOCKED, _JOB_PODS, _GANG_PODS, _FREE_CPU, _FREE_MEMORY, _FREE_GPU = range(8)
+_INT_COLUMNS, _FLOAT_COLUMNS = 8, 7
 
 IntArray = npt.NDArray[np.int64]
+
+
+class _RowIndex(dict[str, int]):
+    """Node name -> row; a name not there reads -1 (so lookups need no default argument)."""
+
+    def __missing__(self, name: str) -> int:
+        return -1
 
 
 class NodeTable(Mapping[str, NodeState]):
@@ -143,7 +155,7 @@ class NodeTable(Mapping[str, NodeState]):
     current; a plain Lookup is made into one per call (`NodeTable.of`)."""
 
     def __init__(self, capacity: int = 64) -> None:
-        self._rows: dict[str, int] = {}
+        self._rows = _RowIndex()
         self._states: list[NodeState | None] = []
         self._vacant: list[int] = []  # rows of deleted nodes, to reuse
         self.ints = np.zeros((max(capacity, 1), _INT_COLUMNS), dtype=np.int64)
@@ -191,8 +203,7 @@ class NodeTable(Mapping[str, NodeState]):
         self.ints[row] = (
             self._intern_environment(info.compute_environment),
             self._intern_kind(state.kind),
-            info.unschedulable,
-            info.draining,
+            _CORDONED_SLOT if info.unschedulable else _DRAINING_SLOT if info.draining else _KEPT,
             state.job_pods,
             state.gang_pods,
             free.cpu_milli,
@@ -219,9 +230,7 @@ class NodeTable(Mapping[str, NodeState]):
 
     def rows(self, names: Sequence[str]) -> IntArray:
         """Each name's row, -1 for a node not in the table (dict lookups done in C)."""
-        return np.fromiter(
-            map(self._rows.get, names, repeat(-1, len(names))), dtype=np.int64, count=len(names)
-        )
+        return np.fromiter(map(self._rows.__getitem__, names), dtype=np.int64, count=len(names))
 
     def state(self, row: int) -> NodeState:
         state = self._states[row]
@@ -312,11 +321,6 @@ class FilterVerdict:
     rejected: dict[RejectKind, int]  # how many nodes each kind of reason filtered out
 
 
-# The slots of filter's reasons, in the order the checks run (the first failing check's
-# reason is the node's); the environments' reasons follow them.
-_KEPT, _UNKNOWN, _CORDONED_SLOT, _DRAINING_SLOT, _OCCUPIED, _RESOURCES = range(6)
-
-
 def filter_nodes(
     pod: PodInfo,
     names: Iterable[str],
@@ -343,21 +347,10 @@ def filter_nodes(
     table = nodes if isinstance(nodes, NodeTable) else NodeTable.of(names, nodes)
     rows = table.rows(names)
     known = rows >= 0
-    columns = table.ints[np.where(known, rows, 0)]
+    # A name not in the table (-1) reads the last row; its slot is _UNKNOWN below.
+    columns = table.ints.take(rows, axis=0)  # (take: a faster gather than indexing)
     gang = pod.gang_size is not None
     request = pod.requests
-    # Each candidate's reason slot (0: kept): the checks from last to first, so that the
-    # first one a node fails writes last.
-    slot = np.zeros(len(names), dtype=np.int64)
-    fits = (
-        (columns[:, _FREE_CPU] >= request.cpu_milli)
-        & (columns[:, _FREE_MEMORY] >= request.memory)
-        & (columns[:, _FREE_GPU] >= request.gpu)
-    )
-    slot[~fits] = _RESOURCES
-    slot[columns[:, _JOB_PODS if gang else _GANG_PODS] > 0] = _OCCUPIED
-    slot[columns[:, _DRAINING_COL] > 0] = _DRAINING_SLOT
-    slot[columns[:, _CORDONED_COL] > 0] = _CORDONED_SLOT
     reasons: list[Rejection | None] = [
         None,
         _UNKNOWN_NODE,
@@ -373,24 +366,43 @@ def filter_nodes(
         environment_slots.append(len(reasons) if rejection is not None else _KEPT)
         if rejection is not None:
             reasons.append(rejection)
-    by_environment = np.array(environment_slots, dtype=np.int64)[columns[:, _ENV]]
-    slot = np.where(by_environment != _KEPT, by_environment, slot)
-    slot[~known] = _UNKNOWN
-    verdict = FilterVerdict([], {}, {}, {})
-    kept_rows = rows[:0]
+    # Each candidate's reason slot (0: kept), the checks from last to first so that the
+    # first one a node fails writes last: room, occupancy, then (environment, cordoned,
+    # draining), then not in the table.
+    fits = (
+        (columns[:, _FREE_CPU] >= request.cpu_milli)
+        & (columns[:, _FREE_MEMORY] >= request.memory)
+        & (columns[:, _FREE_GPU] >= request.gpu)
+    )
+    slot = np.where(fits, _KEPT, _RESOURCES)
+    slot[columns[:, _JOB_PODS if gang else _GANG_PODS] > 0] = _OCCUPIED
+    first = np.array(environment_slots, dtype=np.int64)[columns[:, _ENV]]
+    first = np.where(first != _KEPT, first, columns[:, _BLOCKED])
+    slot = np.where(known, np.where(first != _KEPT, first, slot), _UNKNOWN)
     counts = np.bincount(slot, minlength=len(reasons)).tolist()
-    for which in (i for i, count in enumerate(counts) if count):
-        if which == _KEPT:
-            chosen = slot == _KEPT
-            verdict.kept.extend(compress(names, chosen.tolist()))
-            kept_rows = rows[chosen]
-        elif which == _RESOURCES:
-            at = np.flatnonzero(slot == _RESOURCES).tolist()
-            for rejection, rejected in _resource_rejections(request, table, names, rows, at):
-                _reject_or_keep(verdict, rejected, rejection)
+    # The candidates' positions grouped by slot, in candidate order within each (stable).
+    order = np.argsort(slot, kind="stable")
+    verdict = FilterVerdict([], {}, {}, {})
+    kept_at = order[: counts[_KEPT]]
+    rejected_at = order[counts[_KEPT] :].tolist()
+    rejected = list(map(names.__getitem__, rejected_at))
+    end = 0
+    for which in range(_KEPT + 1, len(counts)):
+        begin, end = end, end + counts[which]
+        if begin == end:
+            continue
+        if which == _RESOURCES:
+            group = zip(rows[rejected_at[begin:end]].tolist(), rejected[begin:end], strict=True)
+            for rejection, names_of in _resource_rejections(request, table, group):
+                _reject_or_keep(verdict, names_of, rejection)
         else:
-            rejected = list(compress(names, (slot == which).tolist()))
-            _reject_or_keep(verdict, rejected, reasons[which])
+            _reject_or_keep(verdict, rejected[begin:end], reasons[which])
+    if best_only and gang_unplaced is None and len(kept_at) > 1:
+        # What score_nodes scores highest: the best tier's fullest nodes. kube-scheduler
+        # then needs no prioritize call; among these its own scoring plugins choose, as
+        # they broke ties between equal scores before (docs/decisions/0011).
+        kept_at = kept_at[_highest(pod, queue, rows.take(kept_at), table, environments)]
+    verdict.kept.extend(map(names.__getitem__, kept_at.tolist()))
     if gang_unplaced is not None:
         groups: dict[GangGroup, list[str]] = {}
         for name in verdict.kept:
@@ -399,30 +411,22 @@ def filter_nodes(
         verdict = FilterVerdict([], verdict.failed, verdict.unresolvable, verdict.rejected)
         for there, rejection in _gang_groups(queue, groups, gang_unplaced, gang_group):
             _reject_or_keep(verdict, there, rejection)
-        kept_rows = table.rows(verdict.kept)
-    if best_only and len(verdict.kept) > 1:
-        # What score_nodes scores highest: the best tier's fullest nodes. kube-scheduler
-        # then needs no prioritize call; among these its own scoring plugins choose, as
-        # they broke ties between equal scores before (docs/decisions/0011).
-        highest = _highest(pod, queue, kept_rows, table, environments)
-        verdict.kept[:] = compress(verdict.kept, highest.tolist())
+        if best_only and len(verdict.kept) > 1:
+            highest = _highest(pod, queue, table.rows(verdict.kept), table, environments)
+            verdict.kept[:] = compress(verdict.kept, highest.tolist())
     return verdict
 
 
 def _resource_rejections(
-    request: Resources, table: NodeTable, names: list[str], rows: IntArray, at: list[int]
+    request: Resources, table: NodeTable, candidates: Iterable[tuple[int, str]]
 ) -> Iterable[tuple[Rejection, list[str]]]:
-    """The candidates at `at` (the request does not fit them), by reason; nodes with the
-    same room share one."""
-    by_room: dict[tuple[Resources, Resources], Rejection] = {}
+    """The candidates (row, name) the request does not fit, by reason; nodes with the same
+    room share one."""
     out: dict[Rejection, list[str]] = {}
-    for i, row in zip(at, rows[at].tolist(), strict=True):
+    for row, name in candidates:
         state = table.state(row)
-        room = (state.free, state.info.allocatable)
-        rejection = by_room.get(room)
-        if rejection is None:
-            rejection = by_room[room] = _resource_rejection(request, state)
-        out.setdefault(rejection, []).append(names[i])
+        rejection = _resource_rejection(request, state.free, state.info.allocatable)
+        out.setdefault(rejection, []).append(name)
     return out.items()
 
 
@@ -513,12 +517,13 @@ def _environment_rejection(
     return None
 
 
-def _resource_rejection(request: Resources, state: NodeState) -> Rejection:
-    allocatable = state.info.allocatable
+# Pods come in few shapes and nodes in few sizes: the same texts recur across calls.
+@functools.lru_cache(maxsize=4096)
+def _resource_rejection(request: Resources, free: Resources, allocatable: Resources) -> Rejection:
     if not request.fits_in(allocatable):
         text = "; ".join(request.shortfall(allocatable, "allocatable"))
         return Rejection(RejectKind.TOO_SMALL, text)
-    return Rejection(RejectKind.INSUFFICIENT, "; ".join(request.shortfall(state.free)))
+    return Rejection(RejectKind.INSUFFICIENT, "; ".join(request.shortfall(free)))
 
 
 def score_nodes(
@@ -563,12 +568,20 @@ def _highest(
     environments: Lookup[ComputeEnvironment],
 ) -> npt.NDArray[np.bool_]:
     """Which rows (all in the table) `_scores` scores highest. Only the best tier's rows
-    can (each tier has a band of its own), so only theirs are packed."""
-    kinds = table.ints[rows, _KIND]
-    low, width = _kind_bands(pod, queue, kinds, table, environments)
-    lows = low[kinds]
-    best: npt.NDArray[np.bool_] = lows == lows.max()
-    scores = np.floor(lows[best] + _utilization(pod, rows[best], table) * width[kinds[best]])
+    can (each tier has a band of its own, the best tier the highest), so only theirs are
+    packed, with the same floats as `_scores`."""
+    kinds = table.ints[:, _KIND].take(rows)
+    tier = _tiers(pod, queue, environments)
+    present = np.flatnonzero(np.bincount(kinds)).tolist()
+    tier_of_kind = {kind: tier(*table.kinds[kind]) for kind in present}
+    tiers = sorted({code for code in tier_of_kind.values() if code is not None})
+    if not tiers:  # none eligible: all score 0
+        return np.ones(len(rows), dtype=np.bool_)
+    low, high = _bands(len(tiers))[0]
+    best_kinds = np.zeros(len(table.kinds), dtype=np.bool_)
+    best_kinds[[kind for kind, code in tier_of_kind.items() if code == tiers[0]]] = True
+    best: npt.NDArray[np.bool_] = best_kinds[kinds]
+    scores = np.floor(low + 0.5 + _utilization(pod, rows[best], table) * (high - low))
     best[best] = scores == scores.max()
     return best
 
@@ -601,7 +614,7 @@ def _utilization(pod: PodInfo, rows: IntArray, table: NodeTable) -> npt.NDArray[
     """The utilization after placement: the mean over the node's resources of the share
     in use, each capped at 1 (in the order of the module doc's formula: the same floats)."""
     request = pod.requests
-    p = table.floats[rows]
+    p = table.floats.take(rows, axis=0)
     cpu = np.minimum(p[:, 0] + request.cpu_milli * p[:, 1], 1.0)
     memory = np.minimum(p[:, 2] + request.memory * p[:, 3], 1.0)
     gpu = np.minimum(p[:, 4] + request.gpu * p[:, 5], 1.0)
@@ -638,17 +651,18 @@ def _tiers(
     return tier
 
 
+@functools.cache
 def _bands(count: int) -> Sequence[tuple[int, int]]:
     """(low, high) score bands for `count` tiers, best first, covering 0..10."""
     if count >= _LEVELS:
-        return [(max(MAX_SCORE - i, 0), max(MAX_SCORE - i, 0)) for i in range(count)]
+        return tuple((max(MAX_SCORE - i, 0), max(MAX_SCORE - i, 0)) for i in range(count))
     width, wider = divmod(_LEVELS, count) if count else (0, 0)
     bands, high = [], MAX_SCORE
     for i in range(count):
         size = width + (1 if i < wider else 0)
         bands.append((high - size + 1, high))
         high -= size
-    return bands
+    return tuple(bands)
 
 
 def untolerated_taint(

@@ -31,6 +31,7 @@ from extender.placement.protocol import BindingArgs, ExtenderArgs, FilterResult,
 from extender.placement.scoring import (
     Lookup,
     NodeState,
+    RejectKind,
     filter_nodes,
     node_state,
     score_nodes,
@@ -66,6 +67,14 @@ _BINDS_REFUSED = Counter(
     "ebb_extender_binds_refused_total",
     "Binds answered with an Error because every binding slot stayed busy (API server slow).",
 )
+
+
+@functools.cache
+def _filtered(kind: RejectKind) -> Counter:
+    """The filtered-nodes counter of one reason class (looked up once, not on every call)."""
+    return _FILTERED.labels(kind.value)
+
+
 NOT_SYNCED = "ebb-scheduler is starting: its caches are not synced yet"
 _RECENT_PODS = 4096
 
@@ -211,7 +220,7 @@ class EbbExtender:
             best_only=True,
         )
         for kind, count in verdict.rejected.items():
-            _FILTERED.labels(kind.value).inc(count)
+            _filtered(kind).inc(count)
         if verdict.kept:
             log.debug("filtered", pod=pod.key, queue=pod.queue, kept=len(verdict.kept))
         else:
