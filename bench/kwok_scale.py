@@ -126,6 +126,7 @@ def cpu_seconds(pid: int) -> float:
 _SAMPLE = re.compile(r"^(\w+)\{(.*)\} (\S+)$")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 BOUND = "pods bound"
+SCRAPED = "(scraped)"  # present when that source's counters were read
 
 
 def request_counts(metrics: str, name: str) -> dict[str, float]:
@@ -151,19 +152,25 @@ def daemon_metrics(ops_port: int) -> str:
 
 
 async def api_requests(client: kube.KubeClient, ops_port: int | None) -> dict[str, float]:
-    """Every client's requests (the API server's counter) and, under `ebb `, the daemon's;
-    none when the API server is too busy to answer within two minutes (said, not fatal:
-    the phase's other figures stand)."""
+    """Every client's requests (the API server's counter) and, under `ebb `, the daemon's
+    (with `ebb pods bound`: every pod of Ebb's phase is bound by Ebb). Either is left out
+    when it does not answer within two minutes (said, not fatal: the other figures stand)."""
+    counts: dict[str, float] = {}
     try:
         text = (await client.request_bytes("GET", "/metrics", timeout=120)).decode()
-        counts = request_counts(text, "apiserver_request_total")
-        if ops_port is not None:
-            text = await asyncio.to_thread(daemon_metrics, ops_port)
-            ebb = request_counts(text, "ebb_api_requests_total")
-            counts.update((f"ebb {key}", count) for key, count in ebb.items() if key != BOUND)
+        counts.update(request_counts(text, "apiserver_request_total"))
+        counts[SCRAPED] = 1.0
     except (TimeoutError, OSError, kube.ApiError, aiohttp.ClientError) as exc:
-        print(f"  cannot read the request counters: {exc!r}", flush=True)
-        return {}
+        print(f"  cannot read the API server's request counters: {exc!r}", flush=True)
+    if ops_port is not None:
+        try:
+            text = await asyncio.to_thread(daemon_metrics, ops_port)
+        except OSError as exc:
+            print(f"  cannot read the daemon's request counters: {exc!r}", flush=True)
+        else:
+            ebb = request_counts(text, "ebb_api_requests_total")
+            counts.update((f"ebb {key}", count) for key, count in ebb.items())
+            counts[f"ebb {SCRAPED}"] = 1.0
     return counts
 
 
@@ -242,12 +249,21 @@ async def flow(
         jobs.stop()
         for task in watching:
             task.cancel()
-    requests = (
-        {k: v - requests_before.get(k, 0.0) for k, v in requests_after.items()}
-        if requests_before and requests_after
-        else {}  # a scrape failed: no deltas
-    )
-    bound = requests.pop(BOUND, 0.0)
+    # Deltas of the sources read both at the start and at the end of the window.
+    read = {
+        source
+        for source in (SCRAPED, f"ebb {SCRAPED}")
+        if source in requests_before and source in requests_after
+    }
+    requests = {
+        key: count - requests_before.get(key, 0.0)
+        for key, count in requests_after.items()
+        if (f"ebb {SCRAPED}" if key.startswith("ebb ") else SCRAPED) in read
+        and key not in (SCRAPED, f"ebb {SCRAPED}")
+    }
+    # The API server's successful bindings; Ebb's own when the API server did not answer.
+    bound = requests.pop(BOUND, None)
+    bound = requests.pop(f"ebb {BOUND}", 0.0) if bound is None else bound
     return {
         "seconds": elapsed,
         "succeeded": float(done),
