@@ -136,7 +136,8 @@ class ClusterSettings:
     node_lease_seconds: int = setting(
         40,
         "Duration of the Node leases KWOK keeps (renewed every quarter of it); 0: none. Nothing"
-        " here reads them (no node lifecycle controller); at 5,000 nodes they are 500 writes/s.",
+        " here needs them (without, the node lifecycle controller waits for KWOK's status"
+        " reports); at 5,000 nodes they are 500 writes/s.",
     )
 
     def port(self, name: str) -> int:
@@ -481,6 +482,10 @@ class Cluster:
                 f"--kube-api-burst={qps * 2}",
                 "--concurrent-job-syncs=20",
                 "--concurrent-gc-syncs=20",
+                # Without Node leases, KWOK's status reports (every 5-5.5 minutes) are the
+                # only heartbeat: the default 50 s would mark every node NotReady between
+                # them (and evict their pods).
+                *(() if self.s.node_lease_seconds else ("--node-monitor-grace-period=15m",)),
             ],
         )
 

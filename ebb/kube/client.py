@@ -17,6 +17,7 @@ from typing import Any, Literal, TypeVar
 import aiohttp
 import orjson
 import structlog
+from prometheus_client import Counter
 
 from ebb.kube.config import ClusterAccess
 from ebb.kube.resources import Resource
@@ -31,6 +32,33 @@ _PATCH_CONTENT_TYPES: dict[str, str] = {
 Json = dict[str, Any]
 T = TypeVar("T")
 _log = structlog.get_logger("ebb.kube")
+_REQUESTS = Counter(
+    "ebb_api_requests_total",
+    "Requests this process made to the API server, by verb and resource as the API "
+    "server's apiserver_request_total names them (LIST and WATCH apart from GET), and the "
+    "answer's HTTP status.",
+    ["verb", "resource", "code"],
+)
+
+
+def request_kind(method: str, path: str, *, watch: bool = False) -> tuple[str, str]:
+    """The verb and `resource[/subresource]` of a request, from its method and path; a
+    path outside the resource API (/metrics, /version) has the resource `(none)`."""
+    parts = path.split("?", 1)[0].strip("/").split("/")
+    if parts[0] == "api":
+        parts = parts[2:]
+    elif parts[0] == "apis":
+        parts = parts[3:]
+    else:
+        return method, "(none)"
+    if len(parts) > 2 and parts[0] == "namespaces" and parts[2:] not in (["status"], ["finalize"]):
+        parts = parts[2:]  # a namespaced resource, not a Namespace's own subresource
+    if not parts or not parts[0]:
+        return method, "(none)"
+    resource = "/".join(parts[:1] + parts[2:3])
+    if watch:
+        return "WATCH", resource
+    return ("LIST" if method == "GET" and len(parts) == 1 else method), resource
 
 
 class ApiError(Exception):
@@ -162,6 +190,7 @@ class KubeClient:
             timeout=client_timeout,
             **self._route,
         ) as resp:
+            _REQUESTS.labels(*request_kind(method, path), str(resp.status)).inc()
             raw = await resp.read()
             if resp.status >= 300:
                 raise _api_error(resp.status, raw)
@@ -181,6 +210,7 @@ class KubeClient:
             timeout=timeout,
             **self._route,
         ) as resp:
+            _REQUESTS.labels(*request_kind("GET", path, watch=True), str(resp.status)).inc()
             if resp.status >= 300:
                 raise _api_error(resp.status, await resp.read())
             yield resp.content

@@ -172,6 +172,7 @@ class JobController:
         self._leading = leading
         self.catalog = shipped_catalog()
         self.overhead = settings.overhead
+        self._capacity: tuple[tuple[object, ...], dict[str, CapacityLimit]] = ((), {})
         for reflector in (self.jobs, self.pods, queues, compute_environments, policies, namespaces):
             reflector.subscribe(self._changed)
         self.jobs.subscribe(self._job_changed)
@@ -307,9 +308,17 @@ class JobController:
         return decisions
 
     def capacity(self) -> dict[str, CapacityLimit]:
-        return capacity_limits(
-            self.compute_environments.store.values(), self.catalog, self.overhead
-        )
+        """What each compute environment may hold. Resolving their instance types against
+        the catalog is most of a pass's snapshot and of each webhook review, so the
+        limits are kept while the environments are the same objects (the reflector
+        replaces one that changes) under the same catalog and overhead."""
+        environments = tuple(self.compute_environments.store.values())
+        inputs = (self.catalog, self.overhead, *environments)
+        held, limits = self._capacity
+        if len(held) != len(inputs) or any(a is not b for a, b in zip(held, inputs, strict=True)):
+            limits = capacity_limits(environments, self.catalog, self.overhead)
+            self._capacity = (inputs, limits)
+        return dict(limits)
 
     def snapshot(self, now: float) -> Snapshot:
         jobs = dict(self.jobs.store.items())

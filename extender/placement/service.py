@@ -27,6 +27,7 @@ from ebb.kube import Event
 from ebb.model import ComputeEnvironment, JobQueue, NodeInfo, PodInfo, node_from_raw
 from extender.callers import Refusal, refuse
 from extender.placement.cache import PlacementCache
+from extender.placement.fresh_reads import FreshReads
 from extender.placement.protocol import BindingArgs, ExtenderArgs, FilterResult, HostPriority
 from extender.placement.scoring import (
     Lookup,
@@ -475,9 +476,10 @@ def ebb_extender(
     cache = PlacementCache()
     cache.attach(nodes, pods)
     synced = (nodes.synced, pods.synced, queues.synced, environments.synced)
+    failures: FreshReads[tuple[str, str], int] = FreshReads(lambda job: job_failures(client, *job))
     binding = Binding(
         functools.partial(bind_pod, client),
-        functools.partial(job_failures, client),
+        lambda namespace, name: failures((namespace, name)),
         concurrency=settings.bind_concurrency,
         wait=settings.bind_wait,
         assumed_pod_ttl=settings.assumed_pod_ttl,
