@@ -62,6 +62,7 @@ from ebb.resources import ZERO, Resources, sum_resources
 
 log = structlog.get_logger("ebb.autoscaler")
 FIELD_MANAGER = "ebb-autoscaler"
+_START_UP_ERRORS: tuple[type[Exception], ...] = (AwsError, *kube.REQUEST_ERRORS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +177,7 @@ class Controller:
                 self._load_ledger()
                 await self.ledger.resolve(self._specs())
                 break
-            except (AwsError, kube.ApiError, OSError) as exc:
+            except _START_UP_ERRORS as exc:
                 log.warning("start-up failed; retrying", error=str(exc))
                 await asyncio.sleep(2)
         log.info("autoscaler leading", instances=len(self.ec2.instances))

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 import structlog
 from prometheus_client import Counter
 
-from ebb.kube import EVENTS, ApiError, KubeClient
+from ebb.kube import EVENTS, REQUEST_ERRORS, KubeClient
 
 log = structlog.get_logger("ebb.events")
 _SENT = Counter("ebb_events_total", "Kubernetes Events recorded.", ["component", "reason"])
@@ -63,7 +63,7 @@ class EventRecorder:
     async def _work(self) -> None:
         while True:
             ref, kind, reason, message = await self._queue.get()
-            with contextlib.suppress(ApiError, OSError, asyncio.TimeoutError):
+            with contextlib.suppress(*REQUEST_ERRORS):
                 await self._send(ref, kind, reason, message)
                 _SENT.labels(self._component, reason).inc()
 

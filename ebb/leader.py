@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 from prometheus_client import Gauge
 
-from ebb.kube import LEASES, ApiError, KubeClient
+from ebb.kube import LEASES, REQUEST_ERRORS, ApiError, KubeClient
 
 log = structlog.get_logger("ebb.leader")
 IS_LEADER = Gauge("ebb_leader", "1 while this replica leads.", ["lease"])
@@ -137,7 +137,7 @@ class LeaderElector:
             lease["spec"] = self._spec(transitions, acquired)
             await self.client.replace(LEASES, self.name, lease, self.namespace)
             return True
-        except (TimeoutError, ApiError, OSError) as exc:
+        except REQUEST_ERRORS as exc:
             if not (isinstance(exc, ApiError) and exc.conflict):
                 log.warning("lease update failed", lease=self.name, error=str(exc))
             return False

@@ -5,7 +5,14 @@ Public surface: `ClusterAccess`/`load_access` (how to reach the API server),
 (the only code that opens watches).
 """
 
-from ebb.kube.client import ApiError, KubeClient, ListResult, until_reachable
+from ebb.kube.client import (
+    REQUEST_ERRORS,
+    TRANSPORT_ERRORS,
+    ApiError,
+    KubeClient,
+    ListResult,
+    until_reachable,
+)
 from ebb.kube.config import ClusterAccess, ConfigError, load_access
 from ebb.kube.reflector import Event, EventType, Reflector, Store
 from ebb.kube.resources import (
@@ -35,8 +42,10 @@ __all__ = [
     "NAMESPACES",
     "NODES",
     "PODS",
+    "REQUEST_ERRORS",
     "SCHEDULING_POLICIES",
     "SERVICES",
+    "TRANSPORT_ERRORS",
     "ApiError",
     "ClusterAccess",
     "ConfigError",

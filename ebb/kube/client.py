@@ -92,6 +92,13 @@ class ApiError(Exception):
         return self.status == 409 and self.reason == "AlreadyExists"
 
 
+# A request the API server could not be asked or could not answer: the connection refused
+# or cut, even mid-response (aiohttp.ClientPayloadError, which is no OSError), or too slow.
+TRANSPORT_ERRORS: tuple[type[Exception], ...] = (aiohttp.ClientError, OSError, TimeoutError)
+# What any request may raise: those, or the API server's refusal.
+REQUEST_ERRORS: tuple[type[Exception], ...] = (ApiError, *TRANSPORT_ERRORS)
+
+
 @dataclass(frozen=True, slots=True)
 class ListResult:
     items: list[Json]
@@ -355,7 +362,7 @@ async def until_reachable(call: Callable[[], Awaitable[T]], what: str) -> T:
     while True:
         try:
             return await call()
-        except (ApiError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+        except REQUEST_ERRORS as exc:
             _log.warning(f"{what} failed; retrying", error=str(exc), retry_in=delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)

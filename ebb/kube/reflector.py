@@ -22,7 +22,7 @@ import orjson
 import structlog
 from prometheus_client import Counter, Gauge
 
-from ebb.kube.client import ApiError, KubeClient
+from ebb.kube.client import REQUEST_ERRORS, ApiError, KubeClient
 from ebb.kube.resources import Resource
 
 T = TypeVar("T")
@@ -210,7 +210,7 @@ class Reflector(Generic[T]):
             except _Gone:
                 need_list, reason = True, "gone"
                 _RESTARTS.labels(self.name, "gone").inc()
-            except (TimeoutError, ApiError, aiohttp.ClientError, OSError) as exc:
+            except REQUEST_ERRORS as exc:
                 if self._stop.is_set():
                     break
                 if isinstance(exc, ApiError) and exc.gone:

@@ -24,7 +24,16 @@ from prometheus_client import Counter, Histogram
 
 from ebb import keys
 from ebb.events import EventRecorder, ObjectRef
-from ebb.kube import JOBS, PODS, SERVICES, ApiError, KubeClient, Reflector
+from ebb.kube import (
+    JOBS,
+    PODS,
+    REQUEST_ERRORS,
+    SERVICES,
+    TRANSPORT_ERRORS,
+    ApiError,
+    KubeClient,
+    Reflector,
+)
 from extender.jobs.lifecycle import CONDITION_REASONS, State, Status
 from extender.jobs.reconcile import Decisions, Failure, GangRestart
 from extender.jobs.retry import ONE_ATTEMPT, effective_strategy
@@ -257,7 +266,7 @@ class Writer:
     async def _admission(self, job: JobInfo, pods: int, status: Status | None, now: float) -> None:
         try:
             await self._admit(job, pods, status, now)
-        except (ApiError, TimeoutError, OSError) as exc:  # reading a Job to stamp its template
+        except REQUEST_ERRORS as exc:  # reading a Job to stamp its template
             WRITES.labels("admit", "error").inc()
             log.warning("admission failed", job=job.key, error=str(exc))
         finally:
@@ -288,7 +297,7 @@ class Writer:
                 if outcome == "error":
                     log.warning("write failed", kind=kind, error=str(exc))
                 return None
-            except (TimeoutError, OSError) as exc:
+            except TRANSPORT_ERRORS as exc:
                 WRITES.labels(kind, "error").inc()
                 log.warning("write failed", kind=kind, error=str(exc))
                 return None
