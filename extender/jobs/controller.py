@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -157,6 +158,7 @@ class JobController:
         # The statuses last written, so that each is written only when it changes.
         self._written_queues: dict[str, dict[str, Any]] = {}
         self._queue_written_at: dict[str, float] = {}
+        self._counts_due = math.inf  # when a queue's held-back counts are to be written
         self._written_policies: dict[str, dict[str, Any]] = {}
         self._counted_attempts: set[str] = set()
         self._counted_unplaceable: set[str] = set()
@@ -268,7 +270,7 @@ class JobController:
                     self._written_queues.clear()
                     self._written_policies.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.settings.resync_seconds)
+                    await asyncio.wait_for(self._wake.wait(), self._sleep_seconds())
                 self._wake.clear()
                 # Let events batch up; under load, leave at least as much time between
                 # passes as the last one spent deciding, so passes never take the whole
@@ -365,7 +367,13 @@ class JobController:
             dict(self.queues.store.items()), dict(self.policies.store.items())
         )
 
+    def _sleep_seconds(self) -> float:
+        """Until the next pass if nothing happens: the resync period, or less when a
+        queue's counts were held back."""
+        return max(min(self.settings.resync_seconds, self._counts_due - time.time()), 0.0)
+
     async def _persist(self, decisions: Decisions, now: float) -> None:
+        self._counts_due = math.inf  # this pass's writes say again what is held back
         self._usage = self._usage.advanced(decisions.running_vcpus, now, self._half_lives())
         usage_due = now - self._last_persist >= self.settings.share_usage_persist_seconds
         if usage_due:
@@ -411,6 +419,9 @@ class JobController:
             and _without_counts(written) == _without_counts(body)
         ):
             changed = False
+            # Held back, not dropped: a pass runs when they are due.
+            due = self._queue_written_at.get(queue.name, 0.0) + self.settings.queue_counts_seconds
+            self._counts_due = min(self._counts_due, due)
         usage = (
             status.share_usage_status(
                 (share for share, _ in queue.share_usage),
