@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
 import signal
 import subprocess
@@ -46,7 +45,7 @@ from typing import Any, NamedTuple
 
 import aiohttp
 
-from bench.admission_e2e import PORT_BASE, fresh_cluster
+from bench.admission_e2e import PORT_BASE, cpu_seconds, fresh_cluster
 from bench.scheduler_memory import start_daemon
 from ebb import keys, kube
 from local_stack import builders
@@ -115,12 +114,6 @@ def progress(raw: dict[str, Any]) -> JobProgress:
         int((raw.get("status") or {}).get("succeeded") or 0),
         not (raw.get("spec") or {}).get("suspend"),
     )
-
-
-def cpu_seconds(pid: int) -> float:
-    """A process's CPU time so far, all its threads, user + system (proc(5): fields 14, 15)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 _SAMPLE = re.compile(r"^(\w+)\{(.*)\} (\S+)$")
