@@ -63,7 +63,11 @@ BENCHMARKS: tuple[tuple[str, tuple[str, ...], bool, str], ...] = (
     ("placement_extender", (), False, "the extender's latency and throughput at 5,000 nodes"),
     (
         "placement_throughput",
-        ("--phases", "without", "with", "no-bind", "without"),
+        (
+            "--phases",
+            *("without", "with", "two-calls", "no-bind", "without"),
+            *("--pods", "5000", "--window", "500"),
+        ),
         False,
         "kube-scheduler's throughput at 5,000 nodes with and without the extender",
     ),
