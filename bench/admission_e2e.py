@@ -344,7 +344,7 @@ def daemon_counters(port_base: int) -> dict[str, dict[str, float]]:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User and system CPU time of a process so far (/proc/<pid>/stat)."""
+    """A process's CPU time so far, all its threads, user + system (proc(5): fields 14, 15)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
