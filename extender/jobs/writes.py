@@ -329,13 +329,9 @@ class Writer:
         async with self._limit:
             try:
                 await self._client.create(SERVICES, gang_service(job), job.namespace)
-            except ApiError as exc:
-                if exc.conflict:  # created by an earlier admission (requeued since)
-                    return True
-                WRITES.labels("service", "error").inc()
-                log.warning("cannot create the gang's service", job=job.key, error=str(exc))
-                return False
-            except (TimeoutError, OSError) as exc:
+            except REQUEST_ERRORS as exc:
+                if isinstance(exc, ApiError) and exc.conflict:
+                    return True  # created by an earlier admission (requeued since)
                 WRITES.labels("service", "error").inc()
                 log.warning("cannot create the gang's service", job=job.key, error=str(exc))
                 return False
