@@ -60,8 +60,9 @@ _GANG_HOLDS = Counter(
 _GANG_RELEASES = Counter(
     "ebb_extender_gang_releases_total",
     "Multi-node jobs' holds at bind released, their pods back in kube-scheduler's queue, "
-    "by reason: timed_out (not every pod had a node within --gang-hold) or pod_deleted (a "
-    "held pod was deleted: its Job terminated or deleted).",
+    "by reason: timed_out (not every pod had a node within --gang-hold), pod_deleted (a "
+    "held pod was deleted: its Job terminated or deleted) or node_unusable (a held pod's "
+    "node was deleted or tainted meanwhile, as scale-down cordons an idle node).",
     ["reason"],
 )
 _BINDS_REFUSED = Counter(
@@ -318,6 +319,12 @@ class EbbExtender:
             earlier[2].set_result(f"binding {args.pod_key}: superseded by a later bind")
         hold.members[pod.uid] = (args, pod, result)
         if self._cache.gang_placed(gang) >= size:
+            unusable = await self._unusable_node(hold)
+            if self._holds.get(gang) is not hold:  # released while the node was read
+                return await result
+            if unusable is not None:
+                self._release(gang, pod, "node_unusable", unusable)
+                return await result
             del self._holds[gang]
             _GANG_HOLDS.labels("bound").inc()
             log.info("gang complete, binding", job=pod.job_name, pods=len(hold.members))
@@ -395,20 +402,45 @@ class EbbExtender:
         self, pod: PodInfo, args: BindingArgs
     ) -> tuple[Refusal, str] | None:
         """`_refusal`, but a taint the cache shows is read afresh before it refuses."""
-        node = self._cache.nodes.get(args.node)
+        return self._refusal(pod, args, taints=await self._fresh_taints(pod, args.node))
+
+    async def _fresh_taints(
+        self, pod: PodInfo, node_name: str
+    ) -> tuple[tuple[str, str, str], ...] | None:
+        """The node's taints read afresh when the cache shows one the pod does not
+        tolerate (the cache may be behind); None: the cache's stand."""
+        node = self._cache.nodes.get(node_name)
         reader = self._binding.node_taints
         if (
-            reader is not None
-            and node is not None
-            and untolerated_taint(pod.tolerations, node.info.taints) is not None
+            reader is None
+            or node is None
+            or untolerated_taint(pod.tolerations, node.info.taints) is None
         ):
-            try:
-                fresh = await reader(args.node)
-            except (kube.ApiError, aiohttp.ClientError, TimeoutError):
-                fresh = None
-            if fresh is not None:
-                return self._refusal(pod, args, taints=fresh)
-        return self._refusal(pod, args)
+            return None
+        try:
+            return await reader(node_name)
+        except (kube.ApiError, aiohttp.ClientError, TimeoutError):
+            return None
+
+    async def _unusable_node(self, hold: _GangHold) -> str | None:
+        """Why a node chosen for a held pod can no longer take it, if one cannot: deleted,
+        or tainted since it was chosen. The autoscaler cannot see a held pod (it is not
+        bound yet), so it may cordon the node as idle and terminate it after its drain
+        grace; binding the gang there would lose the attempt."""
+        for args, member, _ in list(hold.members.values()):
+            node = self._cache.nodes.get(args.node)
+            if node is None:
+                return f"node {args.node} of its pod {args.pod_key} was deleted while held"
+            fresh = await self._fresh_taints(member, args.node)
+            taint = untolerated_taint(
+                member.tolerations, node.info.taints if fresh is None else fresh
+            )
+            if taint is not None:
+                return (
+                    f"node {args.node} of its pod {args.pod_key} was tainted "
+                    f"{_shown(taint)} while held"
+                )
+        return None
 
     def _refusal(
         self,
@@ -426,9 +458,7 @@ class EbbExtender:
             return Refusal.NODE_REJECTED, "no such node"
         taint = untolerated_taint(pod.tolerations, node.info.taints if taints is None else taints)
         if taint is not None:
-            key, value, effect = taint
-            shown = f"{key}={value}:{effect}" if value else f"{key}:{effect}"
-            return Refusal.NODE_REJECTED, f"the pod does not tolerate the taint {shown}"
+            return Refusal.NODE_REJECTED, f"the pod does not tolerate the taint {_shown(taint)}"
         verdict = filter_nodes(
             pod, [args.node], self._cache.nodes, self._queues, self._environments
         )
@@ -461,6 +491,11 @@ class EbbExtender:
         if pod is not None and (not args.pod_uid or pod.uid == args.pod_uid):
             return pod
         return self._recent.get(args.pod_uid) if args.pod_uid else None
+
+
+def _shown(taint: tuple[str, str, str]) -> str:
+    key, value, effect = taint
+    return f"{key}={value}:{effect}" if value else f"{key}:{effect}"
 
 
 def ebb_extender(

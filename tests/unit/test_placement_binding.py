@@ -250,6 +250,34 @@ async def test_a_held_pod_deleted_releases_its_gang_at_once() -> None:
     assert [(r, w) for _, r, _, w in events.recorded] == [("GangHoldReleased", True)]
 
 
+@pytest.mark.parametrize("change", ["cordoned", "deleted"])
+async def test_a_gang_whose_held_node_is_cordoned_or_deleted_is_released_not_bound(
+    change: str,
+) -> None:
+    """The autoscaler cannot see a held pod (not bound yet): it may cordon the node as
+    idle, then terminate it. A gang complete by then is released, never bound there."""
+    posted: list[str] = []
+    extender, _, events = gang_extender(2, 30.0, posted)
+    metric = 'ebb_extender_gang_releases_total{reason="node_unusable"}'
+    before = await scrape(metric)
+    held = asyncio.create_task(extender.bind(BindingArgs("train-0", "ns", "", "n0")))
+    await asyncio.sleep(0.05)
+    if change == "cordoned":
+        drained = node("n0", "ce", draining=True)
+        extender._cache.on_node(Event(EventType.MODIFIED, "n0", None, drained))
+        why = "node n0 of its pod ns/train-0 was tainted ebb.dev/draining:NoSchedule while held"
+    else:
+        extender._cache.on_node(Event(EventType.DELETED, "n0", node("n0", "ce"), None))
+        why = "node n0 of its pod ns/train-0 was deleted while held"
+    last = await extender.bind(BindingArgs("train-1", "ns", "", "n1"))
+    first = await asyncio.wait_for(held, 1)
+    for answer in (first, last):
+        assert f"{why}; released the nodes of its 2 held pods, they wait again" in answer
+    assert posted == [] and extender._cache.gang_placed("job-1") == 0
+    assert await scrape(metric) == before + 1
+    assert [(r, w) for _, r, _, w in events.recorded] == [("GangHoldReleased", True)]
+
+
 async def test_a_gang_is_held_and_bound_in_one_environment_and_zone() -> None:
     # Queue q runs on ce then ce2. ce has one empty node in each of zones a and b, ce2 two
     # in zone a: only ce2's zone a has room for the whole gang, and its first pod, held
