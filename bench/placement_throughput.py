@@ -269,7 +269,9 @@ def main(argv: list[str] | None = None) -> int:
         help="in this order",
     )
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per phase")
-    parser.add_argument("--port-base", type=int, default=22500)
+    parser.add_argument(
+        "--port-base", type=int, default=int(os.environ.get("EBB_BENCH_PORT_BASE", "22500"))
+    )
     parser.add_argument("--state-dir", default=str(ROOT / ".ebb-bench"))
     args = parser.parse_args(argv)
     state, path = Path(args.state_dir).resolve(), binaries_path()

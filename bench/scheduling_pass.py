@@ -206,7 +206,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     reconciler = Reconciler()
     reconciler.run(steady)
     reconciler.run(steady, ())
-    template = next(job for job in steady.jobs.values() if job.suspended)
+    # A job still queued after the pass; at a backlog the environments admit whole, one
+    # as it was submitted.
+    template = next(
+        (job for job in steady.jobs.values() if job.suspended),
+        next(iter(snap.jobs.values())),
+    )
 
     def add(jobs: dict[str, JobInfo], n: int) -> str:
         job = dataclasses.replace(template, name=f"new-{n}", uid=f"new-{n}", created=NOW + n)
