@@ -206,8 +206,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     reconciler = Reconciler()
     reconciler.run(steady)
     reconciler.run(steady, ())
-    # A job still queued after the pass; at a backlog the environments admit whole, one
-    # as it was submitted.
+    # The job to add: one still queued after the pass, or, when the environments
+    # admitted every job (a small --jobs), one as it was submitted.
     template = next(
         (job for job in steady.jobs.values() if job.suspended),
         next(iter(snap.jobs.values())),
